@@ -103,7 +103,8 @@ pub fn encode(table: &Table) -> Vec<u8> {
     // Serializing into a `Vec` cannot fail for these types: postcard only errors on a full
     // fixed-size buffer, on sequences of unknown length (derived `Serialize` for `Vec` and
     // `String` always gives the length) and on custom errors from hand-written `Serialize`
-    // impls (the model has none). The unit tests encode every variant of every enum.
+    // impls (the model has none). `testing::sample_table` holds every variant of every enum
+    // and the codec tests round-trip it.
     out = match postcard::to_extend(table, out) {
         Ok(out) => out,
         Err(err) => unreachable!("postcard cannot fail to serialize a Table: {err}"),
@@ -170,7 +171,9 @@ pub fn decode_payload(payload: &[u8]) -> Result<Table, DecodeError> {
 /// Returns `None` when `encoded` is shorter than a header or does not start with [`MAGIC`].
 /// The checksum is read, not verified: use it on bytes that [`decode`] accepted.
 pub fn checksum(encoded: &[u8]) -> Option<[u8; 32]> {
-    split_header(encoded).ok().map(|(header, _)| header.checksum)
+    split_header(encoded)
+        .ok()
+        .map(|(header, _)| header.checksum)
 }
 
 /// [`checksum`] as 64 lower-case hex digits, for display (e.g. the proxy's `/config` page).

@@ -11,8 +11,8 @@ pub mod testing;
 mod validate;
 
 pub use codec::{
-    checksum, checksum_hex, decode, decode_payload, encode, DecodeError, FORMAT_VERSION, HEADER_LEN,
-    MAGIC,
+    checksum, checksum_hex, decode, decode_payload, encode, DecodeError, FORMAT_VERSION,
+    HEADER_LEN, MAGIC,
 };
 pub use model::*;
 pub use validate::{validate, ValidationError};

@@ -330,6 +330,9 @@ pub struct RetryPolicy {
     pub backoff_max_ms: u64,
     /// Retries may add at most this share to the request rate.
     pub budget: Ppm,
+    /// Whether non-idempotent requests (POST, PATCH) may be retried after they were sent
+    /// (`retry { non_idempotent true }`); before that, only connection-level failures retry.
+    pub non_idempotent: bool,
 }
 
 /// A condition under which a try may be retried.

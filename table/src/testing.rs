@@ -1,11 +1,10 @@
 //! Hand-built tables for tests, here and in crates that consume tables (feature `testing`).
 
 use crate::model::{
-    AccessLog, AccessLogFormat, Action, Authorization, AuthzRule, Balance, Endpoints,
-    FailureMode, Filter, HeaderEdit, HeaderMatch, HeaderValueMatch, HealthCheck, MeshInfo,
-    Method, MtlsMode, Observe, Outlier, PathMatch, Ppm, Principal, Protocol, RequestMatch,
-    RetryOn, RetryPolicy, Route, Service, ServiceId, SourceLoc, StatusMatch, Table,
-    WeightedTarget,
+    AccessLog, AccessLogFormat, Action, Authorization, AuthzRule, Balance, Endpoints, FailureMode,
+    Filter, HeaderEdit, HeaderMatch, HeaderValueMatch, HealthCheck, MeshInfo, Method, MtlsMode,
+    Observe, Outlier, PathMatch, Ppm, Principal, Protocol, RequestMatch, RetryOn, RetryPolicy,
+    Route, Service, ServiceId, SourceLoc, StatusMatch, Table, WeightedTarget,
 };
 
 /// Index of `api` in [`sample_table`].
@@ -88,8 +87,7 @@ pub fn sample_table() -> Table {
                 name: "auth-jwt".to_owned(),
                 module: "filters/auth_jwt.wasm".to_owned(),
                 sha256: [0xa5; 32],
-                config_json: r#"{"audience":"shop","issuer":"https://id.example.org"}"#
-                    .to_owned(),
+                config_json: r#"{"audience":"shop","issuer":"https://id.example.org"}"#.to_owned(),
                 failure: FailureMode::Closed,
                 memory_bytes: 16 << 20,
                 time_limit_ms: 5,
@@ -220,6 +218,7 @@ fn sample_routes() -> Vec<Route> {
                 backoff_base_ms: 25,
                 backoff_max_ms: 250,
                 budget: Ppm(200_000),
+                non_idempotent: true,
             }),
             request_headers: vec![HeaderEdit::Set(
                 "x-mesh-route".to_owned(),
@@ -272,6 +271,7 @@ fn sample_routes() -> Vec<Route> {
                 backoff_base_ms: 10,
                 backoff_max_ms: 100,
                 budget: Ppm(100_000),
+                non_idempotent: false,
             }),
             request_headers: vec![HeaderEdit::Add(
                 "x-mesh-split".to_owned(),
@@ -313,7 +313,11 @@ fn sample_authorizations() -> Vec<Authorization> {
             rules: vec![AuthzRule {
                 action: Action::Allow,
                 from: vec![Principal::Service(WEB), Principal::Any],
-                to: RequestMatch::default(),
+                // Every method spelled out (the same as none), so the codec tests cover them.
+                to: RequestMatch {
+                    methods: Method::ALL.to_vec(),
+                    ..RequestMatch::default()
+                },
                 loc: loc(1, 7, 3),
             }],
             default: Action::Deny,

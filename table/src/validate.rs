@@ -2,17 +2,15 @@
 //!
 //! [`decode`](crate::decode) runs this on every table it reads, so a proxy never sees a table
 //! whose cross references dangle. The checks are grouped by section, one function each; the
-//! string-level checks live in `strings`.
+//! self-contained parts of services and routes in `parts`, string-level checks in `strings`.
 
+mod parts;
 mod strings;
 
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::model::{
-    AuthzRule, Balance, Endpoints, HeaderEdit, HeaderMatch, HeaderValueMatch, PathMatch, Ppm,
-    Principal, RequestMatch, RetryOn, RetryPolicy, Route, Service, SourceLoc, StatusMatch, Table,
-};
+use crate::model::{AuthzRule, Balance, Ppm, Principal, Route, Service, SourceLoc, Table};
 
 /// A broken table invariant: where it is broken and how.
 ///
@@ -114,12 +112,13 @@ impl Validator<'_> {
     }
 
     fn loc(&self, loc: SourceLoc) -> Check {
-        let check = index("source file", loc.file, self.table.files.len(), "file")
-            .and_then(|()| match (loc.line, loc.column) {
+        let check = index("source file", loc.file, self.table.files.len(), "file").and_then(|()| {
+            match (loc.line, loc.column) {
                 (0, _) => Err("line is 0 (lines are 1-based)".to_owned()),
                 (_, 0) => Err("column is 0 (columns are 1-based)".to_owned()),
                 _ => Ok(()),
-            });
+            }
+        });
         within("source location", check)
     }
 
@@ -161,7 +160,10 @@ impl Validator<'_> {
             let place = || item("service", i, &service.name);
             self.at(place, self.service(service))?;
             if let Some(prev) = i.checked_sub(1).and_then(|p| services.get(p)) {
-                self.at(place, strings::sorted_after("service", &prev.name, &service.name))?;
+                self.at(
+                    place,
+                    strings::sorted_after("service", &prev.name, &service.name),
+                )?;
             }
         }
         Ok(())
@@ -172,7 +174,7 @@ impl Validator<'_> {
         if service.port == 0 {
             return Err("port is 0".to_owned());
         }
-        within("endpoints", endpoints(&service.endpoints))?;
+        within("endpoints", parts::endpoints(&service.endpoints))?;
         if let Balance::RingHash { header } = &service.balance {
             within("ring hash", strings::header_name(header))?;
         }
@@ -221,16 +223,22 @@ impl Validator<'_> {
     fn route(&self, route: &Route) -> Check {
         within("name", strings::dns_label(&route.name))?;
         self.service_ref("service", route.service)?;
-        within("match", request_match(&route.matcher))?;
+        within("match", parts::request_match(&route.matcher))?;
         self.targets(route)?;
         if let Some(timeout) = route.timeout_ms {
             positive("timeout", timeout)?;
         }
         if let Some(retry) = &route.retry {
-            within("retry", retry_policy(retry))?;
+            within("retry", parts::retry_policy(retry))?;
         }
-        within("request headers", header_edits(&route.request_headers))?;
-        within("response headers", header_edits(&route.response_headers))?;
+        within(
+            "request headers",
+            parts::header_edits(&route.request_headers),
+        )?;
+        within(
+            "response headers",
+            parts::header_edits(&route.response_headers),
+        )?;
         self.filter_refs(&route.filters)?;
         self.loc(route.loc)
     }
@@ -261,9 +269,17 @@ impl Validator<'_> {
         for (i, authz) in self.table.authorizations.iter().enumerate() {
             let place = || format!("authorization #{i}");
             self.at(place, self.service_ref("service", authz.service))?;
-            let place = || format!("authorization #{i} (service {})", self.service_name(authz.service));
+            let place = || {
+                format!(
+                    "authorization #{i} (service {})",
+                    self.service_name(authz.service)
+                )
+            };
             if !seen.insert(authz.service) {
-                self.at(place, Err("second authorization for this service".to_owned()))?;
+                self.at(
+                    place,
+                    Err("second authorization for this service".to_owned()),
+                )?;
             }
             for (r, rule) in authz.rules.iter().enumerate() {
                 self.at(place, within(format_args!("rule #{r}"), self.rule(rule)))?;
@@ -277,10 +293,13 @@ impl Validator<'_> {
     fn rule(&self, rule: &AuthzRule) -> Check {
         for (p, principal) in rule.from.iter().enumerate() {
             if let Principal::Service(id) = principal {
-                within(format_args!("principal #{p}"), self.service_ref("service", *id))?;
+                within(
+                    format_args!("principal #{p}"),
+                    self.service_ref("service", *id),
+                )?;
             }
         }
-        within("match", request_match(&rule.to))?;
+        within("match", parts::request_match(&rule.to))?;
         self.loc(rule.loc)
     }
 
@@ -289,9 +308,17 @@ impl Validator<'_> {
         for (i, observe) in self.table.observes.iter().enumerate() {
             let place = || format!("observe #{i}");
             self.at(place, self.service_ref("service", observe.service))?;
-            let place = || format!("observe #{i} (service {})", self.service_name(observe.service));
+            let place = || {
+                format!(
+                    "observe #{i} (service {})",
+                    self.service_name(observe.service)
+                )
+            };
             if !seen.insert(observe.service) {
-                self.at(place, Err("second observe block for this service".to_owned()))?;
+                self.at(
+                    place,
+                    Err("second observe block for this service".to_owned()),
+                )?;
             }
             if let Some(log) = &observe.access_log {
                 self.at(place, within("access log", ppm("sample", log.sample)))?;
@@ -299,7 +326,7 @@ impl Validator<'_> {
             if let Some(sample) = observe.trace_sample {
                 self.at(place, ppm("trace sample", sample))?;
             }
-            self.at(place, ascending_buckets(&observe.latency_buckets_ms))?;
+            self.at(place, parts::ascending_buckets(&observe.latency_buckets_ms))?;
             self.at(place, self.loc(observe.loc))?;
         }
         Ok(())
@@ -317,113 +344,14 @@ impl Validator<'_> {
                 .and_then(|()| self.loc(filter.loc));
             self.at(place, check)?;
             if let Some(prev) = i.checked_sub(1).and_then(|p| filters.get(p)) {
-                self.at(place, strings::sorted_after("filter", &prev.name, &filter.name))?;
+                self.at(
+                    place,
+                    strings::sorted_after("filter", &prev.name, &filter.name),
+                )?;
             }
         }
         Ok(())
     }
-}
-
-fn endpoints(endpoints: &Endpoints) -> Check {
-    match endpoints {
-        Endpoints::Static(addrs) => {
-            for (i, addr) in addrs.iter().enumerate() {
-                within(format_args!("address #{i}"), strings::host_port(addr))?;
-            }
-            Ok(())
-        }
-        Endpoints::Dns { host, port } => {
-            within("dns host", strings::host(host))?;
-            if *port == 0 {
-                return Err("dns port is 0".to_owned());
-            }
-            Ok(())
-        }
-        Endpoints::Registry => Ok(()),
-    }
-}
-
-fn request_match(matcher: &RequestMatch) -> Check {
-    match &matcher.path {
-        Some(PathMatch::Exact(path) | PathMatch::Prefix(path)) => {
-            within("path", strings::absolute_path(path))?;
-        }
-        Some(PathMatch::Regex(re)) => within("path", strings::regex(re))?,
-        None => {}
-    }
-    for (i, header) in matcher.headers.iter().enumerate() {
-        within(format_args!("header #{i}"), header_match(header))?;
-    }
-    Ok(())
-}
-
-fn header_match(header: &HeaderMatch) -> Check {
-    strings::header_name(&header.name)?;
-    match &header.value {
-        HeaderValueMatch::Exact(value) | HeaderValueMatch::Prefix(value) => {
-            strings::header_value(value)
-        }
-        HeaderValueMatch::Regex(re) => strings::regex(re),
-        HeaderValueMatch::Present => Ok(()),
-    }
-}
-
-fn header_edits(edits: &[HeaderEdit]) -> Check {
-    for (i, edit) in edits.iter().enumerate() {
-        let check = match edit {
-            HeaderEdit::Set(name, value) | HeaderEdit::Add(name, value) => {
-                strings::header_name(name).and_then(|()| strings::header_value(value))
-            }
-            HeaderEdit::Remove(name) => strings::header_name(name),
-        };
-        within(format_args!("edit #{i}"), check)?;
-    }
-    Ok(())
-}
-
-fn retry_policy(retry: &RetryPolicy) -> Check {
-    positive("attempts", retry.attempts.into())?;
-    if let Some(per_try) = retry.per_try_timeout_ms {
-        positive("per-try timeout", per_try)?;
-    }
-    if retry.backoff_base_ms > retry.backoff_max_ms {
-        return Err(format!(
-            "backoff base {} ms is above backoff max {} ms",
-            retry.backoff_base_ms, retry.backoff_max_ms
-        ));
-    }
-    ppm("budget", retry.budget)?;
-    for (i, on) in retry.on.iter().enumerate() {
-        within(format_args!("condition #{i}"), retry_on(*on))?;
-    }
-    Ok(())
-}
-
-fn retry_on(on: RetryOn) -> Check {
-    match on {
-        RetryOn::Status(StatusMatch::Code(code)) if !(100..=599).contains(&code) => {
-            Err(format!("status code {code} is not in 100..=599"))
-        }
-        RetryOn::Status(StatusMatch::Class(class)) if !(1..=5).contains(&class) => {
-            Err(format!("status class {class} is not in 1..=5"))
-        }
-        RetryOn::Grpc(code) if code > 16 => Err(format!("gRPC status {code} is not in 0..=16")),
-        _ => Ok(()),
-    }
-}
-
-fn ascending_buckets(buckets: &[u64]) -> Check {
-    for (i, pair) in buckets.windows(2).enumerate() {
-        if let [lo, hi] = pair {
-            if lo >= hi {
-                return Err(format!(
-                    "latency buckets not strictly ascending: bucket #{} is {hi} ms after {lo} ms",
-                    i + 1
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ mod codes;
 mod render;
 
 pub use codes::Code;
-pub use render::{render, Format};
+pub use render::{render, render_human, Format};
 
 use crate::source::Loc;
 

@@ -65,14 +65,19 @@ fn checksum_reads_the_header() {
     assert_eq!(sum[..], SAMPLE[16..48]);
     let hex = checksum_hex(&SAMPLE).expect("has a header");
     assert_eq!(hex.len(), 64);
-    assert!(hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(hex
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     assert_eq!(hex, to_hex(&sum));
     assert_eq!(
         checksum_hex(&with_header(b"")).as_deref(),
         Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     );
     assert_eq!(checksum(&SAMPLE[..HEADER_LEN - 1]), None);
-    assert_eq!(checksum(b"{\"mesh\": 1}                                            "), None);
+    assert_eq!(
+        checksum(b"{\"mesh\": 1}                                            "),
+        None
+    );
     // A different table has a different checksum.
     assert_ne!(checksum_hex(&encode(&minimal_table())), Some(hex));
 }
@@ -142,7 +147,10 @@ fn error_messages_say_what_and_where() {
         decode(b"{\"services\": []}").expect_err("json").to_string(),
         "bad magic: not a mesh rule table"
     );
-    assert_eq!(decode(b"").expect_err("empty"), DecodeError::TooShort { found: 0 });
+    assert_eq!(
+        decode(b"").expect_err("empty"),
+        DecodeError::TooShort { found: 0 }
+    );
     assert_eq!(
         decode(b"MESH").expect_err("short").to_string(),
         "table is too short: 4 bytes, but the header alone is 48 bytes"
@@ -152,16 +160,23 @@ fn error_messages_say_what_and_where() {
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     let message = decode(&flipped).expect_err("checksum").to_string();
-    assert!(message.starts_with("checksum mismatch: header says "), "{message}");
+    assert!(
+        message.starts_with("checksum mismatch: header says "),
+        "{message}"
+    );
     assert!(message.contains(&to_hex(&SAMPLE[16..48])), "{message}");
 
-    let message = decode(&with_header(&[0xff; 8])).expect_err("garbage").to_string();
+    let message = decode(&with_header(&[0xff; 8]))
+        .expect_err("garbage")
+        .to_string();
     assert!(message.starts_with("malformed payload: "), "{message}");
 
     let mut payload = SAMPLE[HEADER_LEN..].to_vec();
     payload.push(0);
     assert_eq!(
-        decode(&with_header(&payload)).expect_err("left over").to_string(),
+        decode(&with_header(&payload))
+            .expect_err("left over")
+            .to_string(),
         "malformed payload: 1 bytes left over after the table"
     );
 }
@@ -260,7 +275,11 @@ fn fuzz_seeds() {
         std::fs::create_dir_all(&dir).expect("create corpus dir");
         for (name, table) in &tables {
             let bytes = encode(table);
-            let bytes = if with_header { &bytes[..] } else { &bytes[HEADER_LEN..] };
+            let bytes = if with_header {
+                &bytes[..]
+            } else {
+                &bytes[HEADER_LEN..]
+            };
             std::fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
         }
     }

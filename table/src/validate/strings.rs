@@ -200,11 +200,7 @@ pub(super) fn host(host: &str) -> Check {
     }
     let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_".contains(c);
     match host.chars().find(|&c| !allowed(c)) {
-        Some(bad) => Err(format!(
-            "host {} contains {}",
-            quote(host),
-            char_name(bad)
-        )),
+        Some(bad) => Err(format!("host {} contains {}", quote(host), char_name(bad))),
         None => Ok(()),
     }
 }
@@ -225,7 +221,9 @@ pub(super) fn host_port(addr: &str) -> Check {
             return Err(format!("{q} has no port (expected `host:port`)"));
         };
         if name.contains(':') {
-            return Err(format!("{q}: an IPv6 address must be bracketed, as in `[::1]:port`"));
+            return Err(format!(
+                "{q}: an IPv6 address must be bracketed, as in `[::1]:port`"
+            ));
         }
         host(name).map_err(|problem| format!("{q}: {problem}"))?;
         port
@@ -233,7 +231,10 @@ pub(super) fn host_port(addr: &str) -> Check {
     match port.parse::<u16>() {
         Ok(0) => Err(format!("{q}: port is 0")),
         Ok(_) if port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
-        _ => Err(format!("{q}: port {} is not a number in 1..=65535", quote(port))),
+        _ => Err(format!(
+            "{q}: port {} is not a number in 1..=65535",
+            quote(port)
+        )),
     }
 }
 
@@ -260,7 +261,11 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 /// Rejects control characters in free text.
 fn no_control(what: &str, text: &str) -> Check {
     match text.chars().find(|c| c.is_control()) {
-        Some(bad) => Err(format!("{what} {} contains {}", quote(text), char_name(bad))),
+        Some(bad) => Err(format!(
+            "{what} {} contains {}",
+            quote(text),
+            char_name(bad)
+        )),
         None => Ok(()),
     }
 }

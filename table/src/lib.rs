@@ -6,6 +6,7 @@
 
 mod codec;
 mod model;
+pub mod precedence;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod validate;

@@ -7,7 +7,7 @@
 mod parts;
 mod strings;
 
-use std::collections::HashSet;
+use std::cmp::Ordering;
 use std::fmt;
 
 use crate::model::{AuthzRule, Balance, Ppm, Principal, Route, Service, SourceLoc, Table};
@@ -139,7 +139,7 @@ impl Validator<'_> {
     fn mesh(&self) -> Result<(), ValidationError> {
         let mesh = &self.table.mesh;
         let place = || "mesh".to_owned();
-        self.at(place, within("name", strings::dns_label(&mesh.name)))?;
+        self.at(place, within("name", strings::mesh_name(&mesh.name)))?;
         self.at(
             place,
             within("trust domain", strings::trust_domain(&mesh.trust_domain)),
@@ -197,19 +197,38 @@ impl Validator<'_> {
     }
 
     fn routes(&self) -> Result<(), ValidationError> {
-        let mut seen: HashSet<(u32, &str)> = HashSet::new();
-        for (i, route) in self.table.routes.iter().enumerate() {
+        let routes = &self.table.routes;
+        for (i, route) in routes.iter().enumerate() {
             let place = || item("route", i, &route.name);
             self.at(place, self.route(route))?;
-            if !seen.insert((route.service, &route.name)) {
-                let service = self.service_name(route.service);
-                self.at(
-                    place,
-                    Err(format!("service {service} has two routes with this name")),
-                )?;
+            if let Some(prev) = i.checked_sub(1).and_then(|p| routes.get(p)) {
+                self.at(place, self.route_order(prev, route))?;
             }
         }
         Ok(())
+    }
+
+    /// Routes are grouped by service (ascending) and sorted by name within it, so a name
+    /// appears once per service.
+    fn route_order(&self, prev: &Route, route: &Route) -> Check {
+        let service = self.service_name(route.service);
+        match (prev.service, &prev.name).cmp(&(route.service, &route.name)) {
+            Ordering::Less => Ok(()),
+            Ordering::Equal => Err(format!(
+                "service {service} has two routes named {}",
+                strings::quote(&route.name)
+            )),
+            Ordering::Greater if prev.service != route.service => Err(format!(
+                "routes are not grouped by service: a route of service {service} comes after \
+                 one of service {}",
+                self.service_name(prev.service)
+            )),
+            Ordering::Greater => Err(format!(
+                "routes of service {service} are not sorted by name: {} comes after {}",
+                strings::quote(&route.name),
+                strings::quote(&prev.name)
+            )),
+        }
     }
 
     /// A service's quoted name, for messages; only call with an index already checked.
@@ -265,7 +284,6 @@ impl Validator<'_> {
     }
 
     fn authorizations(&self) -> Result<(), ValidationError> {
-        let mut seen = HashSet::new();
         for (i, authz) in self.table.authorizations.iter().enumerate() {
             let place = || format!("authorization #{i}");
             self.at(place, self.service_ref("service", authz.service))?;
@@ -275,10 +293,13 @@ impl Validator<'_> {
                     self.service_name(authz.service)
                 )
             };
-            if !seen.insert(authz.service) {
+            if let Some(prev) = i
+                .checked_sub(1)
+                .and_then(|p| self.table.authorizations.get(p))
+            {
                 self.at(
                     place,
-                    Err("second authorization for this service".to_owned()),
+                    self.by_service("authorization", prev.service, authz.service),
                 )?;
             }
             for (r, rule) in authz.rules.iter().enumerate() {
@@ -288,6 +309,19 @@ impl Validator<'_> {
             self.at(place, self.loc(authz.loc))?;
         }
         Ok(())
+    }
+
+    /// Per-service blocks are sorted by service, at most one each.
+    fn by_service(&self, kind: &str, prev: u32, service: u32) -> Check {
+        match prev.cmp(&service) {
+            Ordering::Less => Ok(()),
+            Ordering::Equal => Err(format!("second {kind} for this service")),
+            Ordering::Greater => Err(format!(
+                "{kind}s are not sorted by service: service {} comes after service {}",
+                self.service_name(service),
+                self.service_name(prev)
+            )),
+        }
     }
 
     fn rule(&self, rule: &AuthzRule) -> Check {
@@ -304,7 +338,6 @@ impl Validator<'_> {
     }
 
     fn observes(&self) -> Result<(), ValidationError> {
-        let mut seen = HashSet::new();
         for (i, observe) in self.table.observes.iter().enumerate() {
             let place = || format!("observe #{i}");
             self.at(place, self.service_ref("service", observe.service))?;
@@ -314,10 +347,10 @@ impl Validator<'_> {
                     self.service_name(observe.service)
                 )
             };
-            if !seen.insert(observe.service) {
+            if let Some(prev) = i.checked_sub(1).and_then(|p| self.table.observes.get(p)) {
                 self.at(
                     place,
-                    Err("second observe block for this service".to_owned()),
+                    self.by_service("observe block", prev.service, observe.service),
                 )?;
             }
             if let Some(log) = &observe.access_log {

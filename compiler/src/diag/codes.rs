@@ -92,6 +92,4 @@ codes! {
     ModuleNotFound = "module-not-found", Error;
     /// A filter module that is not valid WebAssembly.
     InvalidModule = "invalid-module", Error;
-    /// A `from` principal that can never reach the service.
-    UnreachablePrincipal = "unreachable-principal", Warning;
 }

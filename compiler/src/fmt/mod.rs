@@ -34,6 +34,17 @@ pub fn format_source(file: &Arc<SourceFile>) -> Result<String, Vec<Diagnostic>> 
     Ok(printer.finish())
 }
 
+/// What a printed line is, for the blank lines around it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// A clause or declaration on one line.
+    Item,
+    /// `head {`: no blank line may follow.
+    Open,
+    /// `}`: no blank line may precede.
+    Close,
+}
+
 /// Builds the output line by line, placing comments as it passes their source positions.
 struct Printer<'a> {
     /// The source text, for comments and the blank lines around them.
@@ -90,18 +101,19 @@ impl<'a> Printer<'a> {
         let Range { start: open, end } = block.loc.span.clone();
         let has_comments = self.comments[self.next..]
             .iter()
-            .any(|c| c.start > open && c.start < end);
+            .take_while(|c| c.start < end)
+            .any(|c| c.start > open);
         if block.clauses.is_empty() && !has_comments {
-            self.line(depth, format!("{head} {{}}"), start, end, false);
+            self.line(depth, format!("{head} {{}}"), start, end, Line::Item);
             return;
         }
-        self.line(depth, format!("{head} {{"), start, open + 1, true);
+        self.line(depth, format!("{head} {{"), start, open + 1, Line::Open);
         for clause in &block.clauses {
             self.clause(depth + 1, clause);
         }
         // Comments after the last clause stay inside the block.
         self.comments_before(end - 1, depth + 1);
-        self.line(depth, "}".to_string(), end - 1, end, false);
+        self.line(depth, "}".to_string(), end - 1, end, Line::Close);
     }
 
     fn clause(&mut self, depth: usize, clause: &Clause) {
@@ -109,15 +121,17 @@ impl<'a> Printer<'a> {
         let head = inline_clause(clause);
         match &clause.block {
             Some(block) => self.block(depth, &head, start, block),
-            None => self.line(depth, head, start, content_end(clause), false),
+            None => self.line(depth, head, start, content_end(clause), Line::Item),
         }
     }
 
     /// Prints one line for the source `start..end`, after the comments that come before its end
     /// (including any written inside it, between its tokens).
-    fn line(&mut self, depth: usize, text: String, start: usize, end: usize, opens: bool) {
+    fn line(&mut self, depth: usize, text: String, start: usize, end: usize, kind: Line) {
         self.comments_before(end, depth);
-        if self.after_comment
+        // A blank line kept between a comment and the item it introduces; never before `}`.
+        if kind != Line::Close
+            && self.after_comment
             && self
                 .last_end
                 .is_some_and(|e| e <= start && self.blank_between(e, start))
@@ -126,7 +140,7 @@ impl<'a> Printer<'a> {
         }
         self.lines.push(format!("{}{text}", INDENT.repeat(depth)));
         self.last_end = Some(end);
-        self.after_opener = opens;
+        self.after_opener = kind == Line::Open;
         self.after_comment = false;
     }
 

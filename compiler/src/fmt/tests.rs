@@ -281,3 +281,27 @@ fn files_with_syntax_errors_are_not_formatted() {
         );
     }
 }
+
+#[test]
+fn blank_lines_around_comments_are_kept_but_not_inside_braces() {
+    let text =
+        "service a {\n\n  // first\n\n  port 1\n\n\n  timeout 1s\n  // last\n\n}\n\n\n\n// tail\n";
+    let expected = "service a {\n  // first\n\n  port 1\n  timeout 1s\n  // last\n}\n\n// tail\n";
+    assert_eq!(check_all(text), expected);
+}
+
+#[test]
+fn comments_in_empty_blocks_and_values_stay() {
+    let text = "service a { outlier { /* none */ } health {\n// later\n} endpoints [ // first\n\"x:1\" ] }";
+    let expected = "\
+service a {
+  outlier {  /* none */
+  }
+  health {
+    // later
+  }  // first
+  endpoints [\"x:1\"]
+}
+";
+    assert_eq!(check_all(text), expected);
+}

@@ -62,7 +62,8 @@ impl Builder<'_> {
                         .help("write it as `mesh \"shop\" { ... }`"),
                     );
                     Spanned {
-                        node: String::new(),
+                        // The text as written, so the reported error is not followed by "empty name".
+                        node: value.loc.text().to_string(),
                         loc: value.loc,
                     }
                 }

@@ -85,7 +85,7 @@ fn syntax_error(
         format!("expected {expected}, found {found_text}"),
     )
     .label(format!("expected {expected}"));
-    if at == 0 {
+    if at == 0 || expected == describe(Rule::EOI) {
         if let Some(near) = did_you_mean(found, DECLARATION_KEYWORDS) {
             diagnostic = diagnostic.help(format!("did you mean `{near}`?"));
         } else {

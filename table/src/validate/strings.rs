@@ -6,8 +6,12 @@ use std::net::Ipv6Addr;
 
 use super::Check;
 
-/// Longest accepted regex, in bytes: bounds compile time and memory for any table.
-pub(super) const MAX_REGEX_LEN: usize = 1024;
+/// Longest accepted regex, in characters (as the compiler counts).
+const MAX_REGEX_LEN: usize = 1024;
+
+/// Largest compiled regex, in bytes (as the compiler limits it): bounds the proxies' memory
+/// and match time.
+const MAX_REGEX_COMPILED: usize = 256 * 1024;
 
 /// Longest DNS label.
 const MAX_LABEL_LEN: usize = 63;
@@ -66,6 +70,14 @@ pub(super) fn dns_label(name: &str) -> Check {
         ));
     }
     Ok(())
+}
+
+/// The mesh's name: a free-form string (`mesh "Shop (prod)"`), non-empty, no control characters.
+pub(super) fn mesh_name(name: &str) -> Check {
+    if name.is_empty() {
+        return Err("empty name".to_owned());
+    }
+    no_control("name", name)
 }
 
 /// A SPIFFE trust domain: lower-case letters, digits, `.`, `-` and `_`.
@@ -164,21 +176,37 @@ pub(super) fn absolute_path(path: &str) -> Check {
     }
 }
 
-/// A regex that the `regex` crate compiles, at most [`MAX_REGEX_LEN`] bytes.
+/// A regex that the `regex` crate compiles, at most [`MAX_REGEX_LEN`] characters, and whose
+/// anchored form `^(?:…)$` (how it is matched against a whole value) compiles within
+/// [`MAX_REGEX_COMPILED`] bytes.
 pub(super) fn regex(pattern: &str) -> Check {
-    if pattern.len() > MAX_REGEX_LEN {
+    let length = pattern.chars().count();
+    if length > MAX_REGEX_LEN {
         return Err(format!(
-            "regex is {} bytes long, more than {MAX_REGEX_LEN}",
-            pattern.len()
+            "regex is {length} characters long, more than {MAX_REGEX_LEN}"
         ));
     }
-    match ::regex::Regex::new(pattern) {
+    let compile = |source: &str| {
+        ::regex::RegexBuilder::new(source)
+            .size_limit(MAX_REGEX_COMPILED)
+            .build()
+    };
+    // The anchored form bounds the size; the bare pattern must parse on its own, or `a)|(b`
+    // would slip through as `^(?:a)|(b)$`.
+    match compile(&format!("^(?:{pattern})$")).and_then(|_| compile(pattern)) {
         Ok(_) => Ok(()),
+        Err(::regex::Error::CompiledTooBig(limit)) => Err(format!(
+            "regex {} compiles to more than {limit} bytes",
+            quote(pattern)
+        )),
         Err(err) => {
             // Syntax errors render over several lines (pattern, caret, reason): keep the reason.
             let text = err.to_string();
-            let reason = text.lines().last().unwrap_or_default().trim();
-            let reason = reason.strip_prefix("error: ").unwrap_or(reason);
+            let reason = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("error: "))
+                .next_back()
+                .unwrap_or("invalid syntax");
             Err(format!(
                 "regex {} does not compile: {reason}",
                 quote(pattern)

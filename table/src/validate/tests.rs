@@ -212,11 +212,41 @@ fn route_names_unique_per_service() {
         |t| t.routes[3].name = "charge".to_owned(),
         &[
             "route #3 (`charge`)",
-            "service `payments` has two routes with this name",
+            "service `payments` has two routes named `charge`",
         ],
     );
     // The same name under another service is fine.
     assert_valid(|t| t.routes[4].name = "cart".to_owned());
+}
+
+#[test]
+fn routes_grouped_by_service_and_sorted_by_name() {
+    assert_invalid(
+        |t| t.routes.swap(2, 3),
+        &[
+            "route #3 (`charge`)",
+            "routes of service `payments` are not sorted by name: `charge` comes after `refund`",
+        ],
+    );
+    assert_invalid(
+        |t| t.routes.swap(1, 2),
+        &[
+            "route #2 (`checkout`)",
+            "routes are not grouped by service: a route of service `api` comes after one of \
+             service `payments`",
+        ],
+    );
+}
+
+#[test]
+fn per_service_blocks_sorted_by_service() {
+    assert_invalid(
+        |t| t.authorizations.swap(0, 1),
+        &[
+            "authorization #1 (service `api`)",
+            "authorizations are not sorted by service: service `api` comes after service `payments`",
+        ],
+    );
 }
 
 #[test]
@@ -236,7 +266,6 @@ fn names_are_dns_labels() {
         |t| t.filters[0].name = "a".repeat(64),
         &["filter #0", "64 bytes long, more than a DNS label's 63"],
     );
-    assert_invalid(|t| t.mesh.name = String::new(), &["mesh: name: empty name"]);
     assert_invalid(|t| t.routes[0].name = "9lives".to_owned(), &["`9lives`"]);
     assert_valid(|t| {
         t.routes[0].name = format!("a{}", "-9".repeat(31));
@@ -361,9 +390,19 @@ fn regexes_compile() {
     );
     assert_invalid(
         |t| t.routes[1].matcher.path = Some(PathMatch::Regex("a".repeat(1025))),
-        &["regex is 1025 bytes long, more than 1024"],
+        &["regex is 1025 characters long, more than 1024"],
     );
-    assert_valid(|t| t.routes[1].matcher.path = Some(PathMatch::Regex("a".repeat(1024))));
+    // The limit counts characters, as the compiler does.
+    assert_valid(|t| t.routes[1].matcher.path = Some(PathMatch::Regex("é".repeat(1024))));
+    assert_invalid(
+        |t| t.routes[1].matcher.path = Some(PathMatch::Regex(r"\w{500}\w{500}".to_owned())),
+        &["compiles to more than 262144 bytes"],
+    );
+    // Anchoring must not turn a broken pattern into a valid one: `^(?:a)|(b)$`.
+    assert_invalid(
+        |t| t.routes[1].matcher.path = Some(PathMatch::Regex("/a)|(/b".to_owned())),
+        &["regex `/a)|(/b` does not compile: unopened group"],
+    );
 }
 
 #[test]
@@ -621,6 +660,13 @@ fn files_and_trust_domain() {
         |t| t.files[0] = "a\nb".to_owned(),
         &["file #0: file name `a\\nb` contains LF"],
     );
+    assert_invalid(|t| t.mesh.name = String::new(), &["mesh: name: empty name"]);
+    assert_invalid(
+        |t| t.mesh.name = "shop\u{1b}[2J".to_owned(),
+        &["mesh: name: name `shop\\u{1b}[2J` contains U+001B"],
+    );
+    // The mesh name is a free-form string, not a DNS label.
+    assert_valid(|t| t.mesh.name = "Shop (prod) – EU".to_owned());
     assert_invalid(
         |t| t.mesh.trust_domain = "Shop.example".to_owned(),
         &["mesh: trust domain: `Shop.example`: 'S' is not allowed"],

@@ -80,10 +80,7 @@ fn human_colour_is_opt_in() {
 #[test]
 fn human_summary_lines() {
     assert_eq!(render(&[], Format::Human), "");
-    let warnings: Vec<Diagnostic> = sample()
-        .into_iter()
-        .filter(|d| !d.is_error())
-        .collect();
+    let warnings: Vec<Diagnostic> = sample().into_iter().filter(|d| !d.is_error()).collect();
     let out = render(&warnings, Format::Human);
     assert!(out.ends_with("warning: 1 warning emitted\n"), "{out}");
     let mut two = sample();
@@ -99,8 +96,12 @@ fn human_summary_lines() {
 fn human_renders_a_label_at_the_end_of_the_file() {
     let file = policy();
     let end = file.text.len();
-    let d = Diagnostic::new(Code::Syntax, &Loc::new(&file, end..end), "unexpected end of file")
-        .label("expected `}`");
+    let d = Diagnostic::new(
+        Code::Syntax,
+        &Loc::new(&file, end..end),
+        "unexpected end of file",
+    )
+    .label("expected `}`");
     let out = render(&[d], Format::Human);
     assert!(out.contains("mesh::syntax"), "{out}");
     assert!(out.contains("expected `}`"), "{out}");
@@ -233,20 +234,9 @@ fn short_descriptions_come_from_the_reference() {
     );
     assert_eq!(reference_paragraph(reference, "mesh::b"), None);
     assert_eq!(reference_paragraph(reference, "mesh::c"), None);
-    assert_eq!(first_sentence("First sentence. Second line."), "First sentence.");
+    assert_eq!(
+        first_sentence("First sentence. Second line."),
+        "First sentence."
+    );
     assert_eq!(first_sentence("Only one."), "Only one.");
-}
-
-#[test]
-fn zz_show() {
-    let mut d = sample();
-    let file = policy();
-    let end = file.text.len();
-    d.push(Diagnostic::new(Code::Syntax, &Loc::new(&file, end..end), "unexpected end of file")
-        .label("expected `}`"));
-    d.push(Diagnostic::new(Code::Syntax, &Loc::new(&file, 5..5), "empty span mid")
-        .label("here"));
-    for f in [Format::Human, Format::Json, Format::Sarif, Format::Github] {
-        println!("{}", render(&d, f));
-    }
 }

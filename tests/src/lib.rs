@@ -1,0 +1,76 @@
+//! Shared helpers for the end-to-end tests: locating the workspace's binaries, scratch
+//! directories and stand-in filter modules.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The path of a workspace binary, built first (once per test process) so the tests
+/// never run a stale one.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.iter().any(|b| b == name) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--bin", name])
+            .current_dir(workspace_root())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "cargo build --bin {name} failed");
+        built.push(name.to_string());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    target.join("debug").join(name)
+}
+
+/// Runs `meshc` with `args` in `dir`.
+pub fn meshc(dir: &Path, args: &[&str]) -> Output {
+    Command::new(binary("meshc"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run meshc: {e}"))
+}
+
+/// The smallest valid WebAssembly module (the header alone): a stand-in for filter modules
+/// where a test needs only the module's presence and digest.
+pub const EMPTY_WASM: &[u8] = b"\0asm\x01\0\0\0";
+
+/// A scratch directory holding stand-ins for the example policies' filter modules.
+pub fn module_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    for name in ["ratelimit.wasm", "audit.wasm"] {
+        std::fs::write(dir.path().join(name), EMPTY_WASM).unwrap_or_else(|e| panic!("write {name}: {e}"));
+    }
+    dir
+}
+
+/// The policies under `examples/policies`: each `.mesh` file and each directory.
+pub fn example_policies() -> Vec<PathBuf> {
+    let dir = workspace_root().join("examples/policies");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "mesh"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// The spec's example policies.
+pub fn spec_examples() -> Vec<PathBuf> {
+    let dir = workspace_root().join("../shared/spec/examples");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "mesh"))
+        .collect();
+    paths.sort();
+    paths
+}

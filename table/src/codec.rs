@@ -82,6 +82,13 @@ pub enum DecodeError {
         /// How many bytes were left over.
         extra: usize,
     },
+    /// The payload decodes, but not from the bytes [`encode`] writes for that table (an
+    /// over-long integer, say), so its checksum would not identify the table.
+    #[error("malformed payload: non-canonical encoding from byte {offset}")]
+    NonCanonical {
+        /// Offset in the payload of the first byte that differs from the canonical encoding.
+        offset: usize,
+    },
     /// The table decoded but breaks an invariant (an index out of range, a bad weight, ...).
     #[error("invalid table: {0}")]
     Invalid(#[from] ValidationError),
@@ -123,8 +130,10 @@ pub fn encode(table: &Table) -> Vec<u8> {
 /// Decodes and validates an encoded table.
 ///
 /// Checks, in order: the length against the header, the magic, the format version, the
-/// payload length, the checksum, the postcard payload (which must be consumed exactly) and
-/// finally [`validate`]. Never panics, whatever the input.
+/// payload length, the checksum, the postcard payload (which must be consumed exactly and be
+/// in canonical form) and finally [`validate`]. Never panics, whatever the input.
+///
+/// So `decode(bytes) == Ok(table)` implies `encode(&table) == bytes`.
 pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
     let (header, payload) = split_header(bytes)?;
     if header.version != FORMAT_VERSION {
@@ -152,7 +161,7 @@ pub fn decode(bytes: &[u8]) -> Result<Table, DecodeError> {
 }
 
 /// Decodes and validates a bare postcard payload (what follows the header), skipping the
-/// header checks.
+/// header checks. The payload must be exactly what [`encode`] writes for the table it holds.
 ///
 /// [`decode`] ends with this; it is public so the fuzzer can reach the payload decoder and
 /// the validator without forging checksums.
@@ -161,6 +170,17 @@ pub fn decode_payload(payload: &[u8]) -> Result<Table, DecodeError> {
         postcard::take_from_bytes::<Table>(payload).map_err(DecodeError::Malformed)?;
     if !rest.is_empty() {
         return Err(DecodeError::PayloadTrailing { extra: rest.len() });
+    }
+    // postcard accepts over-long varints; insisting on the one encoding keeps "same checksum"
+    // equivalent to "same table".
+    let canonical = postcard::to_allocvec(&table).map_err(DecodeError::Malformed)?;
+    if canonical != payload {
+        let offset = canonical
+            .iter()
+            .zip(payload)
+            .position(|(a, b)| a != b)
+            .unwrap_or(canonical.len().min(payload.len()));
+        return Err(DecodeError::NonCanonical { offset });
     }
     validate(&table)?;
     Ok(table)

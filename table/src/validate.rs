@@ -1,8 +1,9 @@
-//! Structural validation of a [`Table`]: every index in range, every name, weight, regex and header well formed.
+//! Structural validation of a [`Table`]: indices in range, orders, names, weights, regexes, headers.
 //!
 //! [`decode`](crate::decode) runs this on every table it reads, so a proxy never sees a table
-//! whose cross references dangle. The checks are grouped by section, one function each; the
-//! self-contained parts of services and routes in `parts`, string-level checks in `strings`.
+//! whose cross references dangle. The checks are grouped by table section, one method each;
+//! checks of self-contained parts of services and routes live in `parts`, string-level
+//! checks in `strings`.
 
 mod parts;
 mod strings;

@@ -182,6 +182,35 @@ fn error_messages_say_what_and_where() {
 }
 
 #[test]
+fn only_the_canonical_encoding_decodes() {
+    let table = minimal_table();
+    let payload = postcard::to_allocvec(&table).expect("serializes");
+    // The payload starts with the mesh name's length, 4 (`tiny`); write it over-long.
+    assert_eq!(payload[..5], *b"\x04tiny");
+    let mut long = vec![0x84, 0x00];
+    long.extend_from_slice(&payload[1..]);
+    assert!(postcard::from_bytes::<crate::model::Table>(&long).is_ok());
+    assert_eq!(
+        decode_payload(&long),
+        Err(DecodeError::NonCanonical { offset: 0 })
+    );
+    let err = decode(&with_header(&long)).expect_err("non-canonical");
+    assert_eq!(
+        err.to_string(),
+        "malformed payload: non-canonical encoding from byte 0"
+    );
+}
+
+#[test]
+fn decode_inverts_encode_exactly() {
+    for table in [sample_table(), minimal_table()] {
+        let bytes = encode(&table);
+        let decoded = decode(&bytes).expect("decodes");
+        assert_eq!(encode(&decoded), bytes);
+    }
+}
+
+#[test]
 fn every_single_byte_flip_fails() {
     let bytes = &*SAMPLE;
     for pos in 0..bytes.len() {

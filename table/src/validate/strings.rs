@@ -164,13 +164,13 @@ pub(super) fn header_value(value: &str) -> Check {
     }
 }
 
-/// A normalized request path: starts with `/`, no whitespace or control characters.
+/// A normalized request path: starts with `/`, no spaces or control characters.
 pub(super) fn absolute_path(path: &str) -> Check {
     let q = quote(path);
     if !path.starts_with('/') {
         return Err(format!("path {q} does not start with '/'"));
     }
-    match path.chars().find(|&c| c.is_whitespace() || c.is_control()) {
+    match path.chars().find(|&c| c == ' ' || c.is_control()) {
         Some(bad) => Err(format!("path {q} contains {}", char_name(bad))),
         None => Ok(()),
     }

@@ -52,9 +52,10 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Arc<SourceFile>>, LoadError> {
                 return Err(LoadError::Empty(path.clone()));
             }
             for entry in entries {
-                let name = entry
-                    .file_name()
-                    .map_or_else(|| entry.display().to_string(), |n| n.to_string_lossy().into_owned());
+                let name = entry.file_name().map_or_else(
+                    || entry.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
                 files.push(read(&entry, name)?);
             }
         } else {

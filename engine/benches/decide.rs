@@ -26,9 +26,16 @@ fn engine(n: usize) -> Engine {
                 1 if i % 100 == 1 => Some(PathMatch::Regex(format!("/rx{i}/[0-9]+"))),
                 _ => Some(PathMatch::Prefix(format!("/api/v{}/items{i}", i % 7))),
             };
-            let methods = if i % 3 == 0 { vec![Method::Get, Method::Head] } else { vec![] };
+            let methods = if i % 3 == 0 {
+                vec![Method::Get, Method::Head]
+            } else {
+                vec![]
+            };
             let headers = if i % 4 == 0 {
-                vec![HeaderMatch { name: "x-tenant".into(), value: HeaderValueMatch::Exact(format!("t{i}")) }]
+                vec![HeaderMatch {
+                    name: "x-tenant".into(),
+                    value: HeaderValueMatch::Exact(format!("t{i}")),
+                }]
             } else {
                 vec![]
             };
@@ -37,10 +44,18 @@ fn engine(n: usize) -> Engine {
         .collect();
     let rules = (0..n)
         .map(|i| {
-            let action = if i % 10 == 0 { Action::Deny } else { Action::Allow };
+            let action = if i % 10 == 0 {
+                Action::Deny
+            } else {
+                Action::Allow
+            };
             let from = vec![Principal::Service(1 + (i as u32 % CALLERS))];
             let path = Some(PathMatch::Prefix(format!("/api/v{}/items{i}", i % 7)));
-            rule(action, from, matcher(path, &[Method::Get, Method::Post], vec![]))
+            rule(
+                action,
+                from,
+                matcher(path, &[Method::Get, Method::Post], vec![]),
+            )
         })
         .collect();
     let t = table(&names, routes, vec![authorization(0, rules, Action::Deny)]);
@@ -55,7 +70,14 @@ fn decisions(c: &mut Criterion) {
         let path = format!("/api/v{}/items{hit}/42", hit % 7);
         let headers = [("x-request-id", "abc"), ("x-tenant", "t0")];
         route_group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| e.route(black_box("svc"), black_box("GET"), black_box(&path), black_box(&headers)))
+            b.iter(|| {
+                e.route(
+                    black_box("svc"),
+                    black_box("GET"),
+                    black_box(&path),
+                    black_box(&headers),
+                )
+            })
         });
     }
     route_group.finish();
@@ -68,7 +90,15 @@ fn decisions(c: &mut Criterion) {
         let peer = Peer::Service(1 + (hit as u32 % CALLERS));
         let headers = [("x-request-id", "abc")];
         authz_group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| e.authorize(black_box(0), black_box(peer), black_box("GET"), black_box(&path), black_box(&headers)))
+            b.iter(|| {
+                e.authorize(
+                    black_box(0),
+                    black_box(peer),
+                    black_box("GET"),
+                    black_box(&path),
+                    black_box(&headers),
+                )
+            })
         });
     }
     authz_group.finish();

@@ -68,7 +68,10 @@ pub(crate) struct Authorizer {
 }
 
 impl Authorizer {
-    pub(crate) fn build(authorization: &Authorization, table_index: usize) -> Result<Authorizer, BuildError> {
+    pub(crate) fn build(
+        authorization: &Authorization,
+        table_index: usize,
+    ) -> Result<Authorizer, BuildError> {
         let mut conditions = Vec::with_capacity(authorization.rules.len());
         let (mut deny, mut allow) = (RuleSet::default(), RuleSet::default());
         for (i, rule) in authorization.rules.iter().enumerate() {
@@ -97,11 +100,20 @@ impl Authorizer {
     }
 
     /// The lowest-numbered rule of `set` that applies to `peer` and the request.
-    fn first_match<H: RequestHeaders + ?Sized>(&self, set: &RuleSet, peer: Peer, method: u16, path: &str, headers: &H) -> Option<usize> {
+    fn first_match<H: RequestHeaders + ?Sized>(
+        &self,
+        set: &RuleSet,
+        peer: Peer,
+        method: u16,
+        path: &str,
+        headers: &H,
+    ) -> Option<usize> {
         let mut best: Option<u32> = None;
         let mut consider = |index: &PathIndex| {
             let _ = index.visit(path, |id| {
-                if best.is_none_or(|b| id < b) && self.conditions[id as usize].matches(method, headers) {
+                if best.is_none_or(|b| id < b)
+                    && self.conditions[id as usize].matches(method, headers)
+                {
                     best = Some(id);
                 }
                 ControlFlow::<()>::Continue(())
@@ -131,7 +143,10 @@ impl Engine {
         if domain != self.table.mesh.trust_domain {
             return None;
         }
-        Some(self.service_id(path).map_or(Peer::OtherMeshIdentity, Peer::Service))
+        Some(
+            self.service_id(path)
+                .map_or(Peer::OtherMeshIdentity, Peer::Service),
+        )
     }
 
     /// Whether `peer` may make this request to `service` (path normalized here).
@@ -158,17 +173,37 @@ impl Engine {
     ) -> AuthzDecision {
         let Some(Some(authorizer)) = self.authorizers.get(service as usize) else {
             // No authorize block: any authenticated mesh identity is admitted.
-            let action = if peer.is_authenticated() { Action::Allow } else { Action::Deny };
-            return AuthzDecision { action, decider: Decider::Default, authorization: None };
+            let action = if peer.is_authenticated() {
+                Action::Allow
+            } else {
+                Action::Deny
+            };
+            return AuthzDecision {
+                action,
+                decider: Decider::Default,
+                authorization: None,
+            };
         };
         let method = method_bit_of(method);
         let authorization = Some(authorizer.table_index);
         if let Some(rule) = authorizer.first_match(&authorizer.deny, peer, method, path, headers) {
-            return AuthzDecision { action: Action::Deny, decider: Decider::Rule(rule), authorization };
+            return AuthzDecision {
+                action: Action::Deny,
+                decider: Decider::Rule(rule),
+                authorization,
+            };
         }
         if let Some(rule) = authorizer.first_match(&authorizer.allow, peer, method, path, headers) {
-            return AuthzDecision { action: Action::Allow, decider: Decider::Rule(rule), authorization };
+            return AuthzDecision {
+                action: Action::Allow,
+                decider: Decider::Rule(rule),
+                authorization,
+            };
         }
-        AuthzDecision { action: authorizer.default, decider: Decider::Default, authorization }
+        AuthzDecision {
+            action: authorizer.default,
+            decider: Decider::Default,
+            authorization,
+        }
     }
 }

@@ -9,7 +9,9 @@ pub trait RequestHeaders {
 
 impl RequestHeaders for [(&str, &str)] {
     fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
     }
 }
 
@@ -21,7 +23,9 @@ impl<const N: usize> RequestHeaders for [(&str, &str); N] {
 
 impl RequestHeaders for [(String, String)] {
     fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 

@@ -58,7 +58,8 @@ impl Engine {
         for service in 0..table.services.len() {
             routers.push(route::Router::build(&table, service)?);
         }
-        let mut authorizers: Vec<Option<authz::Authorizer>> = (0..table.services.len()).map(|_| None).collect();
+        let mut authorizers: Vec<Option<authz::Authorizer>> =
+            (0..table.services.len()).map(|_| None).collect();
         for (index, authorization) in table.authorizations.iter().enumerate() {
             if let Some(slot) = authorizers.get_mut(authorization.service as usize) {
                 *slot = Some(authz::Authorizer::build(authorization, index)?);
@@ -99,10 +100,15 @@ impl Engine {
 
 /// The host part of an authority: without userinfo or port.
 fn authority_host(authority: &str) -> &str {
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if authority.starts_with('[') {
-        return authority.split_once(']').map_or(authority, |(h, _)| &h[1..]);
+        return authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| &h[1..]);
     }
-    authority.split_once(':').map_or(authority, |(host, _)| host)
+    authority
+        .split_once(':')
+        .map_or(authority, |(host, _)| host)
 }
-

@@ -42,8 +42,15 @@ pub(crate) fn method_bit_of(method: &str) -> u16 {
 
 impl Conditions {
     pub(crate) fn build(m: &RequestMatch) -> Result<Conditions, BuildError> {
-        let methods = m.methods.iter().fold(0, |mask, &method| mask | method_bit(method));
-        let headers = m.headers.iter().map(header_condition).collect::<Result<Vec<_>, _>>()?;
+        let methods = m
+            .methods
+            .iter()
+            .fold(0, |mask, &method| mask | method_bit(method));
+        let headers = m
+            .headers
+            .iter()
+            .map(header_condition)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Conditions {
             methods,
             headers: headers.into_boxed_slice(),
@@ -82,5 +89,6 @@ fn header_condition(h: &HeaderMatch) -> Result<HeaderCondition, BuildError> {
 
 /// A regex that must match the whole value, as the spec says.
 pub(crate) fn anchored(pattern: &str) -> Result<Regex, BuildError> {
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| BuildError(format!("regex `{pattern}`: {e}")))
+    Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| BuildError(format!("regex `{pattern}`: {e}")))
 }

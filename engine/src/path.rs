@@ -97,7 +97,9 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             i = next;
             continue;
         }
-        let hex = bytes.get(i + 1..i + 3).ok_or(PathError::InvalidPercentEncoding)?;
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .ok_or(PathError::InvalidPercentEncoding)?;
         let value = std::str::from_utf8(hex)
             .ok()
             .and_then(|h| u8::from_str_radix(h, 16).ok())
@@ -105,7 +107,9 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             .ok_or(PathError::InvalidPercentEncoding)?;
         match value {
             b'/' | b'\\' => return Err(PathError::EncodedSeparator),
-            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => out.push(char::from(b)),
+            b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+                out.push(char::from(b))
+            }
             b => {
                 out.push('%');
                 out.push_str(&format!("{b:02X}"));
@@ -160,7 +164,10 @@ mod tests {
     #[test]
     fn normal_paths_are_borrowed() {
         for p in ["/", "/a", "/a/b/", "/v1/charge/42", "/a.b/c..d/.e"] {
-            assert!(matches!(normalize_path(p), Ok(std::borrow::Cow::Borrowed(x)) if x == p), "{p}");
+            assert!(
+                matches!(normalize_path(p), Ok(std::borrow::Cow::Borrowed(x)) if x == p),
+                "{p}"
+            );
         }
     }
 

@@ -50,7 +50,11 @@ impl PathIndex {
 
     /// Calls `visit` with each entry whose path condition `path` satisfies, in precedence
     /// order, until it breaks.
-    pub(crate) fn visit<B>(&self, path: &str, mut visit: impl FnMut(u32) -> ControlFlow<B>) -> ControlFlow<B> {
+    pub(crate) fn visit<B>(
+        &self,
+        path: &str,
+        mut visit: impl FnMut(u32) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
         if !self.exact.is_empty() {
             if let Some(bucket) = self.exact.get(path) {
                 for id in bucket {
@@ -103,6 +107,8 @@ impl LengthSet {
 
     #[inline]
     fn contains(&self, len: usize) -> bool {
-        self.bits.get(len / 64).map_or(self.any_long, |word| word & (1 << (len % 64)) != 0)
+        self.bits
+            .get(len / 64)
+            .map_or(self.any_long, |word| word & (1 << (len % 64)) != 0)
     }
 }

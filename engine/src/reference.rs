@@ -2,7 +2,9 @@
 //! index and no precompilation. It is slow on purpose; it exists so property tests can
 //! check that the [`Engine`](crate::Engine) decides exactly the same.
 
-use mesh_table::{precedence, Action, HeaderValueMatch, Method, PathMatch, Principal, RequestMatch, Table};
+use mesh_table::{
+    precedence, Action, HeaderValueMatch, Method, PathMatch, Principal, RequestMatch, Table,
+};
 
 use crate::headers::RequestHeaders;
 use crate::path::normalize_path;
@@ -16,7 +18,11 @@ pub fn route<'t, H: RequestHeaders + ?Sized>(
     path: &str,
     headers: &H,
 ) -> RouteDecision<'t> {
-    let host = authority.split(':').next().unwrap_or("").to_ascii_lowercase();
+    let host = authority
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let Some(service) = table.services.iter().position(|s| s.name == host) else {
         return RouteDecision::UnknownService;
     };
@@ -25,9 +31,16 @@ pub fn route<'t, H: RequestHeaders + ?Sized>(
         Ok(p) => p.into_owned(),
         Err(e) => return RouteDecision::BadPath(e),
     };
-    let mut routes = table.routes.iter().enumerate().filter(|(_, r)| r.service == service_id).peekable();
+    let mut routes = table
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.service == service_id)
+        .peekable();
     if routes.peek().is_none() {
-        return RouteDecision::ToService { service: service_id };
+        return RouteDecision::ToService {
+            service: service_id,
+        };
     }
     // The highest rank wins; between equal ranks, the earlier route.
     let best = routes
@@ -38,8 +51,14 @@ pub fn route<'t, H: RequestHeaders + ?Sized>(
                 .then(ib.cmp(ia))
         });
     match best {
-        Some((index, route)) => RouteDecision::Matched { service: service_id, index, route },
-        None => RouteDecision::NoRoute { service: service_id },
+        Some((index, route)) => RouteDecision::Matched {
+            service: service_id,
+            index,
+            route,
+        },
+        None => RouteDecision::NoRoute {
+            service: service_id,
+        },
     }
 }
 
@@ -54,9 +73,22 @@ pub fn authorize<H: RequestHeaders + ?Sized>(
 ) -> Option<AuthzDecision> {
     let path = normalize_path(path).ok()?.into_owned();
     let authenticated = peer != Peer::Plaintext;
-    let Some((index, block)) = table.authorizations.iter().enumerate().find(|(_, a)| a.service == service) else {
-        let action = if authenticated { Action::Allow } else { Action::Deny };
-        return Some(AuthzDecision { action, decider: Decider::Default, authorization: None });
+    let Some((index, block)) = table
+        .authorizations
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.service == service)
+    else {
+        let action = if authenticated {
+            Action::Allow
+        } else {
+            Action::Deny
+        };
+        return Some(AuthzDecision {
+            action,
+            decider: Decider::Default,
+            authorization: None,
+        });
     };
     let applies = |from: &[Principal]| {
         from.iter().any(|p| match p {
@@ -67,30 +99,50 @@ pub fn authorize<H: RequestHeaders + ?Sized>(
     };
     for action in [Action::Deny, Action::Allow] {
         for (i, rule) in block.rules.iter().enumerate() {
-            if rule.action == action && applies(&rule.from) && request_matches(&rule.to, method, &path, headers) {
-                return Some(AuthzDecision { action, decider: Decider::Rule(i), authorization: Some(index) });
+            if rule.action == action
+                && applies(&rule.from)
+                && request_matches(&rule.to, method, &path, headers)
+            {
+                return Some(AuthzDecision {
+                    action,
+                    decider: Decider::Rule(i),
+                    authorization: Some(index),
+                });
             }
         }
     }
-    Some(AuthzDecision { action: block.default, decider: Decider::Default, authorization: Some(index) })
+    Some(AuthzDecision {
+        action: block.default,
+        decider: Decider::Default,
+        authorization: Some(index),
+    })
 }
 
 /// Whether a normalized request satisfies every clause of `m`.
-pub fn request_matches<H: RequestHeaders + ?Sized>(m: &RequestMatch, method: &str, path: &str, headers: &H) -> bool {
+pub fn request_matches<H: RequestHeaders + ?Sized>(
+    m: &RequestMatch,
+    method: &str,
+    path: &str,
+    headers: &H,
+) -> bool {
     let path_ok = match &m.path {
         None => true,
         Some(PathMatch::Exact(p)) => p == path,
         Some(PathMatch::Prefix(p)) => precedence::prefix_matches(p, path),
         Some(PathMatch::Regex(r)) => whole_match(r, path),
     };
-    let method_ok = m.methods.is_empty() || m.methods.iter().any(|x| Some(*x) == Method::parse(method));
-    let headers_ok = m.headers.iter().all(|h| match (&h.value, headers.get(&h.name)) {
-        (HeaderValueMatch::Present, v) => v.is_some(),
-        (_, None) => false,
-        (HeaderValueMatch::Exact(e), Some(v)) => e == v,
-        (HeaderValueMatch::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
-        (HeaderValueMatch::Regex(r), Some(v)) => whole_match(r, v),
-    });
+    let method_ok =
+        m.methods.is_empty() || m.methods.iter().any(|x| Some(*x) == Method::parse(method));
+    let headers_ok = m
+        .headers
+        .iter()
+        .all(|h| match (&h.value, headers.get(&h.name)) {
+            (HeaderValueMatch::Present, v) => v.is_some(),
+            (_, None) => false,
+            (HeaderValueMatch::Exact(e), Some(v)) => e == v,
+            (HeaderValueMatch::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
+            (HeaderValueMatch::Regex(r), Some(v)) => whole_match(r, v),
+        });
     path_ok && method_ok && headers_ok
 }
 

@@ -29,15 +29,23 @@ impl Router {
             if route.service as usize != service {
                 continue;
             }
-            let id = u32::try_from(routes.len()).map_err(|_| BuildError("too many routes".into()))?;
-            routes.push(u32::try_from(table_index).map_err(|_| BuildError("too many routes".into()))?);
+            let id =
+                u32::try_from(routes.len()).map_err(|_| BuildError("too many routes".into()))?;
+            routes.push(
+                u32::try_from(table_index).map_err(|_| BuildError("too many routes".into()))?,
+            );
             conditions.push(Conditions::build(&route.matcher)?);
             index.insert(route.matcher.path.as_ref(), id)?;
         }
         // Within one path condition: the higher rank first, then the earlier route.
         index.sort_by_key(|id| {
             let table_index = routes[id as usize];
-            (Reverse(precedence::rank(&table.routes[table_index as usize].matcher)), table_index)
+            (
+                Reverse(precedence::rank(
+                    &table.routes[table_index as usize].matcher,
+                )),
+                table_index,
+            )
         });
         Ok(Router {
             routes: routes.into_boxed_slice(),

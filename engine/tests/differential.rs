@@ -6,12 +6,17 @@ mod support;
 use std::sync::Arc;
 
 use mesh_engine::{reference, Engine, Peer};
-use mesh_table::{Action, Authorization, HeaderMatch, HeaderValueMatch, Method, PathMatch, Principal, RequestMatch, Route, Table};
+use mesh_table::{
+    Action, Authorization, HeaderMatch, HeaderValueMatch, Method, PathMatch, Principal,
+    RequestMatch, Route, Table,
+};
 use proptest::prelude::*;
 use support::*;
 
 const SERVICES: [&str; 4] = ["s0", "s1", "s2", "s3"];
-const PATHS: [&str; 10] = ["/", "/a", "/a/", "/a/b", "/a/b/c", "/b", "/ab", "/a/b/", "/a/bc", "/c/d"];
+const PATHS: [&str; 10] = [
+    "/", "/a", "/a/", "/a/b", "/a/b/c", "/b", "/ab", "/a/b/", "/a/bc", "/c/d",
+];
 const REGEXES: [&str; 5] = ["/a/.*", "/[ab]+", "/a/b/[0-9]+", ".*", "/(a|c)/.+"];
 
 fn path_match() -> impl Strategy<Value = Option<PathMatch>> {
@@ -25,11 +30,26 @@ fn path_match() -> impl Strategy<Value = Option<PathMatch>> {
 
 fn header_match() -> impl Strategy<Value = HeaderMatch> {
     prop_oneof![
-        Just(HeaderMatch { name: "x-a".into(), value: HeaderValueMatch::Exact("1".into()) }),
-        Just(HeaderMatch { name: "x-a".into(), value: HeaderValueMatch::Prefix("1".into()) }),
-        Just(HeaderMatch { name: "x-a".into(), value: HeaderValueMatch::Regex("[0-9]+".into()) }),
-        Just(HeaderMatch { name: "x-b".into(), value: HeaderValueMatch::Present }),
-        Just(HeaderMatch { name: "x-b".into(), value: HeaderValueMatch::Exact("".into()) }),
+        Just(HeaderMatch {
+            name: "x-a".into(),
+            value: HeaderValueMatch::Exact("1".into())
+        }),
+        Just(HeaderMatch {
+            name: "x-a".into(),
+            value: HeaderValueMatch::Prefix("1".into())
+        }),
+        Just(HeaderMatch {
+            name: "x-a".into(),
+            value: HeaderValueMatch::Regex("[0-9]+".into())
+        }),
+        Just(HeaderMatch {
+            name: "x-b".into(),
+            value: HeaderValueMatch::Present
+        }),
+        Just(HeaderMatch {
+            name: "x-b".into(),
+            value: HeaderValueMatch::Exact("".into())
+        }),
     ]
 }
 
@@ -39,23 +59,39 @@ fn request_match() -> impl Strategy<Value = RequestMatch> {
         prop::sample::subsequence(vec![Method::Get, Method::Post, Method::Put], 0..=2),
         prop::collection::vec(header_match(), 0..=2),
     )
-        .prop_map(|(path, methods, headers)| RequestMatch { path, methods, headers })
+        .prop_map(|(path, methods, headers)| RequestMatch {
+            path,
+            methods,
+            headers,
+        })
 }
 
 fn routes() -> impl Strategy<Value = Vec<Route>> {
     prop::collection::vec((0u32..4, request_match()), 0..14).prop_map(|rs| {
-        rs.into_iter().enumerate().map(|(i, (service, m))| route(&format!("r{i}"), service, m)).collect()
+        rs.into_iter()
+            .enumerate()
+            .map(|(i, (service, m))| route(&format!("r{i}"), service, m))
+            .collect()
     })
 }
 
 fn principal() -> impl Strategy<Value = Principal> {
-    prop_oneof![(0u32..4).prop_map(Principal::Service), Just(Principal::Any), Just(Principal::Anyone)]
+    prop_oneof![
+        (0u32..4).prop_map(Principal::Service),
+        Just(Principal::Any),
+        Just(Principal::Anyone)
+    ]
 }
 
 fn authorizations() -> impl Strategy<Value = Vec<Authorization>> {
-    let rule = (any::<bool>(), prop::collection::vec(principal(), 1..=2), request_match()).prop_map(|(deny, from, to)| {
-        rule(if deny { Action::Deny } else { Action::Allow }, from, to)
-    });
+    let rule = (
+        any::<bool>(),
+        prop::collection::vec(principal(), 1..=2),
+        request_match(),
+    )
+        .prop_map(|(deny, from, to)| {
+            rule(if deny { Action::Deny } else { Action::Allow }, from, to)
+        });
     let block = (prop::collection::vec(rule, 0..10), any::<bool>());
     prop::collection::vec(prop::option::of(block), 4).prop_map(|blocks| {
         blocks
@@ -63,7 +99,11 @@ fn authorizations() -> impl Strategy<Value = Vec<Authorization>> {
             .enumerate()
             .filter_map(|(service, block)| {
                 let (rules, allow) = block?;
-                Some(authorization(u32::try_from(service).ok()?, rules, if allow { Action::Allow } else { Action::Deny }))
+                Some(authorization(
+                    u32::try_from(service).ok()?,
+                    rules,
+                    if allow { Action::Allow } else { Action::Deny },
+                ))
             })
             .collect()
     })
@@ -72,7 +112,12 @@ fn authorizations() -> impl Strategy<Value = Vec<Authorization>> {
 fn request_path() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::sample::select(&PATHS[..]).prop_map(str::to_string),
-        (prop::sample::select(&PATHS[..]), prop::sample::select(&["", "/", "/7", "/12", "?q=/x", "//", "/./", "/../", "/%61", "/%2f", "/x/.."][..]))
+        (
+            prop::sample::select(&PATHS[..]),
+            prop::sample::select(
+                &["", "/", "/7", "/12", "?q=/x", "//", "/./", "/../", "/%61", "/%2f", "/x/.."][..]
+            )
+        )
             .prop_map(|(p, s)| format!("{p}{s}")),
         "/[abc0-9/]{0,8}",
     ]
@@ -96,7 +141,8 @@ fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
 fn request() -> impl Strategy<Value = (String, String, String, Vec<(String, String)>)> {
     (
         prop::sample::select(&["s0", "s1", "S2:80", "s3", "nope"][..]).prop_map(str::to_string),
-        prop::sample::select(&["GET", "POST", "PUT", "DELETE", "PROPFIND"][..]).prop_map(str::to_string),
+        prop::sample::select(&["GET", "POST", "PUT", "DELETE", "PROPFIND"][..])
+            .prop_map(str::to_string),
         request_path(),
         headers(),
     )

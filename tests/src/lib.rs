@@ -15,13 +15,18 @@ pub fn workspace_root() -> PathBuf {
 /// never run a stale one.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !built.iter().any(|b| b == name) {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "--bin", name])
             .current_dir(workspace_root())
             .status();
-        assert!(status.is_ok_and(|s| s.success()), "cargo build --bin {name} failed");
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "cargo build --bin {name} failed"
+        );
         built.push(name.to_string());
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -46,7 +51,8 @@ pub const EMPTY_WASM: &[u8] = b"\0asm\x01\0\0\0";
 pub fn module_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     for name in ["ratelimit.wasm", "audit.wasm"] {
-        std::fs::write(dir.path().join(name), EMPTY_WASM).unwrap_or_else(|e| panic!("write {name}: {e}"));
+        std::fs::write(dir.path().join(name), EMPTY_WASM)
+            .unwrap_or_else(|e| panic!("write {name}: {e}"));
     }
     dir
 }

@@ -11,22 +11,53 @@ fn text(bytes: &[u8]) -> String {
 fn every_example_checks_and_compiles_and_inspects() {
     let modules = module_dir();
     let out = tempfile::tempdir().expect("tempdir");
-    let policies: Vec<_> = spec_examples().into_iter().chain(example_policies()).collect();
+    let policies: Vec<_> = spec_examples()
+        .into_iter()
+        .chain(example_policies())
+        .collect();
     assert!(policies.len() >= 5, "{policies:?}");
     for policy in policies {
         let policy = policy.to_str().expect("utf-8 path");
         let module_path = modules.path().to_str().expect("utf-8 path");
-        let check = meshc(out.path(), &["check", "--deny-warnings", "--module-path", module_path, policy]);
-        assert!(check.status.success(), "check {policy}: {}", text(&check.stderr));
+        let check = meshc(
+            out.path(),
+            &[
+                "check",
+                "--deny-warnings",
+                "--module-path",
+                module_path,
+                policy,
+            ],
+        );
+        assert!(
+            check.status.success(),
+            "check {policy}: {}",
+            text(&check.stderr)
+        );
 
         let table = out.path().join("t.table");
         let table = table.to_str().expect("utf-8 path");
-        let compile = meshc(out.path(), &["compile", "--module-path", module_path, policy, "-o", table]);
-        assert!(compile.status.success(), "compile {policy}: {}", text(&compile.stderr));
+        let compile = meshc(
+            out.path(),
+            &["compile", "--module-path", module_path, policy, "-o", table],
+        );
+        assert!(
+            compile.status.success(),
+            "compile {policy}: {}",
+            text(&compile.stderr)
+        );
         let inspect = meshc(out.path(), &["inspect", table]);
-        assert!(inspect.status.success(), "inspect {policy}: {}", text(&inspect.stderr));
-        let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("inspect prints JSON");
-        assert!(json["services"].as_array().is_some_and(|s| !s.is_empty()), "{policy}: {json}");
+        assert!(
+            inspect.status.success(),
+            "inspect {policy}: {}",
+            text(&inspect.stderr)
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&inspect.stdout).expect("inspect prints JSON");
+        assert!(
+            json["services"].as_array().is_some_and(|s| !s.is_empty()),
+            "{policy}: {json}"
+        );
     }
 }
 
@@ -35,10 +66,16 @@ fn two_compiles_of_the_same_policy_are_byte_identical() {
     let modules = module_dir();
     let out = tempfile::tempdir().expect("tempdir");
     let module_path = modules.path().to_str().expect("utf-8 path");
-    let shop = spec_examples().into_iter().find(|p| p.ends_with("shop.mesh")).expect("shop.mesh");
+    let shop = spec_examples()
+        .into_iter()
+        .find(|p| p.ends_with("shop.mesh"))
+        .expect("shop.mesh");
     let shop = shop.to_str().expect("utf-8 path");
     for name in ["a.table", "b.table"] {
-        let compile = meshc(out.path(), &["compile", "--module-path", module_path, shop, "-o", name]);
+        let compile = meshc(
+            out.path(),
+            &["compile", "--module-path", module_path, shop, "-o", name],
+        );
         assert!(compile.status.success(), "{}", text(&compile.stderr));
     }
     let a = std::fs::read(out.path().join("a.table")).expect("a");
@@ -57,7 +94,12 @@ fn our_own_example_policies_are_formatted() {
         }
         let policy = policy.to_str().expect("utf-8 path");
         let fmt = meshc(&mesh_tests::workspace_root(), &["fmt", "--check", policy]);
-        assert!(fmt.status.success(), "{policy} is not formatted: {}{}", text(&fmt.stdout), text(&fmt.stderr));
+        assert!(
+            fmt.status.success(),
+            "{policy} is not formatted: {}{}",
+            text(&fmt.stdout),
+            text(&fmt.stderr)
+        );
     }
 }
 

@@ -9,11 +9,17 @@ use crate::syntax::ast::{Clause, Decl, DeclKind, Value};
 
 impl Ctx<'_> {
     /// Every authorization block, ordered by service.
-    pub(super) fn authorizations(&mut self, decls: &[&Decl], sources: &mut Sources) -> Vec<Authorization> {
+    pub(super) fn authorizations(
+        &mut self,
+        decls: &[&Decl],
+        sources: &mut Sources,
+    ) -> Vec<Authorization> {
         let mut seen = std::collections::BTreeSet::new();
         let mut blocks: Vec<(Authorization, AuthzSources)> = Vec::new();
         for decl in decls.iter().filter(|d| d.kind == DeclKind::Authorize) {
-            let Some(service) = self.resolve_service(&decl.name) else { continue };
+            let Some(service) = self.resolve_service(&decl.name) else {
+                continue;
+            };
             if !seen.insert(service) {
                 continue; // a second block for the service: reported with the names
             }
@@ -43,7 +49,13 @@ impl Ctx<'_> {
         let default = default_clause
             .and_then(|c| self.arg(c, 0))
             .and_then(|v| self.choice(v, &["allow", "deny"], "a default decision"))
-            .map_or(Action::Deny, |d| if d == "allow" { Action::Allow } else { Action::Deny });
+            .map_or(Action::Deny, |d| {
+                if d == "allow" {
+                    Action::Allow
+                } else {
+                    Action::Deny
+                }
+            });
         let default_at = default_clause.map_or(&decl.name.loc, |c| &c.loc);
         let authorization = Authorization {
             service,
@@ -61,7 +73,11 @@ impl Ctx<'_> {
     }
 
     fn rule(&mut self, clause: &Clause) -> Option<AuthzRule> {
-        let action = if clause.keyword.node == "allow" { Action::Allow } else { Action::Deny };
+        let action = if clause.keyword.node == "allow" {
+            Action::Allow
+        } else {
+            Action::Deny
+        };
         let from_value = clause.args.get(1)?;
         let mut from = Vec::new();
         for item in self.list(from_value).to_vec() {
@@ -89,7 +105,10 @@ impl Ctx<'_> {
             Value::Word(w) if w == "any" => Some(Principal::Any),
             Value::Word(w) if w == "anyone" => Some(Principal::Anyone),
             Value::Word(w) => {
-                let ident = Spanned { node: w.clone(), loc: value.loc.clone() };
+                let ident = Spanned {
+                    node: w.clone(),
+                    loc: value.loc.clone(),
+                };
                 self.resolve_service(&ident).map(Principal::Service)
             }
             other => {

@@ -10,19 +10,60 @@ const BLOCKS: &[(&str, &[&str])] = &[
     ("mesh", &["trust_domain"]),
     (
         "service",
-        &["port", "protocol", "endpoints", "discovery", "balance", "health", "outlier", "mtls", "filters"],
+        &[
+            "port",
+            "protocol",
+            "endpoints",
+            "discovery",
+            "balance",
+            "health",
+            "outlier",
+            "mtls",
+            "filters",
+        ],
     ),
     (
         "route",
-        &["match", "to", "split", "timeout", "retry", "request_headers", "response_headers", "filters"],
+        &[
+            "match",
+            "to",
+            "split",
+            "timeout",
+            "retry",
+            "request_headers",
+            "response_headers",
+            "filters",
+        ],
     ),
     ("authorize", &["allow", "deny", "default"]),
     ("observe", &["access_log", "trace", "latency_buckets"]),
-    ("filter", &["module", "config", "failure", "memory", "time_limit"]),
-    ("health", &["path", "interval", "timeout", "unhealthy_after", "healthy_after"]),
+    (
+        "filter",
+        &["module", "config", "failure", "memory", "time_limit"],
+    ),
+    (
+        "health",
+        &[
+            "path",
+            "interval",
+            "timeout",
+            "unhealthy_after",
+            "healthy_after",
+        ],
+    ),
     ("outlier", &["consecutive_5xx", "eject_for", "max_ejected"]),
     ("match", &["path", "method", "header"]),
-    ("retry", &["attempts", "per_try_timeout", "on", "backoff", "budget", "non_idempotent"]),
+    (
+        "retry",
+        &[
+            "attempts",
+            "per_try_timeout",
+            "on",
+            "backoff",
+            "budget",
+            "non_idempotent",
+        ],
+    ),
     ("request_headers", &["set", "add", "remove"]),
     ("response_headers", &["set", "add", "remove"]),
 ];
@@ -30,14 +71,15 @@ const BLOCKS: &[(&str, &[&str])] = &[
 /// The known clauses of one block, by keyword; repeatable ones keep every occurrence.
 pub(super) struct Fields<'b> {
     clauses: Vec<&'b Clause>,
-    /// The block itself, for "missing" diagnostics.
-    pub(super) block: &'b Block,
 }
 
 impl<'b> Fields<'b> {
     /// The one clause with `keyword`, if present.
     pub(super) fn get(&self, keyword: &str) -> Option<&'b Clause> {
-        self.clauses.iter().copied().find(|c| c.keyword.node == keyword)
+        self.clauses
+            .iter()
+            .copied()
+            .find(|c| c.keyword.node == keyword)
     }
 
     /// Every clause, in source order (for repeatable clauses).
@@ -49,7 +91,12 @@ impl<'b> Fields<'b> {
 impl Ctx<'_> {
     /// Sorts a block's clauses into known ones, reporting unknown and misplaced keywords
     /// and duplicates of the non-repeatable ones (`repeatable` lists those that may recur).
-    pub(super) fn fields<'b>(&mut self, block: &'b Block, kind: &str, repeatable: &[&str]) -> Fields<'b> {
+    pub(super) fn fields<'b>(
+        &mut self,
+        block: &'b Block,
+        kind: &str,
+        repeatable: &[&str],
+    ) -> Fields<'b> {
         let allowed = allowed(kind);
         let mut clauses: Vec<&'b Clause> = Vec::new();
         for clause in &block.clauses {
@@ -75,7 +122,7 @@ impl Ctx<'_> {
             }
             clauses.push(clause);
         }
-        Fields { clauses, block }
+        Fields { clauses }
     }
 
     fn unknown_field(&mut self, clause: &Clause, kind: &str, allowed: &[&str]) {
@@ -90,7 +137,10 @@ impl Ctx<'_> {
         } else if !home.is_empty() {
             format!(
                 "`{keyword}` belongs in {}; a {kind} takes: {}",
-                home.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(" or "),
+                home.iter()
+                    .map(|b| format!("`{b}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
                 allowed.join(", ")
             )
         } else {
@@ -110,15 +160,23 @@ impl Ctx<'_> {
     /// Reports a missing required clause at `at` (the declaration's name or the block).
     pub(super) fn missing(&mut self, at: &Loc, kind: &str, keyword: &str, example: &str) {
         self.push(
-            Diagnostic::new(Code::MissingField, at, format!("this {kind} has no `{keyword}`"))
-                .label(format!("`{keyword}` is required"))
-                .help(format!("add `{example}`")),
+            Diagnostic::new(
+                Code::MissingField,
+                at,
+                format!("this {kind} has no `{keyword}`"),
+            )
+            .label(format!("`{keyword}` is required"))
+            .help(format!("add `{example}`")),
         );
     }
 
     /// The clause's `index`-th argument, if the clause has it (the grammar guarantees the
     /// arity of known clauses; this guards clauses that were misplaced).
-    pub(super) fn arg<'c>(&mut self, clause: &'c Clause, index: usize) -> Option<&'c Spanned<Value>> {
+    pub(super) fn arg<'c>(
+        &mut self,
+        clause: &'c Clause,
+        index: usize,
+    ) -> Option<&'c Spanned<Value>> {
         let arg = clause.args.get(index);
         if arg.is_none() {
             self.push(

@@ -19,7 +19,9 @@ impl Ctx<'_> {
     pub(super) fn filters(&mut self, decls: &[&Decl], sources: &mut Sources) -> Vec<Filter> {
         let mut filters: Vec<Option<(Filter, Loc)>> = vec![None; self.names.filters.len()];
         for decl in decls.iter().filter(|d| d.kind == DeclKind::Filter) {
-            let Some((id, first)) = self.names.filters.get(&decl.name.node).cloned() else { continue };
+            let Some((id, first)) = self.names.filters.get(&decl.name.node).cloned() else {
+                continue;
+            };
             if first == decl.name.loc {
                 let filter = self.filter(decl);
                 filters[id as usize] = Some((filter, decl.name.loc.clone()));
@@ -54,27 +56,44 @@ impl Ctx<'_> {
             }
         };
         let config_json = match fields.get("config").and_then(|c| self.arg(c, 0)).cloned() {
-            Some(v) => self.config_json(&v).map_or_else(|| "{}".to_string(), |j| j.to_string()),
+            Some(v) => self
+                .config_json(&v)
+                .map_or_else(|| "{}".to_string(), |j| j.to_string()),
             None => "{}".to_string(),
         };
         let failure = fields
             .get("failure")
             .and_then(|c| self.arg(c, 0))
             .and_then(|v| self.choice(v, &["open", "closed"], "a failure mode"))
-            .map_or(FailureMode::Closed, |m| if m == "open" { FailureMode::Open } else { FailureMode::Closed });
+            .map_or(FailureMode::Closed, |m| {
+                if m == "open" {
+                    FailureMode::Open
+                } else {
+                    FailureMode::Closed
+                }
+            });
         let memory_bytes = match fields.get("memory").and_then(|c| self.arg(c, 0)).cloned() {
-            Some(v) => self.size_bytes(&v).and_then(|b| self.memory_in_range(&v, b)).unwrap_or(16 << 20),
+            Some(v) => self
+                .size_bytes(&v)
+                .and_then(|b| self.memory_in_range(&v, b))
+                .unwrap_or(16 << 20),
             None => 16 << 20,
         };
-        let time_limit_ms = match fields.get("time_limit").and_then(|c| self.arg(c, 0)).cloned() {
-            Some(v) => match self.positive_duration(&v) {
-                Some(ms) if ms <= 10_000 => ms,
-                Some(_) => {
-                    self.out_of_range(&v, "at most 10s", Some("a callback runs on the request path: keep its budget in milliseconds".into()));
-                    5
+        let time_limit_ms = match fields
+            .get("time_limit")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
+            Some(v) => {
+                match self.positive_duration(&v) {
+                    Some(ms) if ms <= 10_000 => ms,
+                    Some(_) => {
+                        self.out_of_range(&v, "at most 10s", Some("a callback runs on the request path: keep its budget in milliseconds".into()));
+                        5
+                    }
+                    None => 5,
                 }
-                None => 5,
-            },
+            }
             None => 5,
         };
         Filter {
@@ -107,8 +126,16 @@ impl Ctx<'_> {
             searched.push(PathBuf::from("."));
         }
         searched.extend(self.options.module_paths.iter().cloned());
-        let Some(path) = searched.iter().map(|d| d.join(module)).find(|p| p.is_file()) else {
-            let places = searched.iter().map(|d| format!("`{}`", d.display())).collect::<Vec<_>>().join(", ");
+        let Some(path) = searched
+            .iter()
+            .map(|d| d.join(module))
+            .find(|p| p.is_file())
+        else {
+            let places = searched
+                .iter()
+                .map(|d| format!("`{}`", d.display()))
+                .collect::<Vec<_>>()
+                .join(", ");
             self.push(
                 Diagnostic::new(Code::ModuleNotFound, &value.loc, format!("filter module `{module}` not found"))
                     .label(format!("looked in {places}"))
@@ -120,9 +147,13 @@ impl Ctx<'_> {
             Ok(b) => b,
             Err(e) => {
                 self.push(
-                    Diagnostic::new(Code::ModuleNotFound, &value.loc, format!("cannot read `{}`: {e}", path.display()))
-                        .label("unreadable module")
-                        .help("check the file's permissions"),
+                    Diagnostic::new(
+                        Code::ModuleNotFound,
+                        &value.loc,
+                        format!("cannot read `{}`: {e}", path.display()),
+                    )
+                    .label("unreadable module")
+                    .help("check the file's permissions"),
                 );
                 return None;
             }
@@ -147,9 +178,13 @@ impl Ctx<'_> {
     fn config_json(&mut self, value: &Spanned<Value>) -> Option<serde_json::Value> {
         if !matches!(value.node, Value::Object(_)) {
             self.push(
-                Diagnostic::new(Code::TypeMismatch, &value.loc, format!("expected an object, found {}", value.node.describe()))
-                    .label("expected `{ key: value, ... }`")
-                    .help("write the filter's settings as `config { key: value }`"),
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    &value.loc,
+                    format!("expected an object, found {}", value.node.describe()),
+                )
+                .label("expected `{ key: value, ... }`")
+                .help("write the filter's settings as `config { key: value }`"),
             );
             return None;
         }
@@ -165,16 +200,23 @@ impl Ctx<'_> {
                 "null" => serde_json::Value::Null,
                 other => {
                     self.push(
-                        Diagnostic::new(Code::TypeMismatch, &value.loc, format!("`{other}` is a bare word in a config value"))
-                            .label("expected a string, number, bool, list or object")
-                            .help(format!("quote it: `\"{other}\"`")),
+                        Diagnostic::new(
+                            Code::TypeMismatch,
+                            &value.loc,
+                            format!("`{other}` is a bare word in a config value"),
+                        )
+                        .label("expected a string, number, bool, list or object")
+                        .help(format!("quote it: `\"{other}\"`")),
                     );
                     return None;
                 }
             },
             Value::Quantity { number, unit } if unit.is_empty() => {
                 let parsed: Option<serde_json::Number> = if number.contains('.') {
-                    number.parse::<f64>().ok().and_then(serde_json::Number::from_f64)
+                    number
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
                 } else {
                     number.parse::<u64>().ok().map(serde_json::Number::from)
                 };
@@ -199,9 +241,13 @@ impl Ctx<'_> {
                 for (key, item) in entries {
                     if map.contains_key(&key.node) {
                         self.push(
-                            Diagnostic::new(Code::DuplicateField, &key.loc, format!("`{}` is given twice in this object", key.node))
-                                .label("given again")
-                                .help("keep one of them"),
+                            Diagnostic::new(
+                                Code::DuplicateField,
+                                &key.loc,
+                                format!("`{}` is given twice in this object", key.node),
+                            )
+                            .label("given again")
+                            .help("keep one of them"),
                         );
                         continue;
                     }

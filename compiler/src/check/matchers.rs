@@ -41,7 +41,12 @@ impl Ctx<'_> {
                 }
                 "method" => {
                     if let Some(first) = sources.methods.clone() {
-                        self.duplicate(clause, &first, what, "list every method in one clause: `method [GET, HEAD]`");
+                        self.duplicate(
+                            clause,
+                            &first,
+                            what,
+                            "list every method in one clause: `method [GET, HEAD]`",
+                        );
                         continue;
                     }
                     sources.methods = Some(clause.loc.clone());
@@ -61,19 +66,29 @@ impl Ctx<'_> {
     fn duplicate(&mut self, clause: &Clause, first: &Loc, what: &str, help: &str) {
         let keyword = &clause.keyword.node;
         self.push(
-            Diagnostic::new(Code::DuplicateField, &clause.keyword.loc, format!("`{keyword}` is given twice in this {what}"))
-                .label("given again here")
-                .with_label(first, "first given here")
-                .help(help),
+            Diagnostic::new(
+                Code::DuplicateField,
+                &clause.keyword.loc,
+                format!("`{keyword}` is given twice in this {what}"),
+            )
+            .label("given again here")
+            .with_label(first, "first given here")
+            .help(help),
         );
     }
 
     fn methods(&mut self, clause: &Clause) -> Vec<Method> {
-        let Some(value) = self.arg(clause, 0) else { return Vec::new() };
+        let Some(value) = self.arg(clause, 0) else {
+            return Vec::new();
+        };
         let mut methods = Vec::new();
         let items = self.list(value).to_vec();
         if items.is_empty() {
-            self.out_of_range(value, "at least one method", Some("remove the `method` clause to match every method".into()));
+            self.out_of_range(
+                value,
+                "at least one method",
+                Some("remove the `method` clause to match every method".into()),
+            );
         }
         for item in &items {
             if let Some(m) = self.method(item) {
@@ -88,13 +103,20 @@ impl Ctx<'_> {
 
     fn path_match(&mut self, clause: &Clause) -> Option<PathMatch> {
         let (op, value) = match clause.args.as_slice() {
-            [Spanned { node: Value::Word(op), .. }, value] => (op.as_str(), value),
+            [Spanned {
+                node: Value::Word(op),
+                ..
+            }, value] => (op.as_str(), value),
             [value] => {
                 let text = value.loc.text().to_string();
                 self.push(
-                    Diagnostic::new(Code::Syntax, &value.loc, "a path matcher needs `exact`, `prefix` or `regex`")
-                        .label("how should the path match?")
-                        .help(format!("write `path prefix {text}` or `path exact {text}`")),
+                    Diagnostic::new(
+                        Code::Syntax,
+                        &value.loc,
+                        "a path matcher needs `exact`, `prefix` or `regex`",
+                    )
+                    .label("how should the path match?")
+                    .help(format!("write `path prefix {text}` or `path exact {text}`")),
                 );
                 return None;
             }
@@ -103,8 +125,12 @@ impl Ctx<'_> {
         let path = self.string(value)?.to_string();
         match op {
             "regex" => self.regex(value, &path).then_some(PathMatch::Regex(path)),
-            "exact" => self.normalized_path(value, &path).then_some(PathMatch::Exact(path)),
-            _ => self.normalized_path(value, &path).then_some(PathMatch::Prefix(path)),
+            "exact" => self
+                .normalized_path(value, &path)
+                .then_some(PathMatch::Exact(path)),
+            _ => self
+                .normalized_path(value, &path)
+                .then_some(PathMatch::Prefix(path)),
         }
     }
 
@@ -112,18 +138,28 @@ impl Ctx<'_> {
     fn normalized_path(&mut self, value: &Spanned<Value>, path: &str) -> bool {
         if !path.starts_with('/') {
             self.push(
-                Diagnostic::new(Code::InvalidPath, &value.loc, format!("the path `{path}` does not start with `/`"))
-                    .label("paths are absolute")
-                    .help(format!("write `\"/{path}\"`")),
+                Diagnostic::new(
+                    Code::InvalidPath,
+                    &value.loc,
+                    format!("the path `{path}` does not start with `/`"),
+                )
+                .label("paths are absolute")
+                .help(format!("write `\"/{path}\"`")),
             );
             return false;
         }
         let problem = if path.contains(['?', '#']) {
-            Some("contains `?` or `#`: the query and fragment never take part in matching".to_string())
+            Some(
+                "contains `?` or `#`: the query and fragment never take part in matching"
+                    .to_string(),
+            )
         } else if path.contains("//") {
             Some("has an empty segment (`//`): requests are matched after repeated slashes are merged".to_string())
         } else if path.split('/').any(|s| s == "." || s == "..") {
-            Some("has a `.` or `..` segment: requests are matched after dot segments are removed".to_string())
+            Some(
+                "has a `.` or `..` segment: requests are matched after dot segments are removed"
+                    .to_string(),
+            )
         } else if path.contains('%') {
             Some("has a percent-encoding: requests are matched after unreserved characters are decoded, and encoded `/` is refused".to_string())
         } else if path.chars().any(|c| c.is_control() || c == ' ') {
@@ -133,9 +169,15 @@ impl Ctx<'_> {
         };
         if let Some(problem) = problem {
             self.push(
-                Diagnostic::new(Code::InvalidPath, &value.loc, format!("the path `{path}` {problem}"))
-                    .label("this path can never match a normalized request")
-                    .help("write the path in normalized form, as a request would be after normalization"),
+                Diagnostic::new(
+                    Code::InvalidPath,
+                    &value.loc,
+                    format!("the path `{path}` {problem}"),
+                )
+                .label("this path can never match a normalized request")
+                .help(
+                    "write the path in normalized form, as a request would be after normalization",
+                ),
             );
             return false;
         }
@@ -147,9 +189,13 @@ impl Ctx<'_> {
         let length = pattern.chars().count();
         if length > MAX_REGEX_LEN {
             self.push(
-                Diagnostic::new(Code::RegexTooLarge, &value.loc, format!("this regex is {length} characters long; the limit is {MAX_REGEX_LEN}"))
-                    .label("too long")
-                    .help("split the route, or match with `prefix` and a shorter regex"),
+                Diagnostic::new(
+                    Code::RegexTooLarge,
+                    &value.loc,
+                    format!("this regex is {length} characters long; the limit is {MAX_REGEX_LEN}"),
+                )
+                .label("too long")
+                .help("split the route, or match with `prefix` and a shorter regex"),
             );
             return false;
         }
@@ -168,7 +214,12 @@ impl Ctx<'_> {
             }
             Err(e) => {
                 let detail = e.to_string();
-                let last = detail.lines().filter(|l| l.starts_with("error:")).last().unwrap_or("invalid syntax").trim_start_matches("error: ");
+                let last = detail
+                    .lines()
+                    .filter(|l| l.starts_with("error:"))
+                    .last()
+                    .unwrap_or("invalid syntax")
+                    .trim_start_matches("error: ");
                 self.push(
                     Diagnostic::new(Code::InvalidRegex, &value.loc, format!("invalid regex: {last}"))
                         .label("does not compile")
@@ -183,8 +234,18 @@ impl Ctx<'_> {
         let name_value = self.arg(clause, 0)?;
         let name = self.header_name(name_value)?;
         let value = match clause.args.get(1..) {
-            Some([Spanned { node: Value::Word(w), .. }]) if w == "present" => HeaderValueMatch::Present,
-            Some([Spanned { node: Value::Word(op), .. }, v]) => {
+            Some(
+                [Spanned {
+                    node: Value::Word(w),
+                    ..
+                }],
+            ) if w == "present" => HeaderValueMatch::Present,
+            Some(
+                [Spanned {
+                    node: Value::Word(op),
+                    ..
+                }, v],
+            ) => {
                 let text = self.string(v)?.to_string();
                 self.header_value(v, &text)?;
                 match op.as_str() {
@@ -214,9 +275,13 @@ impl Ctx<'_> {
                 "header names are tokens: letters, digits and !#$%&'*+-.^_`|~".to_string()
             };
             self.push(
-                Diagnostic::new(Code::InvalidHeaderName, &value.loc, format!("`{name}` is not a valid header name"))
-                    .label("not an HTTP header name")
-                    .help(help),
+                Diagnostic::new(
+                    Code::InvalidHeaderName,
+                    &value.loc,
+                    format!("`{name}` is not a valid header name"),
+                )
+                .label("not an HTTP header name")
+                .help(help),
             );
             return None;
         }
@@ -227,9 +292,13 @@ impl Ctx<'_> {
     pub(super) fn header_value(&mut self, value: &Spanned<Value>, text: &str) -> Option<()> {
         if text.contains(['\r', '\n', '\0']) {
             self.push(
-                Diagnostic::new(Code::OutOfRange, &value.loc, "a header value cannot hold CR, LF or NUL")
-                    .label("control character in a header value")
-                    .help("remove the `\\r`, `\\n` or `\\u0000`"),
+                Diagnostic::new(
+                    Code::OutOfRange,
+                    &value.loc,
+                    "a header value cannot hold CR, LF or NUL",
+                )
+                .label("control character in a header value")
+                .help("remove the `\\r`, `\\n` or `\\u0000`"),
             );
             return None;
         }

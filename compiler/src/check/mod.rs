@@ -117,7 +117,10 @@ pub(crate) fn check_with_sources(
 fn sort_diagnostics(files: &[Arc<SourceFile>], diagnostics: &mut [Diagnostic]) {
     let key = |d: &Diagnostic| {
         d.primary().map_or((usize::MAX, 0), |loc| {
-            let file = files.iter().position(|f| Arc::ptr_eq(f, &loc.file)).unwrap_or(usize::MAX);
+            let file = files
+                .iter()
+                .position(|f| Arc::ptr_eq(f, &loc.file))
+                .unwrap_or(usize::MAX);
             (file, loc.span.start)
         })
     };

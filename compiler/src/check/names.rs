@@ -38,13 +38,20 @@ impl Ctx<'_> {
                 DeclKind::Observe => &mut observes,
             };
             let name = &decl.name;
-            if matches!(decl.kind, DeclKind::Service | DeclKind::Filter | DeclKind::Route) {
+            if matches!(
+                decl.kind,
+                DeclKind::Service | DeclKind::Filter | DeclKind::Route
+            ) {
                 check_dns_label(&mut self.diagnostics, name, decl.kind.keyword());
             }
             if let Some(first) = seen.get(&name.node) {
                 let what = match decl.kind {
                     DeclKind::Authorize | DeclKind::Observe => {
-                        format!("`{}` has a second `{}` block", name.node, decl.kind.keyword())
+                        format!(
+                            "`{}` has a second `{}` block",
+                            name.node,
+                            decl.kind.keyword()
+                        )
                     }
                     kind => format!("the {} `{}` is declared twice", kind.keyword(), name.node),
                 };
@@ -66,11 +73,18 @@ impl Ctx<'_> {
         match meshes {
             [] => {
                 if let Some(file) = self.files.first() {
-                    let loc = Loc::new(file, 0..file.text.find('\n').unwrap_or(file.text.len()).min(1));
+                    let loc = Loc::new(
+                        file,
+                        0..file.text.find('\n').unwrap_or(file.text.len()).min(1),
+                    );
                     self.push(
-                        Diagnostic::new(Code::MeshDeclaration, &loc, "the policy has no `mesh` declaration")
-                            .label("expected a `mesh` declaration in one of the policy's files")
-                            .help("add `mesh \"name\" { trust_domain \"example.org\" }` to one file"),
+                        Diagnostic::new(
+                            Code::MeshDeclaration,
+                            &loc,
+                            "the policy has no `mesh` declaration",
+                        )
+                        .label("expected a `mesh` declaration in one of the policy's files")
+                        .help("add `mesh \"name\" { trust_domain \"example.org\" }` to one file"),
                     );
                 }
             }
@@ -78,10 +92,14 @@ impl Ctx<'_> {
             [first, rest @ ..] => {
                 for extra in rest {
                     self.push(
-                        Diagnostic::new(Code::MeshDeclaration, &extra.keyword, "a policy has exactly one `mesh` declaration")
-                            .label("a second `mesh`")
-                            .with_label(&first.keyword, "the first one")
-                            .help("remove one of them"),
+                        Diagnostic::new(
+                            Code::MeshDeclaration,
+                            &extra.keyword,
+                            "a policy has exactly one `mesh` declaration",
+                        )
+                        .label("a second `mesh`")
+                        .with_label(&first.keyword, "the first one")
+                        .help("remove one of them"),
                     );
                 }
             }
@@ -99,9 +117,13 @@ impl Ctx<'_> {
             |n| format!("did you mean `{n}`?"),
         );
         self.push(
-            Diagnostic::new(Code::UnknownService, &name.loc, format!("unknown service `{}`", name.node))
-                .label("no service has this name")
-                .help(help),
+            Diagnostic::new(
+                Code::UnknownService,
+                &name.loc,
+                format!("unknown service `{}`", name.node),
+            )
+            .label("no service has this name")
+            .help(help),
         );
         None
     }
@@ -113,13 +135,22 @@ impl Ctx<'_> {
         }
         let near = did_you_mean(&name.node, self.names.filters.keys().map(String::as_str));
         let help = near.map_or_else(
-            || format!("declare it with `filter {} {{ module \"...\" }}`", name.node),
+            || {
+                format!(
+                    "declare it with `filter {} {{ module \"...\" }}`",
+                    name.node
+                )
+            },
             |n| format!("did you mean `{n}`?"),
         );
         self.push(
-            Diagnostic::new(Code::UnknownFilter, &name.loc, format!("unknown filter `{}`", name.node))
-                .label("no filter has this name")
-                .help(help),
+            Diagnostic::new(
+                Code::UnknownFilter,
+                &name.loc,
+                format!("unknown filter `{}`", name.node),
+            )
+            .label("no filter has this name")
+            .help(help),
         );
         None
     }
@@ -136,7 +167,9 @@ fn number(names: BTreeMap<String, Loc>) -> BTreeMap<String, (u32, Loc)> {
 /// Names are DNS labels: `[a-z][a-z0-9-]*`, at most 63 characters, not ending in `-`.
 fn check_dns_label(diagnostics: &mut Vec<Diagnostic>, name: &Ident, kind: &str) {
     let n = &name.node;
-    let valid_chars = n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let valid_chars = n
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     let problem = if !n.is_ascii() {
         // Non-ASCII names are reported by the unicode analysis (confusables), with more detail.
         return;
@@ -167,9 +200,13 @@ fn check_dns_label(diagnostics: &mut Vec<Diagnostic>, name: &Ident, kind: &str) 
             format!("a name is a DNS label, such as `{fixed}`")
         };
         diagnostics.push(
-            Diagnostic::new(Code::InvalidName, &name.loc, format!("the {kind} name `{n}` {problem}"))
-                .label("not a valid name")
-                .help(help),
+            Diagnostic::new(
+                Code::InvalidName,
+                &name.loc,
+                format!("the {kind} name `{n}` {problem}"),
+            )
+            .label("not a valid name")
+            .help(help),
         );
     }
 }

@@ -47,7 +47,7 @@ impl Ctx<'_> {
             }
             None => Default::default(),
         };
-        let targets = self.targets(decl, fields.get("to"), fields.get("split"), service);
+        let targets = self.targets(fields.get("to"), fields.get("split"), service);
         let timeout = fields.get("timeout").and_then(|c| self.arg(c, 0)).cloned();
         let timeout_ms = timeout.as_ref().and_then(|v| self.positive_duration(v));
         let retry_clause = fields.get("retry");
@@ -58,9 +58,18 @@ impl Ctx<'_> {
             }
             None => (None, RetrySources::default()),
         };
-        let request_headers = fields.get("request_headers").map(|c| self.header_edits(c, "request_headers")).unwrap_or_default();
-        let response_headers = fields.get("response_headers").map(|c| self.header_edits(c, "response_headers")).unwrap_or_default();
-        let filters = fields.get("filters").map(|c| self.filter_list(c)).unwrap_or_default();
+        let request_headers = fields
+            .get("request_headers")
+            .map(|c| self.header_edits(c, "request_headers"))
+            .unwrap_or_default();
+        let response_headers = fields
+            .get("response_headers")
+            .map(|c| self.header_edits(c, "response_headers"))
+            .unwrap_or_default();
+        let filters = fields
+            .get("filters")
+            .map(|c| self.filter_list(c))
+            .unwrap_or_default();
         let route = Route {
             name: decl.name.node.clone(),
             service: service.unwrap_or(0),
@@ -74,7 +83,6 @@ impl Ctx<'_> {
             loc: self.table_loc(&decl.name.loc),
         };
         let sources = RouteSources {
-            decl: decl.loc.clone(),
             name: decl.name.loc.clone(),
             matcher: matcher_clause.map(|c| c.loc.clone()),
             methods: match_sources.methods,
@@ -91,47 +99,71 @@ impl Ctx<'_> {
     /// `to s` or `split { a 90%  b 10% }`; neither means the route's own service.
     fn targets(
         &mut self,
-        decl: &Decl,
         to: Option<&Clause>,
         split: Option<&Clause>,
         own: Option<u32>,
     ) -> Vec<WeightedTarget> {
         if let (Some(t), Some(s)) = (to, split) {
             self.push(
-                Diagnostic::new(Code::ConflictingFields, &s.keyword.loc, "a route has either `to` or `split`, not both")
-                    .label("split given here")
-                    .with_label(&t.keyword.loc, "`to` given here")
-                    .help("use `split` alone, with a weight for every target"),
+                Diagnostic::new(
+                    Code::ConflictingFields,
+                    &s.keyword.loc,
+                    "a route has either `to` or `split`, not both",
+                )
+                .label("split given here")
+                .with_label(&t.keyword.loc, "`to` given here")
+                .help("use `split` alone, with a weight for every target"),
             );
             return Vec::new();
         }
         if let Some(clause) = to {
-            let Some(value) = self.arg(clause, 0) else { return Vec::new() };
-            let Some(name) = self.service_name(value) else { return Vec::new() };
+            let Some(value) = self.arg(clause, 0) else {
+                return Vec::new();
+            };
+            let Some(name) = self.service_name(value) else {
+                return Vec::new();
+            };
             return self
                 .resolve_service(&name)
-                .map(|service| vec![WeightedTarget { service, weight: Ppm::FULL }])
+                .map(|service| {
+                    vec![WeightedTarget {
+                        service,
+                        weight: Ppm::FULL,
+                    }]
+                })
                 .unwrap_or_default();
         }
         if let Some(clause) = split {
             return self.split(clause);
         }
-        let _ = decl;
-        own.map(|service| vec![WeightedTarget { service, weight: Ppm::FULL }]).unwrap_or_default()
+        own.map(|service| {
+            vec![WeightedTarget {
+                service,
+                weight: Ppm::FULL,
+            }]
+        })
+        .unwrap_or_default()
     }
 
     fn service_name(&mut self, value: &Spanned<Value>) -> Option<Spanned<String>> {
         match &value.node {
-            Value::Word(w) => Some(Spanned { node: w.clone(), loc: value.loc.clone() }),
+            Value::Word(w) => Some(Spanned {
+                node: w.clone(),
+                loc: value.loc.clone(),
+            }),
             other => {
                 let help = match other {
                     Value::Str(s) => format!("name services without quotes: `{s}`"),
                     _ => "write a service name, as in `to payments`".to_string(),
                 };
                 self.push(
-                    Diagnostic::new(Code::TypeMismatch, &value.loc, format!("expected a service name, found {}", other.describe()))
-                        .label("expected a service name")
-                        .help(help),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        &value.loc,
+                        format!("expected a service name, found {}", other.describe()),
+                    )
+                    .label("expected a service name")
+                    .help(help),
                 );
                 None
             }
@@ -139,7 +171,9 @@ impl Ctx<'_> {
     }
 
     fn split(&mut self, clause: &Clause) -> Vec<WeightedTarget> {
-        let Some(block) = &clause.block else { return Vec::new() };
+        let Some(block) = &clause.block else {
+            return Vec::new();
+        };
         let mut targets: Vec<WeightedTarget> = Vec::new();
         let mut total: u64 = 0;
         let mut complete = true;
@@ -152,9 +186,13 @@ impl Ctx<'_> {
             };
             if targets.iter().any(|t| t.service == service) {
                 self.push(
-                    Diagnostic::new(Code::DuplicateField, &entry.keyword.loc, format!("`{}` appears twice in this split", entry.keyword.node))
-                        .label("listed again")
-                        .help("give each target one weight"),
+                    Diagnostic::new(
+                        Code::DuplicateField,
+                        &entry.keyword.loc,
+                        format!("`{}` appears twice in this split", entry.keyword.node),
+                    )
+                    .label("listed again")
+                    .help("give each target one weight"),
                 );
                 complete = false;
                 continue;
@@ -171,12 +209,22 @@ impl Ctx<'_> {
         } else if complete && total != u64::from(Ppm::FULL.0) {
             let sum = format_percent(total);
             let missing = if total < u64::from(Ppm::FULL.0) {
-                format!("add {} to one of them", format_percent(u64::from(Ppm::FULL.0) - total))
+                format!(
+                    "add {} to one of them",
+                    format_percent(u64::from(Ppm::FULL.0) - total)
+                )
             } else {
-                format!("remove {} from them", format_percent(total - u64::from(Ppm::FULL.0)))
+                format!(
+                    "remove {} from them",
+                    format_percent(total - u64::from(Ppm::FULL.0))
+                )
             };
-            let mut d = Diagnostic::new(Code::SplitSum, &clause.keyword.loc, format!("split weights sum to {sum}, not 100%"))
-                .label(format!("weights sum to {sum}"));
+            let mut d = Diagnostic::new(
+                Code::SplitSum,
+                &clause.keyword.loc,
+                format!("split weights sum to {sum}, not 100%"),
+            )
+            .label(format!("weights sum to {sum}"));
             for entry in &block.clauses {
                 if let Some(w) = entry.args.first() {
                     d = d.with_label(&w.loc, format!("`{}`", entry.keyword.node));
@@ -198,16 +246,31 @@ impl Ctx<'_> {
             non_idempotent: false,
         };
         let mut sources = RetrySources::default();
-        let Some(block) = &clause.block else { return (policy, sources) };
+        let Some(block) = &clause.block else {
+            return (policy, sources);
+        };
         let fields = self.fields(block, "retry", &[]);
         match fields.get("attempts").and_then(|c| self.arg(c, 0)).cloned() {
             Some(v) => {
-                policy.attempts = self.integer(&v, 1, 10).and_then(|n| u32::try_from(n).ok()).unwrap_or(2);
+                let zero = matches!(&v.node, Value::Quantity { number, unit } if number == "0" && unit.is_empty());
+                policy.attempts = if zero {
+                    let help = "`attempts` counts every try, the first included: `attempts 1` means no retries";
+                    self.out_of_range(&v, "an integer from 1 to 10", Some(help.into()));
+                    2
+                } else {
+                    self.integer(&v, 1, 10)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .unwrap_or(2)
+                };
                 sources.attempts = Some(v.loc);
             }
             None => self.missing(&clause.keyword.loc, "retry", "attempts", "attempts 2"),
         }
-        if let Some(v) = fields.get("per_try_timeout").and_then(|c| self.arg(c, 0)).cloned() {
+        if let Some(v) = fields
+            .get("per_try_timeout")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
             policy.per_try_timeout_ms = self.positive_duration(&v);
             sources.per_try_timeout = Some(v.loc);
         }
@@ -220,7 +283,15 @@ impl Ctx<'_> {
                 let (low_ms, high_ms) = (self.duration_ms(low), self.duration_ms(high));
                 if let (Some(l), Some(h)) = (low_ms, high_ms) {
                     if l > h {
-                        self.out_of_range(high, &format!("at least the lower bound ({})", low.loc.text()), Some(format!("write `backoff {} to {}`", high.loc.text(), low.loc.text())));
+                        self.out_of_range(
+                            high,
+                            &format!("at least the lower bound ({})", low.loc.text()),
+                            Some(format!(
+                                "write `backoff {} to {}`",
+                                high.loc.text(),
+                                low.loc.text()
+                            )),
+                        );
                     }
                     policy.backoff_base_ms = l;
                     policy.backoff_max_ms = h.max(l);
@@ -230,7 +301,11 @@ impl Ctx<'_> {
         if let Some(v) = fields.get("budget").and_then(|c| self.arg(c, 0)).cloned() {
             policy.budget = self.percent(&v).unwrap_or(policy.budget);
         }
-        if let Some(v) = fields.get("non_idempotent").and_then(|c| self.arg(c, 0)).cloned() {
+        if let Some(v) = fields
+            .get("non_idempotent")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
             policy.non_idempotent = self.boolean(&v).unwrap_or(false);
         }
         (policy, sources)
@@ -274,16 +349,24 @@ impl Ctx<'_> {
     }
 
     fn header_edits(&mut self, clause: &Clause, kind: &str) -> Vec<HeaderEdit> {
-        let Some(block) = &clause.block else { return Vec::new() };
+        let Some(block) = &clause.block else {
+            return Vec::new();
+        };
         let fields = self.fields(block, kind, &["set", "add", "remove"]);
         let mut edits = Vec::new();
         for edit in fields.all() {
-            let Some(name) = edit.args.first().and_then(|v| self.header_name(v)) else { continue };
+            let Some(name) = edit.args.first().and_then(|v| self.header_name(v)) else {
+                continue;
+            };
             if HOP_BY_HOP.contains(&name.as_str()) {
                 self.push(
-                    Diagnostic::new(Code::InvalidHeaderName, &edit.args[0].loc, format!("`{name}` is a hop-by-hop header the proxy manages"))
-                        .label("cannot be edited")
-                        .help("edit end-to-end headers only"),
+                    Diagnostic::new(
+                        Code::InvalidHeaderName,
+                        &edit.args[0].loc,
+                        format!("`{name}` is a hop-by-hop header the proxy manages"),
+                    )
+                    .label("cannot be edited")
+                    .help("edit end-to-end headers only"),
                 );
                 continue;
             }
@@ -332,6 +415,9 @@ pub(super) fn format_percent(ppm: u64) -> String {
     if fraction == 0 {
         format!("{whole}%")
     } else {
-        format!("{whole}.{}%", format!("{fraction:04}").trim_end_matches('0'))
+        format!(
+            "{whole}.{}%",
+            format!("{fraction:04}").trim_end_matches('0')
+        )
     }
 }

@@ -10,9 +10,12 @@ use crate::syntax::ast::{Clause, Decl, DeclKind, Value};
 impl Ctx<'_> {
     /// Every service in id (name) order; a duplicate declaration is skipped (already reported).
     pub(super) fn services(&mut self, decls: &[&Decl], sources: &mut Sources) -> Vec<Service> {
-        let mut services: Vec<Option<(Service, crate::source::Loc)>> = vec![None; self.names.services.len()];
+        let mut services: Vec<Option<(Service, crate::source::Loc)>> =
+            vec![None; self.names.services.len()];
         for decl in decls.iter().filter(|d| d.kind == DeclKind::Service) {
-            let Some((id, first)) = self.names.services.get(&decl.name.node).cloned() else { continue };
+            let Some((id, first)) = self.names.services.get(&decl.name.node).cloned() else {
+                continue;
+            };
             if first != decl.name.loc {
                 continue;
             }
@@ -32,7 +35,11 @@ impl Ctx<'_> {
     fn service(&mut self, decl: &Decl) -> Service {
         let fields = self.fields(&decl.body, "service", &[]);
         let port = match fields.get("port") {
-            Some(c) => self.arg(c, 0).and_then(|v| self.integer(v, 1, 65535)).and_then(|p| u16::try_from(p).ok()).unwrap_or(1),
+            Some(c) => self
+                .arg(c, 0)
+                .and_then(|v| self.integer(v, 1, 65535))
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(1),
             None => {
                 self.missing(&decl.name.loc, "service", "port", "port 8080");
                 1
@@ -48,15 +55,26 @@ impl Ctx<'_> {
                 _ => Protocol::Http1,
             });
         let endpoints = self.endpoints(fields.get("endpoints"), fields.get("discovery"));
-        let balance = fields.get("balance").map_or(Balance::RoundRobin, |c| self.balance(c));
+        let balance = fields
+            .get("balance")
+            .map_or(Balance::RoundRobin, |c| self.balance(c));
         let health = fields.get("health").map(|c| self.health(c));
         let outlier = fields.get("outlier").map(|c| self.outlier(c));
         let mtls = fields
             .get("mtls")
             .and_then(|c| self.arg(c, 0))
             .and_then(|v| self.choice(v, &["strict", "permissive"], "an mTLS mode"))
-            .map_or(MtlsMode::Strict, |m| if m == "permissive" { MtlsMode::Permissive } else { MtlsMode::Strict });
-        let filters = fields.get("filters").map(|c| self.filter_list(c)).unwrap_or_default();
+            .map_or(MtlsMode::Strict, |m| {
+                if m == "permissive" {
+                    MtlsMode::Permissive
+                } else {
+                    MtlsMode::Strict
+                }
+            });
+        let filters = fields
+            .get("filters")
+            .map(|c| self.filter_list(c))
+            .unwrap_or_default();
         Service {
             name: decl.name.node.clone(),
             port,
@@ -73,24 +91,37 @@ impl Ctx<'_> {
 
     /// Resolves a `filters [a, b]` clause.
     pub(super) fn filter_list(&mut self, clause: &Clause) -> Vec<u32> {
-        let Some(value) = self.arg(clause, 0) else { return Vec::new() };
+        let Some(value) = self.arg(clause, 0) else {
+            return Vec::new();
+        };
         let mut ids = Vec::new();
         for item in self.list(value).to_vec() {
             let Value::Word(name) = &item.node else {
                 self.push(
-                    Diagnostic::new(Code::TypeMismatch, &item.loc, format!("expected a filter name, found {}", item.node.describe()))
-                        .label("expected a filter name")
-                        .help("name filters without quotes: `filters [ratelimit]`"),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        &item.loc,
+                        format!("expected a filter name, found {}", item.node.describe()),
+                    )
+                    .label("expected a filter name")
+                    .help("name filters without quotes: `filters [ratelimit]`"),
                 );
                 continue;
             };
-            let ident = Spanned { node: name.clone(), loc: item.loc.clone() };
+            let ident = Spanned {
+                node: name.clone(),
+                loc: item.loc.clone(),
+            };
             if let Some(id) = self.resolve_filter(&ident) {
                 if ids.contains(&id) {
                     self.push(
-                        Diagnostic::new(Code::DuplicateField, &item.loc, format!("the filter `{name}` is listed twice"))
-                            .label("listed again")
-                            .help("a filter runs once per request: list it once"),
+                        Diagnostic::new(
+                            Code::DuplicateField,
+                            &item.loc,
+                            format!("the filter `{name}` is listed twice"),
+                        )
+                        .label("listed again")
+                        .help("a filter runs once per request: list it once"),
                     );
                 } else {
                     ids.push(id);
@@ -103,17 +134,30 @@ impl Ctx<'_> {
     fn endpoints(&mut self, endpoints: Option<&Clause>, discovery: Option<&Clause>) -> Endpoints {
         if let (Some(e), Some(d)) = (endpoints, discovery) {
             self.push(
-                Diagnostic::new(Code::ConflictingFields, &d.keyword.loc, "a service has either `endpoints` or `discovery`, not both")
-                    .label("discovery given here")
-                    .with_label(&e.keyword.loc, "static endpoints given here")
-                    .help("keep the static list or the DNS discovery"),
+                Diagnostic::new(
+                    Code::ConflictingFields,
+                    &d.keyword.loc,
+                    "a service has either `endpoints` or `discovery`, not both",
+                )
+                .label("discovery given here")
+                .with_label(&e.keyword.loc, "static endpoints given here")
+                .help("keep the static list or the DNS discovery"),
             );
         }
         if let Some(clause) = endpoints {
-            let Some(value) = self.arg(clause, 0) else { return Endpoints::Registry };
+            let Some(value) = self.arg(clause, 0) else {
+                return Endpoints::Registry;
+            };
             let items = self.list(value).to_vec();
             if items.is_empty() {
-                self.out_of_range(value, "at least one address", Some("remove `endpoints` to take endpoints from the control plane's registry".into()));
+                self.out_of_range(
+                    value,
+                    "at least one address",
+                    Some(
+                        "remove `endpoints` to take endpoints from the control plane's registry"
+                            .into(),
+                    ),
+                );
             }
             let mut addresses = Vec::new();
             for item in &items {
@@ -121,9 +165,13 @@ impl Ctx<'_> {
                     if self.address(item, &address).is_some() {
                         if addresses.contains(&address) {
                             self.push(
-                                Diagnostic::new(Code::DuplicateField, &item.loc, format!("`{address}` is listed twice"))
-                                    .label("listed again")
-                                    .help("list each endpoint once"),
+                                Diagnostic::new(
+                                    Code::DuplicateField,
+                                    &item.loc,
+                                    format!("`{address}` is listed twice"),
+                                )
+                                .label("listed again")
+                                .help("list each endpoint once"),
                             );
                         } else {
                             addresses.push(address);
@@ -165,18 +213,34 @@ impl Ctx<'_> {
     }
 
     fn balance(&mut self, clause: &Clause) -> Balance {
-        let Some(value) = self.arg(clause, 0) else { return Balance::RoundRobin };
+        let Some(value) = self.arg(clause, 0) else {
+            return Balance::RoundRobin;
+        };
         let header_value = clause.args.get(2);
-        let algorithm = self.choice(value, &["round_robin", "least_request", "ewma", "random", "ring_hash"], "a balancer");
+        let algorithm = self.choice(
+            value,
+            &[
+                "round_robin",
+                "least_request",
+                "ewma",
+                "random",
+                "ring_hash",
+            ],
+            "a balancer",
+        );
         match algorithm {
             Some("ring_hash") => match header_value.and_then(|h| self.header_name(h)) {
                 Some(header) => Balance::RingHash { header },
                 None => {
                     if header_value.is_none() {
                         self.push(
-                            Diagnostic::new(Code::MissingField, &value.loc, "`ring_hash` needs the header to hash")
-                                .label("hash on what?")
-                                .help("write `balance ring_hash header \"x-user\"`"),
+                            Diagnostic::new(
+                                Code::MissingField,
+                                &value.loc,
+                                "`ring_hash` needs the header to hash",
+                            )
+                            .label("hash on what?")
+                            .help("write `balance ring_hash header \"x-user\"`"),
                         );
                     }
                     Balance::RoundRobin
@@ -185,9 +249,13 @@ impl Ctx<'_> {
             other => {
                 if let Some(h) = header_value {
                     self.push(
-                        Diagnostic::new(Code::ConflictingFields, &h.loc, "only `ring_hash` hashes on a header")
-                            .label("ignored by this balancer")
-                            .help("remove `header ...` or use `ring_hash`"),
+                        Diagnostic::new(
+                            Code::ConflictingFields,
+                            &h.loc,
+                            "only `ring_hash` hashes on a header",
+                        )
+                        .label("ignored by this balancer")
+                        .help("remove `header ...` or use `ring_hash`"),
                     );
                 }
                 match other {
@@ -208,7 +276,9 @@ impl Ctx<'_> {
             unhealthy_after: 3,
             healthy_after: 2,
         };
-        let Some(block) = &clause.block else { return health };
+        let Some(block) = &clause.block else {
+            return health;
+        };
         let fields = self.fields(block, "health", &[]);
         if let Some(c) = fields.get("path") {
             match c.args.as_slice() {
@@ -218,17 +288,25 @@ impl Ctx<'_> {
                             health.path = p.to_string();
                         } else {
                             self.push(
-                                Diagnostic::new(Code::InvalidPath, &v.loc, format!("the health check path `{p}` does not start with `/`"))
-                                    .label("paths are absolute")
-                                    .help(format!("write `\"/{p}\"`")),
+                                Diagnostic::new(
+                                    Code::InvalidPath,
+                                    &v.loc,
+                                    format!("the health check path `{p}` does not start with `/`"),
+                                )
+                                .label("paths are absolute")
+                                .help(format!("write `\"/{p}\"`")),
                             );
                         }
                     }
                 }
                 [op, ..] => self.push(
-                    Diagnostic::new(Code::TypeMismatch, &op.loc, "a health check probes one path: it takes a plain string")
-                        .label("no matcher here")
-                        .help("write `path \"/healthz\"`"),
+                    Diagnostic::new(
+                        Code::TypeMismatch,
+                        &op.loc,
+                        "a health check probes one path: it takes a plain string",
+                    )
+                    .label("no matcher here")
+                    .help("write `path \"/healthz\"`"),
                 ),
                 [] => {}
             }
@@ -243,11 +321,25 @@ impl Ctx<'_> {
                 self.out_of_range(&v, &format!("at most the interval ({} ms)", health.interval_ms), Some("a probe must finish before the next one starts: shorten the timeout or lengthen the interval".into()));
             }
         }
-        if let Some(v) = fields.get("unhealthy_after").and_then(|c| self.arg(c, 0)).cloned() {
-            health.unhealthy_after = self.integer(&v, 1, 1000).and_then(|n| u32::try_from(n).ok()).unwrap_or(3);
+        if let Some(v) = fields
+            .get("unhealthy_after")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
+            health.unhealthy_after = self
+                .integer(&v, 1, 1000)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(3);
         }
-        if let Some(v) = fields.get("healthy_after").and_then(|c| self.arg(c, 0)).cloned() {
-            health.healthy_after = self.integer(&v, 1, 1000).and_then(|n| u32::try_from(n).ok()).unwrap_or(2);
+        if let Some(v) = fields
+            .get("healthy_after")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
+            health.healthy_after = self
+                .integer(&v, 1, 1000)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(2);
         }
         health
     }
@@ -258,15 +350,32 @@ impl Ctx<'_> {
             eject_for_ms: 30_000,
             max_ejected: Ppm(100_000),
         };
-        let Some(block) = &clause.block else { return outlier };
+        let Some(block) = &clause.block else {
+            return outlier;
+        };
         let fields = self.fields(block, "outlier", &[]);
-        if let Some(v) = fields.get("consecutive_5xx").and_then(|c| self.arg(c, 0)).cloned() {
-            outlier.consecutive_5xx = self.integer(&v, 1, 1000).and_then(|n| u32::try_from(n).ok()).unwrap_or(5);
+        if let Some(v) = fields
+            .get("consecutive_5xx")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
+            outlier.consecutive_5xx = self
+                .integer(&v, 1, 1000)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(5);
         }
-        if let Some(v) = fields.get("eject_for").and_then(|c| self.arg(c, 0)).cloned() {
+        if let Some(v) = fields
+            .get("eject_for")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
             outlier.eject_for_ms = self.positive_duration(&v).unwrap_or(30_000);
         }
-        if let Some(v) = fields.get("max_ejected").and_then(|c| self.arg(c, 0)).cloned() {
+        if let Some(v) = fields
+            .get("max_ejected")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
             outlier.max_ejected = self.percent(&v).unwrap_or(outlier.max_ejected);
         }
         outlier
@@ -285,7 +394,9 @@ impl Ctx<'_> {
 
 /// Splits `host:port`, saying what is wrong when it is not one.
 fn parse_address(text: &str) -> Result<(String, u16), String> {
-    let (host, port) = text.rsplit_once(':').ok_or_else(|| "it has no port".to_string())?;
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| "it has no port".to_string())?;
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => host.parse::<std::net::Ipv4Addr>().is_ok() || is_host_name(host),

@@ -18,8 +18,6 @@ pub(crate) struct Sources {
 /// The pieces of a route that diagnostics point at.
 #[derive(Debug, Clone)]
 pub(crate) struct RouteSources {
-    /// The whole declaration.
-    pub(crate) decl: Loc,
     /// The route's name.
     pub(crate) name: Loc,
     /// The `match` block, when there is one.

@@ -19,12 +19,20 @@ fn module_dir() -> tempfile::TempDir {
 }
 
 fn spec_example(name: &str) -> PathBuf {
-    PathBuf::from(format!("{}/../../shared/spec/examples/{name}", env!("CARGO_MANIFEST_DIR")))
+    PathBuf::from(format!(
+        "{}/../../shared/spec/examples/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
 }
 
 fn check_files(paths: &[PathBuf], module_path: &std::path::Path) -> Checked {
     let files = crate::load::load(paths).expect("load");
-    check(&files, &CheckOptions { module_paths: vec![module_path.to_path_buf()] })
+    check(
+        &files,
+        &CheckOptions {
+            module_paths: vec![module_path.to_path_buf()],
+        },
+    )
 }
 
 #[test]
@@ -32,7 +40,11 @@ fn the_spec_examples_check_without_diagnostics() {
     let modules = module_dir();
     for name in ["hello.mesh", "shop.mesh"] {
         let checked = check_files(&[spec_example(name)], modules.path());
-        assert!(checked.diagnostics.is_empty(), "{name}: {:#?}", checked.diagnostics);
+        assert!(
+            checked.diagnostics.is_empty(),
+            "{name}: {:#?}",
+            checked.diagnostics
+        );
         assert!(checked.table.is_some(), "{name}");
     }
 }
@@ -44,43 +56,93 @@ fn shop_elaborates_into_the_expected_table() {
     let table = checked.table.expect("table");
     assert_eq!(table.mesh.trust_domain, "shop.example");
     let names: Vec<&str> = table.services.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["frontend", "inventory", "ops", "payments", "payments-canary"]);
+    assert_eq!(
+        names,
+        [
+            "frontend",
+            "inventory",
+            "ops",
+            "payments",
+            "payments-canary"
+        ]
+    );
     let payments = table.service_id("payments").expect("payments");
     let canary = table.service_id("payments-canary").expect("canary");
     let inventory = &table.services[table.service_id("inventory").expect("inventory") as usize];
-    assert_eq!(inventory.balance, Balance::RingHash { header: "x-user".into() });
+    assert_eq!(
+        inventory.balance,
+        Balance::RingHash {
+            header: "x-user".into()
+        }
+    );
     assert_eq!(inventory.endpoints, Endpoints::Registry);
-    let charge = table.routes.iter().find(|r| r.name == "charge").expect("charge");
+    let charge = table
+        .routes
+        .iter()
+        .find(|r| r.name == "charge")
+        .expect("charge");
     assert_eq!(charge.service, payments);
-    assert_eq!(charge.matcher.path, Some(PathMatch::Prefix("/v1/charge".into())));
+    assert_eq!(
+        charge.matcher.path,
+        Some(PathMatch::Prefix("/v1/charge".into()))
+    );
     assert_eq!(charge.matcher.methods, [Method::Post]);
     assert_eq!(charge.targets.len(), 2);
     assert_eq!(charge.targets[1].service, canary);
     assert_eq!(charge.targets[1].weight, Ppm(100_000));
     assert_eq!(charge.timeout_ms, Some(2_000));
     let retry = charge.retry.as_ref().expect("retry");
-    assert_eq!((retry.attempts, retry.per_try_timeout_ms, retry.backoff_base_ms, retry.backoff_max_ms), (2, Some(500), 25, 250));
+    assert_eq!(
+        (
+            retry.attempts,
+            retry.per_try_timeout_ms,
+            retry.backoff_base_ms,
+            retry.backoff_max_ms
+        ),
+        (2, Some(500), 25, 250)
+    );
     assert_eq!(retry.on, [RetryOn::ConnectFailure]);
     assert_eq!((charge.loc.line, charge.loc.column), (51, 7));
-    let stock = table.routes.iter().find(|r| r.name == "stock").expect("stock");
-    assert_eq!(stock.retry.as_ref().map(|r| r.on.clone()), Some(vec![RetryOn::Grpc(14)]));
-    let authz = table.authorizations.iter().find(|a| a.service == payments).expect("authz");
+    let stock = table
+        .routes
+        .iter()
+        .find(|r| r.name == "stock")
+        .expect("stock");
+    assert_eq!(
+        stock.retry.as_ref().map(|r| r.on.clone()),
+        Some(vec![RetryOn::Grpc(14)])
+    );
+    let authz = table
+        .authorizations
+        .iter()
+        .find(|a| a.service == payments)
+        .expect("authz");
     assert_eq!(authz.rules.len(), 4);
     assert_eq!(authz.rules[0].action, Action::Deny);
     assert_eq!(authz.rules[0].from, [Principal::Any]);
     assert_eq!(authz.rules[3].to.headers.len(), 1);
     let ratelimit = &table.filters[1];
     assert_eq!(ratelimit.name, "ratelimit");
-    assert_eq!(ratelimit.config_json, r#"{"burst":20,"requests_per_second":100}"#);
+    assert_eq!(
+        ratelimit.config_json,
+        r#"{"burst":20,"requests_per_second":100}"#
+    );
     assert_eq!(ratelimit.memory_bytes, 16 << 20);
-    assert_eq!(table.observes[0].latency_buckets_ms, [5, 10, 25, 50, 100, 250, 500, 1000]);
+    assert_eq!(
+        table.observes[0].latency_buckets_ms,
+        [5, 10, 25, 50, 100, 250, 500, 1000]
+    );
     mesh_table::validate(&table).expect("the compiler's table passes the decoder's validation");
 }
 
 #[test]
 fn a_directory_is_one_namespace_across_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("a.mesh"), "mesh \"m\" { trust_domain \"m.local\" }\nroute r on b { to b }\n").expect("write");
+    std::fs::write(
+        dir.path().join("a.mesh"),
+        "mesh \"m\" { trust_domain \"m.local\" }\nroute r on b { to b }\n",
+    )
+    .expect("write");
     std::fs::write(dir.path().join("b.mesh"), "service b { port 80 }\n").expect("write");
     let checked = check_files(&[dir.path().to_path_buf()], dir.path());
     assert!(checked.diagnostics.is_empty(), "{:#?}", checked.diagnostics);
@@ -97,7 +159,18 @@ fn several_errors_are_reported_together() {
         "mesh \"m\" { trust_domain \"m.local\" }\nservice a { port 3s }\nroute r on b { timeout 3 }\n",
     );
     let checked = check(&[file], &CheckOptions::default());
-    let codes: Vec<&str> = checked.diagnostics.iter().map(|d| d.code.as_str()).collect();
-    assert_eq!(codes, ["mesh::type-mismatch", "mesh::unknown-service", "mesh::type-mismatch"]);
+    let codes: Vec<&str> = checked
+        .diagnostics
+        .iter()
+        .map(|d| d.code.as_str())
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "mesh::type-mismatch",
+            "mesh::unknown-service",
+            "mesh::type-mismatch"
+        ]
+    );
     assert!(checked.table.is_none());
 }

@@ -29,11 +29,19 @@ impl Ctx<'_> {
         let (number, unit) = match &value.node {
             Value::Quantity { number, unit } => (number, unit.as_str()),
             Value::Str(s) if parse_duration_text(s).is_some() => {
-                self.type_error(value, "a duration", Some(format!("remove the quotes: `{s}`")));
+                self.type_error(
+                    value,
+                    "a duration",
+                    Some(format!("remove the quotes: `{s}`")),
+                );
                 return None;
             }
             _ => {
-                self.type_error(value, "a duration", Some("write a number with a unit: `250ms`, `2s`, `1m`, `1h`".into()));
+                self.type_error(
+                    value,
+                    "a duration",
+                    Some("write a number with a unit: `250ms`, `2s`, `1m`, `1h`".into()),
+                );
                 return None;
             }
         };
@@ -52,14 +60,20 @@ impl Ctx<'_> {
             };
             let help = match (suggestion, unit) {
                 (Some(s), _) => format!("did you mean `{number}{s}`?"),
-                (None, "us" | "µs" | "ns") => "durations have millisecond precision: write `1ms` or more".into(),
+                (None, "us" | "µs" | "ns") => {
+                    "durations have millisecond precision: write `1ms` or more".into()
+                }
                 (None, "%") => "this field takes a duration, not a percentage".into(),
                 _ => "duration units are ms, s, m and h".into(),
             };
             self.push(
-                Diagnostic::new(Code::UnknownUnit, &value.loc, format!("`{unit}` is not a duration unit"))
-                    .label("expected ms, s, m or h")
-                    .help(help),
+                Diagnostic::new(
+                    Code::UnknownUnit,
+                    &value.loc,
+                    format!("`{unit}` is not a duration unit"),
+                )
+                .label("expected ms, s, m or h")
+                .help(help),
             );
             return None;
         };
@@ -83,17 +97,29 @@ impl Ctx<'_> {
                         None
                     }
                     None => {
-                        self.out_of_range(value, "a percentage with at most 4 decimals, from 0% to 100%", None);
+                        self.out_of_range(
+                            value,
+                            "a percentage with at most 4 decimals, from 0% to 100%",
+                            None,
+                        );
                         None
                     }
                 }
             }
             Value::Quantity { number, unit } if unit.is_empty() => {
-                self.type_error(value, "a percentage", Some(format!("did you mean `{number}%`?")));
+                self.type_error(
+                    value,
+                    "a percentage",
+                    Some(format!("did you mean `{number}%`?")),
+                );
                 None
             }
             _ => {
-                self.type_error(value, "a percentage", Some("write it as `10%` or `0.5%`".into()));
+                self.type_error(
+                    value,
+                    "a percentage",
+                    Some("write it as `10%` or `0.5%`".into()),
+                );
                 None
             }
         }
@@ -102,7 +128,11 @@ impl Ctx<'_> {
     /// A size in bytes: `512KiB`, `16MiB`.
     pub(super) fn size_bytes(&mut self, value: &V) -> Option<u64> {
         let Value::Quantity { number, unit } = &value.node else {
-            self.type_error(value, "a size", Some("write it as `512KiB` or `16MiB`".into()));
+            self.type_error(
+                value,
+                "a size",
+                Some("write it as `512KiB` or `16MiB`".into()),
+            );
             return None;
         };
         let factor = match unit.as_str() {
@@ -111,7 +141,13 @@ impl Ctx<'_> {
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
             "" => {
-                self.type_error(value, "a size", Some(format!("did you mean `{number}MiB`? sizes take a unit: B, KiB, MiB or GiB")));
+                self.type_error(
+                    value,
+                    "a size",
+                    Some(format!(
+                        "did you mean `{number}MiB`? sizes take a unit: B, KiB, MiB or GiB"
+                    )),
+                );
                 return None;
             }
             other => {
@@ -127,9 +163,13 @@ impl Ctx<'_> {
                     |u| format!("did you mean `{number}{u}`? sizes are binary: B, KiB, MiB, GiB"),
                 );
                 self.push(
-                    Diagnostic::new(Code::UnknownUnit, &value.loc, format!("`{other}` is not a size unit"))
-                        .label("expected B, KiB, MiB or GiB")
-                        .help(help),
+                    Diagnostic::new(
+                        Code::UnknownUnit,
+                        &value.loc,
+                        format!("`{other}` is not a size unit"),
+                    )
+                    .label("expected B, KiB, MiB or GiB")
+                    .help(help),
                 );
                 return None;
             }
@@ -154,12 +194,27 @@ impl Ctx<'_> {
                 }
             }
             Value::Quantity { number, unit } if unit.is_empty() => {
-                let help = format!("use a whole number, such as `{}`", number.split('.').next().unwrap_or("1"));
+                let help = format!(
+                    "use a whole number, such as `{}`",
+                    number.split('.').next().unwrap_or("1")
+                );
                 self.type_error(value, "an integer", Some(help));
                 None
             }
+            Value::Str(text) if text.parse::<u64>().is_ok() => {
+                self.type_error(
+                    value,
+                    "an integer",
+                    Some(format!("remove the quotes: `{text}`")),
+                );
+                None
+            }
             _ => {
-                self.type_error(value, "an integer", None);
+                self.type_error(
+                    value,
+                    "an integer",
+                    Some(format!("write a whole number from {min} to {max}")),
+                );
                 None
             }
         }
@@ -174,7 +229,12 @@ impl Ctx<'_> {
                 None
             }
             _ => {
-                self.type_error(value, "a string", None);
+                let text = value.loc.text();
+                self.type_error(
+                    value,
+                    "a string",
+                    Some(format!("write it in double quotes: `\"{text}\"`")),
+                );
                 None
             }
         }
@@ -186,14 +246,19 @@ impl Ctx<'_> {
             Value::Word(w) if w == "true" => Some(true),
             Value::Word(w) if w == "false" => Some(false),
             _ => {
-                self.type_error(value, "a bool (`true` or `false`)", None);
+                self.type_error(value, "a bool", Some("write `true` or `false`".into()));
                 None
             }
         }
     }
 
     /// One of `choices` (a bare word).
-    pub(super) fn choice<'c>(&mut self, value: &V, choices: &[&'c str], what: &str) -> Option<&'c str> {
+    pub(super) fn choice<'c>(
+        &mut self,
+        value: &V,
+        choices: &[&'c str],
+        what: &str,
+    ) -> Option<&'c str> {
         let word = match &value.node {
             Value::Word(w) => w.as_str(),
             Value::Str(s) if choices.contains(&s.as_str()) => {
@@ -210,12 +275,21 @@ impl Ctx<'_> {
         }
         let help = did_you_mean(word, choices.iter().copied()).map_or_else(
             || format!("expected one of: {}", choices.join(", ")),
-            |near| format!("did you mean `{near}`? expected one of: {}", choices.join(", ")),
+            |near| {
+                format!(
+                    "did you mean `{near}`? expected one of: {}",
+                    choices.join(", ")
+                )
+            },
         );
         self.push(
-            Diagnostic::new(Code::InvalidChoice, &value.loc, format!("`{word}` is not {what}"))
-                .label(format!("not {what}"))
-                .help(help),
+            Diagnostic::new(
+                Code::InvalidChoice,
+                &value.loc,
+                format!("`{word}` is not {what}"),
+            )
+            .label(format!("not {what}"))
+            .help(help),
         );
         None
     }
@@ -228,15 +302,20 @@ impl Ctx<'_> {
             }
             if let Some(m) = Method::parse(&w.to_ascii_uppercase()) {
                 self.push(
-                    Diagnostic::new(Code::InvalidChoice, &value.loc, format!("`{w}` is not a method"))
-                        .label("methods are upper case")
-                        .help(format!("write `{}`", m.as_str())),
+                    Diagnostic::new(
+                        Code::InvalidChoice,
+                        &value.loc,
+                        format!("`{w}` is not a method"),
+                    )
+                    .label("methods are upper case")
+                    .help(format!("write `{}`", m.as_str())),
                 );
                 return None;
             }
         }
         let names: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
-        self.choice(value, &names, "an HTTP method").and_then(Method::parse)
+        self.choice(value, &names, "an HTTP method")
+            .and_then(Method::parse)
     }
 
     /// A status code (100–599) or class (`5xx`).
@@ -251,11 +330,16 @@ impl Ctx<'_> {
                     }
                 }
             }
-            Value::Quantity { unit, .. } if unit.is_empty() => {
-                self.integer(value, 100, 599).and_then(|n| u16::try_from(n).ok()).map(StatusMatch::Code)
-            }
+            Value::Quantity { unit, .. } if unit.is_empty() => self
+                .integer(value, 100, 599)
+                .and_then(|n| u16::try_from(n).ok())
+                .map(StatusMatch::Code),
             _ => {
-                self.type_error(value, "a status (`503` or `5xx`)", None);
+                self.type_error(
+                    value,
+                    "a status",
+                    Some("write a code such as `503` or a class such as `5xx`".into()),
+                );
                 None
             }
         }
@@ -274,15 +358,16 @@ impl Ctx<'_> {
     }
 
     pub(super) fn out_of_range(&mut self, value: &V, expected: &str, help: Option<String>) {
-        let mut d = Diagnostic::new(
+        let d = Diagnostic::new(
             Code::OutOfRange,
             &value.loc,
-            format!("`{}` is out of range: expected {expected}", value.loc.text()),
+            format!(
+                "`{}` is out of range: expected {expected}",
+                value.loc.text()
+            ),
         )
-        .label(format!("expected {expected}"));
-        if let Some(help) = help {
-            d = d.help(help);
-        }
+        .label(format!("expected {expected}"))
+        .help(help.unwrap_or_else(|| format!("change it to {expected}")));
         self.push(d);
     }
 }
@@ -320,7 +405,9 @@ pub(super) fn scaled(number: &str, factor: u64) -> Option<u64> {
         return None;
     }
     value += fractional / denominator;
-    (value <= 1 << 53).then(|| u64::try_from(value).ok()).flatten()
+    (value <= 1 << 53)
+        .then(|| u64::try_from(value).ok())
+        .flatten()
 }
 
 #[cfg(test)]

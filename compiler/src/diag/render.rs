@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use miette::{
@@ -12,7 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{Code, Diagnostic, Label, Severity};
-use crate::source::SourceFile;
+use crate::source::{Loc, SourceFile};
 
 /// The diagnostics reference; SARIF rule descriptions are taken from it so they never drift
 /// from what `meshc explain` prints.
@@ -150,8 +151,9 @@ struct Position<'a> {
 impl<'a> Position<'a> {
     fn of(label: &'a Label) -> Position<'a> {
         let loc = &label.loc;
-        let (line, column) = loc.line_col();
-        let (end_line, end_column) = loc.file.line_col(loc.span.end.max(loc.span.start));
+        let span = shown_span(loc);
+        let (line, column) = loc.file.line_col(span.start);
+        let (end_line, end_column) = loc.file.line_col(span.end);
         Position {
             file: &loc.file.name,
             line,
@@ -159,6 +161,19 @@ impl<'a> Position<'a> {
             end_line,
             end_column,
         }
+    }
+}
+
+/// The span a label shows: clamped to the text, and without trailing whitespace. A grammar
+/// rule can take in the whitespace after it (a clause's span running to the next line's
+/// indentation); a label should end at its last character, in every format alike.
+fn shown_span(loc: &Loc) -> Range<usize> {
+    let text = &loc.file.text;
+    let start = loc.span.start.min(text.len());
+    let end = loc.span.end.clamp(start, text.len());
+    match text.get(start..end).map(str::trim_end) {
+        Some(trimmed) if !trimmed.is_empty() => start..start + trimmed.len(),
+        _ => start..end,
     }
 }
 
@@ -256,8 +271,7 @@ fn named_source(file: &Arc<SourceFile>) -> NamedSource<FileText> {
 fn labeled_span(label: &Label, primary: bool) -> LabeledSpan {
     let text = &label.loc.file.text;
     let len = text.len();
-    let mut start = label.loc.span.start.min(len);
-    let mut end = label.loc.span.end.clamp(start, len);
+    let Range { mut start, mut end } = shown_span(&label.loc);
     // miette draws no snippet line for a span after the final newline (an "unexpected end of
     // file"), so point at the end of the last line instead.
     if start == len && text.ends_with('\n') {

@@ -19,7 +19,10 @@ pub(super) struct Builder<'a> {
 impl Builder<'_> {
     fn loc(&self, pair: &Pair<'_, Rule>) -> Loc {
         let span = pair.as_span();
-        Loc::new(self.file, self.offset + span.start()..self.offset + span.end())
+        Loc::new(
+            self.file,
+            self.offset + span.start()..self.offset + span.end(),
+        )
     }
 
     fn ident(&self, pair: &Pair<'_, Rule>) -> Ident {
@@ -57,7 +60,10 @@ impl Builder<'_> {
                         Diagnostic::new(
                             Code::TypeMismatch,
                             &value.loc,
-                            format!("expected the mesh's name as a string, found {}", other.describe()),
+                            format!(
+                                "expected the mesh's name as a string, found {}",
+                                other.describe()
+                            ),
                         )
                         .help("write it as `mesh \"shop\" { ... }`"),
                     );
@@ -126,7 +132,9 @@ impl Builder<'_> {
                 }
                 Rule::to_group | Rule::when_group => {
                     let mut parts = part.into_inner();
-                    let Some(connector) = parts.next() else { continue };
+                    let Some(connector) = parts.next() else {
+                        continue;
+                    };
                     let connector = self.ident(&connector);
                     let clauses = parts.map(|p| self.clause(p)).collect();
                     clause.groups.push(ClauseGroup { connector, clauses });
@@ -240,7 +248,9 @@ impl Builder<'_> {
                 self.diagnostics.push(
                     Diagnostic::new(Code::InvalidEscape, &loc, "invalid unicode escape")
                         .label("not a valid `\\uXXXX` escape")
-                        .help("write four hex digits naming a Unicode scalar value, as in `\\u00e9`"),
+                        .help(
+                            "write four hex digits naming a Unicode scalar value, as in `\\u00e9`",
+                        ),
                 );
                 continue;
             }

@@ -3,7 +3,8 @@
 
 use std::ops::Range;
 
-const DECLARATION_KEYWORDS: [&str; 6] = ["mesh", "service", "route", "authorize", "observe", "filter"];
+const DECLARATION_KEYWORDS: [&str; 6] =
+    ["mesh", "service", "route", "authorize", "observe", "filter"];
 
 /// What the scan found.
 #[derive(Debug, Default)]
@@ -24,6 +25,9 @@ pub(crate) fn scan(text: &str) -> Scan {
     let mut depth = 0usize;
     let mut i = 0;
     let mut line_start = true;
+    // Set when a `}` closes a declaration: any word after it starts a new chunk, so a
+    // misspelt declaration keyword is reported on its own, not inside the previous one.
+    let mut after_declaration = false;
     while i < bytes.len() {
         let b = bytes[i];
         match b {
@@ -34,7 +38,9 @@ pub(crate) fn scan(text: &str) -> Scan {
                 continue;
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                let end = text[i + 2..].find("*/").map_or(text.len(), |n| i + 2 + n + 2);
+                let end = text[i + 2..]
+                    .find("*/")
+                    .map_or(text.len(), |n| i + 2 + n + 2);
                 scan.comments.push(i..end);
                 i = end;
                 line_start = false;
@@ -50,7 +56,10 @@ pub(crate) fn scan(text: &str) -> Scan {
                 continue;
             }
             b'{' => depth += 1,
-            b'}' => depth = depth.saturating_sub(1),
+            b'}' => {
+                depth = depth.saturating_sub(1);
+                after_declaration = depth == 0;
+            }
             b'\n' => {
                 line_start = true;
                 i += 1;
@@ -63,12 +72,12 @@ pub(crate) fn scan(text: &str) -> Scan {
                 let word = &text[i..end];
                 let at_line_start = line_start && (i == 0 || bytes[i - 1] == b'\n');
                 let preceded_ok = i == 0 || !is_word_byte(bytes[i - 1]);
-                if preceded_ok
-                    && DECLARATION_KEYWORDS.contains(&word)
-                    && (depth == 0 || at_line_start)
-                {
+                let declaration_start =
+                    DECLARATION_KEYWORDS.contains(&word) && (depth == 0 || at_line_start);
+                if preceded_ok && (declaration_start || depth == 0 && after_declaration) {
                     starts.push(i);
                     depth = 0;
+                    after_declaration = false;
                 }
                 line_start = false;
                 i = end.max(i + 1);
@@ -101,7 +110,11 @@ fn is_word_byte(b: u8) -> bool {
 fn only_comments(text: &str, range: Range<usize>, scan: &Scan) -> bool {
     let mut rest = String::new();
     let mut at = range.start;
-    for c in scan.comments.iter().filter(|c| c.start >= range.start && c.end <= range.end) {
+    for c in scan
+        .comments
+        .iter()
+        .filter(|c| c.start >= range.start && c.end <= range.end)
+    {
         rest.push_str(&text[at..c.start]);
         at = c.end;
     }
@@ -128,6 +141,14 @@ mod tests {
         let text = "service a { port 1\nservice b { port 2 }\n";
         let s = scan(text);
         assert_eq!(s.chunks.len(), 2);
+    }
+
+    #[test]
+    fn a_misspelt_keyword_after_a_declaration_starts_its_own_chunk() {
+        let text = "mesh \"m\" { trust_domain \"x\" }\nservise a { port 1 }\n";
+        let s = scan(text);
+        assert_eq!(s.chunks.len(), 2);
+        assert!(text[s.chunks[1].clone()].starts_with("servise"));
     }
 
     #[test]

@@ -22,7 +22,8 @@ mod grammar {
 use grammar::{MeshParser, Rule};
 
 /// The declaration keywords, for "did you mean".
-const DECLARATION_KEYWORDS: [&str; 6] = ["mesh", "service", "route", "authorize", "observe", "filter"];
+const DECLARATION_KEYWORDS: [&str; 6] =
+    ["mesh", "service", "route", "authorize", "observe", "filter"];
 
 /// Parses one file. Declarations that parse are returned even when others do not; every
 /// syntax error is in the diagnostics.
@@ -74,31 +75,38 @@ fn syntax_error(
     let start = offset + at;
     let end = start + found.len().max(usize::from(start < file.text.len()));
     let loc = Loc::new(file, start..end.min(file.text.len()));
-    let found_text = if found.is_empty() {
+    let at_chunk_end = found.is_empty();
+    let next_declaration_follows = at_chunk_end && offset + text.len() < file.text.len();
+    let found_text = if next_declaration_follows {
+        "the next declaration".to_string()
+    } else if at_chunk_end {
         "the end of the file".to_string()
     } else {
         format!("`{found}`")
     };
-    let mut diagnostic = Diagnostic::new(
+    let diagnostic = Diagnostic::new(
         Code::Syntax,
         &loc,
         format!("expected {expected}, found {found_text}"),
     )
     .label(format!("expected {expected}"));
-    if at == 0 || expected == describe(Rule::EOI) {
-        if let Some(near) = did_you_mean(found, DECLARATION_KEYWORDS) {
-            diagnostic = diagnostic.help(format!("did you mean `{near}`?"));
-        } else {
-            diagnostic = diagnostic.help(
-                "a policy is made of `mesh`, `service`, `route`, `authorize`, `observe` and `filter` declarations",
-            );
-        }
-    } else if found.is_empty() || found == "}" && expected.contains("value") {
-        diagnostic = diagnostic.help("a clause is a keyword followed by its value, as in `timeout 2s`");
+    let help = if at == 0 || expected == describe(Rule::EOI) {
+        did_you_mean(found, DECLARATION_KEYWORDS).map_or_else(
+            || "a policy is made of `mesh`, `service`, `route`, `authorize`, `observe` and `filter` declarations".to_string(),
+            |near| format!("did you mean `{near}`?"),
+        )
+    } else if at_chunk_end && expected.contains("`}`") {
+        "close the block with `}`".to_string()
+    } else if found == "}" && expected.contains("value") || at_chunk_end {
+        "a clause is a keyword followed by its value, as in `timeout 2s`".to_string()
     } else if found.starts_with('"') && !found.ends_with('"') || found == "\"" {
-        diagnostic = diagnostic.help("strings are closed by `\"` on the same line");
-    }
-    diagnostic
+        "strings are closed by `\"` on the same line".to_string()
+    } else if found.chars().count() == 1 && !found.chars().all(char::is_alphanumeric) {
+        format!("remove `{found}`: it has no meaning here")
+    } else {
+        "see docs/language.md for the clauses each declaration takes".to_string()
+    };
+    diagnostic.help(help)
 }
 
 /// The token at `at`: a word, a string, a number, or one character.
@@ -130,6 +138,10 @@ fn expected_list(rules: &[Rule]) -> String {
     let mut names: Vec<&str> = rules.iter().map(|r| describe(*r)).collect();
     names.sort_unstable();
     names.dedup();
+    // Inside a block, the words a clause may start with are all "a clause".
+    if names.contains(&CLAUSE) {
+        names.retain(|n| !matches!(*n, "a name" | "`header`" | "`path`" | "`method`"));
+    }
     match names.as_slice() {
         [] => "something else".to_string(),
         [one] => (*one).to_string(),
@@ -168,10 +180,15 @@ fn describe(rule: Rule) -> &'static str {
         | Rule::kw_authorize
         | Rule::kw_observe
         | Rule::kw_filter
-        | Rule::single_declaration => "a declaration (`mesh`, `service`, `route`, `authorize`, `observe` or `filter`)",
-        _ => "a clause or `}`",
+        | Rule::single_declaration => {
+            "a declaration (`mesh`, `service`, `route`, `authorize`, `observe` or `filter`)"
+        }
+        _ => CLAUSE,
     }
 }
+
+/// What a block expects next.
+const CLAUSE: &str = "a clause or `}`";
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,10 @@ fn parse(text: &str) -> (super::ast::ParsedFile, Vec<crate::diag::Diagnostic>) {
 #[test]
 fn the_spec_examples_parse_without_errors() {
     for name in ["hello.mesh", "shop.mesh"] {
-        let path = format!("{}/../../shared/spec/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../shared/spec/examples/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         let text = std::fs::read_to_string(&path).expect("spec example");
         let (parsed, diagnostics) = parse(&text);
         assert!(diagnostics.is_empty(), "{name}: {diagnostics:#?}");
@@ -30,13 +33,19 @@ fn clauses_keep_their_structural_words() {
     assert_eq!(route.on.as_ref().map(|o| o.node.as_str()), Some("s"));
     let matcher = route.body.clauses[0].block.as_ref().expect("match block");
     assert_eq!(matcher.clauses[0].keyword.node, "path");
-    assert_eq!(matcher.clauses[0].args[0].node, Value::Word("prefix".into()));
+    assert_eq!(
+        matcher.clauses[0].args[0].node,
+        Value::Word("prefix".into())
+    );
     assert_eq!(matcher.clauses[0].args[1].node, Value::Str("/a".into()));
     assert_eq!(matcher.clauses[1].args.len(), 3);
     let retry = route.body.clauses[1].block.as_ref().expect("retry block");
     assert_eq!(
         retry.clauses[0].args[0].node,
-        Value::Quantity { number: "25".into(), unit: "ms".into() }
+        Value::Quantity {
+            number: "25".into(),
+            unit: "ms".into()
+        }
     );
 }
 
@@ -58,7 +67,11 @@ fn rules_have_to_and_when_groups() {
 fn a_syntax_error_names_what_was_expected_and_where() {
     let (_, d) = parse("service a {\n  port\n}\n");
     assert_eq!(d.len(), 1, "{d:#?}");
-    assert!(d[0].message.contains("expected a value"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("expected a value"),
+        "{}",
+        d[0].message
+    );
     assert_eq!(d[0].primary().map(|l| l.line_col()), Some((3, 1)));
 }
 
@@ -92,7 +105,10 @@ fn bad_escapes_are_reported_at_the_escape() {
     let (_, d) = parse("mesh \"a\\qb\" { trust_domain \"x\" }");
     assert_eq!(d.len(), 1, "{d:#?}");
     assert_eq!(d[0].code, crate::diag::Code::InvalidEscape);
-    assert_eq!(d[0].primary().map(|l| l.text().to_string()), Some("\\q".into()));
+    assert_eq!(
+        d[0].primary().map(|l| l.text().to_string()),
+        Some("\\q".into())
+    );
 }
 
 #[test]

@@ -4,7 +4,11 @@
 use mesh_table::*;
 
 pub fn loc() -> SourceLoc {
-    SourceLoc { file: 0, line: 1, column: 1 }
+    SourceLoc {
+        file: 0,
+        line: 1,
+        column: 1,
+    }
 }
 
 pub fn service(name: &str) -> Service {
@@ -27,7 +31,10 @@ pub fn route(name: &str, service: u32, matcher: RequestMatch) -> Route {
         name: name.into(),
         service,
         matcher,
-        targets: vec![WeightedTarget { service, weight: Ppm::FULL }],
+        targets: vec![WeightedTarget {
+            service,
+            weight: Ppm::FULL,
+        }],
         timeout_ms: None,
         retry: None,
         request_headers: vec![],
@@ -39,7 +46,11 @@ pub fn route(name: &str, service: u32, matcher: RequestMatch) -> Route {
 
 pub fn table(services: &[&str], routes: Vec<Route>, authorizations: Vec<Authorization>) -> Table {
     Table {
-        mesh: MeshInfo { name: "t".into(), trust_domain: "t.local".into(), loc: loc() },
+        mesh: MeshInfo {
+            name: "t".into(),
+            trust_domain: "t.local".into(),
+            loc: loc(),
+        },
         files: vec!["t.mesh".into()],
         services: services.iter().map(|s| service(s)).collect(),
         routes,
@@ -53,14 +64,33 @@ pub fn prefix(p: &str) -> Option<PathMatch> {
     Some(PathMatch::Prefix(p.into()))
 }
 
-pub fn matcher(path: Option<PathMatch>, methods: &[Method], headers: Vec<HeaderMatch>) -> RequestMatch {
-    RequestMatch { path, methods: methods.to_vec(), headers }
+pub fn matcher(
+    path: Option<PathMatch>,
+    methods: &[Method],
+    headers: Vec<HeaderMatch>,
+) -> RequestMatch {
+    RequestMatch {
+        path,
+        methods: methods.to_vec(),
+        headers,
+    }
 }
 
 pub fn rule(action: Action, from: Vec<Principal>, to: RequestMatch) -> AuthzRule {
-    AuthzRule { action, from, to, loc: loc() }
+    AuthzRule {
+        action,
+        from,
+        to,
+        loc: loc(),
+    }
 }
 
 pub fn authorization(service: u32, rules: Vec<AuthzRule>, default: Action) -> Authorization {
-    Authorization { service, rules, default, default_loc: loc(), loc: loc() }
+    Authorization {
+        service,
+        rules,
+        default,
+        default_loc: loc(),
+        loc: loc(),
+    }
 }

@@ -13,12 +13,26 @@ use crate::diag::{Code, Diagnostic};
 use crate::source::Loc;
 
 /// Reports dead and pointless `allow` rules, block by block.
-pub(super) fn check(ctx: &mut Ctx<'_>, table: &Table, sources: &Sources, errors: &ErrorSpans, regexes: &mut Regexes) {
+pub(super) fn check(
+    ctx: &mut Ctx<'_>,
+    table: &Table,
+    sources: &Sources,
+    errors: &ErrorSpans,
+    regexes: &mut Regexes,
+) {
     for (i, authz) in table.authorizations.iter().enumerate() {
-        let Some(src) = sources.authorizations.get(i) else { continue };
+        let Some(src) = sources.authorizations.get(i) else {
+            continue;
+        };
         // Plaintext callers (`anyone` beyond `any`) never reach a strict service.
-        let strict = table.services.get(authz.service as usize).is_some_and(|s| s.mtls == MtlsMode::Strict);
-        let service = table.services.get(authz.service as usize).map_or("?", |s| s.name.as_str());
+        let strict = table
+            .services
+            .get(authz.service as usize)
+            .is_some_and(|s| s.mtls == MtlsMode::Strict);
+        let service = table
+            .services
+            .get(authz.service as usize)
+            .map_or("?", |s| s.name.as_str());
         // A rule with an error lost a condition in elaboration: its table form matches
         // more than was written, so it can neither be called dead nor cover another.
         let rules: Vec<(&AuthzRule, &Loc)> = authz
@@ -28,17 +42,36 @@ pub(super) fn check(ctx: &mut Ctx<'_>, table: &Table, sources: &Sources, errors:
             .filter(|(_, loc)| !errors.within(loc))
             .collect();
         dead_allows(ctx, &rules, strict, regexes);
-        pointless_allows(ctx, authz, &rules, src.default.as_ref().unwrap_or(&src.decl), service);
+        pointless_allows(
+            ctx,
+            authz,
+            &rules,
+            src.default.as_ref().unwrap_or(&src.decl),
+            service,
+        );
     }
 }
 
-fn dead_allows(ctx: &mut Ctx<'_>, rules: &[(&AuthzRule, &Loc)], strict: bool, regexes: &mut Regexes) {
-    let denies: Vec<&(&AuthzRule, &Loc)> = rules.iter().filter(|(r, _)| r.action == Action::Deny).collect();
+fn dead_allows(
+    ctx: &mut Ctx<'_>,
+    rules: &[(&AuthzRule, &Loc)],
+    strict: bool,
+    regexes: &mut Regexes,
+) {
+    let denies: Vec<&(&AuthzRule, &Loc)> = rules
+        .iter()
+        .filter(|(r, _)| r.action == Action::Deny)
+        .collect();
     if denies.is_empty() {
         return;
     }
     for (allow, allow_loc) in rules.iter().filter(|(r, _)| r.action == Action::Allow) {
-        let Some((_, deny_loc)) = denies.iter().find(|(deny, _)| covers(deny, allow, strict, regexes)) else { continue };
+        let Some((_, deny_loc)) = denies
+            .iter()
+            .find(|(deny, _)| covers(deny, allow, strict, regexes))
+        else {
+            continue;
+        };
         ctx.push(
             Diagnostic::new(Code::DeadAllow, allow_loc, "this `allow` never admits anything: a `deny` matches every request it matches")
                 .label("dead rule")
@@ -50,10 +83,17 @@ fn dead_allows(ctx: &mut Ctx<'_>, rules: &[(&AuthzRule, &Loc)], strict: bool, re
 
 /// Whether `deny` matches every request (and caller) `allow` matches.
 fn covers(deny: &AuthzRule, allow: &AuthzRule, strict: bool, regexes: &mut Regexes) -> bool {
-    allow.from.iter().all(|p| principal_covered(*p, &deny.from, strict))
+    allow
+        .from
+        .iter()
+        .all(|p| principal_covered(*p, &deny.from, strict))
         && requests::methods_cover(&deny.to.methods, &allow.to.methods)
         && requests::headers_imply(&allow.to.headers, &deny.to.headers, regexes)
-        && requests::path_covers(path_or_root(deny.to.path.as_ref()), path_or_root(allow.to.path.as_ref()), regexes)
+        && requests::path_covers(
+            path_or_root(deny.to.path.as_ref()),
+            path_or_root(allow.to.path.as_ref()),
+            regexes,
+        )
 }
 
 /// Whether one of `by` includes every caller `p` stands for.
@@ -72,11 +112,21 @@ fn principal_covered(p: Principal, by: &[Principal], strict: bool) -> bool {
 /// `default allow` with no `allow` rule is deliberately not reported, whether or not the
 /// block has `deny` rules: "admit everyone except ..." (or an explicit "admit everyone") is
 /// a legitimate policy, and a warning on it would be a false positive.
-fn pointless_allows(ctx: &mut Ctx<'_>, authz: &Authorization, rules: &[(&AuthzRule, &Loc)], default: &Loc, service: &str) {
+fn pointless_allows(
+    ctx: &mut Ctx<'_>,
+    authz: &Authorization,
+    rules: &[(&AuthzRule, &Loc)],
+    default: &Loc,
+    service: &str,
+) {
     if authz.default != Action::Allow {
         return;
     }
-    let allows: Vec<&Loc> = rules.iter().filter(|(r, _)| r.action == Action::Allow).map(|(_, loc)| *loc).collect();
+    let allows: Vec<&Loc> = rules
+        .iter()
+        .filter(|(r, _)| r.action == Action::Allow)
+        .map(|(_, loc)| *loc)
+        .collect();
     if allows.is_empty() {
         return;
     }
@@ -90,7 +140,9 @@ fn pointless_allows(ctx: &mut Ctx<'_>, authz: &Authorization, rules: &[(&AuthzRu
     for loc in allows {
         d = d.with_label(loc, "changes nothing");
     }
-    ctx.push(d.help("with `default allow` these rules change nothing: remove them, or make the default `deny`"));
+    ctx.push(d.help(
+        "with `default allow` these rules change nothing: remove them, or make the default `deny`",
+    ));
 }
 
 #[cfg(test)]
@@ -110,13 +162,19 @@ mod tests {
         );
         assert_eq!(ds.len(), 1, "{ds:#?}");
         assert_eq!(label_positions(&ds[0]), [(6, 3), (5, 3)]);
-        assert!(ds[0].help.as_deref().is_some_and(|h| h.contains("remove the `allow`")));
+        assert!(ds[0]
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("remove the `allow`")));
     }
 
     #[test]
     fn anyone_covers_any_and_any_covers_anyone_only_when_strict() {
         let rules = "  deny from any\n  allow from anyone to path exact \"/x\"\n";
-        let strict = diagnostics(&format!("{SERVICES}authorize a {{\n{rules}}}\n"), Code::DeadAllow);
+        let strict = diagnostics(
+            &format!("{SERVICES}authorize a {{\n{rules}}}\n"),
+            Code::DeadAllow,
+        );
         assert_eq!(strict.len(), 1);
         let permissive = format!("service a {{ port 80  mtls permissive }}\nservice b {{ port 81 }}\nauthorize a {{\n{rules}}}\n");
         assert!(diagnostics(&permissive, Code::DeadAllow).is_empty());
@@ -127,18 +185,36 @@ mod tests {
     #[test]
     fn partial_overlap_is_not_dead() {
         for (deny, allow) in [
-            ("deny from any to path prefix \"/internal\"", "allow from b to path prefix \"/internalx\""),
+            (
+                "deny from any to path prefix \"/internal\"",
+                "allow from b to path prefix \"/internalx\"",
+            ),
             ("deny from any to path prefix \"/v1\"", "allow from b"),
             ("deny from b to method [POST]", "allow from b"),
-            ("deny from b to method [POST]", "allow from b to method [POST, GET]"),
+            (
+                "deny from b to method [POST]",
+                "allow from b to method [POST, GET]",
+            ),
             ("deny from b when header \"x-a\" present", "allow from b"),
-            ("deny from b when header \"x-a\" exact \"1\"", "allow from b when header \"x-a\" prefix \"1\""),
+            (
+                "deny from b when header \"x-a\" exact \"1\"",
+                "allow from b when header \"x-a\" prefix \"1\"",
+            ),
             ("deny from b", "allow from [b, a]"),
-            ("deny from b to path exact \"/x\"", "allow from b to path prefix \"/x\""),
-            ("deny from b to path prefix \"/x\"", "allow from b to path regex \"/x.*\""),
+            (
+                "deny from b to path exact \"/x\"",
+                "allow from b to path prefix \"/x\"",
+            ),
+            (
+                "deny from b to path prefix \"/x\"",
+                "allow from b to path regex \"/x.*\"",
+            ),
         ] {
             let text = format!("{SERVICES}authorize a {{\n  {deny}\n  {allow}\n}}\n");
-            assert!(diagnostics(&text, Code::DeadAllow).is_empty(), "{deny} / {allow}");
+            assert!(
+                diagnostics(&text, Code::DeadAllow).is_empty(),
+                "{deny} / {allow}"
+            );
         }
     }
 
@@ -146,15 +222,37 @@ mod tests {
     fn covering_conditions_are_dead() {
         for (deny, allow) in [
             ("deny from b", "allow from b to path prefix \"/x\""),
-            ("deny from b when header \"x-a\" present", "allow from b when header \"x-a\" exact \"1\""),
-            ("deny from b when header \"x-a\" prefix \"ab\"", "allow from b when header \"x-a\" exact \"abc\""),
-            ("deny from b to path regex \"/x/[0-9]+\"", "allow from b to path regex \"/x/[0-9]+\""),
-            ("deny from b to path prefix \"/x\"", "allow from b to path regex \"/x/[0-9]+\""),
-            ("deny from b to path regex \"/x/[0-9]+\"", "allow from b to path exact \"/x/42\""),
-            ("deny from b to method [GET, POST]", "allow from b to method [GET]"),
+            (
+                "deny from b when header \"x-a\" present",
+                "allow from b when header \"x-a\" exact \"1\"",
+            ),
+            (
+                "deny from b when header \"x-a\" prefix \"ab\"",
+                "allow from b when header \"x-a\" exact \"abc\"",
+            ),
+            (
+                "deny from b to path regex \"/x/[0-9]+\"",
+                "allow from b to path regex \"/x/[0-9]+\"",
+            ),
+            (
+                "deny from b to path prefix \"/x\"",
+                "allow from b to path regex \"/x/[0-9]+\"",
+            ),
+            (
+                "deny from b to path regex \"/x/[0-9]+\"",
+                "allow from b to path exact \"/x/42\"",
+            ),
+            (
+                "deny from b to method [GET, POST]",
+                "allow from b to method [GET]",
+            ),
         ] {
             let text = format!("{SERVICES}authorize a {{\n  {deny}\n  {allow}\n}}\n");
-            assert_eq!(diagnostics(&text, Code::DeadAllow).len(), 1, "{deny} / {allow}");
+            assert_eq!(
+                diagnostics(&text, Code::DeadAllow).len(),
+                1,
+                "{deny} / {allow}"
+            );
         }
     }
 

@@ -15,7 +15,11 @@ use crate::syntax::ast::{DeclKind, ParsedFile, Value};
 /// Reports each filter nothing refers to.
 pub(super) fn check(ctx: &mut Ctx<'_>, table: &Table, sources: &Sources, parsed: &[ParsedFile]) {
     let mut used: HashSet<&str> = HashSet::new();
-    let ids = table.services.iter().flat_map(|s| &s.filters).chain(table.routes.iter().flat_map(|r| &r.filters));
+    let ids = table
+        .services
+        .iter()
+        .flat_map(|s| &s.filters)
+        .chain(table.routes.iter().flat_map(|r| &r.filters));
     for &id in ids {
         if let Some(filter) = table.filters.get(id as usize) {
             used.insert(filter.name.as_str());
@@ -23,7 +27,12 @@ pub(super) fn check(ctx: &mut Ctx<'_>, table: &Table, sources: &Sources, parsed:
     }
     let decls = parsed.iter().flat_map(|p| &p.decls);
     for decl in decls.filter(|d| matches!(d.kind, DeclKind::Service | DeclKind::Route)) {
-        for clause in decl.body.clauses.iter().filter(|c| c.keyword.node == "filters") {
+        for clause in decl
+            .body
+            .clauses
+            .iter()
+            .filter(|c| c.keyword.node == "filters")
+        {
             for arg in &clause.args {
                 let items = match &arg.node {
                     Value::List(items) => items.iter().collect(),
@@ -68,7 +77,12 @@ mod tests {
             std::fs::write(dir.path().join(name), EMPTY_WASM).expect("write module");
         }
         let file: Arc<SourceFile> = SourceFile::new("t.mesh", format!("{MESH}{text}"));
-        check(&[file], &CheckOptions { module_paths: vec![dir.path().to_path_buf()] })
+        check(
+            &[file],
+            &CheckOptions {
+                module_paths: vec![dir.path().to_path_buf()],
+            },
+        )
     }
 
     #[test]
@@ -80,14 +94,22 @@ mod tests {
         assert_eq!(ds.len(), 1, "{ds:#?}");
         assert_eq!(ds[0].code, Code::UnusedFilter);
         assert_eq!(label_positions(ds[0]), [(6, 8)]);
-        assert!(ds[0].help.as_deref().is_some_and(|h| h.contains("`filters [fc]`") && h.contains("remove the declaration")));
-        assert!(checked.table.is_some(), "a warning does not stop compilation");
+        assert!(ds[0]
+            .help
+            .as_deref()
+            .is_some_and(|h| h.contains("`filters [fc]`") && h.contains("remove the declaration")));
+        assert!(
+            checked.table.is_some(),
+            "a warning does not stop compilation"
+        );
     }
 
     #[test]
     fn a_filter_used_by_a_dropped_route_is_not_reported() {
         // The route is on an unknown service, so elaboration drops it from the table.
-        let checked = check_with_modules("route r on nowhere { filters [fa] }\nfilter fa { module \"a.wasm\" }\n");
+        let checked = check_with_modules(
+            "route r on nowhere { filters [fa] }\nfilter fa { module \"a.wasm\" }\n",
+        );
         let codes: Vec<Code> = checked.diagnostics.iter().map(|d| d.code).collect();
         assert_eq!(codes, [Code::UnknownService]);
     }

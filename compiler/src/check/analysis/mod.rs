@@ -22,7 +22,12 @@ use crate::source::Loc;
 use crate::syntax::ast::ParsedFile;
 
 /// Runs every analysis, adding its findings to `ctx`.
-pub(super) fn run(ctx: &mut Ctx<'_>, table: &mesh_table::Table, sources: &Sources, parsed: &[ParsedFile]) {
+pub(super) fn run(
+    ctx: &mut Ctx<'_>,
+    table: &mesh_table::Table,
+    sources: &Sources,
+    parsed: &[ParsedFile],
+) {
     let errors = ErrorSpans::new(&ctx.diagnostics);
     let mut regexes = requests::Regexes::default();
     precedence::check(ctx, table, sources, &errors, &mut regexes);
@@ -54,9 +59,9 @@ impl ErrorSpans {
     fn within(&self, loc: &Loc) -> bool {
         let key = file_key(loc);
         let first = self.starts.partition_point(|&s| s < (key, loc.span.start));
-        self.starts
-            .get(first)
-            .is_some_and(|&(file, start)| file == key && start < loc.span.end.max(loc.span.start + 1))
+        self.starts.get(first).is_some_and(|&(file, start)| {
+            file == key && start < loc.span.end.max(loc.span.start + 1)
+        })
     }
 
     /// Whether an error was reported inside any of `locs`.
@@ -73,7 +78,10 @@ fn file_key(loc: &Loc) -> usize {
 /// The part of `loc` from byte `start` to byte `end` of its text.
 fn sub_loc(loc: &Loc, start: usize, end: usize) -> Loc {
     let begin = (loc.span.start + start).min(loc.span.end);
-    Loc::new(&loc.file, begin..(loc.span.start + end).clamp(begin, loc.span.end))
+    Loc::new(
+        &loc.file,
+        begin..(loc.span.start + end).clamp(begin, loc.span.end),
+    )
 }
 
 /// A duration for messages, in the largest unit that keeps it whole: `1.5s` is `1500ms`.

@@ -30,7 +30,10 @@ impl Regexes {
             let re = Regex::new(&format!("^(?:{pattern})$")).ok();
             self.compiled.insert(pattern.to_string(), re);
         }
-        self.compiled.get(pattern).and_then(Option::as_ref).map(|re| re.is_match(text))
+        self.compiled
+            .get(pattern)
+            .and_then(Option::as_ref)
+            .map(|re| re.is_match(text))
     }
 
     /// Whether `pattern` certainly matches the whole of `text`.
@@ -80,9 +83,9 @@ pub(super) fn path_covers(outer: PathRef<'_>, inner: PathRef<'_>, regexes: &mut 
         (PathRef::Prefix(o), Literal::Prefix(p)) => prefix_matches(o, p),
         // Every match starts with `literal`; it is under `o` only if what follows `o` in it
         // starts a new segment (or `o` itself ends with `/`).
-        (PathRef::Prefix(o), Literal::Starts(literal, _)) => {
-            literal.strip_prefix(o).is_some_and(|rest| o.ends_with('/') || rest.starts_with('/'))
-        }
+        (PathRef::Prefix(o), Literal::Starts(literal, _)) => literal
+            .strip_prefix(o)
+            .is_some_and(|rest| o.ends_with('/') || rest.starts_with('/')),
         (PathRef::Exact(o), Literal::Exact(e)) => o == e,
         (PathRef::Regex(o), Literal::Exact(e)) => regexes.matches(o, e),
         (PathRef::Regex(o), Literal::Starts(_, r)) => o == *r,
@@ -117,7 +120,8 @@ pub(super) fn shared_path(a: PathRef<'_>, b: PathRef<'_>, regexes: &mut Regexes)
             }
             let mut pool = candidates(x);
             pool.extend(candidates(y));
-            pool.into_iter().find(|c| regexes.matches(x, c) && regexes.matches(y, c))
+            pool.into_iter()
+                .find(|c| regexes.matches(x, c) && regexes.matches(y, c))
         }
         _ => None,
     }
@@ -155,7 +159,11 @@ pub(super) fn methods_cover(outer: &[Method], inner: &[Method]) -> bool {
 }
 
 /// Whether the conditions `have` (all of which hold) imply every condition in `need`.
-pub(super) fn headers_imply(have: &[HeaderMatch], need: &[HeaderMatch], regexes: &mut Regexes) -> bool {
+pub(super) fn headers_imply(
+    have: &[HeaderMatch],
+    need: &[HeaderMatch],
+    regexes: &mut Regexes,
+) -> bool {
     need.iter().all(|n| {
         have.iter()
             .filter(|h| h.name == n.name)
@@ -206,14 +214,21 @@ fn values_clash(a: &HeaderValueMatch, b: &HeaderValueMatch, regexes: &mut Regexe
 
 /// Whether one request can certainly satisfy the header conditions of both matchers: for
 /// every header named by either, a value satisfying all conditions on it is found.
-pub(super) fn headers_compatible(a: &[HeaderMatch], b: &[HeaderMatch], regexes: &mut Regexes) -> bool {
+pub(super) fn headers_compatible(
+    a: &[HeaderMatch],
+    b: &[HeaderMatch],
+    regexes: &mut Regexes,
+) -> bool {
     let all: Vec<&HeaderMatch> = a.iter().chain(b).collect();
     let mut names: Vec<&str> = all.iter().map(|h| h.name.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     names.into_iter().all(|name| {
-        let conditions: Vec<&HeaderValueMatch> =
-            all.iter().filter(|h| h.name == name).map(|h| &h.value).collect();
+        let conditions: Vec<&HeaderValueMatch> = all
+            .iter()
+            .filter(|h| h.name == name)
+            .map(|h| &h.value)
+            .collect();
         header_value_witness(&conditions, regexes).is_some()
     })
 }
@@ -294,7 +309,10 @@ pub(super) fn literal_prefix(pattern: &str) -> (String, bool) {
 /// beyond the subset.
 pub(super) fn samples(pattern: &str) -> Vec<String> {
     let chars: Vec<char> = pattern.chars().collect();
-    let mut parser = SampleParser { chars: &chars, pos: 0 };
+    let mut parser = SampleParser {
+        chars: &chars,
+        pos: 0,
+    };
     match parser.alternation() {
         Some(mut out) if parser.pos == chars.len() => {
             out.truncate(MAX_SAMPLES);
@@ -451,7 +469,11 @@ impl SampleParser<'_> {
         }
         let inside = |c: char| ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi);
         let picks: Vec<char> = if negated {
-            ['a', 'x', '0', '-', '_', '~', 'Z'].into_iter().filter(|&c| !inside(c)).take(2).collect()
+            ['a', 'x', '0', '-', '_', '~', 'Z']
+                .into_iter()
+                .filter(|&c| !inside(c))
+                .take(2)
+                .collect()
         } else {
             ranges.iter().map(|&(lo, _)| lo).take(2).collect()
         };
@@ -466,7 +488,11 @@ impl SampleParser<'_> {
             Some('?') => (0, Some(1)),
             Some('{') => {
                 let close = self.chars.get(self.pos..)?.iter().position(|&c| c == '}')?;
-                let body: String = self.chars.get(self.pos + 1..self.pos + close)?.iter().collect();
+                let body: String = self
+                    .chars
+                    .get(self.pos + 1..self.pos + close)?
+                    .iter()
+                    .collect();
                 let (lo, hi) = match body.split_once(',') {
                     Some((lo, "")) => (lo.parse().ok()?, None),
                     Some((lo, hi)) => (lo.parse().ok()?, Some(hi.parse().ok()?)),
@@ -509,7 +535,10 @@ mod tests {
 
     #[test]
     fn literal_prefixes_are_certain() {
-        assert_eq!(literal_prefix("/v1/users/[0-9]+"), ("/v1/users/".into(), false));
+        assert_eq!(
+            literal_prefix("/v1/users/[0-9]+"),
+            ("/v1/users/".into(), false)
+        );
         assert_eq!(literal_prefix("/health"), ("/health".into(), true));
         assert_eq!(literal_prefix("^/a\\.b$"), ("/a.b".into(), true));
         assert_eq!(literal_prefix("/v1/ab*"), ("/v1/a".into(), false));
@@ -521,27 +550,76 @@ mod tests {
     #[test]
     fn samples_match_their_regex() {
         let mut regexes = Regexes::default();
-        for pattern in ["/v1/users/[0-9]+", "/a(b|c)?/.*", "/x{2,3}/[^/]+", "/(?:api|v[12])/\\w+", "/\\d{3}"] {
+        for pattern in [
+            "/v1/users/[0-9]+",
+            "/a(b|c)?/.*",
+            "/x{2,3}/[^/]+",
+            "/(?:api|v[12])/\\w+",
+            "/\\d{3}",
+        ] {
             let s = samples(pattern);
             assert!(!s.is_empty(), "{pattern}");
-            assert!(s.iter().any(|c| regexes.matches(pattern, c)), "{pattern}: {s:?}");
+            assert!(
+                s.iter().any(|c| regexes.matches(pattern, c)),
+                "{pattern}: {s:?}"
+            );
         }
     }
 
     #[test]
     fn coverage_and_overlap() {
         let mut r = Regexes::default();
-        assert!(path_covers(PathRef::Prefix("/v1/users"), PathRef::Regex("/v1/users/[0-9]+"), &mut r));
-        assert!(!path_covers(PathRef::Prefix("/v1/user"), PathRef::Regex("/v1/users/[0-9]+"), &mut r));
-        assert!(!path_covers(PathRef::Prefix("/v1/users"), PathRef::Regex("/v1/users[0-9]+"), &mut r));
-        assert!(path_covers(PathRef::Exact("/health"), PathRef::Regex("/health"), &mut r));
-        assert!(path_covers(PathRef::Prefix("/"), PathRef::Regex(".*"), &mut r));
-        assert!(!path_covers(PathRef::Prefix("/v1/"), PathRef::Prefix("/v1"), &mut r));
-        assert!(path_covers(PathRef::Prefix("/v1"), PathRef::Prefix("/v1/"), &mut r));
+        assert!(path_covers(
+            PathRef::Prefix("/v1/users"),
+            PathRef::Regex("/v1/users/[0-9]+"),
+            &mut r
+        ));
+        assert!(!path_covers(
+            PathRef::Prefix("/v1/user"),
+            PathRef::Regex("/v1/users/[0-9]+"),
+            &mut r
+        ));
+        assert!(!path_covers(
+            PathRef::Prefix("/v1/users"),
+            PathRef::Regex("/v1/users[0-9]+"),
+            &mut r
+        ));
+        assert!(path_covers(
+            PathRef::Exact("/health"),
+            PathRef::Regex("/health"),
+            &mut r
+        ));
+        assert!(path_covers(
+            PathRef::Prefix("/"),
+            PathRef::Regex(".*"),
+            &mut r
+        ));
+        assert!(!path_covers(
+            PathRef::Prefix("/v1/"),
+            PathRef::Prefix("/v1"),
+            &mut r
+        ));
+        assert!(path_covers(
+            PathRef::Prefix("/v1"),
+            PathRef::Prefix("/v1/"),
+            &mut r
+        ));
         assert_eq!(
-            shared_path(PathRef::Regex("/v1/[a-z]+"), PathRef::Regex("/v1/.*"), &mut r).as_deref(),
+            shared_path(
+                PathRef::Regex("/v1/[a-z]+"),
+                PathRef::Regex("/v1/.*"),
+                &mut r
+            )
+            .as_deref(),
             Some("/v1/a")
         );
-        assert_eq!(shared_path(PathRef::Regex("/v1/[a-z]+"), PathRef::Regex("/v2/.*"), &mut r), None);
+        assert_eq!(
+            shared_path(
+                PathRef::Regex("/v1/[a-z]+"),
+                PathRef::Regex("/v2/.*"),
+                &mut r
+            ),
+            None
+        );
     }
 }

@@ -32,7 +32,11 @@ pub(super) fn check(ctx: &mut Ctx<'_>, table: &Table, sources: &Sources, errors:
     for (route, src) in table.routes.iter().zip(&sources.routes) {
         // Values with errors were defaulted or dropped in elaboration: the numbers and
         // lists in the table are then not the ones written.
-        if errors.within_any([src.retry.as_ref(), src.timeout.as_ref(), src.matcher.as_ref()]) {
+        if errors.within_any([
+            src.retry.as_ref(),
+            src.timeout.as_ref(),
+            src.matcher.as_ref(),
+        ]) {
             continue;
         }
         exceeds_timeout(ctx, route, src);
@@ -41,14 +45,20 @@ pub(super) fn check(ctx: &mut Ctx<'_>, table: &Table, sources: &Sources, errors:
 }
 
 fn exceeds_timeout(ctx: &mut Ctx<'_>, route: &Route, src: &RouteSources) {
-    let (Some(retry), Some(timeout)) = (&route.retry, route.timeout_ms) else { return };
-    let Some(per_try) = retry.per_try_timeout_ms else { return };
+    let (Some(retry), Some(timeout)) = (&route.retry, route.timeout_ms) else {
+        return;
+    };
+    let Some(per_try) = retry.per_try_timeout_ms else {
+        return;
+    };
     let attempts = u64::from(retry.attempts);
     let total = per_try.saturating_mul(attempts);
     if total <= timeout {
         return;
     }
-    let Some(per_try_loc) = &src.per_try_timeout else { return };
+    let Some(per_try_loc) = &src.per_try_timeout else {
+        return;
+    };
     let mut d = Diagnostic::new(
         Code::RetryExceedsTimeout,
         per_try_loc,
@@ -74,7 +84,10 @@ fn exceeds_timeout(ctx: &mut Ctx<'_>, route: &Route, src: &RouteSources) {
             format_ms(total)
         )
     } else {
-        format!("set a `timeout` of at least {}, or fewer `attempts`", format_ms(total))
+        format!(
+            "set a `timeout` of at least {}, or fewer `attempts`",
+            format_ms(total)
+        )
     };
     ctx.push(d.help(help));
 }
@@ -90,28 +103,47 @@ fn unsafe_retry(ctx: &mut Ctx<'_>, route: &Route, src: &RouteSources) {
     }
     let methods = &route.matcher.methods;
     let risky: Vec<Method> = if methods.is_empty() {
-        Method::ALL.into_iter().filter(|m| !m.is_idempotent()).collect()
+        Method::ALL
+            .into_iter()
+            .filter(|m| !m.is_idempotent())
+            .collect()
     } else {
-        methods.iter().copied().filter(|m| !m.is_idempotent()).collect()
+        methods
+            .iter()
+            .copied()
+            .filter(|m| !m.is_idempotent())
+            .collect()
     };
     if risky.is_empty() {
         return;
     }
     let risky_names: Vec<&str> = risky.iter().map(|m| m.as_str()).collect();
-    let conditions: Vec<String> = unsafe_on.iter().map(|c| format!("`{}`", condition_text(**c))).collect();
-    let primary = src.retry_on.as_ref().or(src.retry.as_ref()).unwrap_or(&src.name);
+    let conditions: Vec<String> = unsafe_on
+        .iter()
+        .map(|c| format!("`{}`", condition_text(**c)))
+        .collect();
+    let primary = src
+        .retry_on
+        .as_ref()
+        .or(src.retry.as_ref())
+        .unwrap_or(&src.name);
     let mut labels: Vec<(Loc, String)> = Vec::new();
     if let Some(on) = &src.retry_on {
         for c in &unsafe_on {
             if let Some(loc) = token_loc(on, &condition_text(**c)) {
-                labels.push((loc, "the server may already have acted on the request".into()));
+                labels.push((
+                    loc,
+                    "the server may already have acted on the request".into(),
+                ));
             }
         }
     }
-    let (first_loc, first_label) = labels
-        .first()
-        .cloned()
-        .unwrap_or_else(|| (primary.clone(), format!("retries on {}", conditions.join(", "))));
+    let (first_loc, first_label) = labels.first().cloned().unwrap_or_else(|| {
+        (
+            primary.clone(),
+            format!("retries on {}", conditions.join(", ")),
+        )
+    });
     let mut d = Diagnostic::new(
         Code::UnsafeRetry,
         &first_loc,
@@ -127,8 +159,17 @@ fn unsafe_retry(ctx: &mut Ctx<'_>, route: &Route, src: &RouteSources) {
         d = d.with_label(loc, label.clone());
     }
     d = match &src.methods {
-        Some(loc) => d.with_label(loc, format!("admits {}, which are not idempotent", join_and(&risky_names))),
-        None => d.with_label(&src.name, "has no `method` clause: admits every method, POST and PATCH included"),
+        Some(loc) => d.with_label(
+            loc,
+            format!(
+                "admits {}, which are not idempotent",
+                join_and(&risky_names)
+            ),
+        ),
+        None => d.with_label(
+            &src.name,
+            "has no `method` clause: admits every method, POST and PATCH included",
+        ),
     };
     ctx.push(d.help(
         "restrict the route to idempotent methods, retry only on connect_failure/refused_stream/unavailable, or set `non_idempotent true` if the service deduplicates",
@@ -200,7 +241,13 @@ mod tests {
         let ds = diagnostics(&text, Code::RetryExceedsTimeout);
         assert_eq!(ds.len(), 1, "{ds:#?}");
         assert_eq!(label_positions(&ds[0]), [(7, 21), (6, 14), (4, 11)]);
-        assert!(ds[0].message.contains("3 tries of up to 500ms each take up to 1500ms"), "{}", ds[0].message);
+        assert!(
+            ds[0]
+                .message
+                .contains("3 tries of up to 500ms each take up to 1500ms"),
+            "{}",
+            ds[0].message
+        );
         assert_eq!(
             ds[0].help.as_deref(),
             Some("set `per_try_timeout 333ms` (timeout / attempts) or a `timeout` of at least 1500ms")
@@ -214,7 +261,9 @@ mod tests {
         ));
         // No timeout, or no per-try timeout: nothing to compare.
         assert_clean(&format!("{SERVICE}route r on a {{\n  retry {{\n    attempts 3\n    per_try_timeout 5s\n  }}\n}}\n"));
-        assert_clean(&format!("{SERVICE}route r on a {{\n  timeout 1s\n  retry {{\n    attempts 3\n  }}\n}}\n"));
+        assert_clean(&format!(
+            "{SERVICE}route r on a {{\n  timeout 1s\n  retry {{\n    attempts 3\n  }}\n}}\n"
+        ));
     }
 
     #[test]
@@ -225,7 +274,13 @@ mod tests {
         let ds = diagnostics(&text, Code::UnsafeRetry);
         assert_eq!(ds.len(), 1, "{ds:#?}");
         assert_eq!(label_positions(&ds[0]), [(7, 26), (7, 33), (4, 11)]);
-        assert!(ds[0].message.contains("retries on `reset`, `5xx` but admits POST"), "{}", ds[0].message);
+        assert!(
+            ds[0]
+                .message
+                .contains("retries on `reset`, `5xx` but admits POST"),
+            "{}",
+            ds[0].message
+        );
         assert_eq!(
             ds[0].help.as_deref(),
             Some("restrict the route to idempotent methods, retry only on connect_failure/refused_stream/unavailable, or set `non_idempotent true` if the service deduplicates")
@@ -234,12 +289,20 @@ mod tests {
 
     #[test]
     fn a_route_without_methods_admits_post() {
-        let text = format!("{SERVICE}route r on a {{\n  retry {{\n    attempts 2\n    on [503]\n  }}\n}}\n");
+        let text = format!(
+            "{SERVICE}route r on a {{\n  retry {{\n    attempts 2\n    on [503]\n  }}\n}}\n"
+        );
         let ds = diagnostics(&text, Code::UnsafeRetry);
         assert_eq!(ds.len(), 1, "{ds:#?}");
         assert_eq!(label_positions(&ds[0]), [(6, 9), (3, 7)]);
-        assert!(ds[0].message.contains("admits POST, CONNECT and PATCH"), "{}", ds[0].message);
-        let grpc = format!("{SERVICE}route r on a {{\n  retry {{\n    attempts 2\n    on [internal]\n  }}\n}}\n");
+        assert!(
+            ds[0].message.contains("admits POST, CONNECT and PATCH"),
+            "{}",
+            ds[0].message
+        );
+        let grpc = format!(
+            "{SERVICE}route r on a {{\n  retry {{\n    attempts 2\n    on [internal]\n  }}\n}}\n"
+        );
         assert_eq!(diagnostics(&grpc, Code::UnsafeRetry).len(), 1);
     }
 
@@ -247,7 +310,11 @@ mod tests {
     fn safe_retries_are_fine() {
         for (methods, on, extra) in [
             ("", "[connect_failure, refused_stream, unavailable]", ""),
-            ("match { method [GET, HEAD, PUT, DELETE] }", "[reset, 5xx, 503, internal]", ""),
+            (
+                "match { method [GET, HEAD, PUT, DELETE] }",
+                "[reset, 5xx, 503, internal]",
+                "",
+            ),
             ("", "[reset, 503]", "non_idempotent true"),
             ("match { method [POST] }", "[429, 4xx]", ""),
         ] {
@@ -256,6 +323,8 @@ mod tests {
             ));
         }
         // The default conditions (connect_failure, refused_stream) are safe.
-        assert_clean(&format!("{SERVICE}route r on a {{\n  retry {{ attempts 2 }}\n}}\n"));
+        assert_clean(&format!(
+            "{SERVICE}route r on a {{\n  retry {{ attempts 2 }}\n}}\n"
+        ));
     }
 }

@@ -34,7 +34,11 @@ const MAX_LABELS: usize = 8;
 /// Runs the unicode checks over the raw files and the syntax trees.
 pub(super) fn check(ctx: &mut Ctx<'_>, parsed: &[ParsedFile]) {
     bidi(ctx, parsed);
-    let mut walker = Walker { found: Vec::new(), lookalikes: None, parsed };
+    let mut walker = Walker {
+        found: Vec::new(),
+        lookalikes: None,
+        parsed,
+    };
     for decl in parsed.iter().flat_map(|p| &p.decls) {
         walker.decl(decl);
     }
@@ -55,9 +59,16 @@ fn is_zero_width(c: char) -> bool {
 
 /// Reports bidi controls, one diagnostic per line, each character labelled.
 fn bidi(ctx: &mut Ctx<'_>, parsed: &[ParsedFile]) {
-    let comments: Vec<&Loc> = parsed.iter().flat_map(|p| &p.comments).map(|c| &c.loc).collect();
-    let strings = string_spans(parsed);
     let files = ctx.files.to_vec();
+    if files.iter().all(|f| f.text.is_ascii()) {
+        return;
+    }
+    let comments: Vec<&Loc> = parsed
+        .iter()
+        .flat_map(|p| &p.comments)
+        .map(|c| &c.loc)
+        .collect();
+    let strings = string_spans(parsed);
     for file in &files {
         if file.text.is_ascii() {
             continue;
@@ -83,25 +94,42 @@ fn bidi(ctx: &mut Ctx<'_>, parsed: &[ParsedFile]) {
     }
 }
 
-fn push_bidi(ctx: &mut Ctx<'_>, file: &Arc<SourceFile>, found: &[(usize, char)], comments: &[&Loc], strings: &[Loc]) {
-    let Some(&(first, c)) = found.first() else { return };
+fn push_bidi(
+    ctx: &mut Ctx<'_>,
+    file: &Arc<SourceFile>,
+    found: &[(usize, char)],
+    comments: &[&Loc],
+    strings: &[Loc],
+) {
+    let Some(&(first, c)) = found.first() else {
+        return;
+    };
     let at = Loc::new(file, first..first + c.len_utf8());
     let inside = |l: &Loc| Arc::ptr_eq(&l.file, file) && l.span.contains(&first);
     let (place, extra) = if comments.iter().any(|l| inside(l)) {
         ("a comment", "")
     } else if strings.iter().any(inside) {
-        ("a string", "; if the value needs it, write it as an escape such as `\\u202E`")
+        (
+            "a string",
+            "; if the value needs it, write it as an escape such as `\\u202E`",
+        )
     } else {
         ("the code", "")
     };
     let mut d = Diagnostic::new(
         Code::Bidi,
         &at,
-        format!("a bidirectional control character, {}, in {place}", describe(c)),
+        format!(
+            "a bidirectional control character, {}, in {place}",
+            describe(c)
+        ),
     )
     .label(format!("invisible {}", code_point(c)));
     for &(offset, c) in found.iter().skip(1).take(MAX_LABELS) {
-        d = d.with_label(&Loc::new(file, offset..offset + c.len_utf8()), format!("invisible {}", code_point(c)));
+        d = d.with_label(
+            &Loc::new(file, offset..offset + c.len_utf8()),
+            format!("invisible {}", code_point(c)),
+        );
     }
     ctx.push(d.help(format!(
         "remove it: bidi controls can make the code read differently than it runs (CVE-2021-42574){extra}"
@@ -123,8 +151,14 @@ fn string_spans(parsed: &[ParsedFile]) -> Vec<Loc> {
     }
     fn clause(c: &Clause, out: &mut Vec<Loc>) {
         c.args.iter().for_each(|a| value(a, out));
-        c.block.iter().flat_map(|b| &b.clauses).for_each(|c| clause(c, out));
-        c.groups.iter().flat_map(|g| &g.clauses).for_each(|c| clause(c, out));
+        c.block
+            .iter()
+            .flat_map(|b| &b.clauses)
+            .for_each(|c| clause(c, out));
+        c.groups
+            .iter()
+            .flat_map(|g| &g.clauses)
+            .for_each(|c| clause(c, out));
     }
     let mut out = Vec::new();
     for decl in parsed.iter().flat_map(|p| &p.decls) {
@@ -148,7 +182,9 @@ impl Walker<'_> {
         match decl.kind {
             // The mesh's name is a string (quotes included in its location).
             DeclKind::Mesh => self.string(&decl.name.loc),
-            DeclKind::Service | DeclKind::Route | DeclKind::Filter => self.name(&decl.name, Some(decl.kind)),
+            DeclKind::Service | DeclKind::Route | DeclKind::Filter => {
+                self.name(&decl.name, Some(decl.kind))
+            }
             DeclKind::Authorize | DeclKind::Observe => self.name(&decl.name, None),
         }
         if let Some(on) = &decl.on {
@@ -184,7 +220,13 @@ impl Walker<'_> {
         match &value.node {
             Value::Str(_) => self.string(&value.loc),
             Value::Word(_) if in_config => self.string(&value.loc),
-            Value::Word(w) => self.name(&Spanned { node: w.clone(), loc: value.loc.clone() }, None),
+            Value::Word(w) => self.name(
+                &Spanned {
+                    node: w.clone(),
+                    loc: value.loc.clone(),
+                },
+                None,
+            ),
             Value::List(items) => items.iter().for_each(|i| self.value(i, in_config)),
             Value::Object(entries) => {
                 // A config object is data for the filter, keys included: string rules.
@@ -210,9 +252,19 @@ impl Walker<'_> {
         let mut plain_non_ascii = false;
         for (at, c) in name.char_indices().filter(|(_, c)| !c.is_ascii()) {
             if is_zero_width(c) || is_bidi(c) {
-                suspects.push((at, c, format!("{}, an invisible character", describe(c)), format!("invisible {}", code_point(c))));
+                suspects.push((
+                    at,
+                    c,
+                    format!("{}, an invisible character", describe(c)),
+                    format!("invisible {}", code_point(c)),
+                ));
             } else if let Some(ascii) = ascii_lookalike(c) {
-                suspects.push((at, c, format!("{}, which looks like `{ascii}`", describe(c)), format!("{} looks like `{ascii}`", code_point(c))));
+                suspects.push((
+                    at,
+                    c,
+                    format!("{}, which looks like `{ascii}`", describe(c)),
+                    format!("{} looks like `{ascii}`", code_point(c)),
+                ));
             } else {
                 plain_non_ascii = true;
             }
@@ -229,12 +281,22 @@ impl Walker<'_> {
             suspects = name
                 .char_indices()
                 .filter(|(_, c)| !c.is_ascii())
-                .map(|(at, c)| (at, c, format!("{}, a {} character", describe(c), script_name(c)), format!("{} is {}", code_point(c), script_name(c))))
+                .map(|(at, c)| {
+                    (
+                        at,
+                        c,
+                        format!("{}, a {} character", describe(c), script_name(c)),
+                        format!("{} is {}", code_point(c), script_name(c)),
+                    )
+                })
                 .collect();
         }
         let skeleton_text: String = skeleton(name).collect();
         let lookalike = self.lookalikes().get(&skeleton_text).cloned();
-        let details: Vec<&str> = suspects.iter().map(|(_, _, what, _)| what.as_str()).collect();
+        let details: Vec<&str> = suspects
+            .iter()
+            .map(|(_, _, what, _)| what.as_str())
+            .collect();
         let mut message = format!("`{name}` contains {}", details.join(", and "));
         if let Some((kind, other, _)) = &lookalike {
             message.push_str(&format!("; it looks like the {kind} `{other}`"));
@@ -244,7 +306,9 @@ impl Walker<'_> {
         let mut labels = suspects
             .iter()
             .map(|(at, c, _, label)| (sub_loc(&ident.loc, *at, at + c.len_utf8()), label.clone()));
-        let Some((first_loc, first_label)) = labels.next() else { return };
+        let Some((first_loc, first_label)) = labels.next() else {
+            return;
+        };
         let mut d = Diagnostic::new(Code::Confusable, &first_loc, message).label(first_label);
         for (loc, label) in labels.take(MAX_LABELS) {
             d = d.with_label(&loc, label);
@@ -273,7 +337,10 @@ impl Walker<'_> {
             Diagnostic::new(
                 Code::InvalidName,
                 &ident.loc,
-                format!("the {} name `{name}` may hold only ASCII lower-case letters, digits and `-`", kind.keyword()),
+                format!(
+                    "the {} name `{name}` may hold only ASCII lower-case letters, digits and `-`",
+                    kind.keyword()
+                ),
             )
             .label("not a valid name")
             .help(help),
@@ -291,10 +358,13 @@ impl Walker<'_> {
         for (n, &(at, c)) in chars.iter().enumerate() {
             let joiner = matches!(c, '\u{200C}' | '\u{200D}');
             let letter_around = |i: Option<usize>| {
-                i.and_then(|i| chars.get(i)).is_some_and(|&(_, c)| !c.is_ascii() && !is_zero_width(c))
+                i.and_then(|i| chars.get(i))
+                    .is_some_and(|&(_, c)| !c.is_ascii() && !is_zero_width(c))
             };
             // Joiners belong inside non-Latin words and emoji sequences; elsewhere they hide.
-            if is_zero_width(c) && !(joiner && letter_around(n.checked_sub(1)) && letter_around(Some(n + 1))) {
+            if is_zero_width(c)
+                && !(joiner && letter_around(n.checked_sub(1)) && letter_around(Some(n + 1)))
+            {
                 hidden.push((at, c));
             }
         }
@@ -302,13 +372,21 @@ impl Walker<'_> {
             let mut d = Diagnostic::new(
                 Code::Confusable,
                 &sub_loc(loc, first, first + c.len_utf8()),
-                format!("this string contains {}, an invisible character", describe(c)),
+                format!(
+                    "this string contains {}, an invisible character",
+                    describe(c)
+                ),
             )
             .label(format!("invisible {}", code_point(c)));
             for &(at, c) in hidden.iter().skip(1).take(MAX_LABELS) {
-                d = d.with_label(&sub_loc(loc, at, at + c.len_utf8()), format!("invisible {}", code_point(c)));
+                d = d.with_label(
+                    &sub_loc(loc, at, at + c.len_utf8()),
+                    format!("invisible {}", code_point(c)),
+                );
             }
-            self.found.push(d.help("remove it, or write it as an escape (such as `\\u200B`) if the value needs it"));
+            self.found.push(d.help(
+                "remove it, or write it as an escape (such as `\\u200B`) if the value needs it",
+            ));
         }
         self.mixed_words(loc, text);
     }
@@ -317,7 +395,10 @@ impl Walker<'_> {
     fn mixed_words(&mut self, loc: &Loc, text: &str) {
         let mut start = None;
         let mut words: Vec<(usize, usize)> = Vec::new();
-        for (at, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+        for (at, c) in text
+            .char_indices()
+            .chain(std::iter::once((text.len(), ' ')))
+        {
             match (c.is_alphanumeric() || is_mark(c), start) {
                 (true, None) => start = Some(at),
                 (false, Some(s)) => {
@@ -342,11 +423,21 @@ impl Walker<'_> {
                 set.intersect_with(latin);
                 !set.is_empty()
             };
-            let letters: Vec<(usize, char)> = word.char_indices().filter(|(_, c)| c.is_alphabetic()).collect();
+            let letters: Vec<(usize, char)> = word
+                .char_indices()
+                .filter(|(_, c)| c.is_alphabetic())
+                .collect();
             let latin_count = letters.iter().filter(|(_, c)| is_latin(*c)).count();
-            let other: Vec<(usize, char)> = letters.iter().copied().filter(|(_, c)| !is_latin(*c)).collect();
-            let lookalikes: Vec<(usize, char)> =
-                other.iter().copied().filter(|(_, c)| ascii_lookalike(*c).is_some()).collect();
+            let other: Vec<(usize, char)> = letters
+                .iter()
+                .copied()
+                .filter(|(_, c)| !is_latin(*c))
+                .collect();
+            let lookalikes: Vec<(usize, char)> = other
+                .iter()
+                .copied()
+                .filter(|(_, c)| ascii_lookalike(*c).is_some())
+                .collect();
             // Without a character that imitates ASCII, mixing is legitimate ("iPhone版").
             if lookalikes.is_empty() || latin_count == 0 {
                 continue;
@@ -356,13 +447,25 @@ impl Walker<'_> {
             let odd: Vec<(usize, char)> = if latin_count >= other.len() {
                 lookalikes
             } else {
-                letters.iter().copied().filter(|(_, c)| is_latin(*c)).collect()
+                letters
+                    .iter()
+                    .copied()
+                    .filter(|(_, c)| is_latin(*c))
+                    .collect()
             };
-            let Some(&(first, c)) = odd.first() else { continue };
+            let Some(&(first, c)) = odd.first() else {
+                continue;
+            };
             let at = s + first;
             let what = match ascii_lookalike(c) {
-                Some(ascii) if !c.is_ascii() => format!("{}, which looks like `{ascii}`", describe(c)),
-                _ => format!("{} among {} letters", describe(c), script_name(other.first().map_or(c, |o| o.1))),
+                Some(ascii) if !c.is_ascii() => {
+                    format!("{}, which looks like `{ascii}`", describe(c))
+                }
+                _ => format!(
+                    "{} among {} letters",
+                    describe(c),
+                    script_name(other.first().map_or(c, |o| o.1))
+                ),
             };
             let mut d = Diagnostic::new(
                 Code::Confusable,
@@ -371,10 +474,15 @@ impl Walker<'_> {
             )
             .label(format!("{} ({})", code_point(c), script_name(c)));
             for &(offset, c) in odd.iter().skip(1).take(MAX_LABELS) {
-                d = d.with_label(&sub_loc(loc, s + offset, s + offset + c.len_utf8()), format!("{} ({})", code_point(c), script_name(c)));
+                d = d.with_label(
+                    &sub_loc(loc, s + offset, s + offset + c.len_utf8()),
+                    format!("{} ({})", code_point(c), script_name(c)),
+                );
             }
             let help = match ascii_respelling(word) {
-                Some(ascii) if latin_count >= other.len() => format!("retype it in one script: `{ascii}`"),
+                Some(ascii) if latin_count >= other.len() => {
+                    format!("retype it in one script: `{ascii}`")
+                }
                 _ => "retype the word in one script".into(),
             };
             self.found.push(d.help(help));
@@ -394,7 +502,11 @@ impl Walker<'_> {
                 };
                 let name = &decl.name.node;
                 if name.is_ascii() {
-                    map.entry(skeleton(name).collect::<String>()).or_insert((kind, name.clone(), decl.name.loc.clone()));
+                    map.entry(skeleton(name).collect::<String>()).or_insert((
+                        kind,
+                        name.clone(),
+                        decl.name.loc.clone(),
+                    ));
                 }
             }
             map
@@ -414,7 +526,8 @@ fn ascii_lookalike(c: char) -> Option<String> {
     }
     let mut buf = [0; 4];
     let skel: String = skeleton(c.encode_utf8(&mut buf)).collect();
-    (!skel.is_empty() && skel.is_ascii() && skel.chars().all(|s| s.is_ascii_graphic())).then_some(skel)
+    (!skel.is_empty() && skel.is_ascii() && skel.chars().all(|s| s.is_ascii_graphic()))
+        .then_some(skel)
 }
 
 /// `text` with each non-ASCII character replaced by the ASCII it imitates (accents dropped,
@@ -428,7 +541,9 @@ fn ascii_respelling(text: &str) -> Option<String> {
         } else if !(is_zero_width(c) || is_bidi(c) || is_mark(c)) {
             let mut buf = [0; 4];
             // The skeleton decomposes first, so `é` gives `e` and a mark, dropped here.
-            let skel: String = skeleton(c.encode_utf8(&mut buf)).filter(|s| !is_mark(*s)).collect();
+            let skel: String = skeleton(c.encode_utf8(&mut buf))
+                .filter(|s| !is_mark(*s))
+                .collect();
             if skel.is_empty() || !skel.is_ascii() {
                 return None;
             }
@@ -443,7 +558,9 @@ fn dns_spelling(name: &str) -> Option<String> {
     let out = ascii_respelling(name)?.to_ascii_lowercase();
     let valid = out.starts_with(|c: char| c.is_ascii_lowercase())
         && out.len() <= 63
-        && out.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && out
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     valid.then_some(out)
 }
 
@@ -455,7 +572,10 @@ fn code_point(c: char) -> String {
 /// `U+0430 CYRILLIC SMALL LETTER A` for the usual suspects, else `U+XXXX` and its script.
 fn describe(c: char) -> String {
     match NAMES.binary_search_by_key(&c, |(k, _)| *k) {
-        Ok(i) => NAMES.get(i).map_or_else(|| code_point(c), |(_, name)| format!("{} {name}", code_point(c))),
+        Ok(i) => NAMES.get(i).map_or_else(
+            || code_point(c),
+            |(_, name)| format!("{} {name}", code_point(c)),
+        ),
         Err(_) => format!("{} (a {} character)", code_point(c), script_name(c)),
     }
 }
@@ -466,7 +586,10 @@ fn script_name(c: char) -> String {
     if set.is_all() {
         "common".into()
     } else {
-        set.base.iter().next().map_or_else(|| set.to_string(), |s| s.full_name().to_string())
+        set.base
+            .iter()
+            .next()
+            .map_or_else(|| set.to_string(), |s| s.full_name().to_string())
     }
 }
 
@@ -494,7 +617,10 @@ const NAMES: &[(char, &str)] = &[
     ('\u{03C1}', "GREEK SMALL LETTER RHO"),
     ('\u{03C5}', "GREEK SMALL LETTER UPSILON"),
     ('\u{0405}', "CYRILLIC CAPITAL LETTER DZE"),
-    ('\u{0406}', "CYRILLIC CAPITAL LETTER BYELORUSSIAN-UKRAINIAN I"),
+    (
+        '\u{0406}',
+        "CYRILLIC CAPITAL LETTER BYELORUSSIAN-UKRAINIAN I",
+    ),
     ('\u{0408}', "CYRILLIC CAPITAL LETTER JE"),
     ('\u{0410}', "CYRILLIC CAPITAL LETTER A"),
     ('\u{0412}', "CYRILLIC CAPITAL LETTER VE"),
@@ -539,3 +665,152 @@ const NAMES: &[(char, &str)] = &[
     ('\u{2069}', "POP DIRECTIONAL ISOLATE"),
     ('\u{FEFF}', "ZERO WIDTH NO-BREAK SPACE"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{assert_clean, diagnostics, label_positions};
+    use super::NAMES;
+    use crate::diag::Code;
+
+    const BIDI_HELP: &str =
+        "remove it: bidi controls can make the code read differently than it runs (CVE-2021-42574)";
+
+    #[test]
+    fn a_cyrillic_letter_in_a_name_is_confusable() {
+        let ds = diagnostics(
+            "service payments { port 80 }\nservice p\u{0430}yments { port 81 }\nroute r on p\u{0430}yments { to payments }\n",
+            Code::Confusable,
+        );
+        assert_eq!(ds.len(), 2, "{ds:#?}");
+        assert_eq!(label_positions(&ds[0]), [(3, 10), (2, 9)]);
+        assert_eq!(
+            ds[0].message,
+            "`p\u{0430}yments` contains U+0430 CYRILLIC SMALL LETTER A, which looks like `a`; it looks like the service `payments`"
+        );
+        assert_eq!(
+            ds[0].help.as_deref(),
+            Some("if you mean the service `payments`, retype the name in ASCII: `payments`")
+        );
+        // The reference after `on` is reported too, at its own character.
+        assert_eq!(
+            ds[1].primary().map(crate::source::Loc::line_col),
+            Some((4, 13))
+        );
+    }
+
+    #[test]
+    fn a_confusable_name_without_a_twin_suggests_its_ascii_spelling() {
+        let ds = diagnostics("service \u{0440}\u{0430}y { port 80 }\n", Code::Confusable);
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        assert_eq!(label_positions(&ds[0]), [(2, 9), (2, 10)]);
+        assert_eq!(
+            ds[0].help.as_deref(),
+            Some("names are ASCII DNS labels: retype it as `pay`")
+        );
+    }
+
+    #[test]
+    fn a_non_ascii_name_that_deceives_nobody_is_an_invalid_name() {
+        let ds = diagnostics("service caf\u{e9} { port 80 }\n", Code::InvalidName);
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        assert_eq!(label_positions(&ds[0]), [(2, 9)]);
+        assert_eq!(
+            ds[0].help.as_deref(),
+            Some("a name is a DNS label, such as `cafe`")
+        );
+        assert!(diagnostics("service caf\u{e9} { port 80 }\n", Code::Confusable).is_empty());
+    }
+
+    #[test]
+    fn bidi_controls_are_reported_at_the_character() {
+        let ds = diagnostics(
+            "service a { port 80 } // ok \u{202E} \u{2066}x\n",
+            Code::Bidi,
+        );
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        assert_eq!(label_positions(&ds[0]), [(2, 29), (2, 31)]);
+        assert!(
+            ds[0]
+                .message
+                .contains("U+202E RIGHT-TO-LEFT OVERRIDE, in a comment"),
+            "{}",
+            ds[0].message
+        );
+        assert_eq!(ds[0].help.as_deref(), Some(BIDI_HELP));
+        assert!(ds[0].is_error());
+        let in_string = diagnostics(
+            "service a { port 80 }\nroute r on a { match { header \"x\" exact \"ab\u{200F}c\" } }\n",
+            Code::Bidi,
+        );
+        assert_eq!(in_string.len(), 1, "{in_string:#?}");
+        assert_eq!(label_positions(&in_string[0]), [(3, 44)]);
+        assert!(in_string[0]
+            .help
+            .as_deref()
+            .is_some_and(|h| h.starts_with(BIDI_HELP) && h.contains("escape")));
+        // Written as an escape, it is visible and fine.
+        assert_clean(
+            "service a { port 80 }\nroute r on a { match { header \"x\" exact \"ab\\u200Fc\" } }\n",
+        );
+    }
+
+    #[test]
+    fn invisible_characters_in_strings_are_confusable() {
+        let ds = diagnostics(
+            "service a { port 80 }\nroute r on a { match { path exact \"/ad\u{200B}min\" } }\n",
+            Code::Confusable,
+        );
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        assert_eq!(label_positions(&ds[0]), [(3, 39)]);
+        assert!(
+            ds[0].message.contains("U+200B ZERO WIDTH SPACE"),
+            "{}",
+            ds[0].message
+        );
+    }
+
+    #[test]
+    fn mixed_script_words_in_strings_are_confusable() {
+        let ds = diagnostics(
+            "service a { port 80 }\nroute r on a { match { header \"x-user\" exact \"p\u{0430}ypal admin\" } }\n",
+            Code::Confusable,
+        );
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        assert_eq!(label_positions(&ds[0]), [(3, 48)]);
+        assert!(
+            ds[0].message.contains("`p\u{0430}ypal`"),
+            "{}",
+            ds[0].message
+        );
+        assert_eq!(
+            ds[0].help.as_deref(),
+            Some("retype it in one script: `paypal`")
+        );
+        // A Latin letter among Cyrillic ones is the odd one out.
+        let ds = diagnostics(
+            "service a { port 80 }\nroute r on a { match { header \"x\" exact \"\u{043F}\u{0440}o\u{0434}\u{0443}\u{043A}\u{0442}\" } }\n",
+            Code::Confusable,
+        );
+        assert_eq!(label_positions(&ds[0]), [(3, 44)]);
+    }
+
+    #[test]
+    fn legitimate_text_in_strings_is_fine() {
+        for value in [
+            "\u{041F}\u{0440}\u{0438}\u{0432}\u{0435}\u{0442} \u{043C}\u{0438}\u{0440}", // Привет мир
+            "\u{65E5}\u{672C}\u{8A9E}\u{30C6}\u{30AD}\u{30B9}\u{30C8}", // 日本語テキスト
+            "iPhone\u{7248}",                                           // iPhone版
+            "caf\u{e9} M\u{fc}ller",
+            "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}", // Persian with ZWNJ
+            "x-\u{0438}\u{0434}",
+            "\u{1F468}\u{200D}\u{1F469}", // an emoji ZWJ sequence
+        ] {
+            assert_clean(&format!("service a {{ port 80 }}\nroute r on a {{ match {{ header \"x\" exact \"{value}\" }} }}\n"));
+        }
+    }
+
+    #[test]
+    fn the_name_table_is_sorted_for_binary_search() {
+        assert!(NAMES.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

@@ -240,3 +240,26 @@ fn short_descriptions_come_from_the_reference() {
     );
     assert_eq!(first_sentence("Only one."), "Only one.");
 }
+
+#[test]
+fn labels_end_at_their_last_character_not_at_trailing_whitespace() {
+    let file = SourceFile::new(
+        "a.mesh",
+        "authorize x {\n  allow from y\n  default deny\n}\n",
+    );
+    let start = file.text.find("allow").expect("allow");
+    let end = file.text.find("default").expect("default");
+    let d = Diagnostic::new(Code::DeadAllow, &Loc::new(&file, start..end), "m").label("rule");
+    let doc = parse(&render(std::slice::from_ref(&d), Format::Json));
+    let label = &doc["diagnostics"][0]["labels"][0];
+    assert_eq!(
+        (label["line"].clone(), label["column"].clone()),
+        (2.into(), 3.into())
+    );
+    assert_eq!(
+        (label["end_line"].clone(), label["end_column"].clone()),
+        (2.into(), 15.into())
+    );
+    let human = render(&[d], Format::Human);
+    assert!(!human.contains("╭─▶"), "drawn as a one-line span: {human}");
+}

@@ -25,8 +25,9 @@ step "meshc check on a policy with mistakes"
 cat > build/broken.mesh <<'MESH'
 mesh "demo" { trust_domain "demo.local" }
 service payments { port 9000  protocol http2 }
-route charge on paymnets {
+route charge on payments {
   match { path prefix "/v1/charge" }
+  to paymnets
   timeout 3
   retry { attempts 3  per_try_timeout 2s  on [5xx] }
 }

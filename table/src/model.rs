@@ -96,6 +96,7 @@ pub struct Service {
 
 /// The application protocol of a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// HTTP/1.1.
     Http1,
@@ -107,6 +108,7 @@ pub enum Protocol {
 
 /// Where a service's endpoints come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Endpoints {
     /// A fixed list of `host:port` sidecar inbound addresses.
     Static(Vec<String>),
@@ -123,6 +125,7 @@ pub enum Endpoints {
 
 /// The load-balancing algorithm of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Each endpoint in turn (the default).
     RoundRobin,
@@ -167,6 +170,7 @@ pub struct Outlier {
 
 /// Whether a service admits plaintext callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MtlsMode {
     /// mTLS callers only (the default).
     Strict,
@@ -176,6 +180,7 @@ pub enum MtlsMode {
 
 /// An HTTP method; the nine standard ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Method {
     /// GET
     Get,
@@ -239,6 +244,7 @@ impl Method {
 
 /// How a request path is matched (after normalization).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PathMatch {
     /// The whole path equals this.
     Exact(String),
@@ -259,6 +265,7 @@ pub struct HeaderMatch {
 
 /// The value part of a [`HeaderMatch`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HeaderValueMatch {
     /// Equal to this.
     Exact(String),
@@ -337,6 +344,7 @@ pub struct RetryPolicy {
 
 /// A condition under which a try may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RetryOn {
     /// The connection could not be made: the request never left.
     ConnectFailure,
@@ -352,6 +360,7 @@ pub enum RetryOn {
 
 /// A status code or class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StatusMatch {
     /// One code, 100–599.
     Code(u16),
@@ -371,6 +380,7 @@ impl StatusMatch {
 
 /// One header edit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HeaderEdit {
     /// Replace the header's value (lower-case name).
     Set(String, String),
@@ -397,6 +407,7 @@ pub struct Authorization {
 
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Admit the request.
     Allow,
@@ -419,6 +430,7 @@ pub struct AuthzRule {
 
 /// Who a rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Principal {
     /// A mesh service's identity.
     Service(ServiceId),
@@ -454,6 +466,7 @@ pub struct AccessLog {
 
 /// Access-log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AccessLogFormat {
     /// One JSON object per line.
     Json,
@@ -482,6 +495,7 @@ pub struct Filter {
 
 /// A filter's behaviour on failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureMode {
     /// Skip the filter.
     Open,

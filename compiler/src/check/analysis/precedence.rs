@@ -53,7 +53,7 @@ pub(super) fn check(
             .get(service as usize)
             .map_or("?", |s| s.name.as_str());
         // Source order, so the pair's primary label is always the later declaration.
-        entries.sort_by_key(|e| (ctx.file_id(&e.src.name), e.src.name.span.start));
+        entries.sort_by_cached_key(|e| (ctx.file_id(&e.src.name), e.src.name.span.start));
         let mut live = Vec::with_capacity(entries.len());
         for entry in entries {
             if unsatisfiable(ctx, &entry, regexes) {

@@ -284,7 +284,7 @@ pub(super) fn literal_prefix(pattern: &str) -> (String, bool) {
     while let Some(c) = chars.next() {
         let ch = match c {
             '\\' => match chars.next() {
-                Some(e) if e.is_ascii_punctuation() => e,
+                Some(e) if is_escaped_literal(e) => e,
                 _ => return (literal, false),
             },
             '$' if chars.peek().is_none() => return (literal, true),
@@ -301,6 +301,12 @@ pub(super) fn literal_prefix(pattern: &str) -> (String, bool) {
         literal.push(ch);
     }
     (literal, true)
+}
+
+/// Whether `\e` stands for the character `e` itself. Only the metacharacters and a few
+/// common punctuation marks: other escapes (`\<` is a word boundary) mean something else.
+fn is_escaped_literal(e: char) -> bool {
+    ".+*?()|[]{}^$#&-~\\/\"'!%,:;=@_`".contains(e)
 }
 
 /// A few strings `pattern` probably matches, generated from a subset of RE2 syntax (literals,
@@ -418,7 +424,7 @@ impl SampleParser<'_> {
             'W' => vec!['-'],
             'n' => vec!['\n'],
             't' => vec!['\t'],
-            e if e.is_ascii_punctuation() => vec![e],
+            e if is_escaped_literal(e) => vec![e],
             _ => return None,
         })
     }

@@ -220,6 +220,8 @@ impl Walker<'_> {
         match &value.node {
             Value::Str(_) => self.string(&value.loc),
             Value::Word(_) if in_config => self.string(&value.loc),
+            // Most words are ASCII: skip them before building an identifier to check.
+            Value::Word(w) if w.is_ascii() => {}
             Value::Word(w) => self.name(
                 &Spanned {
                     node: w.clone(),

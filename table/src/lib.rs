@@ -16,4 +16,4 @@ pub use codec::{
     HEADER_LEN, MAGIC,
 };
 pub use model::*;
-pub use validate::{validate, ValidationError};
+pub use validate::{validate, ValidationError, MAX_REGEX_COMPILED, MAX_REGEX_LEN};

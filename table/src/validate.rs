@@ -8,6 +8,8 @@
 mod parts;
 mod strings;
 
+pub use strings::{MAX_REGEX_COMPILED, MAX_REGEX_LEN};
+
 use std::cmp::Ordering;
 use std::fmt;
 

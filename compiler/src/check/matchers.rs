@@ -7,10 +7,7 @@ use crate::diag::{Code, Diagnostic};
 use crate::source::{Loc, Spanned};
 use crate::syntax::ast::{Clause, Value};
 
-/// The longest regex accepted, in characters (the spec's bound).
-pub(super) const MAX_REGEX_LEN: usize = 1024;
-/// The compiled-size bound for regexes: keeps the proxy's memory and match time bounded.
-const MAX_REGEX_COMPILED: usize = 256 * 1024;
+use mesh_table::{MAX_REGEX_COMPILED, MAX_REGEX_LEN};
 
 /// A request matcher and where its pieces were written.
 #[derive(Debug, Default)]
@@ -199,10 +196,17 @@ impl Ctx<'_> {
             );
             return false;
         }
-        match regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        // The bare pattern must compile too: `a)|(b` compiles once wrapped in `^(?:...)$`
+        // but means something else than it says.
+        let built = regex::RegexBuilder::new(pattern)
             .size_limit(MAX_REGEX_COMPILED)
             .build()
-        {
+            .and_then(|_| {
+                regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .size_limit(MAX_REGEX_COMPILED)
+                    .build()
+            });
+        match built {
             Ok(_) => true,
             Err(regex::Error::CompiledTooBig(limit)) => {
                 self.push(

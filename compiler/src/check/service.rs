@@ -284,17 +284,23 @@ impl Ctx<'_> {
             match c.args.as_slice() {
                 [v] => {
                     if let Some(p) = self.string(v) {
-                        if p.starts_with('/') {
+                        if p.starts_with('/')
+                            && !p.chars().any(|c| c.is_whitespace() || c.is_control())
+                        {
                             health.path = p.to_string();
                         } else {
                             self.push(
                                 Diagnostic::new(
                                     Code::InvalidPath,
                                     &v.loc,
-                                    format!("the health check path `{p}` does not start with `/`"),
+                                    format!("`{p}` is not a usable health check path"),
                                 )
-                                .label("paths are absolute")
-                                .help(format!("write `\"/{p}\"`")),
+                                .label("expected an absolute path without spaces")
+                                .help(format!(
+                                    "write `\"/{}\"`",
+                                    p.trim_start_matches('/')
+                                        .replace(char::is_whitespace, "%20")
+                                )),
                             );
                         }
                     }
@@ -405,7 +411,7 @@ fn parse_address(text: &str) -> Result<(String, u16), String> {
         return Err(format!("`{host}` is not a host name or IP address"));
     }
     match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok((host.to_string(), p)),
+        Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => Ok((host.to_string(), p)),
         _ => Err(format!("`{port}` is not a port from 1 to 65535")),
     }
 }

@@ -6,12 +6,12 @@ use std::net::Ipv6Addr;
 
 use super::Check;
 
-/// Longest accepted regex, in characters (as the compiler counts).
-const MAX_REGEX_LEN: usize = 1024;
+/// Longest accepted regex, in characters: the spec's bound, shared with the compiler.
+pub const MAX_REGEX_LEN: usize = 1024;
 
-/// Largest compiled regex, in bytes (as the compiler limits it): bounds the proxies' memory
-/// and match time.
-const MAX_REGEX_COMPILED: usize = 256 * 1024;
+/// Largest compiled regex, in bytes: bounds the proxies' memory and match time. The
+/// compiler rejects larger ones with the same limit.
+pub const MAX_REGEX_COMPILED: usize = 256 * 1024;
 
 /// Longest DNS label.
 const MAX_LABEL_LEN: usize = 63;

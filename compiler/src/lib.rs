@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod diag;
+pub mod explain;
 pub mod fmt;
 pub mod load;
 pub mod source;

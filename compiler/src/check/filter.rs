@@ -120,10 +120,10 @@ impl Ctx<'_> {
     /// checks it is WebAssembly and returns its SHA-256.
     fn module_digest(&mut self, value: &Spanned<Value>, module: &str) -> Option<[u8; 32]> {
         let mut searched: Vec<PathBuf> = Vec::new();
-        if let Some(dir) = value.loc.file.path.as_deref().and_then(Path::parent) {
-            searched.push(dir.to_path_buf());
-        } else if value.loc.file.path.is_none() {
-            searched.push(PathBuf::from("."));
+        // Beside the policy file; a bare file name's parent is "", which means ".".
+        match value.loc.file.path.as_deref().and_then(Path::parent) {
+            Some(dir) if !dir.as_os_str().is_empty() => searched.push(dir.to_path_buf()),
+            _ => searched.push(PathBuf::from(".")),
         }
         searched.extend(self.options.module_paths.iter().cloned());
         let Some(path) = searched

@@ -9,6 +9,8 @@ mod compile;
 mod explain;
 mod fmt;
 mod inspect;
+mod test;
+mod why;
 
 use std::ffi::OsString;
 use std::fs;
@@ -65,7 +67,11 @@ enum Command {
     Explain(explain::Args),
     /// Format policy files in their canonical layout.
     Fmt(fmt::Args),
-    // Planned: `test`, `why`, `ca`, `token`, `apply`, `status`; each gets its own module.
+    /// Run test cases (TOML files) against a policy, through the proxies' decision engine.
+    Test(test::Args),
+    /// Explain how the proxies decide one request: the route chosen, and who allowed it.
+    Why(why::Args),
+    // Planned: `ca`, `token`, `apply`, `status`; each gets its own module.
 }
 
 /// Parses the command line and runs the subcommand. Usage errors exit here with status 2
@@ -78,6 +84,8 @@ pub(crate) fn run() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Why(args) => why::run(args),
     };
     outcome.into()
 }
@@ -125,6 +133,15 @@ impl From<OutputFormat> for Format {
     }
 }
 
+/// The `--format` values of the commands that report decisions (`test`, `why`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReportFormat {
+    /// For people, on stdout, with source snippets.
+    Human,
+    /// JSON on stdout.
+    Json,
+}
+
 /// `--color`, for subcommands that print human diagnostics.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub(crate) struct ColorArg {
@@ -147,13 +164,21 @@ pub(crate) enum ColorChoice {
 impl ColorArg {
     /// Whether to colour what goes to stderr.
     pub(crate) fn stderr(self) -> bool {
+        self.when(io::stderr().is_terminal())
+    }
+
+    /// Whether to colour what goes to stdout.
+    pub(crate) fn stdout(self) -> bool {
+        self.when(io::stdout().is_terminal())
+    }
+
+    fn when(self, terminal: bool) -> bool {
         match self.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
             // https://no-color.org: a non-empty NO_COLOR turns colour off.
             ColorChoice::Auto => {
-                io::stderr().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
             }
         }
     }

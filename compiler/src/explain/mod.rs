@@ -28,9 +28,13 @@ use crate::check::{check_with_sources, CheckOptions, Sources};
 use crate::diag::{did_you_mean, Diagnostic};
 use crate::source::{Loc, SourceFile};
 
-pub use routes::{explain_routes, describe_header, describe_path, LostBecause, Miss, RouteCheck, RouteOutcome};
-pub use snippet::{render_snippet, SnippetLabel};
-pub use verdict::{By, Refusal, Routed, RuleRef, Summary, TargetDecision, Verdict};
+pub use routes::{
+    describe_header, describe_path, explain_routes, LostBecause, Miss, RouteCheck, RouteOutcome,
+};
+pub use snippet::{render_snippet, SnippetLabel, Tone};
+pub use verdict::{
+    action_name, By, Refusal, Routed, RuleRef, Summary, TargetDecision, Verdict,
+};
 
 /// A policy that checked without error, ready to decide requests.
 #[derive(Debug)]

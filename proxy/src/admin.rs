@@ -1,0 +1,54 @@
+//! The admin listener (loopback by default): liveness, readiness and the loaded table.
+//! The observability issue extends it with metrics, endpoints and explain.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{full, Body};
+use crate::Context;
+
+/// Answers one admin request.
+pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body> {
+    let (status, body) = match request.uri().path() {
+        "/live" => (StatusCode::OK, "{\"live\":true}\n".to_string()),
+        "/ready" => match ctx.tables.current() {
+            Some(_) => (StatusCode::OK, "{\"ready\":true}\n".to_string()),
+            None => (StatusCode::SERVICE_UNAVAILABLE, "{\"ready\":false,\"reason\":\"no rule table loaded\"}\n".to_string()),
+        },
+        "/config" => (StatusCode::OK, config_json(&ctx)),
+        _ => (StatusCode::NOT_FOUND, "{\"error\":\"not found\"}\n".to_string()),
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn config_json(ctx: &Context) -> String {
+    let loads = ctx.tables.loads.load(Ordering::Relaxed);
+    let failures = ctx.tables.failures.load(Ordering::Relaxed);
+    let value = match ctx.tables.current() {
+        Some(s) => {
+            let t = s.table();
+            serde_json::json!({
+                "service": ctx.service,
+                "mesh": t.mesh.name,
+                "checksum": s.checksum,
+                "format_version": mesh_table::FORMAT_VERSION,
+                "services": t.services.len(),
+                "routes": t.routes.len(),
+                "authorization_rules": t.authorizations.iter().map(|a| a.rules.len()).sum::<usize>(),
+                "filters": t.filters.len(),
+                "loads": loads,
+                "load_failures": failures,
+            })
+        }
+        None => serde_json::json!({ "service": ctx.service, "checksum": null, "loads": loads, "load_failures": failures }),
+    };
+    format!("{value}\n")
+}

@@ -1,0 +1,239 @@
+//! The proxy's TOML configuration, checked up front: a wrong key or value names the key and
+//! the problem, and the process exits 2 before binding anything.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole `proxy.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The mesh service this sidecar fronts.
+    pub service: String,
+    /// The compiled rule table (the control plane comes later).
+    pub table: PathBuf,
+    /// How often the table file is checked for changes, in milliseconds.
+    #[serde(default = "default_table_poll_ms")]
+    pub table_poll_ms: u64,
+    /// Runtime worker threads; 0 (the default) means one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// How long SIGTERM waits for requests in flight, in milliseconds.
+    #[serde(default = "default_drain_ms")]
+    pub drain_ms: u64,
+    /// Log format: `human` (default) or `json`; the level comes from `RUST_LOG` or `log_level`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Log level filter, such as `info` or `mesh_proxy=debug`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// Where other proxies reach this service.
+    pub inbound: Inbound,
+    /// Where the local application sends its calls.
+    pub outbound: Outbound,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+/// `[inbound]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The local application; default `127.0.0.1:<the service's port from the table>`.
+    pub app: Option<SocketAddr>,
+}
+
+/// `[outbound]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Timeout for connecting to an endpoint, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Timeout of a request whose route sets none, in milliseconds (Envoy's default: 15 s).
+    #[serde(default = "default_request_timeout_ms")]
+    pub default_timeout_ms: u64,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Listen address; loopback by default.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Admin {
+    fn default() -> Admin {
+        Admin {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// How the proxy's own logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_table_poll_ms() -> u64 {
+    250
+}
+fn default_drain_ms() -> u64 {
+    10_000
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_request_timeout_ms() -> u64 {
+    15_000
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 15000))
+}
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a key is wrong.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What and where (line, column, key).
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses and checks a configuration's text; the error says what and where.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if !label(&self.service) {
+            return Err(format!(
+                "key `service`: `{}` is not a service name ([a-z][a-z0-9-]*, at most 63 characters)",
+                self.service
+            ));
+        }
+        if self.table_poll_ms == 0 {
+            return Err("key `table_poll_ms`: must be above 0".into());
+        }
+        if self.outbound.connect_timeout_ms == 0 {
+            return Err("key `outbound.connect_timeout_ms`: must be above 0".into());
+        }
+        if self.inbound.listen == self.outbound.listen {
+            return Err("keys `inbound.listen` and `outbound.listen`: must differ".into());
+        }
+        Ok(())
+    }
+
+    /// The drain time.
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+}
+
+/// toml's message plus the line and column of the problem.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end().to_string();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    const GOOD: &str = r#"
+service = "payments"
+table = "build/shop.table"
+[inbound]
+listen = "127.0.0.1:15206"
+app = "127.0.0.1:9000"
+[outbound]
+listen = "127.0.0.1:15001"
+[admin]
+listen = "127.0.0.1:15000"
+"#;
+
+    #[test]
+    fn the_documented_example_parses_with_defaults() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.service, "payments");
+        assert_eq!(c.outbound.connect_timeout_ms, 1000);
+        assert_eq!(c.drain_ms, 10_000);
+        assert_eq!(c.inbound.app.map(|a| a.port()), Some(9000));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_place() {
+        let unknown = GOOD.replace("app =", "aplication =");
+        let e = Config::parse(&unknown).expect_err("unknown key");
+        assert!(e.contains("aplication") && e.contains("line 6"), "{e}");
+        let bad_addr = GOOD.replace("127.0.0.1:15001", "nowhere");
+        let e = Config::parse(&bad_addr).expect_err("bad address");
+        assert!(e.contains("line 8") && e.contains("address"), "{e}");
+        let missing = GOOD.replace("table = \"build/shop.table\"\n", "");
+        let e = Config::parse(&missing).expect_err("missing table");
+        assert!(e.contains("table"), "{e}");
+        let bad_name = GOOD.replace("\"payments\"", "\"Payments\"");
+        let e = Config::parse(&bad_name).expect_err("bad name");
+        assert!(e.contains("key `service`"), "{e}");
+    }
+}

@@ -1,0 +1,108 @@
+//! Every way a proxied request can fail, and the one place where a failure becomes a
+//! response: its status, and an `x-mesh-error` header naming the reason.
+
+use http::{HeaderValue, Response, StatusCode};
+use mesh_engine::PathError;
+
+use crate::body::{full, Body};
+
+/// The header that carries the proxy's reason for an answer it made itself.
+pub const MESH_ERROR: &str = "x-mesh-error";
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No table has loaded yet.
+    #[error("no rule table loaded yet")]
+    NoTable,
+    /// The request names no authority (no `Host`).
+    #[error("the request has no authority")]
+    NoAuthority,
+    /// The path was refused by normalization.
+    #[error("{0}")]
+    BadPath(PathError),
+    /// The authority is not a service of the mesh.
+    #[error("`{0}` is not a service of this mesh")]
+    UnknownService(String),
+    /// The service has routes and none matched.
+    #[error("no route matches")]
+    NoRoute,
+    /// The target service has no endpoint.
+    #[error("service `{0}` has no endpoint")]
+    NoEndpoint(String),
+    /// Connecting to the endpoint failed.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The endpoint.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The upstream failed after the connection was made (reset, protocol error).
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    /// The route's timeout passed.
+    #[error("the request timed out after {0} ms")]
+    Timeout(u64),
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoAuthority | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownService(_) | ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoTable | ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The short reason in `x-mesh-error` (stable: dashboards and tests match on it).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoTable => "no-table",
+            ProxyError::NoAuthority => "no-authority",
+            ProxyError::BadPath(e) => e.reason(),
+            ProxyError::UnknownService(_) => "unknown-service",
+            ProxyError::NoRoute => "no-route",
+            ProxyError::NoEndpoint(_) => "no-endpoint",
+            ProxyError::Connect { .. } => "connect-failed",
+            ProxyError::Upstream(_) => "upstream-reset",
+            ProxyError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// The response for this failure. The body names the reason only: no internals.
+    pub fn into_response(self) -> Response<Body> {
+        let reason = self.reason();
+        let mut response = Response::new(full(format!("{reason}\n")));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(MESH_ERROR, HeaderValue::from_static(reason));
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProxyError;
+
+    #[test]
+    fn each_failure_has_its_status_and_reason() {
+        let cases = [
+            (ProxyError::NoRoute, 404, "no-route"),
+            (ProxyError::NoEndpoint("a".into()), 503, "no-endpoint"),
+            (ProxyError::Connect { addr: ([127, 0, 0, 1], 1).into(), reason: "refused".into() }, 502, "connect-failed"),
+            (ProxyError::Timeout(5), 504, "timeout"),
+            (ProxyError::BadPath(mesh_engine::PathError::AboveRoot), 400, "path-above-root"),
+        ];
+        for (error, status, reason) in cases {
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()[super::MESH_ERROR], reason);
+        }
+    }
+}

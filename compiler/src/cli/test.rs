@@ -56,16 +56,15 @@ pub(crate) fn run(args: &Args) -> Outcome {
             results: file.cases.iter().map(|c| run::run(&policy, c)).collect(),
         })
         .collect();
-    let failed = results
-        .iter()
-        .flat_map(|f| &f.results)
-        .any(|r| !r.passed());
+    let failed = results.iter().flat_map(|f| &f.results).any(|r| !r.passed());
     let text = match args.format {
         ReportFormat::Human => report::human(&policy, &results, args.color.stdout()),
         ReportFormat::Json => match report::json(&policy, &results) {
             Ok(text) => text,
             Err(err) => {
-                error(format_args!("internal: cannot write the report as JSON: {err}"));
+                error(format_args!(
+                    "internal: cannot write the report as JSON: {err}"
+                ));
                 return Outcome::CouldNotRun;
             }
         },
@@ -125,7 +124,10 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Outcome> {
             .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
             .collect();
         if found.is_empty() {
-            error(format_args!("no `.toml` test files in `{}`", path.display()));
+            error(format_args!(
+                "no `.toml` test files in `{}`",
+                path.display()
+            ));
             return Err(Outcome::CouldNotRun);
         }
         found.sort();

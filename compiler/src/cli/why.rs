@@ -67,7 +67,10 @@ pub(crate) fn run(args: &Args) -> Outcome {
         Ok(policy) => policy,
         Err(outcome) => return outcome,
     };
-    let caller = args.from.as_deref().map_or(Caller::Plaintext, Caller::parse);
+    let caller = args
+        .from
+        .as_deref()
+        .map_or(Caller::Plaintext, Caller::parse);
     if let Err(unknown) = policy.check_caller(&caller) {
         error(format_args!("--from: {unknown}"));
         return Outcome::CouldNotRun;
@@ -130,18 +133,16 @@ fn human(policy: &Policy, request: &Request, verdict: &Verdict, color: bool) -> 
         out.push_str(&format!("  path normalized to {normalized}\n"));
     }
 
-    out.push('\n');
-    if verdict.routed == Routed::ToService {
-        out.push_str(&format!(
-            "`{service}` has no routes: the request goes straight to the service\n"
-        ));
+    let mut sections = vec![out];
+    sections.push(if verdict.routed == Routed::ToService {
+        format!("`{service}` has no routes: the request goes straight to the service\n")
     } else {
-        out.push_str(&format!(
-            "routes of `{service}`, in the order the proxy tries them:\n"
-        ));
-        out.push_str(&route_lines(policy, request, verdict, &normalized));
-    }
-    out.push('\n');
+        format!(
+            "routes of `{service}`, in the order the proxy tries them:\n{}",
+            route_lines(policy, request, verdict, &normalized)
+        )
+    });
+    let mut decided = String::new();
     if let Some(index) = verdict.route() {
         let targets: Vec<String> = policy
             .table()
@@ -154,14 +155,14 @@ fn human(policy: &Policy, request: &Request, verdict: &Verdict, color: bool) -> 
                     .collect()
             })
             .unwrap_or_default();
-        out.push_str(&format!(
+        decided.push_str(&format!(
             "route: `{}` → {}\n",
             policy.route_name(index),
             targets.join(", ")
         ));
     }
     for decision in &verdict.authorizations {
-        out.push_str(&format!(
+        decided.push_str(&format!(
             "authorization at `{}`: {} by {}\n",
             policy.service_name(decision.service),
             action_name(decision.action),
@@ -169,11 +170,13 @@ fn human(policy: &Policy, request: &Request, verdict: &Verdict, color: bool) -> 
         ));
     }
     if let Some(note) = strict_note(policy, request, verdict) {
-        out.push_str(&note);
+        decided.push_str(&note);
     }
-    out.push_str(&sources(policy, verdict, color));
-    out.push_str(&format!("\nresult: {}\n", result_line(policy, verdict)));
-    out
+    sections.push(decided);
+    sections.push(sources(policy, verdict, color));
+    sections.push(format!("result: {}\n", result_line(policy, verdict)));
+    sections.retain(|s| !s.is_empty());
+    sections.join("\n")
 }
 
 /// One line per route: chosen, lost (and why), or missed (and which clauses failed).
@@ -301,4 +304,3 @@ mod tests {
         assert_eq!(percent(Ppm(125_000)), "12.5%");
     }
 }
-

@@ -32,9 +32,7 @@ pub use routes::{
     describe_header, describe_path, explain_routes, LostBecause, Miss, RouteCheck, RouteOutcome,
 };
 pub use snippet::{render_snippet, SnippetLabel, Tone};
-pub use verdict::{
-    action_name, By, Refusal, Routed, RuleRef, Summary, TargetDecision, Verdict,
-};
+pub use verdict::{action_name, By, Refusal, Routed, RuleRef, Summary, TargetDecision, Verdict};
 
 /// A policy that checked without error, ready to decide requests.
 #[derive(Debug)]
@@ -165,7 +163,9 @@ impl Policy {
 
     /// The service called `name`, or what is wrong with the name.
     pub fn service(&self, name: &str) -> Result<ServiceId, UnknownService> {
-        self.engine.service_id(name).ok_or_else(|| self.unknown(name))
+        self.engine
+            .service_id(name)
+            .ok_or_else(|| self.unknown(name))
     }
 
     /// The service a request's authority names, or what is wrong with it.

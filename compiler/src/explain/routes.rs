@@ -5,7 +5,9 @@ use std::cmp::Reverse;
 use mesh_engine::reference::request_matches;
 use mesh_engine::RequestHeaders;
 use mesh_table::precedence::{rank, PathClass, Rank};
-use mesh_table::{HeaderMatch, HeaderValueMatch, Method, PathMatch, RequestMatch, ServiceId, Table};
+use mesh_table::{
+    HeaderMatch, HeaderValueMatch, Method, PathMatch, RequestMatch, ServiceId, Table,
+};
 
 /// One route of the service, and what became of it for the request.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,9 +100,16 @@ impl std::fmt::Display for Miss {
                 let names: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
                 write!(f, "method: not one of [{}]", names.join(", "))
             }
-            Miss::Header(h, None) => write!(f, "header: no `{}` (wants {})", h.name, describe_header(h)),
+            Miss::Header(h, None) => {
+                write!(f, "header: no `{}` (wants {})", h.name, describe_header(h))
+            }
             Miss::Header(h, Some(value)) => {
-                write!(f, "header: `{}: {value}` is not {}", h.name, describe_header(h))
+                write!(
+                    f,
+                    "header: `{}: {value}` is not {}",
+                    h.name,
+                    describe_header(h)
+                )
             }
         }
     }
@@ -144,7 +153,9 @@ pub fn explain_routes(
         .map(|(i, r)| (i, rank(&r.matcher)))
         .collect();
     routes.sort_by_key(|&(i, r)| (Reverse(r), i));
-    let chosen_rank = chosen.and_then(|c| table.routes.get(c)).map(|r| rank(&r.matcher));
+    let chosen_rank = chosen
+        .and_then(|c| table.routes.get(c))
+        .map(|r| rank(&r.matcher));
     routes
         .into_iter()
         .map(|(index, this)| {
@@ -199,24 +210,38 @@ fn lost_because(winner: Rank, this: Rank) -> LostBecause {
 /// The clauses of `m` that the request fails, each tested on its own with the reference
 /// evaluator.
 fn misses(m: &RequestMatch, method: &str, path: &str, headers: &[(String, String)]) -> Vec<Miss> {
-    let only = |path: Option<PathMatch>, methods: Vec<Method>, headers: Vec<HeaderMatch>| {
-        RequestMatch {
+    let only =
+        |path: Option<PathMatch>, methods: Vec<Method>, headers: Vec<HeaderMatch>| RequestMatch {
             path,
             methods,
             headers,
-        }
-    };
+        };
     let mut out = Vec::new();
     if let Some(p) = &m.path {
-        if !request_matches(&only(Some(p.clone()), Vec::new(), Vec::new()), method, path, headers) {
+        if !request_matches(
+            &only(Some(p.clone()), Vec::new(), Vec::new()),
+            method,
+            path,
+            headers,
+        ) {
             out.push(Miss::Path(p.clone()));
         }
     }
-    if !request_matches(&only(None, m.methods.clone(), Vec::new()), method, path, headers) {
+    if !request_matches(
+        &only(None, m.methods.clone(), Vec::new()),
+        method,
+        path,
+        headers,
+    ) {
         out.push(Miss::Method(m.methods.clone()));
     }
     for h in &m.headers {
-        if !request_matches(&only(None, Vec::new(), vec![h.clone()]), method, path, headers) {
+        if !request_matches(
+            &only(None, Vec::new(), vec![h.clone()]),
+            method,
+            path,
+            headers,
+        ) {
             let value = RequestHeaders::get(headers, &h.name).map(str::to_owned);
             out.push(Miss::Header(h.clone(), value));
         }
@@ -259,19 +284,34 @@ mod tests {
             ..post.clone()
         };
         let r = |m: &RequestMatch| rank(m);
-        assert_eq!(lost_because(r(&exact), r(&prefix("/v1"))), LostBecause::ExactBeatsPrefix);
-        assert_eq!(lost_because(r(&exact), r(&regex)), LostBecause::ExactBeatsRegex);
-        assert_eq!(lost_because(r(&prefix("/")), r(&regex)), LostBecause::PrefixBeatsRegex);
+        assert_eq!(
+            lost_because(r(&exact), r(&prefix("/v1"))),
+            LostBecause::ExactBeatsPrefix
+        );
+        assert_eq!(
+            lost_because(r(&exact), r(&regex)),
+            LostBecause::ExactBeatsRegex
+        );
+        assert_eq!(
+            lost_because(r(&prefix("/")), r(&regex)),
+            LostBecause::PrefixBeatsRegex
+        );
         assert_eq!(
             lost_because(r(&prefix("/v1")), r(&prefix("/"))),
             LostBecause::LongerPrefix { chosen: 3, this: 1 }
         );
-        assert_eq!(lost_because(r(&post), r(&prefix("/v1"))), LostBecause::NamesMethods);
+        assert_eq!(
+            lost_because(r(&post), r(&prefix("/v1"))),
+            LostBecause::NamesMethods
+        );
         assert_eq!(
             lost_because(r(&header), r(&post)),
             LostBecause::MoreHeaders { chosen: 1, this: 0 }
         );
         assert_eq!(lost_because(r(&post), r(&post)), LostBecause::Earlier);
-        assert_eq!(lost_because(r(&prefix("/")), r(&post)), LostBecause::EngineChoseOther);
+        assert_eq!(
+            lost_because(r(&prefix("/")), r(&post)),
+            LostBecause::EngineChoseOther
+        );
     }
 }

@@ -69,7 +69,11 @@ pub fn render_snippet(title: &str, labels: &[SnippetLabel], tone: Tone, color: b
     }
     for (i, (file, group)) in groups.iter().enumerate() {
         let snippet = Snippet {
-            title: if i == 0 { title.to_owned() } else { format!("(continued in {})", file.name) },
+            title: if i == 0 {
+                title.to_owned()
+            } else {
+                format!("(continued in {})", file.name)
+            },
             severity,
             source: NamedSource::new(&file.name, FileText(Arc::clone(file))).with_language("mesh"),
             labels: group
@@ -175,7 +179,10 @@ mod tests {
 
     #[test]
     fn a_snippet_shows_file_line_source_and_label() {
-        let file = SourceFile::new("shop.mesh", "authorize a {\n  deny from any to path prefix \"/x\"\n}\n");
+        let file = SourceFile::new(
+            "shop.mesh",
+            "authorize a {\n  deny from any to path prefix \"/x\"\n}\n",
+        );
         let loc = Loc::new(&file, 16..47);
         let out = render_snippet(
             "decided by the rule at shop.mesh:2",

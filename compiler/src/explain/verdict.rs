@@ -197,12 +197,9 @@ impl Policy {
         let service = self.authority_service(&request.authority)?;
         let transport = self.transport(&request.caller)?;
         let headers = request.headers.as_slice();
-        let decision = self.engine.route(
-            &request.authority,
-            &request.method,
-            &request.path,
-            headers,
-        );
+        let decision =
+            self.engine
+                .route(&request.authority, &request.method, &request.path, headers);
         let (routed, targets) = match decision {
             RouteDecision::Matched { index, route, .. } => (
                 Routed::Route(index),

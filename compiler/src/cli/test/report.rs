@@ -99,12 +99,19 @@ fn explain_failure(policy: &Policy, result: &CaseResult<'_>, color: bool) -> Str
         }
     }
     if let Some(verdict) = &result.verdict {
-        if !result
-            .failures
-            .iter()
-            .any(|f| matches!(f, Failure::Mismatch { what: "decision", .. }))
-        {
-            out.push_str(&format!("decision: {}\n", describe_decision(policy, verdict)));
+        if !result.failures.iter().any(|f| {
+            matches!(
+                f,
+                Failure::Mismatch {
+                    what: "decision",
+                    ..
+                }
+            )
+        }) {
+            out.push_str(&format!(
+                "decision: {}\n",
+                describe_decision(policy, verdict)
+            ));
         }
         snippets.push_str(&sources(policy, verdict, color));
     }
@@ -239,9 +246,7 @@ pub(crate) fn json(policy: &Policy, files: &[FileResults<'_>]) -> serde_json::Re
             let case = result.case;
             let caller = match &case.caller {
                 Caller::Plaintext => None,
-                Caller::Service(s) | Caller::Identity(s) => {
-                    Some(s.clone())
-                }
+                Caller::Service(s) | Caller::Identity(s) => Some(s.clone()),
             };
             cases.push(JsonCase {
                 file: &file.file.source.name,

@@ -99,10 +99,13 @@ fn check(policy: &Policy, case: &Case, verdict: &Verdict) -> Vec<Failure> {
     if let Some((want, _)) = &expect.route {
         let got = verdict.route().map(|i| policy.route_name(i).to_owned());
         if *want != got {
-            let note = want.as_deref().and_then(|name| route_note(policy, verdict, name));
+            let note = want
+                .as_deref()
+                .and_then(|name| route_note(policy, verdict, name));
             mismatch(
                 "route",
-                want.as_ref().map_or_else(|| "no route".to_owned(), |n| format!("`{n}`")),
+                want.as_ref()
+                    .map_or_else(|| "no route".to_owned(), |n| format!("`{n}`")),
                 describe_route(policy, verdict),
                 note,
             );
@@ -124,12 +127,7 @@ fn check(policy: &Policy, case: &Case, verdict: &Verdict) -> Vec<Failure> {
     }
     if let Some(want) = expect.status {
         if Some(want) != verdict.status() {
-            mismatch(
-                "status",
-                want.to_string(),
-                describe_status(verdict),
-                None,
-            );
+            mismatch("status", want.to_string(), describe_status(verdict), None);
         }
     }
     if let Some(want) = expect.decision {
@@ -177,7 +175,10 @@ fn route_note(policy: &Policy, verdict: &Verdict, name: &str) -> Option<String> 
     Some(match did_you_mean(name, names.iter().copied()) {
         Some(near) => format!("`{service}` has no route `{name}`; did you mean `{near}`?"),
         None if names.is_empty() => format!("`{service}` has no routes at all"),
-        None => format!("`{service}` has no route `{name}`; its routes are {}", list(&names)),
+        None => format!(
+            "`{service}` has no route `{name}`; its routes are {}",
+            list(&names)
+        ),
     })
 }
 

@@ -197,8 +197,15 @@ pub(crate) fn parse(source: Arc<SourceFile>) -> Result<TestFile, Vec<SpecError>>
         }
         let name = raw.name.as_ref().map_or_else(
             || {
-                let from = raw.from.as_ref().map_or("plaintext", |f| f.get_ref().as_str());
-                format!("{method} {}{} from {from}", raw.to.get_ref(), raw.path.get_ref())
+                let from = raw
+                    .from
+                    .as_ref()
+                    .map_or("plaintext", |f| f.get_ref().as_str());
+                format!(
+                    "{method} {}{} from {from}",
+                    raw.to.get_ref(),
+                    raw.path.get_ref()
+                )
             },
             |n| n.get_ref().clone(),
         );
@@ -230,10 +237,7 @@ pub(crate) fn parse(source: Arc<SourceFile>) -> Result<TestFile, Vec<SpecError>>
     }
     if cases.is_empty() && errors.is_empty() {
         errors.push(SpecError {
-            message: format!(
-                "`{}` has no test case: add `[[case]]` tables",
-                source.name
-            ),
+            message: format!("`{}` has no test case: add `[[case]]` tables", source.name),
             labels: Vec::new(),
         });
     }
@@ -274,8 +278,16 @@ fn expectations(
             );
             None
         }
-        (Some(allow), None) => Some(if *allow.get_ref() { Action::Allow } else { Action::Deny }),
-        (None, Some(deny)) => Some(if *deny.get_ref() { Action::Deny } else { Action::Allow }),
+        (Some(allow), None) => Some(if *allow.get_ref() {
+            Action::Allow
+        } else {
+            Action::Deny
+        }),
+        (None, Some(deny)) => Some(if *deny.get_ref() {
+            Action::Deny
+        } else {
+            Action::Allow
+        }),
         (None, None) => None,
     };
     Expect {
@@ -283,10 +295,16 @@ fn expectations(
             .route
             .map(|r| (at(r.span()), r.into_inner().0))
             .map(|(loc, name)| (name, loc)),
-        targets: raw.targets.map(|t| (at(t.span()), t.into_inner())).map(|(loc, t)| (t, loc)),
+        targets: raw
+            .targets
+            .map(|t| (at(t.span()), t.into_inner()))
+            .map(|(loc, t)| (t, loc)),
         status,
         decision,
-        rule: raw.rule.map(|r| (at(r.span()), r.into_inner())).map(|(loc, r)| (r, loc)),
+        rule: raw
+            .rule
+            .map(|r| (at(r.span()), r.into_inner()))
+            .map(|(loc, r)| (r, loc)),
     }
 }
 
@@ -358,14 +376,17 @@ expect = { route = false, status = 404 }
         let unknown = errors("[[case]]\nto = \"a\"\npath = \"/\"\nexpect.rout = \"x\"\n");
         assert!(unknown[0].contains("unknown field `rout`"), "{unknown:?}");
         assert!(errors("[[case]]\nto = \"a\"\n")[0].contains("missing field `path`"));
-        assert!(errors("[[case]]\nto = \"a\"\npath = \"/\"\nexpect.status = 200\n")[0]
-            .contains("400"));
         assert!(
-            errors("[[case]]\nto = \"a\"\npath = \"/\"\nexpect = { allow = true, deny = false }\n")[0]
-                .contains("not both")
+            errors("[[case]]\nto = \"a\"\npath = \"/\"\nexpect.status = 200\n")[0].contains("400")
         );
-        assert!(errors("[[case]]\nto = \"a\"\npath = \"/\"\nexpect.route = true\n")[0]
-            .contains("route = true"));
+        assert!(errors(
+            "[[case]]\nto = \"a\"\npath = \"/\"\nexpect = { allow = true, deny = false }\n"
+        )[0]
+        .contains("not both"));
+        assert!(
+            errors("[[case]]\nto = \"a\"\npath = \"/\"\nexpect.route = true\n")[0]
+                .contains("route = true")
+        );
         assert!(errors("")[0].contains("no test case"));
         let twice = "[[case]]\nto = \"a\"\npath = \"/\"\n[[case]]\nto = \"a\"\npath = \"/\"\n";
         assert!(errors(twice)[0].contains("two cases are named"));

@@ -1,0 +1,309 @@
+//! End-to-end tests of `meshc why`: the JSON verdict of several requests, plaintext callers,
+//! bad paths, and the human account of every route.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the compiler crate is in the workspace")
+        .to_path_buf()
+}
+
+/// The shop's filter modules: the smallest valid WebAssembly module under both names.
+fn modules() -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["ratelimit.wasm", "audit.wasm"] {
+        fs::write(dir.path().join(name), b"\0asm\x01\0\0\0").expect("write module");
+    }
+    dir
+}
+
+fn meshc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshc"))
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("meshc runs")
+}
+
+fn status(output: &Output) -> i32 {
+    output.status.code().expect("meshc exits normally")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `meshc why` on the shop policy.
+fn shop(args: &[&str]) -> Output {
+    let modules = modules();
+    let dir = modules.path().to_str().expect("utf-8 path");
+    let mut all = vec!["why", "examples/policies/shop.mesh", "--module-path", dir];
+    all.extend_from_slice(args);
+    meshc(&all)
+}
+
+/// The JSON object printed; the run must succeed.
+fn verdict(output: &Output) -> Value {
+    assert_eq!(
+        status(output),
+        0,
+        "{}{}",
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+}
+
+const SHOP: &str = "examples/policies/shop.mesh";
+
+#[test]
+fn json_verdicts_of_shop_requests() {
+    let cases: [(&[&str], Value); 6] = [
+        (
+            &[
+                "--from",
+                "frontend",
+                "--to",
+                "payments",
+                "POST",
+                "/v1/charge",
+            ],
+            json!({
+                "status": null, "route": "charge", "targets": ["payments", "payments-canary"],
+                "decision": "allow", "rule": { "file": SHOP, "line": 121 },
+            }),
+        ),
+        (
+            &[
+                "--from",
+                "frontend",
+                "--to",
+                "payments",
+                "POST",
+                "/v1/charge",
+                "-H",
+                "x-canary: 1",
+            ],
+            json!({
+                "status": null, "route": "canary-pin", "targets": ["payments-canary"],
+                "decision": "allow", "rule": "default",
+            }),
+        ),
+        (
+            &[
+                "--from",
+                "frontend",
+                "--to",
+                "payments",
+                "GET",
+                "/v1/../internal",
+            ],
+            json!({
+                "status": 403, "route": "payments-rest", "targets": ["payments"],
+                "decision": "deny", "rule": { "file": SHOP, "line": 120 },
+            }),
+        ),
+        (
+            &[
+                "--from",
+                "ops",
+                "--to",
+                "payments",
+                "GET",
+                "/admin",
+                "-H",
+                "X-Oncall: true",
+            ],
+            json!({
+                "status": null, "route": "payments-rest", "targets": ["payments"],
+                "decision": "allow", "rule": { "file": SHOP, "line": 123 },
+            }),
+        ),
+        (
+            &["--from", "frontend", "--to", "inventory", "GET", "/nowhere"],
+            json!({
+                "status": 404, "route": null, "targets": [], "decision": null, "rule": null,
+            }),
+        ),
+        (
+            &[
+                "--from",
+                "spiffe://elsewhere.example/frontend",
+                "--to",
+                "payments",
+                "POST",
+                "/v1/charge",
+            ],
+            json!({
+                "status": 403, "route": "charge", "targets": ["payments", "payments-canary"],
+                "decision": "deny", "rule": "mtls",
+            }),
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        assert_eq!(verdict(&shop(&all)), expected, "meshc why {args:?}");
+    }
+}
+
+#[test]
+fn a_bad_path_is_400() {
+    let output = shop(&[
+        "--from",
+        "frontend",
+        "--to",
+        "payments",
+        "GET",
+        "/v1/%2Finternal",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        verdict(&output),
+        json!({ "status": 400, "route": null, "targets": [], "decision": null, "rule": null })
+    );
+    let human = shop(&["--to", "payments", "GET", "/../x"]);
+    assert_eq!(status(&human), 0);
+    assert!(stdout(&human).contains("result: 400"), "{}", stdout(&human));
+}
+
+#[test]
+fn without_from_the_caller_is_plaintext() {
+    let args = [
+        "why",
+        "examples/policies/hello.mesh",
+        "--to",
+        "greeter",
+        "GET",
+        "/hello",
+    ];
+    let mut json_args = args.to_vec();
+    json_args.extend(["--format", "json"]);
+    assert_eq!(
+        verdict(&meshc(&json_args)),
+        json!({
+            "status": 403, "route": "hello", "targets": ["greeter"],
+            "decision": "deny", "rule": "default",
+        })
+    );
+    let human = stdout(&meshc(&args));
+    assert!(human.contains("from a plaintext caller"), "{human}");
+    assert!(human.contains("mtls strict"), "{human}");
+    // A permissive service with an `anyone` rule admits the same caller.
+    let bookinfo = meshc(&[
+        "why",
+        "examples/policies/bookinfo",
+        "--to",
+        "productpage",
+        "GET",
+        "/productpage",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        verdict(&bookinfo),
+        json!({
+            "status": null, "route": null, "targets": ["productpage"],
+            "decision": "allow", "rule": { "file": "policy.mesh", "line": 2 },
+        })
+    );
+}
+
+#[test]
+fn the_human_account_explains_every_route_and_the_rule() {
+    let output = shop(&[
+        "--from",
+        "frontend",
+        "--to",
+        "payments",
+        "POST",
+        "/v1/charge",
+        "-H",
+        "x-canary: 1",
+    ]);
+    assert_eq!(status(&output), 0);
+    let out = stdout(&output);
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no line for `{name}`: {out}"))
+            .to_owned()
+    };
+    assert!(line("canary-pin").contains("chosen"), "{out}");
+    assert!(
+        line("charge").contains("matched, lost: more header matchers"),
+        "{out}"
+    );
+    assert!(
+        line("payments-rest").contains("matched, lost: longer prefix"),
+        "{out}"
+    );
+    let receipts = line("receipts");
+    assert!(receipts.contains("no match: path"), "{receipts}");
+    assert!(
+        receipts.contains("method: not one of [GET, HEAD]"),
+        "{receipts}"
+    );
+    assert!(
+        out.contains("route: `canary-pin` → payments-canary 100%"),
+        "{out}"
+    );
+    assert!(out.contains("chosen route"), "{out}");
+    assert!(out.contains("result: allowed"), "{out}");
+
+    let denied = stdout(&shop(&[
+        "--from",
+        "frontend",
+        "--to",
+        "payments",
+        "GET",
+        "/v1/../internal",
+    ]));
+    assert!(denied.contains("path normalized to /internal"), "{denied}");
+    assert!(
+        denied.contains("examples/policies/shop.mesh:120"),
+        "{denied}"
+    );
+    assert!(denied.contains("this rule decided: deny"), "{denied}");
+    assert!(denied.contains("result: 403"), "{denied}");
+}
+
+#[test]
+fn a_header_miss_names_the_header() {
+    let out = stdout(&shop(&[
+        "--from",
+        "frontend",
+        "--to",
+        "payments",
+        "POST",
+        "/v1/charge",
+        "-H",
+        "x-canary: 2",
+    ]));
+    assert!(
+        out.contains(r#"header: `x-canary: 2` is not header "x-canary" exact "1""#),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_services_and_bad_headers_are_usage_errors() {
+    let to = shop(&["--to", "paymnets", "GET", "/"]);
+    assert_eq!(status(&to), 2);
+    assert!(String::from_utf8_lossy(&to.stderr).contains("did you mean `payments`?"));
+    let from = shop(&["--from", "frontnd", "--to", "payments", "GET", "/"]);
+    assert_eq!(status(&from), 2);
+    assert!(String::from_utf8_lossy(&from.stderr).contains("did you mean `frontend`?"));
+    let header = shop(&["--to", "payments", "GET", "/", "-H", "no-colon"]);
+    assert_eq!(status(&header), 2);
+}

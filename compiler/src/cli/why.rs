@@ -4,12 +4,17 @@
 //! (which clause failed, why a matching route ranked lower) is worked out with the reference
 //! matcher and the shared precedence order. Exit status: 0 explained, 1 the policy has
 //! errors, 2 a usage error (an unknown service, a malformed header) or an unreadable policy.
+//!
+//! `--format json` prints one object: `status` (400, 403, 404, or null when the request
+//! reaches the application), `route` (name or null), `targets`, `decision` (`"allow"`,
+//! `"deny"`, or null when no authorization took place: 400 and 404), and `rule`
+//! (`{"file", "line"}`, `"default"`, `"mtls"` for a refused handshake, or null).
 
 use std::path::PathBuf;
 
 use mesh_table::{Ppm, RequestMatch};
 use meshc::explain::{
-    action_name, describe_header, describe_path, explain_routes, Caller, Policy, Request,
+    action_name, describe_header, describe_path, explain_routes, By, Caller, Policy, Request,
     RouteOutcome, Routed, Verdict,
 };
 
@@ -249,7 +254,11 @@ fn percent(weight: Ppm) -> String {
 /// For a plaintext caller of a strict service that a rule or default denied: the handshake
 /// would have refused it first.
 fn strict_note(policy: &Policy, request: &Request, verdict: &Verdict) -> Option<String> {
-    if request.caller != Caller::Plaintext {
+    let refused = verdict
+        .authorizations
+        .iter()
+        .any(|d| matches!(d.by, By::Refused(_)));
+    if request.caller != Caller::Plaintext || refused {
         return None;
     }
     let strict: Vec<&str> = verdict

@@ -307,3 +307,35 @@ fn unknown_services_and_bad_headers_are_usage_errors() {
     let header = shop(&["--to", "payments", "GET", "/", "-H", "no-colon"]);
     assert_eq!(status(&header), 2);
 }
+
+#[test]
+fn an_anyone_rule_does_not_let_plaintext_into_a_strict_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("strict.mesh");
+    fs::write(
+        &policy,
+        "mesh \"m\" { trust_domain \"m.local\" }\n\
+         service web {\n  port 8080\n  protocol http1\n  endpoints [\"127.0.0.1:15001\"]\n}\n\
+         service open {\n  port 8081\n  protocol http1\n  endpoints [\"127.0.0.1:15002\"]\n  mtls permissive\n}\n\
+         authorize web {\n  allow from anyone to path prefix \"/\"\n}\n\
+         authorize open {\n  allow from anyone to path prefix \"/\"\n}\n",
+    )
+    .expect("write policy");
+    let policy = policy.to_str().expect("utf-8 path");
+    let why = |to: &str| {
+        verdict(&meshc(&[
+            "why", policy, "--to", to, "GET", "/", "--format", "json",
+        ]))
+    };
+    assert_eq!(
+        why("web"),
+        json!({ "status": 403, "route": null, "targets": ["web"], "decision": "deny", "rule": "mtls" })
+    );
+    assert_eq!(
+        why("open"),
+        json!({
+            "status": null, "route": null, "targets": ["open"], "decision": "allow",
+            "rule": { "file": policy, "line": 17 },
+        })
+    );
+}

@@ -14,6 +14,8 @@ pub(crate) struct Scan {
     /// Byte ranges of the top-level chunks, each starting at a declaration keyword
     /// (the first may start with stray text).
     pub(crate) chunks: Vec<Range<usize>>,
+    /// Where a `/*` that is never closed starts (it would swallow the rest of the file).
+    pub(crate) unterminated_comment: Option<usize>,
 }
 
 /// Scans `text`. A chunk starts at a declaration keyword at brace depth 0, or at one at
@@ -38,9 +40,13 @@ pub(crate) fn scan(text: &str) -> Scan {
                 continue;
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                let end = text[i + 2..]
-                    .find("*/")
-                    .map_or(text.len(), |n| i + 2 + n + 2);
+                let end = match text[i + 2..].find("*/") {
+                    Some(n) => i + 2 + n + 2,
+                    None => {
+                        scan.unterminated_comment = Some(i);
+                        text.len()
+                    }
+                };
                 scan.comments.push(i..end);
                 i = end;
                 line_start = false;

@@ -31,6 +31,14 @@ pub fn parse_file(file: &Arc<SourceFile>) -> (ParsedFile, Vec<Diagnostic>) {
     let scan = lex::scan(&file.text);
     let mut diagnostics = Vec::new();
     let mut decls = Vec::new();
+    if let Some(start) = scan.unterminated_comment {
+        let loc = Loc::new(file, start..start + 2);
+        diagnostics.push(
+            Diagnostic::new(Code::Syntax, &loc, "this block comment is never closed")
+                .label("`/*` without `*/`: the rest of the file is a comment")
+                .help("close the comment with `*/`"),
+        );
+    }
     for chunk in &scan.chunks {
         let text = &file.text[chunk.clone()];
         match MeshParser::parse(Rule::single_declaration, text) {

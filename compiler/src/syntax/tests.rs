@@ -120,3 +120,11 @@ fn values_of_every_kind_parse() {
     let config = &parsed.decls[0].body.clauses[1];
     assert!(matches!(&config.args[0].node, Value::Object(entries) if entries.len() == 5));
 }
+
+#[test]
+fn an_unclosed_block_comment_is_an_error() {
+    let (parsed, d) = parse("/* never closed\nservice a { port 1 }\n");
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(d[0].primary().map(|l| l.line_col()), Some((1, 1)));
+    assert!(parsed.decls.is_empty());
+}

@@ -16,16 +16,23 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
         "/live" => (StatusCode::OK, "{\"live\":true}\n".to_string()),
         "/ready" => match ctx.tables.current() {
             Some(_) => (StatusCode::OK, "{\"ready\":true}\n".to_string()),
-            None => (StatusCode::SERVICE_UNAVAILABLE, "{\"ready\":false,\"reason\":\"no rule table loaded\"}\n".to_string()),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{\"ready\":false,\"reason\":\"no rule table loaded\"}\n".to_string(),
+            ),
         },
         "/config" => (StatusCode::OK, config_json(&ctx)),
-        _ => (StatusCode::NOT_FOUND, "{\"error\":\"not found\"}\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "{\"error\":\"not found\"}\n".to_string(),
+        ),
     };
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -48,7 +55,9 @@ fn config_json(ctx: &Context) -> String {
                 "load_failures": failures,
             })
         }
-        None => serde_json::json!({ "service": ctx.service, "checksum": null, "loads": loads, "load_failures": failures }),
+        None => {
+            serde_json::json!({ "service": ctx.service, "checksum": null, "loads": loads, "load_failures": failures })
+        }
     };
     format!("{value}\n")
 }

@@ -156,7 +156,8 @@ impl Config {
             !s.is_empty()
                 && s.len() <= 63
                 && s.starts_with(|c: char| c.is_ascii_lowercase())
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         };
         if !label(&self.service) {
             return Err(format!(

@@ -78,10 +78,13 @@ impl ProxyError {
         let reason = self.reason();
         let mut response = Response::new(full(format!("{reason}\n")));
         *response.status_mut() = self.status();
-        response.headers_mut().insert(MESH_ERROR, HeaderValue::from_static(reason));
         response
             .headers_mut()
-            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            .insert(MESH_ERROR, HeaderValue::from_static(reason));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
         response
     }
 }
@@ -95,9 +98,20 @@ mod tests {
         let cases = [
             (ProxyError::NoRoute, 404, "no-route"),
             (ProxyError::NoEndpoint("a".into()), 503, "no-endpoint"),
-            (ProxyError::Connect { addr: ([127, 0, 0, 1], 1).into(), reason: "refused".into() }, 502, "connect-failed"),
+            (
+                ProxyError::Connect {
+                    addr: ([127, 0, 0, 1], 1).into(),
+                    reason: "refused".into(),
+                },
+                502,
+                "connect-failed",
+            ),
             (ProxyError::Timeout(5), 504, "timeout"),
-            (ProxyError::BadPath(mesh_engine::PathError::AboveRoot), 400, "path-above-root"),
+            (
+                ProxyError::BadPath(mesh_engine::PathError::AboveRoot),
+                400,
+                "path-above-root",
+            ),
         ];
         for (error, status, reason) in cases {
             let response = error.into_response();

@@ -30,30 +30,64 @@ pub fn request_authority<B>(request: &Request<B>) -> Option<String> {
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| request.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            request
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
 }
 
-/// Forwards `request` to `addr`, keeping `authority` as the logical destination, and
-/// returns the upstream's response with hop-by-hop headers removed and `response_edits`
-/// applied. Upgrades are tunnelled over a dedicated HTTP/1.1 connection.
+/// Where a request goes next and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// The endpoint's address.
+    pub addr: SocketAddr,
+    /// The protocol spoken to it.
+    pub hop: NextHop,
+    /// The logical destination (the service the caller named), kept as the authority.
+    pub authority: &'a str,
+    /// How long to wait for the response head.
+    pub timeout: Duration,
+}
+
+/// A route's header edits, for the request and for the response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Edits<'a> {
+    /// Applied to the request.
+    pub request: &'a [HeaderEdit],
+    /// Applied to the response.
+    pub response: &'a [HeaderEdit],
+}
+
+/// Forwards `request` to `to`, and returns the upstream's response with hop-by-hop headers
+/// removed and the response edits applied. Upgrades are tunnelled over a dedicated
+/// HTTP/1.1 connection.
 pub async fn forward(
     upstreams: &Upstreams,
     peer: SocketAddr,
-    addr: SocketAddr,
-    hop: NextHop,
-    authority: &str,
+    to: Destination<'_>,
     mut request: Request<Incoming>,
-    request_edits: &[HeaderEdit],
-    response_edits: &[HeaderEdit],
-    timeout: Duration,
+    edits: Edits<'_>,
 ) -> Result<Response<Body>, ProxyError> {
+    let Destination {
+        addr,
+        hop,
+        authority,
+        timeout,
+    } = to;
     let upgrade = request.version() == Version::HTTP_11 && is_upgrade(request.headers());
     let headers = request.headers_mut();
     strip_hop_by_hop(headers, upgrade);
     append_forwarded_for(headers, peer.ip());
     ensure_request_id(headers);
-    crate::headers::apply_edits(headers, request_edits);
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    crate::headers::apply_edits(headers, edits.request);
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
 
     if upgrade {
         return tunnel(upstreams, addr, authority, &path, request, timeout).await;
@@ -76,7 +110,7 @@ pub async fn forward(
         }
     };
     let response = send.map_err(|_| ProxyError::Timeout(millis(timeout)))??;
-    Ok(finish(response, response_edits))
+    Ok(finish(response, edits.response))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -131,12 +165,18 @@ async fn tunnel(
                 (Ok(client), Ok(upstream)) => {
                     let mut client = TokioIo::new(client);
                     let mut upstream = TokioIo::new(upstream);
-                    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    if let Err(error) =
+                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
                         tracing::debug!(%error, "upgraded tunnel ended");
                     }
                 }
                 (client, upstream) => {
-                    tracing::debug!(client_ok = client.is_ok(), upstream_ok = upstream.is_ok(), "upgrade failed");
+                    tracing::debug!(
+                        client_ok = client.is_ok(),
+                        upstream_ok = upstream.is_ok(),
+                        "upgrade failed"
+                    );
                 }
             }
         });

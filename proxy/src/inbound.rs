@@ -10,11 +10,15 @@ use mesh_table::Protocol;
 
 use crate::body::Body;
 use crate::errors::ProxyError;
-use crate::forward::{forward, request_authority, NextHop};
+use crate::forward::{forward, request_authority, Destination, Edits, NextHop};
 use crate::Context;
 
 /// Handles one request for the local application; failures become responses here.
-pub async fn handle(ctx: Arc<Context>, peer: SocketAddr, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
     match inbound(&ctx, peer, request).await {
         Ok(response) => response,
         Err(error) => {
@@ -24,7 +28,11 @@ pub async fn handle(ctx: Arc<Context>, peer: SocketAddr, request: Request<Incomi
     }
 }
 
-async fn inbound(ctx: &Context, peer: SocketAddr, request: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+async fn inbound(
+    ctx: &Context,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ProxyError> {
     let snapshot = ctx.tables.current().ok_or(ProxyError::NoTable)?;
     let table = snapshot.table();
     let service = table
@@ -35,10 +43,18 @@ async fn inbound(ctx: &Context, peer: SocketAddr, request: Request<Incoming>) ->
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     mesh_engine::normalize_path(path).map_err(ProxyError::BadPath)?;
     let authority = request_authority(&request).unwrap_or_else(|| service.name.clone());
-    let app = ctx.app.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], service.port)));
+    let app = ctx
+        .app
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], service.port)));
     let hop = match service.protocol {
         Protocol::Http1 => NextHop::Http1,
         Protocol::Http2 | Protocol::Grpc => NextHop::Http2,
     };
-    forward(&ctx.upstreams, peer, app, hop, &authority, request, &[], &[], ctx.default_timeout).await
+    let to = Destination {
+        addr: app,
+        hop,
+        authority: &authority,
+        timeout: ctx.default_timeout,
+    };
+    forward(&ctx.upstreams, peer, to, request, Edits::default()).await
 }

@@ -70,7 +70,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             tables.store(first);
         }
         Err(error) => {
-            tables.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tables
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(%error, path = %config.table.display(), "no usable rule table yet; not ready until one loads");
         }
     }
@@ -83,7 +85,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     });
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
     };
     let inbound_listener = bind("inbound", config.inbound.listen).await?;
     let outbound_listener = bind("outbound", config.outbound.listen).await?;
@@ -99,15 +103,27 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let inbound = {
         let ctx = Arc::clone(&ctx);
-        tokio::spawn(server::serve(inbound_listener, move |peer, req| inbound::handle(Arc::clone(&ctx), peer, req), stop_rx.clone()))
+        tokio::spawn(server::serve(
+            inbound_listener,
+            move |peer, req| inbound::handle(Arc::clone(&ctx), peer, req),
+            stop_rx.clone(),
+        ))
     };
     let outbound = {
         let ctx = Arc::clone(&ctx);
-        tokio::spawn(server::serve(outbound_listener, move |peer, req| outbound::handle(Arc::clone(&ctx), peer, req), stop_rx.clone()))
+        tokio::spawn(server::serve(
+            outbound_listener,
+            move |peer, req| outbound::handle(Arc::clone(&ctx), peer, req),
+            stop_rx.clone(),
+        ))
     };
     let admin = {
         let ctx = Arc::clone(&ctx);
-        tokio::spawn(server::serve(admin_listener, move |_, req| admin::handle(Arc::clone(&ctx), req), stop_rx.clone()))
+        tokio::spawn(server::serve(
+            admin_listener,
+            move |_, req| admin::handle(Arc::clone(&ctx), req),
+            stop_rx.clone(),
+        ))
     };
     tracing::info!(
         service = %config.service,
@@ -118,7 +134,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
 
     shutdown_signal().await;
-    tracing::info!(drain_ms = config.drain_ms, "shutting down: no new connections; draining requests in flight");
+    tracing::info!(
+        drain_ms = config.drain_ms,
+        "shutting down: no new connections; draining requests in flight"
+    );
     let _ = stop_tx.send(true);
     let drain = async {
         for server in [inbound, outbound, admin] {

@@ -19,7 +19,11 @@ use crate::body::Body;
 
 /// Serves `listener` with `handler` until `stop` turns true, then returns the tracker of
 /// the connections still open so the caller can drain them.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, mut stop: watch::Receiver<bool>) -> GracefulShutdown
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    mut stop: watch::Receiver<bool>,
+) -> GracefulShutdown
 where
     H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -27,7 +31,10 @@ where
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(true).half_close(false);
-    builder.http2().adaptive_window(true).max_concurrent_streams(1024);
+    builder
+        .http2()
+        .adaptive_window(true)
+        .max_concurrent_streams(1024);
     let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {

@@ -74,11 +74,19 @@ impl Snapshot {
         Snapshot::from_table(table, checksum, own_service)
     }
 
-    fn from_table(table: Table, checksum: String, own_service: &str) -> Result<Snapshot, LoadError> {
+    fn from_table(
+        table: Table,
+        checksum: String,
+        own_service: &str,
+    ) -> Result<Snapshot, LoadError> {
         if table.service_id(own_service).is_none() {
             return Err(LoadError::UnknownService(own_service.to_string()));
         }
-        let endpoints = table.services.iter().map(|s| endpoint_set(&s.endpoints)).collect();
+        let endpoints = table
+            .services
+            .iter()
+            .map(|s| endpoint_set(&s.endpoints))
+            .collect();
         Ok(Snapshot {
             engine: Engine::new(Arc::new(table))?,
             checksum,

@@ -55,7 +55,10 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// until the process ends.
 pub async fn watch(tables: Arc<Tables>, path: PathBuf, service: String, poll: Duration) {
     let mut last = None;
-    let mut last_checksum = tables.current().map(|s| s.checksum.clone()).unwrap_or_default();
+    let mut last_checksum = tables
+        .current()
+        .map(|s| s.checksum.clone())
+        .unwrap_or_default();
     let mut hangup = hangup_signal();
     let mut ticker = tokio::time::interval(poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -21,10 +21,14 @@ use tokio::net::TcpStream;
 use crate::body::Body;
 use crate::errors::ProxyError;
 
+/// The HTTP/2 connection to one endpoint, if one is open; the async lock makes concurrent
+/// first requests share one connect.
+type H2Slot = Arc<tokio::sync::Mutex<Option<SendRequest<Body>>>>;
+
 /// All upstream connections of one proxy.
 #[derive(Debug)]
 pub struct Upstreams {
-    h2: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<SendRequest<Body>>>>>>,
+    h2: Mutex<HashMap<SocketAddr, H2Slot>>,
     h1: Client<HttpConnector, Body>,
     connect_timeout: Duration,
 }
@@ -48,9 +52,16 @@ impl Upstreams {
 
     /// Sends `request` (absolute URI carrying the logical authority) over the HTTP/2
     /// connection to `addr`, connecting first if there is none.
-    pub async fn send_h2(&self, addr: SocketAddr, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let slot = {
-            let mut map = self.h2.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = self
+                .h2
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::clone(map.entry(addr).or_default())
         };
         let mut sender = {
@@ -85,7 +96,10 @@ impl Upstreams {
             .keep_alive_interval(Duration::from_secs(30))
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::Connect { addr, reason: e.to_string() })?;
+            .map_err(|e| ProxyError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%addr, %error, "upstream h2 connection ended");
@@ -96,10 +110,17 @@ impl Upstreams {
 
     /// Sends `request` (absolute URI naming the application's address) over a pooled
     /// HTTP/1.1 connection.
-    pub async fn send_h1(&self, addr: SocketAddr, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         self.h1.request(request).await.map_err(|e| {
             if e.is_connect() {
-                ProxyError::Connect { addr, reason: e.to_string() }
+                ProxyError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                }
             } else {
                 ProxyError::Upstream(e.to_string())
             }
@@ -108,12 +129,19 @@ impl Upstreams {
 
     /// Sends an upgrade request over a new HTTP/1.1 connection that stays open for the
     /// upgraded protocol.
-    pub async fn send_upgrade(&self, addr: SocketAddr, request: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send_upgrade(
+        &self,
+        addr: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let stream = self.connect(addr).await?;
         let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::Connect { addr, reason: e.to_string() })?;
+            .map_err(|e| ProxyError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%addr, %error, "upgraded connection ended");
@@ -129,8 +157,14 @@ impl Upstreams {
     async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| ProxyError::Connect { addr, reason: "connect timeout".into() })?
-            .map_err(|e| ProxyError::Connect { addr, reason: e.to_string() })?;
+            .map_err(|_| ProxyError::Connect {
+                addr,
+                reason: "connect timeout".into(),
+            })?
+            .map_err(|e| ProxyError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }

@@ -146,9 +146,10 @@ impl Drop for InFlight<'_> {
 fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
     response
 }
 
@@ -171,7 +172,11 @@ impl Shared {
             return self.grpc(&path, request).await;
         }
         if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse().ok()) {
-            return respond(StatusCode::OK, "application/octet-stream", RepeatBody::boxed(n));
+            return respond(
+                StatusCode::OK,
+                "application/octet-stream",
+                RepeatBody::boxed(n),
+            );
         }
         if path == "/count" {
             return match drain(request.into_body()).await {
@@ -180,13 +185,20 @@ impl Shared {
                     "application/json",
                     full(serde_json::json!({ "service": self.name, "bytes": bytes }).to_string()),
                 ),
-                Err(e) => respond(StatusCode::BAD_REQUEST, "text/plain", full(format!("body: {e}\n"))),
+                Err(e) => respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    full(format!("body: {e}\n")),
+                ),
             };
         }
         let mut status = header_number(request.headers(), "x-echo-status")
             .and_then(|s| StatusCode::from_u16(u16::try_from(s).ok()?).ok())
             .unwrap_or(StatusCode::OK);
-        if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
+        if let Some(code) = path
+            .strip_prefix("/status/")
+            .and_then(|c| c.parse::<u16>().ok())
+        {
             status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
         }
         let sleep = header_number(request.headers(), "x-echo-sleep-ms")
@@ -194,7 +206,12 @@ impl Shared {
         self.echo(request, status, sleep).await
     }
 
-    async fn echo(&self, request: Request<Incoming>, status: StatusCode, sleep_ms: Option<u64>) -> Response<Body> {
+    async fn echo(
+        &self,
+        request: Request<Incoming>,
+        status: StatusCode,
+        sleep_ms: Option<u64>,
+    ) -> Response<Body> {
         let (parts, body) = request.into_parts();
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in &parts.headers {
@@ -225,7 +242,13 @@ impl Shared {
     async fn grpc(&self, path: &str, request: Request<Incoming>) -> Response<Body> {
         let body = match request.into_body().collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e) => return respond(StatusCode::BAD_REQUEST, "text/plain", full(format!("body: {e}\n"))),
+            Err(e) => {
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    full(format!("body: {e}\n")),
+                )
+            }
         };
         let messages = grpc_messages(&body).unwrap_or_default();
         let first = messages.first().cloned().unwrap_or_default();
@@ -246,15 +269,23 @@ impl Shared {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         let message = format!("{name}:{i}");
-                        if tx.send(Ok(Frame::data(grpc_frame(message.as_bytes())))).await.is_err() {
+                        if tx
+                            .send(Ok(Frame::data(grpc_frame(message.as_bytes()))))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
-                    let _ = tx.send(Ok(Frame::trailers(grpc_trailers(0, "stream done")))).await;
+                    let _ = tx
+                        .send(Ok(Frame::trailers(grpc_trailers(0, "stream done"))))
+                        .await;
                 });
             }
             _ => {
-                let _ = tx.send(Ok(Frame::trailers(grpc_trailers(5, "no such item")))).await;
+                let _ = tx
+                    .send(Ok(Frame::trailers(grpc_trailers(5, "no such item"))))
+                    .await;
             }
         }
         respond(StatusCode::OK, "application/grpc", body)
@@ -278,13 +309,18 @@ fn is_websocket(headers: &HeaderMap) -> bool {
 /// Answers 101 and echoes messages on the upgraded connection.
 fn websocket(mut request: Request<Incoming>) -> Response<Body> {
     let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
-        return respond(StatusCode::BAD_REQUEST, "text/plain", full("no sec-websocket-key\n"));
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            full("no sec-websocket-key\n"),
+        );
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(message)) = ws.next().await {
             if message.is_close() {
                 break;
@@ -298,7 +334,10 @@ fn websocket(mut request: Request<Incoming>) -> Response<Body> {
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(http::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
     if let Ok(accept) = HeaderValue::from_str(&accept) {
         headers.insert("sec-websocket-accept", accept);
     }

@@ -56,8 +56,13 @@ impl Reply {
 
     /// The body as JSON; fails the test when it is not.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("expected a JSON body ({e}), got {} {:?}", self.status, self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "expected a JSON body ({e}), got {} {:?}",
+                self.status,
+                self.text()
+            )
+        })
     }
 
     /// The body as text.
@@ -82,18 +87,26 @@ impl Reply {
 
     /// The service of the echo backend that answered.
     pub fn echoed_service(&self) -> String {
-        self.json()["service"].as_str().unwrap_or_default().to_string()
+        self.json()["service"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
 /// A request for an HTTP/1.1 connection: origin-form target and `Host: host`.
 pub fn h1_request(method: Method, host: &str, path: &str) -> http::request::Builder {
-    Request::builder().method(method).uri(path).header(http::header::HOST, host)
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, host)
 }
 
 /// A request for an HTTP/2 connection: the authority travels in the URI.
 pub fn h2_request(method: Method, host: &str, path: &str) -> http::request::Builder {
-    Request::builder().method(method).uri(format!("http://{host}{path}"))
+    Request::builder()
+        .method(method)
+        .uri(format!("http://{host}{path}"))
 }
 
 async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
@@ -131,7 +144,10 @@ impl H1 {
     }
 
     /// Sends `request` and returns the response head; the body streams.
-    pub async fn send(&mut self, request: Request<Body>) -> Result<Response<Incoming>, hyper::Error> {
+    pub async fn send(
+        &mut self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
         self.sender.ready().await?;
         self.sender.send_request(request).await
     }
@@ -140,16 +156,25 @@ impl H1 {
     pub async fn fetch(&mut self, request: Request<Body>) -> Reply {
         let what = format!("{} {}", request.method(), request.uri());
         within(&what, REQUEST_LIMIT, async {
-            let response = self.send(request).await.unwrap_or_else(|e| panic!("{what}: {e}"));
-            Reply::read(response).await.unwrap_or_else(|e| panic!("{what}: body: {e}"))
+            let response = self
+                .send(request)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            Reply::read(response)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: body: {e}"))
         })
         .await
     }
 
     /// `GET path` with `Host: host`.
     pub async fn get(&mut self, host: &str, path: &str) -> Reply {
-        self.fetch(h1_request(Method::GET, host, path).body(empty()).unwrap_or_else(|e| panic!("{e}")))
-            .await
+        self.fetch(
+            h1_request(Method::GET, host, path)
+                .body(empty())
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
     }
 }
 
@@ -175,7 +200,10 @@ impl H2 {
     }
 
     /// Sends `request` and returns the response head; the body streams.
-    pub async fn send(&mut self, request: Request<Body>) -> Result<Response<Incoming>, hyper::Error> {
+    pub async fn send(
+        &mut self,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
         self.sender.ready().await?;
         self.sender.send_request(request).await
     }
@@ -184,8 +212,13 @@ impl H2 {
     pub async fn fetch(&mut self, request: Request<Body>) -> Reply {
         let what = format!("{} {}", request.method(), request.uri());
         within(&what, REQUEST_LIMIT, async {
-            let response = self.send(request).await.unwrap_or_else(|e| panic!("{what}: {e}"));
-            Reply::read(response).await.unwrap_or_else(|e| panic!("{what}: body: {e}"))
+            let response = self
+                .send(request)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            Reply::read(response)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: body: {e}"))
         })
         .await
     }
@@ -200,7 +233,11 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
 pub fn grpc_frame(message: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(message.len() + 5);
     out.push(0);
-    out.extend_from_slice(&u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(message.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(message);
     Bytes::from(out)
 }

@@ -220,8 +220,7 @@ impl Ctx<'_> {
                 let detail = e.to_string();
                 let last = detail
                     .lines()
-                    .filter(|l| l.starts_with("error:"))
-                    .last()
+                    .rfind(|l| l.starts_with("error:"))
                     .unwrap_or("invalid syntax")
                     .trim_start_matches("error: ");
                 self.push(

@@ -31,7 +31,9 @@ async fn main() {
         }
     };
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let name = name.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| answer(name.clone(), request));
@@ -42,8 +44,17 @@ async fn main() {
     }
 }
 
-async fn answer(name: String, request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let shown = ["x-mesh-route", "x-canary", "x-forwarded-for", "x-request-id", "x-user"];
+async fn answer(
+    name: String,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let shown = [
+        "x-mesh-route",
+        "x-canary",
+        "x-forwarded-for",
+        "x-request-id",
+        "x-user",
+    ];
     let headers: serde_json::Map<String, serde_json::Value> = shown
         .iter()
         .filter_map(|h| {
@@ -56,7 +67,13 @@ async fn answer(name: String, request: Request<hyper::body::Incoming>) -> Result
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| request.headers().get("host").and_then(|h| h.to_str().ok()).map(str::to_string));
+        .or_else(|| {
+            request
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
     let body = serde_json::json!({
         "service": name,
         "authority": authority,
@@ -65,8 +82,9 @@ async fn answer(name: String, request: Request<hyper::body::Incoming>) -> Result
         "headers": headers,
     });
     let mut response = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
-    response
-        .headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     Ok(response)
 }

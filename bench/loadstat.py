@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""Parsing and tabulating for bench/load.sh.
+
+  loadstat.py record  --case ... (one run's outputs -> one JSON line on stdout, a progress line on stderr)
+  loadstat.py report  RUNS.jsonl --meta META.json --json OUT.json --md OUT.md
+
+Each run record carries the load generator's own numbers (requests, req/s, p50, p99,
+errors) and the CPU ticks (utime+stime from /proc/PID/stat) each process group spent
+during the run. A case names the groups that make up "the proxy" (one or two processes);
+CPU per request = those ticks / requests.
+"""
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+
+UNIT_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def dur_us(text):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(m.group(1)) * UNIT_US[m.group(2)]
+
+
+def parse_wrk(text):
+    out = {"p50_us": None, "p99_us": None, "requests": 0, "errors": 0, "non2xx": 0}
+    m = re.search(r"^\s*(\d+) requests in ([0-9.]+)(us|ms|s|m)", text, re.M)
+    if m:
+        out["requests"] = int(m.group(1))
+        out["tool_seconds"] = dur_us(m.group(2) + m.group(3)) / 1e6
+    m = re.search(r"^Requests/sec:\s*([0-9.]+)", text, re.M)
+    if m:
+        out["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50_us"), ("99", "p99_us")):
+        m = re.search(rf"^\s*{pct}%\s+([0-9.]+(?:us|ms|s|m))\s*$", text, re.M)
+        if m:
+            out[key] = dur_us(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        out["errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        out["non2xx"] = int(m.group(1))
+    return out
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return None
+    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100.0 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def parse_h2load(text, log_path):
+    out = {"p50_us": None, "p99_us": None, "requests": 0, "errors": 0, "non2xx": 0}
+    m = re.search(r"finished in ([0-9.]+)(us|ms|s|m), ([0-9.]+) req/s", text)
+    if m:
+        out["tool_seconds"] = dur_us(m.group(1) + m.group(2)) / 1e6
+        out["rps"] = float(m.group(3))
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", text)
+    if m:
+        total, started, done, ok, failed, errored, timeout = (int(x) for x in m.groups())
+        out["requests"] = done
+        out["errors"] = failed + errored + timeout
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if m:
+        out["non2xx"] = int(m.group(3)) + int(m.group(4))
+    # h2load prints only min/max/mean/sd; the percentiles come from its per-request log
+    # (start time us, status, microseconds until the end of the response).
+    lat = []
+    if log_path:
+        try:
+            with open(log_path) as f:
+                for line in f:
+                    parts = line.split("\t")
+                    if len(parts) >= 3 and parts[1] != "-1":
+                        lat.append(int(parts[2]))
+        except OSError:
+            pass
+    lat.sort()
+    out["p50_us"] = percentile(lat, 50)
+    out["p99_us"] = percentile(lat, 99)
+    out["latency_samples"] = len(lat)
+    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", text)
+    if m:
+        out["mean_us"] = dur_us(m.group(3))
+    return out
+
+
+def cmd_record(a):
+    text = open(a.out, errors="replace").read()
+    r = parse_wrk(text) if a.tool == "wrk" else parse_h2load(text, a.log)
+    if "rps" not in r and r.get("tool_seconds"):
+        r["rps"] = r["requests"] / r["tool_seconds"]
+    r.setdefault("rps", 0.0)
+    cpu = {}
+    for item in filter(None, a.cpu.split(",")):
+        name, ticks = item.split("=")
+        cpu[name] = int(ticks) * 1e6 / a.hz  # microseconds
+    rec = {
+        "case": a.case, "round": a.round, "tool": a.tool, "proto": a.proto,
+        "elapsed_s": a.elapsed, "cpu_us": cpu, "proxies": [p for p in a.proxies.split("+") if p],
+        "loadgen_cpu_us": a.loadgen_ms * 1e3,
+        "busy_cpu_us": a.busy * 1e6 / a.hz,
+        **r,
+    }
+    proxy_us = sum(cpu.get(p, 0.0) for p in rec["proxies"])
+    rec["proxy_cpu_us"] = proxy_us if rec["proxies"] else None
+    rec["proxy_us_per_req"] = proxy_us / r["requests"] if rec["proxies"] and r["requests"] else None
+    rec["backend_us_per_req"] = cpu.get("backend", 0.0) / r["requests"] if r["requests"] else None
+    ours = sum(cpu.values()) + rec["loadgen_cpu_us"]
+    # CPU the machine spent on anything else during the run (other agents' builds, ...).
+    rec["foreign_cores"] = max(0.0, rec["busy_cpu_us"] - ours) / 1e6 / a.elapsed if a.elapsed else None
+    print(json.dumps(rec))
+    bad = r["errors"] + r["non2xx"]
+    print(
+        f"  {a.case:<22} r{a.round} {rec['rps']:>9.0f} req/s  p50 {fmt_us(r['p50_us']):>8}  p99 {fmt_us(r['p99_us']):>8}"
+        f"  proxy {fmt_num(rec['proxy_us_per_req'], 2):>6} us/req  backend {fmt_num(rec['backend_us_per_req'], 2):>5} us/req"
+        f"  other load {fmt_num(rec['foreign_cores'], 2)} cores" + (f"  ERRORS {bad}" if bad else ""),
+        file=sys.stderr,
+    )
+
+
+def fmt_us(v):
+    if v is None:
+        return "-"
+    return f"{v / 1000:.2f}ms" if v >= 1000 else f"{v:.0f}us"
+
+
+def fmt_num(v, nd=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{nd}f}"
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(runs):
+    cases = {}
+    for r in runs:
+        cases.setdefault(r["case"], []).append(r)
+    out = {}
+    for name, rs in cases.items():
+        reqs = sum(r["requests"] for r in rs)
+        proxy_cpu = sum(r["proxy_cpu_us"] or 0.0 for r in rs)
+        per_req = [r["proxy_us_per_req"] for r in rs if r["proxy_us_per_req"] is not None]
+        s = {
+            "proto": rs[0]["proto"], "tool": rs[0]["tool"], "proxies": rs[0]["proxies"], "rounds": len(rs),
+            "requests": reqs,
+            "rps": med([r["rps"] for r in rs]),
+            "rps_min": min(r["rps"] for r in rs), "rps_max": max(r["rps"] for r in rs),
+            "p50_us": med([r["p50_us"] for r in rs]),
+            "p99_us": med([r["p99_us"] for r in rs]),
+            "p99_us_max": max((r["p99_us"] for r in rs if r["p99_us"] is not None), default=None),
+            # pooled over the rounds: all CPU / all requests
+            "proxy_us_per_req": (proxy_cpu / reqs) if rs[0]["proxies"] and reqs else None,
+            "proxy_us_per_req_min": min(per_req) if per_req else None,
+            "proxy_us_per_req_max": max(per_req) if per_req else None,
+            "backend_us_per_req": (sum(r["cpu_us"].get("backend", 0.0) for r in rs) / reqs) if reqs else None,
+            "cpu_us_per_req_by_process": {
+                p: sum(r["cpu_us"].get(p, 0.0) for r in rs) / reqs for p in rs[0]["proxies"]
+            } if reqs else {},
+            "errors": sum(r["errors"] + r["non2xx"] for r in rs),
+            "foreign_cores_median": med([r["foreign_cores"] for r in rs]),
+            "foreign_cores_max": max((r["foreign_cores"] or 0.0) for r in rs),
+        }
+        s["req_per_cpu_s"] = 1e6 / s["proxy_us_per_req"] if s["proxy_us_per_req"] else None
+        out[name] = s
+    return out
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def compute_ratios(c):
+    g = lambda name, key: c.get(name, {}).get(key)
+    res = {}
+    for proto in ("h1", "h2c"):
+        ours, ng, hp = f"mesh-1hop-{proto}", f"nginx-1hop-{proto}", f"haproxy-1hop-{proto}"
+        if ours not in c:
+            continue
+        eff = {
+            "vs_nginx": ratio(g(ours, "req_per_cpu_s"), g(ng, "req_per_cpu_s")),
+            "vs_haproxy": ratio(g(ours, "req_per_cpu_s"), g(hp, "req_per_cpu_s")),
+        }
+        better = max((x for x in (g(ng, "req_per_cpu_s"), g(hp, "req_per_cpu_s")) if x), default=None)
+        eff["vs_better"] = ratio(g(ours, "req_per_cpu_s"), better)
+        res[f"one_hop_{proto}"] = {
+            "req_per_cpu_s": eff,
+            "p99": {"vs_nginx": ratio(g(ours, "p99_us"), g(ng, "p99_us")), "vs_haproxy": ratio(g(ours, "p99_us"), g(hp, "p99_us"))},
+            "p50": {"vs_nginx": ratio(g(ours, "p50_us"), g(ng, "p50_us")), "vs_haproxy": ratio(g(ours, "p50_us"), g(hp, "p50_us"))},
+            "rps": {"vs_nginx": ratio(g(ours, "rps"), g(ng, "rps")), "vs_haproxy": ratio(g(ours, "rps"), g(hp, "rps"))},
+        }
+        if proto == "h1":
+            res["one_hop_h1"]["target"] = 1.1
+            res["one_hop_h1"]["meets_target"] = (eff["vs_better"] or 0) >= 1.1
+    if "mesh-chain-h1" in c and "haproxy-nginx-chain-h1" in c:
+        a, b = "mesh-chain-h1", "haproxy-nginx-chain-h1"
+        res["full_hop_h1"] = {
+            "req_per_cpu_s": ratio(g(a, "req_per_cpu_s"), g(b, "req_per_cpu_s")),
+            "rps": ratio(g(a, "rps"), g(b, "rps")),
+            "p50": ratio(g(a, "p50_us"), g(b, "p50_us")),
+            "p99": ratio(g(a, "p99_us"), g(b, "p99_us")),
+        }
+    return res
+
+
+def fmt_ratio(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def render(meta, c, ratios):
+    L = []
+    L.append(f"# mesh-proxy load benchmark ({meta.get('date', '?')})")
+    L.append("")
+    L.append(
+        f"{meta.get('rounds')} round(s) x {meta.get('duration_s')} s per case, interleaved round-robin; "
+        f"h1: wrk -t{meta.get('wrk_threads')} -c{meta.get('wrk_conns')} --latency; "
+        f"h2c: h2load -t{meta.get('h2_threads')} -c{meta.get('h2_conns')} -m{meta.get('h2_streams')} (percentiles from --log-file). "
+        f"Proxies: 1 worker/thread each. Machine: {meta.get('nproc')} CPUs, shared (see 'other load'). "
+        f"Figures are medians over rounds; CPU per request is pooled over rounds (all CPU / all requests)."
+    )
+    L.append("")
+    L.append("| case | path | req/s (min-max) | p50 | p99 | proxy CPU us/req (min-max) | req per proxy CPU-s | backend us/req | other load (cores) | errors |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, s in c.items():
+        rng = lambda lo, hi, nd: "" if lo is None or hi is None or s["rounds"] < 2 else f" ({lo:,.{nd}f}-{hi:,.{nd}f})"
+        L.append(
+            f"| {name} | {meta.get('paths', {}).get(name, '')} | {fmt_num(s['rps'])}{rng(s['rps_min'], s['rps_max'], 0)} | {fmt_us(s['p50_us'])} | {fmt_us(s['p99_us'])} "
+            f"| {fmt_num(s['proxy_us_per_req'], 2)}{rng(s['proxy_us_per_req_min'], s['proxy_us_per_req_max'], 2)} "
+            f"| {fmt_num(s['req_per_cpu_s'])} | {fmt_num(s['backend_us_per_req'], 2)} | {fmt_num(s['foreign_cores_median'], 2)} | {s['errors']} |"
+        )
+    L.append("")
+    L.append("## Ratios (ours / theirs)")
+    L.append("")
+    for proto in ("h1", "h2c"):
+        r = ratios.get(f"one_hop_{proto}")
+        if not r:
+            continue
+        e = r["req_per_cpu_s"]
+        line = (f"- one hop {proto}: requests per CPU-second {fmt_ratio(e['vs_nginx'])} nginx, {fmt_ratio(e['vs_haproxy'])} haproxy "
+                f"({fmt_ratio(e['vs_better'])} the better of them")
+        if proto == "h1":
+            line += f"; target >= 1.10x: {'MET' if r['meets_target'] else 'NOT MET'}"
+        line += f"); p99 {fmt_ratio(r['p99']['vs_nginx'])} nginx, {fmt_ratio(r['p99']['vs_haproxy'])} haproxy; "
+        line += f"p50 {fmt_ratio(r['p50']['vs_nginx'])} nginx, {fmt_ratio(r['p50']['vs_haproxy'])} haproxy; "
+        line += f"req/s {fmt_ratio(r['rps']['vs_nginx'])} nginx, {fmt_ratio(r['rps']['vs_haproxy'])} haproxy"
+        L.append(line)
+    f = ratios.get("full_hop_h1")
+    if f:
+        L.append(
+            f"- full hop h1 (mesh A->B vs haproxy->nginx, CPU of both proxies summed): requests per CPU-second {fmt_ratio(f['req_per_cpu_s'])}, "
+            f"req/s {fmt_ratio(f['rps'])}, p50 {fmt_ratio(f['p50'])}, p99 {fmt_ratio(f['p99'])}"
+        )
+    L.append("")
+    L.append("For req/s and req per CPU-second higher is better (ratio > 1 favours us); for p50/p99 lower is better (ratio < 1 favours us).")
+    errs = [n for n, s in c.items() if s["errors"]]
+    if errs:
+        L.append("")
+        L.append(f"**WARNING: errors or non-2xx responses in: {', '.join(errs)}** — those figures are not comparable.")
+    return "\n".join(L) + "\n"
+
+
+def cmd_report(a):
+    runs = [json.loads(l) for l in open(a.runs) if l.strip()]
+    meta = json.load(open(a.meta)) if a.meta else {}
+    order = meta.get("cases_order")
+    c = summarize(runs)
+    if order:
+        c = {k: c[k] for k in order if k in c}
+    ratios = compute_ratios(c)
+    md = render(meta, c, ratios)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"meta": meta, "cases": c, "ratios": ratios, "runs": runs}, f, indent=2)
+            f.write("\n")
+    if a.md:
+        with open(a.md, "w") as f:
+            f.write(md)
+    sys.stdout.write(md)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("--case", required=True)
+    r.add_argument("--round", type=int, required=True)
+    r.add_argument("--tool", choices=["wrk", "h2load"], required=True)
+    r.add_argument("--proto", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--log")
+    r.add_argument("--elapsed", type=float, required=True)
+    r.add_argument("--cpu", default="", help="name=ticks,... (utime+stime deltas)")
+    r.add_argument("--proxies", default="", help="groups that make up the proxy, joined by +")
+    r.add_argument("--hz", type=float, default=100.0)
+    r.add_argument("--busy", type=float, default=0.0, help="machine busy ticks (all CPUs) during the run")
+    r.add_argument("--loadgen-ms", type=float, default=0.0)
+    r.set_defaults(fn=cmd_record)
+    s = sub.add_parser("report")
+    s.add_argument("runs")
+    s.add_argument("--meta")
+    s.add_argument("--json")
+    s.add_argument("--md")
+    s.set_defaults(fn=cmd_report)
+    a = p.parse_args()
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

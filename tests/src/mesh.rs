@@ -1,0 +1,444 @@
+//! The `Mesh` fixture: renders a policy template with free loopback ports, compiles it
+//! with `meshc`, writes one config per sidecar, starts the real `mesh-proxy` processes
+//! (killed on drop) and waits until they are ready.
+//!
+//! In a policy template, `{{name}}` stands for `127.0.0.1:PORT`: the inbound address of
+//! the sidecar of service `name` when the mesh has one, otherwise a free port that nothing
+//! listens on (an endpoint that is down).
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::client::{get, Reply};
+use crate::{binary, meshc};
+
+/// How long a proxy may take to become ready.
+const READY_LIMIT: Duration = Duration::from_secs(20);
+
+/// What a mesh is made of, before it starts.
+#[derive(Debug)]
+pub struct MeshBuilder {
+    policy: String,
+    proxies: Vec<(String, SocketAddr)>,
+    table_poll_ms: u64,
+    drain_ms: u64,
+    with_table: bool,
+}
+
+impl MeshBuilder {
+    /// Adds the sidecar of `service`, whose application listens on `app`.
+    pub fn proxy(mut self, service: &str, app: SocketAddr) -> MeshBuilder {
+        self.proxies.push((service.to_string(), app));
+        self
+    }
+
+    /// Sets every sidecar's `table_poll_ms` (default 20).
+    pub fn table_poll_ms(mut self, ms: u64) -> MeshBuilder {
+        self.table_poll_ms = ms;
+        self
+    }
+
+    /// Sets every sidecar's `drain_ms` (default 3,000).
+    pub fn drain_ms(mut self, ms: u64) -> MeshBuilder {
+        self.drain_ms = ms;
+        self
+    }
+
+    /// Starts the sidecars before the table file exists (they are not ready then).
+    pub fn without_table(mut self) -> MeshBuilder {
+        self.with_table = false;
+        self
+    }
+
+    /// Compiles the policy, starts every sidecar and, when the table exists, waits until
+    /// each is ready.
+    pub async fn start(self) -> Mesh {
+        let proxy_binary = binary("mesh-proxy");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        // Ports are held until the processes start, so no other test takes them meanwhile.
+        let mut held = Vec::new();
+        let mut reserve = || {
+            let listener =
+                TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("reserve a port: {e}"));
+            let addr = listener
+                .local_addr()
+                .unwrap_or_else(|e| panic!("reserved port: {e}"));
+            held.push(listener);
+            addr
+        };
+        let mut addresses = BTreeMap::new();
+        let mut proxies = Vec::new();
+        for (service, app) in &self.proxies {
+            let (inbound, outbound, admin) = (reserve(), reserve(), reserve());
+            addresses.insert(service.clone(), inbound);
+            proxies.push((service.clone(), *app, inbound, outbound, admin));
+        }
+        for name in placeholders(&self.policy) {
+            addresses.entry(name).or_insert_with(&mut reserve);
+        }
+        let table = dir.path().join("mesh.table");
+        let mut mesh = Mesh {
+            dir,
+            table,
+            addresses,
+            proxies: Vec::new(),
+            compiled: AtomicUsize::new(0),
+            initial: Vec::new(),
+        };
+        mesh.initial = mesh.compile(&self.policy);
+        if self.with_table {
+            mesh.install_table(&mesh.initial);
+        }
+        let mut configs = Vec::new();
+        for (service, app, inbound, outbound, admin) in proxies {
+            let config = mesh.dir.path().join(format!("{service}.toml"));
+            let text = format!(
+                "service = \"{service}\"\ntable = {table:?}\ntable_poll_ms = {poll}\ndrain_ms = {drain}\nworkers = 2\n\
+                 [inbound]\nlisten = \"{inbound}\"\napp = \"{app}\"\n\
+                 [outbound]\nlisten = \"{outbound}\"\n\
+                 [admin]\nlisten = \"{admin}\"\n",
+                table = mesh.table.display().to_string(),
+                poll = self.table_poll_ms,
+                drain = self.drain_ms,
+            );
+            std::fs::write(&config, text)
+                .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+            configs.push((service, config, inbound, outbound, admin));
+        }
+        drop(held);
+        for (service, config, inbound, outbound, admin) in configs {
+            let log = mesh.dir.path().join(format!("{service}.log"));
+            let child = spawn_proxy(&proxy_binary, &config, &log);
+            mesh.proxies.push(Proxy {
+                service,
+                inbound,
+                outbound,
+                admin,
+                log,
+                child: Mutex::new(child),
+            });
+        }
+        let services: Vec<String> = mesh.proxies.iter().map(|p| p.service.clone()).collect();
+        for service in services {
+            if self.with_table {
+                mesh.wait_ready(&service).await;
+            } else {
+                mesh.wait_live(&service).await;
+            }
+        }
+        mesh
+    }
+}
+
+fn spawn_proxy(binary: &Path, config: &Path, log: &Path) -> Child {
+    let stderr =
+        std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+    Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()))
+}
+
+/// The `{{name}}` placeholders of a template, in order of first appearance.
+fn placeholders(template: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        let name = rest[start + 2..start + 2 + len].trim().to_string();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+        rest = &rest[start + 2 + len + 2..];
+    }
+    names
+}
+
+/// One running sidecar.
+#[derive(Debug)]
+struct Proxy {
+    service: String,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+    log: PathBuf,
+    child: Mutex<Child>,
+}
+
+/// Running sidecars sharing one table file; every process is killed on drop.
+#[derive(Debug)]
+pub struct Mesh {
+    dir: tempfile::TempDir,
+    table: PathBuf,
+    addresses: BTreeMap<String, SocketAddr>,
+    proxies: Vec<Proxy>,
+    compiled: AtomicUsize,
+    initial: Vec<u8>,
+}
+
+impl Mesh {
+    /// A mesh whose policy is `policy_template` (see the module's doc for `{{name}}`).
+    pub fn builder(policy_template: &str) -> MeshBuilder {
+        MeshBuilder {
+            policy: policy_template.to_string(),
+            proxies: Vec::new(),
+            table_poll_ms: 20,
+            drain_ms: 3_000,
+            with_table: true,
+        }
+    }
+
+    fn proxy(&self, service: &str) -> &Proxy {
+        self.proxies
+            .iter()
+            .find(|p| p.service == service)
+            .unwrap_or_else(|| panic!("the mesh has no sidecar for `{service}`"))
+    }
+
+    /// Where the application of `service` sends its calls.
+    pub fn outbound(&self, service: &str) -> SocketAddr {
+        self.proxy(service).outbound
+    }
+
+    /// Where other sidecars reach `service`.
+    pub fn inbound(&self, service: &str) -> SocketAddr {
+        self.proxy(service).inbound
+    }
+
+    /// The admin listener of `service`'s sidecar.
+    pub fn admin(&self, service: &str) -> SocketAddr {
+        self.proxy(service).admin
+    }
+
+    /// The address a `{{name}}` placeholder stands for.
+    pub fn address(&self, name: &str) -> SocketAddr {
+        *self
+            .addresses
+            .get(name)
+            .unwrap_or_else(|| panic!("no placeholder `{name}` in the policy"))
+    }
+
+    /// The process id of `service`'s sidecar.
+    pub fn pid(&self, service: &str) -> u32 {
+        self.proxy(service)
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .id()
+    }
+
+    /// The scratch directory holding the table, configs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The table file every sidecar watches.
+    pub fn table_path(&self) -> &Path {
+        &self.table
+    }
+
+    /// The compiled form of the policy the mesh started with.
+    pub fn initial_table(&self) -> &[u8] {
+        &self.initial
+    }
+
+    /// `template` with its placeholders replaced by this mesh's addresses.
+    pub fn render(&self, template: &str) -> String {
+        let mut text = template.to_string();
+        for (name, addr) in &self.addresses {
+            text = text.replace(&format!("{{{{{name}}}}}"), &addr.to_string());
+        }
+        text
+    }
+
+    /// Compiles `template` (rendered) with `meshc compile` and returns the table's bytes.
+    pub fn compile(&self, template: &str) -> Vec<u8> {
+        let n = self.compiled.fetch_add(1, Ordering::Relaxed);
+        let policy = format!("policy-{n}.mesh");
+        let table = format!("table-{n}.bin");
+        std::fs::write(self.dir.path().join(&policy), self.render(template))
+            .unwrap_or_else(|e| panic!("write {policy}: {e}"));
+        let out = meshc(self.dir.path(), &["compile", &policy, "-o", &table]);
+        assert!(
+            out.status.success(),
+            "meshc compile {policy} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.render(template)
+        );
+        std::fs::read(self.dir.path().join(&table)).unwrap_or_else(|e| panic!("read {table}: {e}"))
+    }
+
+    /// Replaces the table file atomically (write aside, then rename over it).
+    pub fn install_table(&self, bytes: &[u8]) {
+        let aside = self.dir.path().join("mesh.table.tmp");
+        std::fs::write(&aside, bytes).unwrap_or_else(|e| panic!("write {}: {e}", aside.display()));
+        std::fs::rename(&aside, &self.table)
+            .unwrap_or_else(|e| panic!("rename onto {}: {e}", self.table.display()));
+    }
+
+    /// `GET path` on the admin listener of `service`'s sidecar.
+    pub async fn admin_get(&self, service: &str, path: &str) -> Reply {
+        get(self.admin(service), "admin", path).await
+    }
+
+    /// The sidecar's `/config` as JSON.
+    pub async fn config(&self, service: &str) -> serde_json::Value {
+        let reply = self.admin_get(service, "/config").await;
+        assert_eq!(reply.status, 200, "/config of {service}: {}", reply.text());
+        reply.json()
+    }
+
+    /// Waits until `/ready` answers 200; fails the test with the log if it never does.
+    pub async fn wait_ready(&self, service: &str) {
+        self.wait_admin(service, "/ready").await;
+    }
+
+    async fn wait_live(&self, service: &str) {
+        self.wait_admin(service, "/live").await;
+    }
+
+    async fn wait_admin(&self, service: &str, path: &str) {
+        let started = Instant::now();
+        let admin = self.admin(service);
+        loop {
+            if let Some(status) = self.try_exit(service) {
+                panic!(
+                    "the sidecar of {service} exited ({status}):\n{}",
+                    self.log(service)
+                );
+            }
+            if let Ok(Ok(mut connection)) =
+                tokio::time::timeout(Duration::from_secs(1), crate::client::H1::connect(admin))
+                    .await
+            {
+                let request = crate::client::h1_request(http::Method::GET, "admin", path)
+                    .body(crate::body::empty())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                if let Ok(Ok(response)) =
+                    tokio::time::timeout(Duration::from_secs(2), connection.send(request)).await
+                {
+                    if response.status() == 200 {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                started.elapsed() < READY_LIMIT,
+                "the sidecar of {service} did not answer 200 on {path} within {READY_LIMIT:?}:\n{}",
+                self.log(service)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends signal `name` (`TERM`, `HUP`, ...) to `service`'s sidecar.
+    pub fn signal(&self, service: &str, name: &str) {
+        let pid = self.pid(service);
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("kill -{name} {pid}: {e}"));
+        assert!(status.success(), "kill -{name} {pid}: {status}");
+    }
+
+    /// The exit status of `service`'s sidecar if it has exited.
+    pub fn try_exit(&self, service: &str) -> Option<ExitStatus> {
+        self.proxy(service)
+            .child
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .try_wait()
+            .ok()
+            .flatten()
+    }
+
+    /// Waits at most `limit` for `service`'s sidecar to exit.
+    pub async fn wait_exit(&self, service: &str, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.try_exit(service) {
+                return Some(status);
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The resident set size of `service`'s sidecar in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self, service: &str) -> Option<u64> {
+        rss_kib(self.pid(service))
+    }
+
+    /// What `service`'s sidecar has logged so far.
+    pub fn log(&self, service: &str) -> String {
+        std::fs::read_to_string(&self.proxy(service).log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        for proxy in &self.proxies {
+            let mut child = proxy
+                .child
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _ = child.kill();
+            let _ = child.wait();
+            if panicking {
+                let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("--- last lines of the {} sidecar's log ---", proxy.service);
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// The resident set size of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `mesh-proxy --config FILE` with `config` as the file's text, for at most `limit`:
+/// the exit status (`None` when it was still running and got killed) and what it wrote on
+/// stderr.
+pub fn run_proxy(config: &str, limit: Duration) -> (Option<ExitStatus>, String) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, config).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    let log = dir.path().join("stderr");
+    let mut child = spawn_proxy(&binary("mesh-proxy"), &path, &log);
+    let started = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
+}

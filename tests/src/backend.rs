@@ -8,7 +8,7 @@
 //! | `/slow/MS` | the echo after `MS` milliseconds |
 //! | `/bytes/N` | `N` bytes, streamed (never held whole) |
 //! | `/count` | `{"bytes": N}`: the request body's length, counted as it streams |
-//! | `content-type: application/grpc`, `/test.Echo/Unary` | one message back (the request's, prefixed with the service name), `grpc-status: 0` and `grpc-message` in trailers |
+//! | `content-type: application/grpc`, `/test.Echo/Unary` | one message back (the request's, prefixed with the service name), `grpc-status: 0` and `grpc-message` in trailers; every gRPC answer names the HTTP version it came over in `x-app-version` |
 //! | gRPC `/test.Echo/Stream` | as many messages as the request's message says (a number), 50 ms apart, then trailers |
 //! | gRPC `/test.Echo/Fail` | no message; trailers `grpc-status: 5`, `grpc-message: no such item` |
 //! | `Upgrade: websocket` | a WebSocket that echoes every text and binary message |
@@ -240,6 +240,7 @@ impl Shared {
     }
 
     async fn grpc(&self, path: &str, request: Request<Incoming>) -> Response<Body> {
+        let version = format!("{:?}", request.version());
         let body = match request.into_body().collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
@@ -288,7 +289,11 @@ impl Shared {
                     .await;
             }
         }
-        respond(StatusCode::OK, "application/grpc", body)
+        let mut response = respond(StatusCode::OK, "application/grpc", body);
+        if let Ok(version) = HeaderValue::from_str(&version) {
+            response.headers_mut().insert("x-app-version", version);
+        }
+        response
     }
 }
 

@@ -254,3 +254,47 @@ pub fn grpc_messages(mut body: &[u8]) -> Option<Vec<Bytes>> {
     }
     Some(messages)
 }
+
+/// Sends `total` requests (`request(i)` for i in 0..total) over `connections` keep-alive
+/// HTTP/1.1 connections to `addr` at once, counting each reply in `done` as it arrives;
+/// returns the replies in request order. Each request is bounded by [`REQUEST_LIMIT`].
+pub async fn load<F>(
+    addr: SocketAddr,
+    connections: usize,
+    total: usize,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    request: F,
+) -> Vec<Reply>
+where
+    F: Fn(usize) -> Request<Body> + Send + Sync + 'static,
+{
+    use std::sync::atomic::Ordering;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let request = std::sync::Arc::new(request);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (next, done, request) = (next.clone(), done.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut connection = H1::open(addr).await;
+            let mut replies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return replies;
+                }
+                replies.push((i, connection.fetch(request(i)).await));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut replies = Vec::with_capacity(total);
+    for task in tasks {
+        match task.await {
+            Ok(part) => replies.extend(part),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("load task: {e}"),
+        }
+    }
+    replies.sort_by_key(|(i, _)| *i);
+    replies.into_iter().map(|(_, reply)| reply).collect()
+}

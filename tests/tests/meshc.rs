@@ -118,3 +118,40 @@ fn a_broken_policy_fails_with_its_diagnostics_and_writes_no_table() {
     assert!(stderr.contains("mesh::type-mismatch"), "{stderr}");
     assert!(!dir.path().join("p.table").exists());
 }
+
+/// The table with every source location removed: what a policy means, not where it was written.
+fn meaning(table_json: &serde_json::Value) -> serde_json::Value {
+    match table_json {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "loc" | "default_loc" | "files"))
+            .map(|(k, v)| (k.clone(), meaning(v)))
+            .collect(),
+        serde_json::Value::Array(items) => items.iter().map(meaning).collect(),
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn formatting_a_policy_does_not_change_what_it_compiles_to() {
+    let modules = module_dir();
+    let module_path = modules.path().to_str().expect("utf-8 path");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for policy in spec_examples() {
+        let name = policy.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        let copy = dir.path().join(&name);
+        std::fs::copy(&policy, &copy).expect("copy");
+        let compile_and_inspect = |out: &str| {
+            let compile = meshc(dir.path(), &["compile", "--module-path", module_path, &name, "-o", out]);
+            assert!(compile.status.success(), "{}", text(&compile.stderr));
+            let inspect = meshc(dir.path(), &["inspect", out]);
+            serde_json::from_slice::<serde_json::Value>(&inspect.stdout).expect("json")
+        };
+        let before = compile_and_inspect("before.table");
+        let fmt = meshc(dir.path(), &["fmt", &name]);
+        assert!(fmt.status.success(), "{}", text(&fmt.stderr));
+        assert_ne!(std::fs::read(&copy).expect("read"), std::fs::read(&policy).expect("read"), "{name}: fmt changed nothing");
+        let after = compile_and_inspect("after.table");
+        assert_eq!(meaning(&before), meaning(&after), "{name}");
+    }
+}

@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# Load benchmark: mesh-proxy against nginx and haproxy, in one interleaved run.
+#
+#   bash bench/load.sh               # full: R=3 rounds x D=5 s per case (~4 min plus the build)
+#   QUICK=1 bash bench/load.sh       # smoke test: 1 round x 2 s
+#
+# Steps: cargo build --release (mesh-proxy, meshc) -> peers.sh start (nginx backend, nginx
+# proxy, haproxy; all 1 worker/thread, loopback) -> compile the bench policy, start proxy B
+# (service backend, inbound :19201 -> app nginx :18080) and proxy A (service client,
+# outbound :19101), wait for /ready -> warm every case once -> R rounds, round-robin over
+# the cases (each round starts one case later), each run D seconds -> tables and ratios.
+#
+# Cases (h1 = wrk --latency, h2c = h2load with percentiles from its per-request log):
+#   direct-h1/h2c            client -> nginx backend :18080 / :18090 (no proxy; the floor)
+#   mesh-1hop-h1/h2c         client -> mesh-proxy B inbound :19201 -> backend (h1)
+#   nginx-1hop-h1/h2c        client -> nginx proxy :18081 / :18091 -> backend
+#   haproxy-1hop-h1/h2c      client -> haproxy :18082 / :18092 -> backend
+#   mesh-chain-h1/h2c        client -> A outbound :19101 (Host: backend) -h2c-> B inbound -> backend
+#   haproxy-nginx-chain-h1   client -> haproxy :18085 -> nginx :18081 -> backend
+#
+# CPU per request: utime+stime of the proxy's processes (/proc/PID/stat) over the run,
+# divided by the requests completed; nginx counts its worker(s), chains count both proxies.
+#
+# Environment (all optional):
+#   D=5 R=3               seconds per run, rounds            QUICK=1  D=2 R=1
+#   CONNS=32              connections for both tools (or WRK_CONNS / H2_CONNS)
+#   H2_STREAMS=10         h2load -m          WRK_THREADS=1 H2_THREADS=1
+#   WARMUP=1              seconds of unmeasured warm-up per case (0: none)
+#   SETTLE=0.5            pause between runs (s)
+#   ONLY=REGEX            only the cases whose name matches (grep -E)
+#   SKIP_BUILD=1          use the existing target/release binaries
+#   RUN_DIR=DIR           where configs, logs and raw outputs go (default bench/run/<time>)
+#   RESULTS=NAME          bench/results/NAME.{json,md} (default latest; quick with QUICK=1)
+#   PROFILE=1             afterwards, perf-record proxy B under the mesh-1hop-h1 load
+#                         (PROFILE_SECONDS, default D) into RUN_DIR/perf.data + perf-report.txt
+#   PEERS=PATH            peers.sh (default /work/shared/bench/peers/peers.sh)
+#   MAX_SECONDS=N         hard limit for the whole script (default: computed from the plan)
+# Ports used (must be free): 18080-18092, 18441-18443 (peers), 19101 19102 19200 19201 19301 19302.
+set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+PEERS=${PEERS:-/work/shared/bench/peers/peers.sh}
+
+if [ "${QUICK:-0}" = 1 ]; then D=${D:-2}; R=${R:-1}; RESULTS=${RESULTS:-quick}; fi
+D=${D:-5}; R=${R:-3}; RESULTS=${RESULTS:-latest}
+CONNS=${CONNS:-32}; WRK_CONNS=${WRK_CONNS:-$CONNS}; H2_CONNS=${H2_CONNS:-$CONNS}
+H2_STREAMS=${H2_STREAMS:-10}; WRK_THREADS=${WRK_THREADS:-1}; H2_THREADS=${H2_THREADS:-1}
+WARMUP=${WARMUP:-1}; SETTLE=${SETTLE:-0.5}; ONLY=${ONLY:-}
+BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
+PROFILE=${PROFILE:-0}; PROFILE_SECONDS=${PROFILE_SECONDS:-$D}
+
+#        name                    proto port  authority proxies        what
+ALL_CASES=(
+  "direct-h1|h1|18080||||client -> nginx backend :18080 (no proxy)"
+  "direct-h2c|h2c|18090||||client -> nginx backend :18090 (no proxy)"
+  "mesh-1hop-h1|h1|19201||mesh_b||client -> mesh-proxy B inbound :19201 -> backend"
+  "nginx-1hop-h1|h1|18081||nginx||client -> nginx proxy :18081 -> backend"
+  "haproxy-1hop-h1|h1|18082||haproxy||client -> haproxy :18082 -> backend"
+  "mesh-1hop-h2c|h2c|19201||mesh_b||client -h2c-> mesh-proxy B inbound :19201 -h1-> backend"
+  "nginx-1hop-h2c|h2c|18091||nginx||client -h2c-> nginx proxy :18091 -h1-> backend"
+  "haproxy-1hop-h2c|h2c|18092||haproxy||client -h2c-> haproxy :18092 -h1-> backend"
+  "mesh-chain-h1|h1|19101|backend|mesh_a+mesh_b||client -> A outbound :19101 -h2c-> B inbound :19201 -> backend"
+  "haproxy-nginx-chain-h1|h1|18085||haproxy+nginx||client -> haproxy :18085 -> nginx :18081 -> backend"
+  "mesh-chain-h2c|h2c|19101|backend|mesh_a+mesh_b||client -h2c-> A outbound :19101 -h2c-> B inbound -> backend"
+)
+CASES=()
+for c in "${ALL_CASES[@]}"; do
+  if [ -z "$ONLY" ] || grep -Eq -- "$ONLY" <<<"${c%%|*}"; then CASES+=("$c"); fi
+done
+[ ${#CASES[@]} -gt 0 ] || { echo "error: ONLY='$ONLY' matches no case" >&2; exit 2; }
+
+# A hard bound on the whole script: re-run under timeout (which sends TERM to the script,
+# whose trap then stops everything it started).
+if [ -z "${__LOAD_SH_BOUNDED:-}" ]; then
+  n=${#CASES[@]}
+  limit=${MAX_SECONDS:-$(( BUILD_TIMEOUT + 300 + n * (${WARMUP%.*} + 25) + n * R * (D + 25) + PROFILE * (PROFILE_SECONDS + 60) ))}
+  export __LOAD_SH_BOUNDED=1
+  exec timeout --foreground -k 30 "$limit" bash "${BASH_SOURCE[0]}" "$@"
+fi
+
+log() { printf '[load.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools
+need_pkgs=()
+for pair in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client openssl:openssl curl:curl python3:python3; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pair#*:}")
+done
+[ "$PROFILE" = 1 ] && ! command -v perf >/dev/null 2>&1 && need_pkgs+=(linux-perf)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 300 apt-get update -q >/dev/null
+    timeout 600 apt-get install -y -q "${need_pkgs[@]}" >/dev/null
+  else
+    die "missing: ${need_pkgs[*]} (as root: apt-get install -y nginx haproxy wrk nghttp2-client openssl curl python3)"
+  fi
+fi
+command -v cargo >/dev/null || die "cargo not found"
+[ -x "$PEERS" ] || [ -f "$PEERS" ] || die "peers script not found: $PEERS"
+
+# ---------------------------------------------------------------- ports
+PORTS=(18080 18081 18082 18084 18085 18090 18091 18092 18441 18442 18443 19101 19102 19200 19201 19301 19302)
+busy=()
+for p in "${PORTS[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then busy+=("$p"); fi
+done
+[ ${#busy[@]} -eq 0 ] || die "ports in use: ${busy[*]} (another benchmark or peers.sh running? stop it first)"
+
+# ---------------------------------------------------------------- run dir, cleanup
+RUN=${RUN_DIR:-$HERE/run/$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$RUN" "$HERE/results"; RUN=$(cd "$RUN" && pwd)
+A_PID=; B_PID=; LOAD_PID=; PERF_PID=; PEERS_STARTED=0; PEER_PIDS=()
+
+stop_pid() { # pid [signal]: TERM, wait up to 3 s, then KILL
+  local pid=$1 i
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -"${2:-TERM}" "$pid" 2>/dev/null || true
+  for i in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  stop_pid "$PERF_PID" INT
+  stop_pid "$LOAD_PID"
+  stop_pid "$A_PID"
+  stop_pid "$B_PID"
+  if [ "$PEERS_STARTED" = 1 ]; then
+    bash "$PEERS" stop "$RUN" >/dev/null 2>&1
+    for pid in "${PEER_PIDS[@]}"; do
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    done
+  fi
+  [ "$rc" = 0 ] || log "exit $rc; logs in $RUN"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- build
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "cargo build --release -p mesh-proxy -p meshc"
+  (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -q -p mesh-proxy -p meshc) || die "build failed"
+fi
+PROXY_BIN=$ROOT/target/release/mesh-proxy
+MESHC=$ROOT/target/release/meshc
+[ -x "$PROXY_BIN" ] && [ -x "$MESHC" ] || die "binaries missing in target/release"
+
+# ---------------------------------------------------------------- peers
+log "starting peers in $RUN"
+PEERS_STARTED=1
+timeout 60 bash "$PEERS" start "$RUN" >"$RUN/peers.log" 2>&1 || { cat "$RUN/peers.log" >&2; die "peers.sh start failed"; }
+pid_of() { local f=$RUN/$1.pid; [ -s "$f" ] && cat "$f"; }
+NGINX_MASTER=$(pid_of nginx-proxy) || die "no nginx-proxy.pid"
+BACKEND_MASTER=$(pid_of backend) || die "no backend.pid"
+HAPROXY_PID=$(pid_of haproxy) || die "no haproxy.pid"
+PEER_PIDS=("$NGINX_MASTER" "$BACKEND_MASTER" "$HAPROXY_PID")
+NGINX_WORKERS=$(pgrep -P "$NGINX_MASTER" | tr '\n' ' ')
+BACKEND_WORKERS=$(pgrep -P "$BACKEND_MASTER" | tr '\n' ' ')
+[ -n "$NGINX_WORKERS" ] && [ -n "$BACKEND_WORKERS" ] || die "nginx workers not found"
+
+# ---------------------------------------------------------------- policy and proxies
+cat >"$RUN/bench.mesh" <<'EOF'
+// The bench mesh: a client and a backend. The backend's sidecar (B) listens on :19201 and
+// forwards to the nginx backend (:18080); permissive so that plain clients may call B.
+mesh "bench" { trust_domain "bench.local" }
+
+service client {
+  port 18080
+  protocol http1
+  endpoints ["127.0.0.1:19200"]
+}
+
+service backend {
+  port 18080
+  protocol http1
+  endpoints ["127.0.0.1:19201"]
+  mtls permissive
+}
+
+route all on backend {
+  match { path prefix "/" }
+  to backend
+  timeout 5s
+}
+EOF
+timeout 60 "$MESHC" compile "$RUN/bench.mesh" -o "$RUN/bench.table" >"$RUN/meshc.log" 2>&1 || { cat "$RUN/meshc.log" >&2; die "meshc compile failed"; }
+
+write_proxy_config() { # file service inbound app outbound admin
+  cat >"$1" <<EOF
+service = "$2"
+table = "$RUN/bench.table"
+workers = 1
+log_level = "warn"
+drain_ms = 500
+[inbound]
+listen = "$3"
+app = "$4"
+[outbound]
+listen = "$5"
+[admin]
+listen = "$6"
+EOF
+}
+write_proxy_config "$RUN/proxy-b.toml" backend 127.0.0.1:19201 127.0.0.1:18080 127.0.0.1:19102 127.0.0.1:19302
+write_proxy_config "$RUN/proxy-a.toml" client 127.0.0.1:19200 127.0.0.1:18080 127.0.0.1:19101 127.0.0.1:19301
+"$PROXY_BIN" --config "$RUN/proxy-b.toml" >"$RUN/proxy-b.log" 2>&1 &
+B_PID=$!
+"$PROXY_BIN" --config "$RUN/proxy-a.toml" >"$RUN/proxy-a.log" 2>&1 &
+A_PID=$!
+for admin in 19302 19301; do
+  ok=0
+  for _ in $(seq 100); do
+    if curl -fs --max-time 1 "http://127.0.0.1:$admin/ready" >/dev/null 2>&1; then ok=1; break; fi
+    kill -0 "$A_PID" 2>/dev/null && kill -0 "$B_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ $ok = 1 ] || { tail -n 20 "$RUN"/proxy-*.log >&2; die "proxy with admin :$admin not ready"; }
+done
+log "proxies ready: A pid $A_PID, B pid $B_PID; nginx workers $NGINX_WORKERS; haproxy $HAPROXY_PID; backend workers $BACKEND_WORKERS"
+
+# ---------------------------------------------------------------- measuring
+HZ=$(getconf CLK_TCK)
+declare -A GROUP_PIDS=(
+  [mesh_a]="$A_PID" [mesh_b]="$B_PID" [nginx]="$NGINX_WORKERS" [haproxy]="$HAPROXY_PID" [backend]="$BACKEND_WORKERS"
+)
+GROUPS_ORDER=(mesh_a mesh_b nginx haproxy backend)
+
+# All readers below are builtins (no fork), so the children's CPU between two snapshots
+# is the load generator's alone.
+ticks_of() { # pids... -> TICKS = sum of utime+stime in clock ticks
+  local pid line f
+  TICKS=0
+  for pid in "$@"; do
+    if read -r line 2>/dev/null <"/proc/$pid/stat"; then
+      read -r -a f <<<"${line##*) }"
+      TICKS=$(( TICKS + f[11] + f[12] ))
+    fi
+  done
+}
+times_ms() { # "0m1.234s 0m0.456s" -> MS = user+sys in ms
+  local t m s
+  MS=0
+  for t in $1; do
+    m=${t%%m*}; s=${t#*m}; s=${s%s}
+    MS=$(( MS + m * 60000 + 10#${s%.*} * 1000 + 10#${s#*.} ))
+  done
+}
+declare -A SNAP
+snapshot() { # prefix
+  local g line c
+  for g in "${GROUPS_ORDER[@]}"; do
+    # shellcheck disable=SC2086
+    ticks_of ${GROUP_PIDS[$g]}
+    SNAP[$1.$g]=$TICKS
+  done
+  read -r -a c </proc/stat
+  SNAP[$1.busy]=$(( c[1] + c[2] + c[3] + c[6] + c[7] + c[8] ))
+  times >"$RUN/.times"
+  { read -r line; read -r line; } <"$RUN/.times"
+  times_ms "$line"
+  SNAP[$1.children_ms]=$MS
+  SNAP[$1.t]=$EPOCHREALTIME
+}
+
+loadgen() { # proto port authority seconds out log
+  local proto=$1 port=$2 auth=$3 secs=$4 out=$5 h2log=$6
+  local -a cmd
+  if [ "$proto" = h1 ]; then
+    cmd=(wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d${secs}s" --latency)
+    [ -n "$auth" ] && cmd+=(-H "Host: $auth")
+    cmd+=("http://127.0.0.1:$port/")
+  else
+    cmd=(h2load "-t$H2_THREADS" "-c$H2_CONNS" "-m$H2_STREAMS" -D "$secs")
+    [ -n "$h2log" ] && cmd+=("--log-file=$h2log")
+    [ -n "$auth" ] && cmd+=(-H ":authority: $auth")
+    cmd+=("http://127.0.0.1:$port/")
+  fi
+  timeout -k 5 $(( secs + 20 )) "${cmd[@]}" >"$out" 2>&1 &
+  LOAD_PID=$!
+  wait "$LOAD_PID" || { local rc=$?; LOAD_PID=; return $rc; }
+  LOAD_PID=
+}
+
+check_alive() {
+  kill -0 "$A_PID" 2>/dev/null || { tail -n 20 "$RUN/proxy-a.log" >&2; die "proxy A died"; }
+  kill -0 "$B_PID" 2>/dev/null || { tail -n 20 "$RUN/proxy-b.log" >&2; die "proxy B died"; }
+}
+
+# Every case must answer 200 "ok" before it is measured.
+for c in "${CASES[@]}"; do
+  IFS='|' read -r name proto port auth _ _ _ <<<"$c"
+  args=(-s --max-time 3 -o "$RUN/.check" -w '%{http_code}')
+  [ "$proto" = h2c ] && args+=(--http2-prior-knowledge)
+  [ -n "$auth" ] && args+=(-H "Host: $auth")
+  code=$(curl "${args[@]}" "http://127.0.0.1:$port/" || true)
+  [ "$code" = 200 ] && [ "$(cat "$RUN/.check")" = ok ] || die "case $name: http://127.0.0.1:$port/ answered '$code' $(head -c 200 "$RUN/.check" 2>/dev/null)"
+done
+
+if [ "${WARMUP%.*}" -gt 0 ] 2>/dev/null; then
+  log "warm-up: ${WARMUP}s per case"
+  for c in "${CASES[@]}"; do
+    IFS='|' read -r name proto port auth _ _ _ <<<"$c"
+    loadgen "$proto" "$port" "$auth" "${WARMUP%.*}" "$RUN/warmup-$name.txt" "" || die "warm-up of $name failed: $(tail -n 3 "$RUN/warmup-$name.txt")"
+  done
+fi
+
+{
+  date -Iseconds; uptime; nproc
+} >"$RUN/machine.txt"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+RUNS=$RUN/runs.jsonl; : >"$RUNS"
+n=${#CASES[@]}
+log "measuring: ${R} round(s) x ${n} cases x ${D}s (h1: wrk -t$WRK_THREADS -c$WRK_CONNS; h2c: h2load -t$H2_THREADS -c$H2_CONNS -m$H2_STREAMS)"
+for (( round = 1; round <= R; round++ )); do
+  log "round $round/$R"
+  for (( k = 0; k < n; k++ )); do
+    c=${CASES[$(( (k + round - 1) % n ))]}
+    IFS='|' read -r name proto port auth proxies _ _ <<<"$c"
+    out=$RUN/r$round-$name.txt; h2log=
+    [ "$proto" = h2c ] && h2log=$RUN/r$round-$name.h2log
+    check_alive
+    sleep "$SETTLE"
+    snapshot t0
+    if ! loadgen "$proto" "$port" "$auth" "$D" "$out" "$h2log"; then
+      die "load generator failed for $name: $(tail -n 5 "$out")"
+    fi
+    snapshot t1
+    cpu=""
+    for g in "${GROUPS_ORDER[@]}"; do cpu+="$g=$(( SNAP[t1.$g] - SNAP[t0.$g] )),"; done
+    elapsed=$(awk -v a="${SNAP[t0.t]}" -v b="${SNAP[t1.t]}" 'BEGIN { printf "%.6f", b - a }')
+    python3 "$HERE/loadstat.py" record --case "$name" --round "$round" --tool "$([ "$proto" = h1 ] && echo wrk || echo h2load)" \
+      --proto "$proto" --out "$out" ${h2log:+--log "$h2log"} --elapsed "$elapsed" --cpu "$cpu" --proxies "$proxies" \
+      --hz "$HZ" --busy $(( SNAP[t1.busy] - SNAP[t0.busy] )) --loadgen-ms $(( SNAP[t1.children_ms] - SNAP[t0.children_ms] )) >>"$RUNS"
+    [ -n "$h2log" ] && rm -f "$h2log"
+  done
+done
+check_alive
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- optional profile
+if [ "$PROFILE" = 1 ]; then
+  log "perf record of proxy B during mesh-1hop-h1 (${PROFILE_SECONDS}s)"
+  timeout -k 5 $(( PROFILE_SECONDS + 30 )) wrk "-t$WRK_THREADS" "-c$WRK_CONNS" "-d$(( PROFILE_SECONDS + 2 ))s" \
+    http://127.0.0.1:19201/ >"$RUN/profile-wrk.txt" 2>&1 &
+  LOAD_PID=$!
+  sleep 1
+  perf record -F 999 -g -p "$B_PID" -o "$RUN/perf.data" -- sleep "$PROFILE_SECONDS" >"$RUN/perf-record.log" 2>&1 &
+  PERF_PID=$!
+  wait "$PERF_PID" || true; PERF_PID=
+  wait "$LOAD_PID" || true; LOAD_PID=
+  perf report -i "$RUN/perf.data" --stdio --no-children --sort symbol --percent-limit 0.5 2>/dev/null \
+    | grep -v '^$' >"$RUN/perf-report.txt" || true
+  log "profile: $RUN/perf-report.txt (top self-time symbols below)"
+  grep -E '^ +[0-9.]+%' "$RUN/perf-report.txt" | head -n 25 >&2 || true
+fi
+
+# ---------------------------------------------------------------- report
+META=$RUN/meta.json
+paths=$(for c in "${CASES[@]}"; do IFS='|' read -r name _ _ _ _ _ what <<<"$c"; printf '%s\t%s\n' "$name" "$what"; done)
+GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$(cd "$ROOT" && git status --porcelain -- proxy engine table 2>/dev/null | head -c 1 | wc -c)
+export D R WRK_CONNS H2_CONNS H2_STREAMS WRK_THREADS H2_THREADS WARMUP LOAD_START LOAD_END GIT_REV GIT_DIRTY RUN
+python3 - "$META" <<EOF
+import json, os, platform, subprocess, sys, datetime
+def ver(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except Exception:
+        return None
+paths = dict(l.split("\t", 1) for l in """$paths""".splitlines() if l)
+e = os.environ
+json.dump({
+    "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    "host": platform.node(), "nproc": os.cpu_count(), "kernel": platform.release(),
+    "duration_s": int(e["D"]), "rounds": int(e["R"]), "warmup_s": e["WARMUP"],
+    "wrk_threads": int(e["WRK_THREADS"]), "wrk_conns": int(e["WRK_CONNS"]),
+    "h2_threads": int(e["H2_THREADS"]), "h2_conns": int(e["H2_CONNS"]), "h2_streams": int(e["H2_STREAMS"]),
+    "loadavg_start": e["LOAD_START"], "loadavg_end": e["LOAD_END"],
+    "git_rev": e["GIT_REV"], "proxy_tree_dirty": e["GIT_DIRTY"] != "0", "run_dir": e["RUN"],
+    "versions": {"nginx": ver(["nginx", "-v"]), "haproxy": ver(["haproxy", "-v"]), "wrk": ver(["wrk", "--version"]), "h2load": ver(["h2load", "--version"])},
+    "cases_order": list(paths), "paths": paths,
+    "proxy_processes": {"mesh_a": "mesh-proxy A (client, outbound)", "mesh_b": "mesh-proxy B (backend, inbound)",
+                        "nginx": "nginx proxy worker(s)", "haproxy": "haproxy (1 thread)", "backend": "nginx backend worker(s)"},
+}, open(sys.argv[1], "w"), indent=2)
+EOF
+echo
+python3 "$HERE/loadstat.py" report "$RUNS" --meta "$META" --json "$HERE/results/$RESULTS.json" --md "$HERE/results/$RESULTS.md"
+cp "$HERE/results/$RESULTS.json" "$HERE/results/$RESULTS.md" "$RUN/"
+echo
+log "results: bench/results/$RESULTS.json, bench/results/$RESULTS.md; raw outputs in $RUN"

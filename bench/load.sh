@@ -237,14 +237,20 @@ GROUPS_ORDER=(mesh_a mesh_b nginx haproxy backend)
 
 # All readers below are builtins (no fork), so the children's CPU between two snapshots
 # is the load generator's alone.
-ticks_of() { # pids... -> TICKS = sum of utime+stime in clock ticks
-  local pid line f
-  TICKS=0
+ticks_of() { # pids... -> UTICKS, STICKS (clock ticks), CTXSW (voluntary + involuntary, all threads)
+  local pid line f st k v
+  UTICKS=0; STICKS=0; CTXSW=0
   for pid in "$@"; do
     if read -r line 2>/dev/null <"/proc/$pid/stat"; then
       read -r -a f <<<"${line##*) }"
-      TICKS=$(( TICKS + f[11] + f[12] ))
+      UTICKS=$(( UTICKS + f[11] )); STICKS=$(( STICKS + f[12] ))
     fi
+    for st in /proc/"$pid"/task/*/status; do
+      [ -r "$st" ] || continue
+      while read -r k v; do
+        case $k in voluntary_ctxt_switches:|nonvoluntary_ctxt_switches:) CTXSW=$(( CTXSW + v )) ;; esac
+      done <"$st" 2>/dev/null || true
+    done
   done
 }
 times_ms() { # "0m1.234s 0m0.456s" -> MS = user+sys in ms
@@ -261,7 +267,7 @@ snapshot() { # prefix
   for g in "${GROUPS_ORDER[@]}"; do
     # shellcheck disable=SC2086
     ticks_of ${GROUP_PIDS[$g]}
-    SNAP[$1.$g]=$TICKS
+    SNAP[$1.$g.u]=$UTICKS; SNAP[$1.$g.s]=$STICKS; SNAP[$1.$g.c]=$CTXSW
   done
   read -r -a c </proc/stat
   SNAP[$1.busy]=$(( c[1] + c[2] + c[3] + c[6] + c[7] + c[8] ))
@@ -336,7 +342,9 @@ for (( round = 1; round <= R; round++ )); do
     fi
     snapshot t1
     cpu=""
-    for g in "${GROUPS_ORDER[@]}"; do cpu+="$g=$(( SNAP[t1.$g] - SNAP[t0.$g] )),"; done
+    for g in "${GROUPS_ORDER[@]}"; do
+      cpu+="$g=$(( SNAP[t1.$g.u] - SNAP[t0.$g.u] )):$(( SNAP[t1.$g.s] - SNAP[t0.$g.s] )):$(( SNAP[t1.$g.c] - SNAP[t0.$g.c] )),"
+    done
     elapsed=$(awk -v a="${SNAP[t0.t]}" -v b="${SNAP[t1.t]}" 'BEGIN { printf "%.6f", b - a }')
     python3 "$HERE/loadstat.py" record --case "$name" --round "$round" --tool "$([ "$proto" = h1 ] && echo wrk || echo h2load)" \
       --proto "$proto" --out "$out" ${h2log:+--log "$h2log"} --elapsed "$elapsed" --cpu "$cpu" --proxies "$proxies" \

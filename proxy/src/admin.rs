@@ -1,5 +1,6 @@
-//! The admin listener (loopback by default): liveness, readiness and the loaded table.
-//! The observability issue extends it with metrics, endpoints and explain.
+//! The admin listener (loopback by default): liveness, readiness, the loaded table and each
+//! service's endpoints with their state. The observability issue extends it with metrics
+//! and explain.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
             ),
         },
         "/config" => (StatusCode::OK, config_json(&ctx)),
+        "/endpoints" => (StatusCode::OK, endpoints_json(&ctx)),
         _ => (
             StatusCode::NOT_FOUND,
             "{\"error\":\"not found\"}\n".to_string(),
@@ -34,6 +36,39 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// Every cluster: its endpoints (health, ejection, requests in flight) and counters.
+fn endpoints_json(ctx: &Context) -> String {
+    let now = crate::clock::now_ms();
+    let clusters: serde_json::Map<String, serde_json::Value> = ctx
+        .registries
+        .clusters
+        .all()
+        .iter()
+        .map(|cluster| {
+            let endpoints: Vec<serde_json::Value> = cluster
+                .members()
+                .endpoints
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "address": e.addr().to_string(),
+                        "healthy": e.is_healthy(),
+                        "ejected": e.is_ejected(now),
+                        "in_flight": e.in_flight(),
+                    })
+                })
+                .collect();
+            let value = serde_json::json!({
+                "endpoints": endpoints,
+                "panic_picks": cluster.panic_picks(),
+                "ejections": cluster.ejections(),
+            });
+            (cluster.name().to_string(), value)
+        })
+        .collect();
+    format!("{}\n", serde_json::Value::Object(clusters))
 }
 
 fn config_json(ctx: &Context) -> String {

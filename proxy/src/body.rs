@@ -29,3 +29,41 @@ pub fn full(text: impl Into<Bytes>) -> Body {
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
+
+/// `body` holding `guard` until the body is dropped (read to its end, or abandoned): how
+/// counts of requests in flight last as long as the response streams.
+pub fn with_guard<G>(body: Body, guard: G) -> Body
+where
+    G: Send + Sync + Unpin + 'static,
+{
+    Guarded {
+        body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Guarded<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Unpin> hyper::body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}

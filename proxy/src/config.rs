@@ -37,6 +37,12 @@ pub struct Config {
     /// The admin listener.
     #[serde(default)]
     pub admin: Admin,
+    /// Connections to upstreams (other sidecars, the application).
+    #[serde(default)]
+    pub upstream: Upstream,
+    /// How endpoints are discovered.
+    #[serde(default)]
+    pub discovery: Discovery,
 }
 
 /// `[inbound]`.
@@ -47,6 +53,10 @@ pub struct Inbound {
     pub listen: SocketAddr,
     /// The local application; default `127.0.0.1:<the service's port from the table>`.
     pub app: Option<SocketAddr>,
+    /// A connection from another sidecar with no request for this long is closed, in
+    /// milliseconds (above the callers' pool idle time, so they close first).
+    #[serde(default = "default_server_idle_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 /// `[outbound]`.
@@ -61,6 +71,52 @@ pub struct Outbound {
     /// Timeout of a request whose route sets none, in milliseconds (Envoy's default: 15 s).
     #[serde(default = "default_request_timeout_ms")]
     pub default_timeout_ms: u64,
+    /// A connection from the application with no request for this long is closed, in
+    /// milliseconds.
+    #[serde(default = "default_server_idle_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+/// `[upstream]`: the connections this proxy opens, in both directions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// A pooled connection with no request for this long is closed, in milliseconds.
+    #[serde(default = "default_pool_idle_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Upstream {
+    fn default() -> Upstream {
+        Upstream {
+            idle_timeout_ms: default_pool_idle_ms(),
+        }
+    }
+}
+
+/// `[discovery]`: DNS resolution of `discovery dns` services (and static names).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// The nameserver, `ip:port`; default `$MESH_DNS_SERVER`, else the system's
+    /// (`/etc/resolv.conf`).
+    pub dns_server: Option<SocketAddr>,
+    /// Names are resolved again at most this often, in milliseconds, whatever the TTL.
+    #[serde(default = "default_dns_min_refresh_ms")]
+    pub dns_min_refresh_ms: u64,
+    /// Names are resolved again at least this often, in milliseconds, whatever the TTL.
+    #[serde(default = "default_dns_max_refresh_ms")]
+    pub dns_max_refresh_ms: u64,
+}
+
+impl Default for Discovery {
+    fn default() -> Discovery {
+        Discovery {
+            dns_server: None,
+            dns_min_refresh_ms: default_dns_min_refresh_ms(),
+            dns_max_refresh_ms: default_dns_max_refresh_ms(),
+        }
+    }
 }
 
 /// `[admin]`.
@@ -105,6 +161,18 @@ fn default_connect_timeout_ms() -> u64 {
 }
 fn default_request_timeout_ms() -> u64 {
     15_000
+}
+fn default_server_idle_ms() -> u64 {
+    60_000
+}
+fn default_pool_idle_ms() -> u64 {
+    30_000
+}
+fn default_dns_min_refresh_ms() -> u64 {
+    1_000
+}
+fn default_dns_max_refresh_ms() -> u64 {
+    30_000
 }
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 15000))
@@ -171,6 +239,25 @@ impl Config {
         if self.outbound.connect_timeout_ms == 0 {
             return Err("key `outbound.connect_timeout_ms`: must be above 0".into());
         }
+        for (key, value) in [
+            ("inbound.idle_timeout_ms", self.inbound.idle_timeout_ms),
+            ("outbound.idle_timeout_ms", self.outbound.idle_timeout_ms),
+            ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
+            (
+                "discovery.dns_min_refresh_ms",
+                self.discovery.dns_min_refresh_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("key `{key}`: must be above 0"));
+            }
+        }
+        if self.discovery.dns_max_refresh_ms < self.discovery.dns_min_refresh_ms {
+            return Err(format!(
+                "key `discovery.dns_max_refresh_ms`: must be at least `dns_min_refresh_ms` ({})",
+                self.discovery.dns_min_refresh_ms
+            ));
+        }
         if self.inbound.listen == self.outbound.listen {
             return Err("keys `inbound.listen` and `outbound.listen`: must differ".into());
         }
@@ -183,7 +270,8 @@ impl Config {
     }
 }
 
-/// toml's message plus the line and column of the problem.
+/// toml's message plus the line and column of the problem, and the key when the problem
+/// is a value (toml's own message for a bad value does not name its key).
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim_end().to_string();
     match error.span() {
@@ -191,10 +279,40 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {column}: {message}")
+            match value_key(text, span.start) {
+                Some(key) => format!("line {line}, column {column}: key `{key}`: {message}"),
+                None => format!("line {line}, column {column}: {message}"),
+            }
         }
         None => message,
     }
+}
+
+/// The dotted key (`outbound.listen`) whose value starts at `offset`: the key before `=`
+/// on that line under the nearest `[table]` header above. `None` when `offset` is not in a
+/// value (unknown and missing keys, whose messages name them already).
+fn value_key(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let equals = line.find('=')?;
+    if line_start + equals >= offset {
+        return None;
+    }
+    let key = line[..equals].trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')?
+            .strip_suffix(']')
+            .map(|t| t.trim().to_string())
+    });
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -229,7 +347,16 @@ listen = "127.0.0.1:15000"
         assert!(e.contains("aplication") && e.contains("line 6"), "{e}");
         let bad_addr = GOOD.replace("127.0.0.1:15001", "nowhere");
         let e = Config::parse(&bad_addr).expect_err("bad address");
-        assert!(e.contains("line 8") && e.contains("address"), "{e}");
+        assert!(
+            e.contains("line 8") && e.contains("key `outbound.listen`") && e.contains("address"),
+            "{e}"
+        );
+        let bad_number = GOOD.replace(
+            "service = \"payments\"",
+            "service = \"payments\"\ndrain_ms = \"soon\"",
+        );
+        let e = Config::parse(&bad_number).expect_err("bad number");
+        assert!(e.contains("key `drain_ms`"), "{e}");
         let missing = GOOD.replace("table = \"build/shop.table\"\n", "");
         let e = Config::parse(&missing).expect_err("missing table");
         assert!(e.contains("table"), "{e}");

@@ -39,21 +39,52 @@ pub enum ProxyError {
         reason: String,
     },
     /// The upstream failed after the connection was made (reset, protocol error).
-    #[error("upstream failed: {0}")]
-    Upstream(String),
+    #[error("upstream failed: {reason}")]
+    Upstream {
+        /// How far the try got: what decides whether it may be tried again.
+        failure: Failure,
+        /// The underlying error, for logs.
+        reason: String,
+    },
     /// The route's timeout passed.
     #[error("the request timed out after {0} ms")]
     Timeout(u64),
 }
 
+/// How far a failed try got once a connection existed, read from the transport's error
+/// (pingora's errors carry the same so retry logic reads a field, not a message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The pooled connection closed before the request was written (the keep-alive race):
+    /// nothing left, so any request may go again.
+    NotSent,
+    /// An HTTP/2 GOAWAY excluded the stream: the server promises it never processed it.
+    GoAway,
+    /// HTTP/2 REFUSED_STREAM: the server did not process the request.
+    Refused,
+    /// The connection closed after the request was written and before any response:
+    /// the server may or may not have acted on it.
+    Closed,
+    /// A reset or protocol error once the request may have been processed.
+    Reset,
+}
+
 impl ProxyError {
+    /// An upstream failure of kind `failure`.
+    pub fn upstream(failure: Failure, reason: impl ToString) -> ProxyError {
+        ProxyError::Upstream {
+            failure,
+            reason: reason.to_string(),
+        }
+    }
+
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoAuthority | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnknownService(_) | ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoTable | ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -68,7 +99,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no-route",
             ProxyError::NoEndpoint(_) => "no-endpoint",
             ProxyError::Connect { .. } => "connect-failed",
-            ProxyError::Upstream(_) => "upstream-reset",
+            ProxyError::Upstream { .. } => "upstream-reset",
             ProxyError::Timeout(_) => "timeout",
         }
     }

@@ -1,18 +1,23 @@
 //! What both directions do to forward a request once its destination is known: prepare
-//! headers, send within the timeout, tunnel upgrades, and finish the response.
+//! headers, send it (the tries: `retry`), tunnel upgrades, and finish the response.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HOST;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use mesh_table::HeaderEdit;
+use mesh_table::{HeaderEdit, RetryPolicy};
 
-use crate::body::{boxed, Body};
+use crate::body::{boxed, with_guard, Body};
+use crate::cluster::{Cluster, Endpoint, InFlight};
 use crate::errors::ProxyError;
 use crate::headers::{append_forwarded_for, ensure_request_id, is_upgrade, strip_hop_by_hop};
+use crate::retry::budget::Budget;
+use crate::retry::replay::{Replay, MAX_REPLAY};
+use crate::retry::{Tries, RETRIES_HEADER};
 use crate::upstream::Upstreams;
 
 /// The protocol spoken to the next hop.
@@ -39,17 +44,91 @@ pub fn request_authority<B>(request: &Request<B>) -> Option<String> {
         })
 }
 
+/// Where the tries of a request may go.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// An endpoint of a service, chosen for each try by the service's balancer.
+    Cluster {
+        /// The service's endpoints.
+        cluster: &'a Cluster,
+        /// The request's ring-hash key, when the service hashes a header.
+        key: Option<u64>,
+    },
+    /// One address (the local application).
+    Fixed(SocketAddr),
+}
+
+impl Target<'_> {
+    /// The endpoint of the next try, another than those `tried` when one may take it.
+    pub fn pick(
+        &self,
+        tried: &[SocketAddr],
+    ) -> Result<(SocketAddr, Option<Arc<Endpoint>>), ProxyError> {
+        match self {
+            Target::Fixed(addr) => Ok((*addr, None)),
+            Target::Cluster { cluster, key } => cluster
+                .pick(*key, tried)
+                .map(|e| (e.addr(), Some(e)))
+                .ok_or_else(|| ProxyError::NoEndpoint(cluster.name().to_string())),
+        }
+    }
+}
+
 /// Where a request goes next and how.
 #[derive(Debug, Clone, Copy)]
 pub struct Destination<'a> {
-    /// The endpoint's address.
-    pub addr: SocketAddr,
-    /// The protocol spoken to it.
+    /// The endpoints it may go to.
+    pub target: Target<'a>,
+    /// The protocol spoken to them.
     pub hop: NextHop,
     /// The logical destination (the service the caller named), kept as the authority.
     pub authority: &'a str,
-    /// How long to wait for the response head.
+    /// How long the whole exchange may take until the response head, retries included.
     pub timeout: Duration,
+    /// The route's retry policy.
+    pub retry: Option<&'a RetryPolicy>,
+    /// The route's retry budget.
+    pub budget: Option<&'a Budget>,
+}
+
+/// A request ready to send, of which every try sends a copy.
+#[derive(Debug)]
+pub struct Message {
+    /// The method.
+    pub method: Method,
+    /// The path and query.
+    pub path: String,
+    /// The headers, prepared.
+    pub headers: HeaderMap,
+    /// The body, replayable while short enough.
+    pub body: Replay,
+}
+
+impl Message {
+    /// The request of one try to `addr`.
+    pub fn request(
+        &self,
+        hop: NextHop,
+        addr: SocketAddr,
+        authority: &str,
+    ) -> Result<Request<Body>, ProxyError> {
+        let mut request = Request::new(self.body.next_try());
+        *request.method_mut() = self.method.clone();
+        *request.headers_mut() = self.headers.clone();
+        match hop {
+            NextHop::Http2 => {
+                *request.uri_mut() = absolute_uri(authority, &self.path)?;
+                *request.version_mut() = Version::HTTP_2;
+                request.headers_mut().remove(HOST);
+            }
+            NextHop::Http1 => {
+                *request.uri_mut() = absolute_uri(&addr.to_string(), &self.path)?;
+                *request.version_mut() = Version::HTTP_11;
+                set_host(request.headers_mut(), authority);
+            }
+        }
+        Ok(request)
+    }
 }
 
 /// A route's header edits, for the request and for the response.
@@ -62,21 +141,16 @@ pub struct Edits<'a> {
 }
 
 /// Forwards `request` to `to`, and returns the upstream's response with hop-by-hop headers
-/// removed and the response edits applied. Upgrades are tunnelled over a dedicated
-/// HTTP/1.1 connection.
+/// removed and the response edits applied; what the tries came to is left in `tries`.
+/// Upgrades are tunnelled over a dedicated HTTP/1.1 connection (one try, no retries).
 pub async fn forward(
     upstreams: &Upstreams,
     peer: SocketAddr,
     to: Destination<'_>,
     mut request: Request<Incoming>,
     edits: Edits<'_>,
+    tries: &mut Tries,
 ) -> Result<Response<Body>, ProxyError> {
-    let Destination {
-        addr,
-        hop,
-        authority,
-        timeout,
-    } = to;
     let upgrade = request.version() == Version::HTTP_11 && is_upgrade(request.headers());
     let headers = request.headers_mut();
     strip_hop_by_hop(headers, upgrade);
@@ -90,27 +164,35 @@ pub async fn forward(
         .to_string();
 
     if upgrade {
-        return tunnel(upstreams, addr, authority, &path, request, timeout).await;
+        let (addr, endpoint) = to.target.pick(&[])?;
+        tries.endpoint = Some(addr);
+        let in_flight = endpoint.as_ref().map(Endpoint::start);
+        return tunnel(
+            upstreams,
+            addr,
+            to.authority,
+            &path,
+            request,
+            to.timeout,
+            in_flight,
+        )
+        .await;
     }
-    let (mut parts, body) = request.into_parts();
-    let send = match hop {
-        NextHop::Http2 => {
-            parts.uri = absolute_uri(authority, &path)?;
-            parts.version = Version::HTTP_2;
-            parts.headers.remove(HOST);
-            let request = Request::from_parts(parts, boxed(body));
-            tokio::time::timeout(timeout, upstreams.send_h2(addr, request)).await
-        }
-        NextHop::Http1 => {
-            parts.uri = absolute_uri(&addr.to_string(), &path)?;
-            parts.version = Version::HTTP_11;
-            set_host(&mut parts.headers, authority);
-            let request = Request::from_parts(parts, boxed(body));
-            tokio::time::timeout(timeout, upstreams.send_h1(addr, request)).await
-        }
+    let (parts, body) = request.into_parts();
+    let message = Message {
+        method: parts.method,
+        path,
+        headers: parts.headers,
+        body: Replay::new(boxed(body), MAX_REPLAY),
     };
-    let response = send.map_err(|_| ProxyError::Timeout(millis(timeout)))??;
-    Ok(finish(response, edits.response))
+    let (response, in_flight) = crate::retry::send(upstreams, &to, &message, tries).await?;
+    let mut response = finish(response, edits.response, in_flight);
+    if tries.retries > 0 {
+        response
+            .headers_mut()
+            .insert(RETRIES_HEADER, HeaderValue::from(tries.retries));
+    }
+    Ok(response)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -129,14 +211,23 @@ fn set_host(headers: &mut http::HeaderMap, authority: &str) {
     }
 }
 
-/// Removes the response's hop-by-hop headers and applies the route's response edits.
-fn finish(response: Response<Incoming>, edits: &[HeaderEdit]) -> Response<Body> {
+/// Removes the response's hop-by-hop headers and applies the route's response edits; the
+/// request counts in flight at its endpoint until the body ends.
+fn finish(
+    response: Response<Incoming>,
+    edits: &[HeaderEdit],
+    in_flight: Option<InFlight>,
+) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     if parts.status != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(&mut parts.headers, false);
     }
     crate::headers::apply_edits(&mut parts.headers, edits);
-    Response::from_parts(parts, boxed(body))
+    let body = match in_flight {
+        Some(guard) => with_guard(boxed(body), guard),
+        None => boxed(body),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// Sends an upgrade request on its own HTTP/1.1 connection and, on 101, copies bytes both
@@ -148,6 +239,7 @@ async fn tunnel(
     path: &str,
     mut request: Request<Incoming>,
     timeout: Duration,
+    in_flight: Option<InFlight>,
 ) -> Result<Response<Body>, ProxyError> {
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
@@ -181,5 +273,5 @@ async fn tunnel(
             }
         });
     }
-    Ok(finish(response, &[]))
+    Ok(finish(response, &[], in_flight))
 }

@@ -10,7 +10,8 @@ use mesh_table::Protocol;
 
 use crate::body::Body;
 use crate::errors::ProxyError;
-use crate::forward::{forward, request_authority, Destination, Edits, NextHop};
+use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
+use crate::retry::Tries;
 use crate::Context;
 
 /// Handles one request for the local application; failures become responses here.
@@ -19,7 +20,8 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    match inbound(&ctx, peer, request).await {
+    let mut tries = Tries::default();
+    match inbound(&ctx, peer, request, &mut tries).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "inbound request failed");
@@ -32,6 +34,7 @@ async fn inbound(
     ctx: &Context,
     peer: SocketAddr,
     request: Request<Incoming>,
+    tries: &mut Tries,
 ) -> Result<Response<Body>, ProxyError> {
     let snapshot = ctx.tables.current().ok_or(ProxyError::NoTable)?;
     let table = snapshot.table();
@@ -50,11 +53,15 @@ async fn inbound(
         Protocol::Http1 => NextHop::Http1,
         Protocol::Http2 | Protocol::Grpc => NextHop::Http2,
     };
+    // The caller's sidecar applied the route's retries; here only a pooled connection that
+    // closed under the request (the keep-alive race) sends it again.
     let to = Destination {
-        addr: app,
+        target: Target::Fixed(app),
         hop,
         authority: &authority,
         timeout: ctx.default_timeout,
+        retry: None,
+        budget: None,
     };
-    forward(&ctx.upstreams, peer, to, request, Edits::default()).await
+    forward(&ctx.upstreams, peer, to, request, Edits::default(), tries).await
 }

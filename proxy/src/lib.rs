@@ -3,18 +3,29 @@
 //!
 //! A request's path through the proxy, in the order the code runs it:
 //! accept (`server`) → HTTP/1.1 or HTTP/2 by preface (`server`) → route (`outbound`, the
-//! decision engine) → pick target by weight and endpoint (`outbound`, `snapshot`) →
-//! prepare headers (`headers`, `forward`) → connect and send (`upstream`) → finish the
-//! response (`forward`); any failure becomes a response in `errors`.
+//! decision engine) → pick target by weight (`outbound`) → prepare headers (`headers`,
+//! `forward`) → the tries, within the route's timeout (`retry`): pick an endpoint
+//! (`cluster`, `balance`), connect and send (`upstream`), retry as the route says → finish
+//! the response (`forward`); any failure becomes a response in `errors`.
+//!
+//! Beside the request path, who exists (`discovery`), who is fit (`health`, `outlier`) and
+//! who gets a request (`balance`) are kept apart; `cluster` holds their shared state.
 
 pub mod admin;
+pub mod balance;
 pub mod body;
+pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod discovery;
 pub mod errors;
 pub mod forward;
 pub mod headers;
+pub mod health;
 pub mod inbound;
 pub mod outbound;
+pub mod outlier;
+pub mod retry;
 pub mod server;
 pub mod snapshot;
 pub mod table_watch;
@@ -27,9 +38,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use cluster::Clusters;
 use config::Config;
+use discovery::DnsSettings;
+use snapshot::Registries;
 use table_watch::Tables;
 use upstream::Upstreams;
+
+/// The environment variable naming the DNS server when the config names none.
+pub const DNS_SERVER_ENV: &str = "MESH_DNS_SERVER";
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -39,7 +56,9 @@ pub struct Context {
     /// The current rule table.
     pub tables: Arc<Tables>,
     /// Connections to other sidecars and the application.
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
+    /// Clusters and retry budgets, kept across tables.
+    pub registries: Arc<Registries>,
     /// The application's address, when the config names it.
     pub app: Option<SocketAddr>,
     /// Timeout for requests whose route sets none.
@@ -64,7 +83,15 @@ pub enum StartError {
 /// Runs the proxy until SIGTERM or SIGINT, then drains for the configured time.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let tables = Arc::new(Tables::default());
-    match snapshot::Snapshot::load(&config.table, &config.service) {
+    let upstreams = Arc::new(Upstreams::new(
+        Duration::from_millis(config.outbound.connect_timeout_ms),
+        Duration::from_millis(config.upstream.idle_timeout_ms),
+    ));
+    let registries = Arc::new(Registries {
+        clusters: Clusters::new(Arc::clone(&upstreams), resolver(&config)),
+        budgets: retry::budget::Budgets::default(),
+    });
+    match snapshot::Snapshot::load(&config.table, &config.service, &registries) {
         Ok(first) => {
             tracing::info!(checksum = %first.checksum, path = %config.table.display(), "rule table loaded");
             tables.store(first);
@@ -79,7 +106,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let ctx = Arc::new(Context {
         service: config.service.clone(),
         tables: Arc::clone(&tables),
-        upstreams: Upstreams::new(Duration::from_millis(config.outbound.connect_timeout_ms)),
+        upstreams,
+        registries: Arc::clone(&registries),
         app: config.inbound.app,
         default_timeout: Duration::from_millis(config.outbound.default_timeout_ms),
     });
@@ -95,6 +123,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     tokio::spawn(table_watch::watch(
         Arc::clone(&tables),
+        registries,
         config.table.clone(),
         config.service.clone(),
         Duration::from_millis(config.table_poll_ms),
@@ -107,6 +136,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             inbound_listener,
             move |peer, req| inbound::handle(Arc::clone(&ctx), peer, req),
             stop_rx.clone(),
+            Duration::from_millis(config.inbound.idle_timeout_ms),
         ))
     };
     let outbound = {
@@ -115,6 +145,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             outbound_listener,
             move |peer, req| outbound::handle(Arc::clone(&ctx), peer, req),
             stop_rx.clone(),
+            Duration::from_millis(config.outbound.idle_timeout_ms),
         ))
     };
     let admin = {
@@ -123,6 +154,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             admin_listener,
             move |_, req| admin::handle(Arc::clone(&ctx), req),
             stop_rx.clone(),
+            Duration::from_millis(config.outbound.idle_timeout_ms),
         ))
     };
     tracing::info!(
@@ -141,8 +173,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let _ = stop_tx.send(true);
     let drain = async {
         for server in [inbound, outbound, admin] {
-            if let Ok(graceful) = server.await {
-                graceful.shutdown().await;
+            if let Ok(drain) = server.await {
+                drain.shutdown().await;
             }
         }
     };
@@ -150,6 +182,33 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         tracing::warn!("drain time passed with requests still in flight; exiting");
     }
     Ok(())
+}
+
+/// The DNS resolver for discovery: the config's server, else `$MESH_DNS_SERVER`, else the
+/// system's. Without one (no resolv.conf), names resolve to nothing, and say so.
+fn resolver(config: &Config) -> Option<discovery::dns::Resolver> {
+    let from_env = || {
+        let value = std::env::var(DNS_SERVER_ENV).ok()?;
+        match value.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                tracing::error!(%value, "{DNS_SERVER_ENV} is not an ip:port; using the system's resolver");
+                None
+            }
+        }
+    };
+    let settings = DnsSettings {
+        server: config.discovery.dns_server.or_else(from_env),
+        min_refresh: Duration::from_millis(config.discovery.dns_min_refresh_ms),
+        max_refresh: Duration::from_millis(config.discovery.dns_max_refresh_ms),
+    };
+    match discovery::dns::Resolver::new(settings) {
+        Ok(resolver) => Some(resolver),
+        Err(error) => {
+            tracing::error!(%error, "no DNS resolver: `discovery dns` services get no endpoints");
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,6 @@
 //! Outbound: the local application's calls. Route by the table, pick the target by weight,
-//! pick an endpoint, then forward to that endpoint's sidecar over HTTP/2.
+//! then forward to the target's sidecars over HTTP/2: an endpoint per try, retried as the
+//! route says.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +13,9 @@ use mesh_table::{Route, ServiceId};
 
 use crate::body::Body;
 use crate::errors::ProxyError;
-use crate::forward::{forward, request_authority, Destination, Edits, NextHop};
+use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
 use crate::headers::EngineHeaders;
+use crate::retry::Tries;
 use crate::Context;
 
 /// Handles one request from the local application; failures become responses here.
@@ -22,10 +24,12 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    match outbound(&ctx, peer, request).await {
+    // What the tries came to stays with the request (the access log will read it).
+    let mut tries = Tries::default();
+    match outbound(&ctx, peer, request, &mut tries).await {
         Ok(response) => response,
         Err(error) => {
-            tracing::debug!(%error, "outbound request failed");
+            tracing::debug!(%error, ?tries, "outbound request failed");
             error.into_response()
         }
     }
@@ -35,6 +39,7 @@ async fn outbound(
     ctx: &Context,
     peer: SocketAddr,
     request: Request<Incoming>,
+    tries: &mut Tries,
 ) -> Result<Response<Body>, ProxyError> {
     // The snapshot taken here serves the whole request, whatever swaps happen meanwhile.
     let snapshot = ctx.tables.current().ok_or(ProxyError::NoTable)?;
@@ -47,25 +52,26 @@ async fn outbound(
         path,
         &EngineHeaders(request.headers()),
     );
-    let (target, route) = match decision {
-        RouteDecision::Matched { route, .. } => (pick_target(route), Some(route)),
-        RouteDecision::ToService { service } => (service, None),
+    let (target, route, index) = match decision {
+        RouteDecision::Matched { route, index, .. } => {
+            (pick_target(route), Some(route), Some(index))
+        }
+        RouteDecision::ToService { service } => (service, None, None),
         RouteDecision::NoRoute { .. } => return Err(ProxyError::NoRoute),
         RouteDecision::UnknownService => return Err(ProxyError::UnknownService(authority)),
         RouteDecision::BadPath(e) => return Err(ProxyError::BadPath(e)),
     };
-    // Pick endpoint: the target service's sidecars, in turn.
-    let endpoint = snapshot
-        .endpoints(target)
-        .and_then(|e| e.pick())
-        .ok_or_else(|| {
-            let name = snapshot
-                .table()
-                .services
-                .get(target as usize)
-                .map_or("?", |s| s.name.as_str());
-            ProxyError::NoEndpoint(name.to_string())
-        })?;
+    // Balance: the target service's cluster; the endpoint is picked per try (`retry`),
+    // among those discovery lists and health and outlier checks leave available.
+    let cluster = snapshot.cluster(target).ok_or_else(|| {
+        let name = snapshot
+            .table()
+            .services
+            .get(target as usize)
+            .map_or("?", |s| s.name.as_str());
+        ProxyError::NoEndpoint(name.to_string())
+    })?;
+    let key = cluster.hash_key(request.headers());
     let timeout = route
         .and_then(|r| r.timeout_ms)
         .map_or(ctx.default_timeout, Duration::from_millis);
@@ -73,14 +79,17 @@ async fn outbound(
         request: &r.request_headers,
         response: &r.response_headers,
     });
-    // Send: over the endpoint's multiplexed HTTP/2 connection (h2c until mTLS).
+    // Send: over each endpoint's multiplexed HTTP/2 connection (h2c until mTLS), tried
+    // again as the route's retry policy allows, all within the route's timeout.
     let to = Destination {
-        addr: endpoint,
+        target: Target::Cluster { cluster, key },
         hop: NextHop::Http2,
         authority: &authority,
         timeout,
+        retry: route.and_then(|r| r.retry.as_ref()),
+        budget: index.and_then(|i| snapshot.budget(i)),
     };
-    forward(&ctx.upstreams, peer, to, request, edits).await
+    forward(&ctx.upstreams, peer, to, request, edits, tries).await
 }
 
 /// A target by the route's split weights.

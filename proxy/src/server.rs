@@ -1,34 +1,77 @@
 //! Accept loops: each connection is served as HTTP/1.1 or HTTP/2 (detected from the
-//! connection preface), with upgrades, until shutdown starts; then connections drain.
+//! connection preface), with upgrades, until shutdown starts; then connections drain. A
+//! connection with no request in flight for the idle time is closed gracefully (HTTP/2
+//! GOAWAY; HTTP/1.1 close between requests), so idle clients do not hold sockets forever.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use crate::body::Body;
+use crate::body::{with_guard, Body};
+use crate::clock::now_ms;
 
-/// Serves `listener` with `handler` until `stop` turns true, then returns the tracker of
-/// the connections still open so the caller can drain them.
+/// The connections still open once the accept loop stopped.
+#[derive(Debug)]
+pub struct Drain {
+    open: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    /// Waits until every connection has ended (each was told to finish when `stop` turned).
+    pub async fn shutdown(mut self) {
+        // Every connection task holds a sender; `recv` returns `None` once all are gone.
+        while self.open.recv().await.is_some() {}
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+/// Counts a request in flight on its connection until its response body is dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Busy {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(activity))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `listener` with `handler` until `stop` turns true; connections idle for `idle`
+/// are closed. Returns the connections still open so the caller can drain them.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     mut stop: watch::Receiver<bool>,
-) -> GracefulShutdown
+    idle: Duration,
+) -> Drain
 where
     H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
+    let (open_tx, open_rx) = mpsc::channel::<()>(1);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(true).half_close(false);
     builder
@@ -43,25 +86,77 @@ where
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |request| {
-            let response = handler(peer, request);
-            async move { Ok::<_, Infallible>(response.await) }
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(now_ms()),
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let handler = handler.clone();
+        let service = {
+            let activity = Arc::clone(&activity);
+            service_fn(move |request| {
+                let busy = Busy::new(&activity);
+                let response = handler(peer, request);
+                async move {
+                    let response = response.await;
+                    let (parts, body) = response.into_parts();
+                    Ok::<_, Infallible>(Response::from_parts(parts, with_guard(body, busy)))
+                }
+            })
+        };
+        let builder = Arc::clone(&builder);
+        let mut stop = stop.clone();
+        let open = open_tx.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let mut connection = std::pin::pin!(connection);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(error) = ended {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = stop.changed(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = idle_for(&activity, idle), if !closing => {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
             }
+            drop(open);
         });
     }
-    graceful
+    Drain { open: open_rx }
+}
+
+/// Returns once the connection has had no request in flight for `idle`.
+async fn idle_for(activity: &Activity, idle: Duration) {
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
+    loop {
+        let quiet = now_ms().saturating_sub(activity.last_ms.load(Ordering::Relaxed));
+        if activity.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle_ms {
+            return;
+        }
+        let wait = if quiet >= idle_ms {
+            idle_ms
+        } else {
+            idle_ms - quiet
+        };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
 }

@@ -1,15 +1,20 @@
 //! A loaded rule table and everything derived from it, swapped atomically as one unit: a
 //! request takes the snapshot current when it starts and finishes under it.
+//!
+//! What must outlive a table — each service's cluster (endpoints, health, ejections,
+//! latency) and each route's retry budget — lives in [`Registries`], keyed by name; a
+//! snapshot holds the entries of its own table's services and routes.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use mesh_engine::Engine;
-use mesh_table::{Endpoints, ServiceId, Table};
+use mesh_table::{ServiceId, Table};
 
-/// One table, its decision engine and its endpoint sets.
+use crate::cluster::{Cluster, Clusters};
+use crate::retry::budget::{Budget, Budgets};
+
+/// One table, its decision engine, and its services' clusters and routes' budgets.
 #[derive(Debug)]
 pub struct Snapshot {
     /// The decision engine over the table.
@@ -17,30 +22,18 @@ pub struct Snapshot {
     /// The table's SHA-256 (hex), its identity.
     pub checksum: String,
     /// Per service, in table order.
-    endpoints: Vec<EndpointSet>,
+    clusters: Vec<Arc<Cluster>>,
+    /// Per route, in table order; `None` for routes without retries.
+    budgets: Vec<Option<Arc<Budget>>>,
 }
 
-/// The endpoints of one service and the round-robin cursor over them.
-#[derive(Debug, Default)]
-pub struct EndpointSet {
-    addresses: Vec<SocketAddr>,
-    next: AtomicUsize,
-}
-
-impl EndpointSet {
-    /// The next endpoint in turn, or `None` when the service has none.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        if self.addresses.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(self.addresses[i % self.addresses.len()])
-    }
-
-    /// Every endpoint.
-    pub fn addresses(&self) -> &[SocketAddr] {
-        &self.addresses
-    }
+/// The state kept across tables.
+#[derive(Debug)]
+pub struct Registries {
+    /// Clusters by service name.
+    pub clusters: Clusters,
+    /// Retry budgets by route.
+    pub budgets: Budgets,
 }
 
 /// Why a table was refused.
@@ -61,36 +54,46 @@ pub enum LoadError {
 }
 
 impl Snapshot {
-    /// Reads, decodes and indexes the table at `path`; `own_service` must be in it.
-    pub fn load(path: &Path, own_service: &str) -> Result<Snapshot, LoadError> {
+    /// Reads, decodes and indexes the table at `path`; `own_service` must be in it. Once
+    /// the table is known good, `registries` are brought in line with it.
+    pub fn load(
+        path: &Path,
+        own_service: &str,
+        registries: &Registries,
+    ) -> Result<Snapshot, LoadError> {
         let bytes = std::fs::read(path)?;
-        Snapshot::from_bytes(&bytes, own_service)
+        Snapshot::from_bytes(&bytes, own_service, registries)
     }
 
     /// Decodes and indexes an encoded table.
-    pub fn from_bytes(bytes: &[u8], own_service: &str) -> Result<Snapshot, LoadError> {
+    pub fn from_bytes(
+        bytes: &[u8],
+        own_service: &str,
+        registries: &Registries,
+    ) -> Result<Snapshot, LoadError> {
         let table = mesh_table::decode(bytes)?;
         let checksum = mesh_table::checksum_hex(bytes).unwrap_or_default();
-        Snapshot::from_table(table, checksum, own_service)
+        Snapshot::from_table(table, checksum, own_service, registries)
     }
 
     fn from_table(
         table: Table,
         checksum: String,
         own_service: &str,
+        registries: &Registries,
     ) -> Result<Snapshot, LoadError> {
         if table.service_id(own_service).is_none() {
             return Err(LoadError::UnknownService(own_service.to_string()));
         }
-        let endpoints = table
-            .services
-            .iter()
-            .map(|s| endpoint_set(&s.endpoints))
-            .collect();
+        let engine = Engine::new(Arc::new(table))?;
+        // Only a table that will serve may touch the registries.
+        let clusters = registries.clusters.sync(engine.table());
+        let budgets = registries.budgets.sync(engine.table());
         Ok(Snapshot {
-            engine: Engine::new(Arc::new(table))?,
+            engine,
             checksum,
-            endpoints,
+            clusters,
+            budgets,
         })
     }
 
@@ -99,21 +102,13 @@ impl Snapshot {
         self.engine.table()
     }
 
-    /// The endpoints of `service`.
-    pub fn endpoints(&self, service: ServiceId) -> Option<&EndpointSet> {
-        self.endpoints.get(service as usize)
+    /// The cluster of `service`.
+    pub fn cluster(&self, service: ServiceId) -> Option<&Arc<Cluster>> {
+        self.clusters.get(service as usize)
     }
-}
 
-/// Static endpoints that are literal socket addresses. Names need resolution (DNS discovery
-/// and the registry arrive with later milestones), so they give an empty set for now.
-fn endpoint_set(endpoints: &Endpoints) -> EndpointSet {
-    let addresses = match endpoints {
-        Endpoints::Static(list) => list.iter().filter_map(|a| a.parse().ok()).collect(),
-        Endpoints::Dns { .. } | Endpoints::Registry => Vec::new(),
-    };
-    EndpointSet {
-        addresses,
-        next: AtomicUsize::new(0),
+    /// The retry budget of the route at `index`.
+    pub fn budget(&self, index: usize) -> Option<&Budget> {
+        self.budgets.get(index).and_then(|b| b.as_deref())
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Registries, Snapshot};
 
 /// The current snapshot (none until a first table loads) and reload statistics.
 #[derive(Debug, Default)]
@@ -36,11 +36,17 @@ impl Tables {
     }
 }
 
-/// What identifies a version of the file cheaply.
+/// What identifies a version of the file cheaply. Size and modification time alone miss a
+/// new table of the same size whose mtime was kept (`cp -p`, `rsync -t`, reproducible
+/// builds); the inode and status-change time catch it (a rename brings a new inode, and
+/// any write or mtime change moves the ctime).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
     modified: Option<SystemTime>,
     len: u64,
+    /// Device, inode, ctime seconds and nanoseconds.
+    #[cfg(unix)]
+    identity: (u64, u64, i64, i64),
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
@@ -48,12 +54,24 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some(Stamp {
         modified: meta.modified().ok(),
         len: meta.len(),
+        #[cfg(unix)]
+        identity: {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+        },
     })
 }
 
 /// Reloads `path` into `tables` when its stamp changes (checked every `poll`) or on SIGHUP,
 /// until the process ends.
-pub async fn watch(tables: Arc<Tables>, path: PathBuf, service: String, poll: Duration) {
+/// Each table loaded brings `registries` (clusters, budgets) in line with it.
+pub async fn watch(
+    tables: Arc<Tables>,
+    registries: Arc<Registries>,
+    path: PathBuf,
+    service: String,
+    poll: Duration,
+) {
     let mut last = None;
     let mut last_checksum = tables
         .current()
@@ -75,7 +93,8 @@ pub async fn watch(tables: Arc<Tables>, path: PathBuf, service: String, poll: Du
         let loaded = {
             let path = path.clone();
             let service = service.clone();
-            tokio::task::spawn_blocking(move || Snapshot::load(&path, &service)).await
+            let registries = Arc::clone(&registries);
+            tokio::task::spawn_blocking(move || Snapshot::load(&path, &service, &registries)).await
         };
         match loaded {
             Ok(Ok(snapshot)) if snapshot.checksum == last_checksum && !forced => {}

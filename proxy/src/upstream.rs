@@ -2,12 +2,18 @@
 //! and HTTP/2 or gRPC applications), a keep-alive HTTP/1.1 pool for HTTP/1.1 applications,
 //! and one-off HTTP/1.1 connections for upgrades.
 //!
+//! Idle connections are closed after the configured idle time (kept below the servers'
+//! own, so the proxy usually closes first). A request that finds its pooled connection
+//! closed before it was written goes out again on a fresh one: the keep-alive race is never
+//! the client's problem. Every failure says how far the request got ([`Failure`]).
+//!
 //! The transport between proxies is plain TCP (h2c) for now; `connect` is the seam where
 //! mTLS plugs in.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,11 +25,26 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::body::Body;
-use crate::errors::ProxyError;
+use crate::clock::now_ms;
+use crate::errors::{Failure, ProxyError};
+use crate::forward::NextHop;
+
+/// An open HTTP/2 connection and when it last carried a request.
+#[derive(Debug)]
+struct H2Conn {
+    sender: SendRequest<Body>,
+    last_used_ms: AtomicU64,
+}
+
+impl H2Conn {
+    fn touch(&self) {
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
 
 /// The HTTP/2 connection to one endpoint, if one is open; the async lock makes concurrent
 /// first requests share one connect.
-type H2Slot = Arc<tokio::sync::Mutex<Option<SendRequest<Body>>>>;
+type H2Slot = Arc<tokio::sync::Mutex<Option<Arc<H2Conn>>>>;
 
 /// All upstream connections of one proxy.
 #[derive(Debug)]
@@ -31,22 +52,40 @@ pub struct Upstreams {
     h2: Mutex<HashMap<SocketAddr, H2Slot>>,
     h1: Client<HttpConnector, Body>,
     connect_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Upstreams {
-    /// Upstreams with `connect_timeout` for every new connection.
-    pub fn new(connect_timeout: Duration) -> Upstreams {
+    /// Upstreams with `connect_timeout` for every new connection; connections idle for
+    /// `idle_timeout` are closed.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Upstreams {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
+        // `retry_canceled_requests` (on by default) resends a request whose reused
+        // connection closed before it was written.
         let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
             .build(connector);
         Upstreams {
             h2: Mutex::new(HashMap::new()),
             h1,
             connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// Sends `request` to `addr` in the protocol of `hop`.
+    pub async fn send(
+        &self,
+        hop: NextHop,
+        addr: SocketAddr,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match hop {
+            NextHop::Http2 => self.send_h2(addr, request).await,
+            NextHop::Http1 => self.send_h1(addr, request).await,
         }
     }
 
@@ -55,7 +94,7 @@ impl Upstreams {
     pub async fn send_h2(
         &self,
         addr: SocketAddr,
-        request: Request<Body>,
+        mut request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let slot = {
             let mut map = self
@@ -64,31 +103,57 @@ impl Upstreams {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::clone(map.entry(addr).or_default())
         };
-        let mut sender = {
-            let mut guard = slot.lock().await;
-            match guard.as_ref() {
-                Some(s) if !s.is_closed() => s.clone(),
-                _ => {
-                    let s = self.connect_h2(addr).await?;
-                    *guard = Some(s.clone());
-                    s
-                }
+        // A pooled connection that turns out closed before the request was written is
+        // replaced once: nothing of the request left, so it is safe whatever the method.
+        for _ in 0..2 {
+            let conn = self.h2_conn(&slot, addr).await?;
+            conn.touch();
+            let mut sender = conn.sender.clone();
+            if sender.ready().await.is_err() {
+                forget(&slot, &conn).await;
+                continue;
             }
-        };
-        if sender.ready().await.is_err() {
-            // The pooled connection closed under us; one fresh connection is safe to try
-            // because nothing of this request was sent yet.
-            let s = self.connect_h2(addr).await?;
-            *slot.lock().await = Some(s.clone());
-            sender = s;
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    conn.touch();
+                    return Ok(response);
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => {
+                        request = unsent;
+                        forget(&slot, &conn).await;
+                    }
+                    None => {
+                        let error = error.into_error();
+                        return Err(ProxyError::upstream(h2_failure(&error), describe(&error)));
+                    }
+                },
+            }
         }
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| ProxyError::Upstream(e.to_string()))
+        Err(ProxyError::upstream(
+            Failure::NotSent,
+            "the connection closed before the request was written",
+        ))
     }
 
-    async fn connect_h2(&self, addr: SocketAddr) -> Result<SendRequest<Body>, ProxyError> {
+    /// The open connection of `slot`, or a new one.
+    async fn h2_conn(&self, slot: &H2Slot, addr: SocketAddr) -> Result<Arc<H2Conn>, ProxyError> {
+        let mut guard = slot.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            if !conn.sender.is_closed() {
+                return Ok(Arc::clone(conn));
+            }
+        }
+        let conn = self.connect_h2(addr, Arc::downgrade(slot)).await?;
+        *guard = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+        slot: Weak<tokio::sync::Mutex<Option<Arc<H2Conn>>>>,
+    ) -> Result<Arc<H2Conn>, ProxyError> {
         let stream = self.connect(addr).await?;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -100,12 +165,29 @@ impl Upstreams {
                 addr,
                 reason: e.to_string(),
             })?;
+        let conn = Arc::new(H2Conn {
+            sender,
+            last_used_ms: AtomicU64::new(now_ms()),
+        });
+        let reaper = reap_when_idle(slot, Arc::downgrade(&conn), self.idle_timeout);
         tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                ended = &mut connection => {
+                    if let Err(error) = ended {
+                        tracing::debug!(%addr, %error, "upstream h2 connection ended");
+                    }
+                    return;
+                }
+                () = reaper => {}
+            }
+            // Idle: the pool let go of it, so it closes once its last streams end.
+            tracing::debug!(%addr, "closing an idle upstream h2 connection");
             if let Err(error) = connection.await {
                 tracing::debug!(%addr, %error, "upstream h2 connection ended");
             }
         });
-        Ok(sender)
+        Ok(conn)
     }
 
     /// Sends `request` (absolute URI naming the application's address) over a pooled
@@ -117,13 +199,17 @@ impl Upstreams {
     ) -> Result<Response<Incoming>, ProxyError> {
         self.h1.request(request).await.map_err(|e| {
             if e.is_connect() {
-                ProxyError::Connect {
+                return ProxyError::Connect {
                     addr,
                     reason: e.to_string(),
-                }
-            } else {
-                ProxyError::Upstream(e.to_string())
+                };
             }
+            let failure = match find_source::<hyper::Error>(&e) {
+                Some(h) if h.is_canceled() => Failure::NotSent,
+                Some(h) if h.is_incomplete_message() => Failure::Closed,
+                _ => Failure::Reset,
+            };
+            ProxyError::upstream(failure, describe(&e))
         })
     }
 
@@ -150,7 +236,7 @@ impl Upstreams {
         sender
             .send_request(request)
             .await
-            .map_err(|e| ProxyError::Upstream(e.to_string()))
+            .map_err(|e| ProxyError::upstream(Failure::Reset, e))
     }
 
     /// Opens a TCP connection within the connect timeout.
@@ -168,4 +254,76 @@ impl Upstreams {
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
+}
+
+/// Drops `conn` from `slot` if it is still the slot's connection.
+async fn forget(slot: &H2Slot, conn: &Arc<H2Conn>) {
+    let mut guard = slot.lock().await;
+    if guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+        *guard = None;
+    }
+}
+
+/// Returns once `conn` has carried no request for `idle`, after taking it out of `slot`;
+/// or when the connection is gone already.
+async fn reap_when_idle(
+    slot: Weak<tokio::sync::Mutex<Option<Arc<H2Conn>>>>,
+    conn: Weak<H2Conn>,
+    idle: Duration,
+) {
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
+    loop {
+        let Some(current) = conn.upgrade() else {
+            return;
+        };
+        let idle_for = now_ms().saturating_sub(current.last_used_ms.load(Ordering::Relaxed));
+        if idle_for >= idle_ms {
+            if let Some(slot) = slot.upgrade() {
+                forget(&slot, &current).await;
+            }
+            return;
+        }
+        drop(current);
+        tokio::time::sleep(Duration::from_millis(idle_ms - idle_for)).await;
+    }
+}
+
+/// How far an HTTP/2 request got, from hyper's error and the `h2` error beneath it.
+fn h2_failure(error: &hyper::Error) -> Failure {
+    if error.is_canceled() {
+        // The connection ended while the request waited to be dispatched.
+        return Failure::NotSent;
+    }
+    match find_source::<h2::Error>(error) {
+        // A GOAWAY fails only the streams above its last processed id.
+        Some(e) if e.is_go_away() && e.is_remote() => Failure::GoAway,
+        Some(e) if e.reason() == Some(h2::Reason::REFUSED_STREAM) => Failure::Refused,
+        _ => Failure::Reset,
+    }
+}
+
+/// The first error of type `T` in `error`'s source chain, `error` included.
+fn find_source<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// An error with its causes, for logs and messages.
+fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
 }

@@ -3,7 +3,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | any path (default) | echo: JSON `{service, method, path, version, headers, body_bytes}`; the request headers `x-echo-sleep-ms` and `x-echo-status` delay it and set its status |
+//! | any path (default) | echo: JSON `{service, method, path, version, headers, body_bytes}`; the request headers `x-echo-sleep-ms` and `x-echo-status` delay it and set its status, and each `x-echo-set: name=value` adds a response header |
 //! | `/status/CODE` | the echo with status `CODE` |
 //! | `/slow/MS` | the echo after `MS` milliseconds |
 //! | `/bytes/N` | `N` bytes, streamed (never held whole) |
@@ -203,7 +203,24 @@ impl Shared {
         }
         let sleep = header_number(request.headers(), "x-echo-sleep-ms")
             .or_else(|| path.strip_prefix("/slow/").and_then(|ms| ms.parse().ok()));
-        self.echo(request, status, sleep).await
+        // `x-echo-set: name=value` (repeatable) adds `name: value` to the response.
+        let extra: Vec<(String, String)> = request
+            .headers()
+            .get_all("x-echo-set")
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split_once('='))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut response = self.echo(request, status, sleep).await;
+        for (name, value) in extra {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        response
     }
 
     async fn echo(

@@ -190,7 +190,8 @@ impl H2 {
         let stream = connect(addr)
             .await
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        let handshake = http2::handshake(TokioExecutor::new(), TokioIo::new(stream));
+        let (sender, connection) = within("h2 handshake", Duration::from_secs(5), handshake)
             .await
             .unwrap_or_else(|e| panic!("h2 handshake with {addr}: {e}"));
         tokio::spawn(async move {

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod body;
 pub mod client;
 pub mod mesh;
+pub mod resilience_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

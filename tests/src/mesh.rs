@@ -28,6 +28,7 @@ pub struct MeshBuilder {
     table_poll_ms: u64,
     drain_ms: u64,
     with_table: bool,
+    extra_config: String,
 }
 
 impl MeshBuilder {
@@ -46,6 +47,13 @@ impl MeshBuilder {
     /// Sets every sidecar's `drain_ms` (default 3,000).
     pub fn drain_ms(mut self, ms: u64) -> MeshBuilder {
         self.drain_ms = ms;
+        self
+    }
+
+    /// Appends `toml` (whole sections, such as `[discovery]`) to every sidecar's config.
+    pub fn extra_config(mut self, toml: &str) -> MeshBuilder {
+        self.extra_config.push_str(toml);
+        self.extra_config.push('\n');
         self
     }
 
@@ -105,7 +113,7 @@ impl MeshBuilder {
                 table = mesh.table.display().to_string(),
                 poll = self.table_poll_ms,
                 drain = self.drain_ms,
-            );
+            ) + &self.extra_config;
             std::fs::write(&config, text)
                 .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
             configs.push((service, config, inbound, outbound, admin));
@@ -142,6 +150,7 @@ fn spawn_proxy(binary: &Path, config: &Path, log: &Path) -> Child {
         .arg("--config")
         .arg(config)
         .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -197,6 +206,7 @@ impl Mesh {
             table_poll_ms: 20,
             drain_ms: 3_000,
             with_table: true,
+            extra_config: String::new(),
         }
     }
 
@@ -284,6 +294,20 @@ impl Mesh {
     pub fn install_table(&self, bytes: &[u8]) {
         let aside = self.dir.path().join("mesh.table.tmp");
         std::fs::write(&aside, bytes).unwrap_or_else(|e| panic!("write {}: {e}", aside.display()));
+        std::fs::rename(&aside, &self.table)
+            .unwrap_or_else(|e| panic!("rename onto {}: {e}", self.table.display()));
+    }
+
+    /// Replaces the table file atomically with one whose modification time is `modified`,
+    /// as `cp -p`, `rsync -t`, `tar` and reproducible builds (fixed mtimes) leave it.
+    pub fn install_table_modified(&self, bytes: &[u8], modified: std::time::SystemTime) {
+        let aside = self.dir.path().join("mesh.table.tmp");
+        std::fs::write(&aside, bytes).unwrap_or_else(|e| panic!("write {}: {e}", aside.display()));
+        std::fs::File::options()
+            .write(true)
+            .open(&aside)
+            .and_then(|f| f.set_modified(modified))
+            .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", aside.display()));
         std::fs::rename(&aside, &self.table)
             .unwrap_or_else(|e| panic!("rename onto {}: {e}", self.table.display()));
     }
@@ -441,4 +465,15 @@ pub fn run_proxy(config: &str, limit: Duration) -> (Option<ExitStatus>, String) 
         std::thread::sleep(Duration::from_millis(10));
     };
     (status, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
+/// The SHA-256 (hex) a compiled table carries in its header (bytes 16..48, after the magic,
+/// format version and payload length): what a sidecar's `/config` reports as `checksum`.
+pub fn table_checksum(table: &[u8]) -> String {
+    table
+        .get(16..48)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

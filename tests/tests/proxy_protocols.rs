@@ -11,7 +11,9 @@ use http::{Method, Request};
 use http_body_util::BodyExt;
 use mesh_tests::backend::Backend;
 use mesh_tests::body::{empty, full};
-use mesh_tests::client::{grpc_frame, grpc_messages, h1_request, h2_request, within, Reply, H1, H2};
+use mesh_tests::client::{
+    grpc_frame, grpc_messages, h1_request, h2_request, within, Reply, H1, H2,
+};
 use mesh_tests::mesh::Mesh;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,7 +59,11 @@ async fn http1_and_h2c_clients_reach_an_http1_app() {
     let h2 = H2::open(mesh.outbound("client")).await;
     let response = within("h2c GET", Duration::from_secs(20), async {
         h2.clone()
-            .send(h2_request(Method::GET, "web", "/h2/hello").body(empty()).expect("request"))
+            .send(
+                h2_request(Method::GET, "web", "/h2/hello")
+                    .body(empty())
+                    .expect("request"),
+            )
             .await
             .expect("h2c response")
     })
@@ -85,13 +91,20 @@ async fn http1_and_h2c_clients_reach_an_http1_app() {
         }));
     }
     for (i, call) in calls.into_iter().enumerate() {
-        let reply = within("h2c stream", Duration::from_secs(30), call).await.expect("task");
+        let reply = within("h2c stream", Duration::from_secs(30), call)
+            .await
+            .expect("task");
         assert_eq!(reply.status, 200);
         let echo = reply.json();
         assert_eq!(echo["path"], format!("/h2/{i}"));
         assert_eq!(echo["body_bytes"], 1000 * (i + 1));
     }
-    assert_eq!(web.stats().requests.load(std::sync::atomic::Ordering::SeqCst), 23);
+    assert_eq!(
+        web.stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        23
+    );
 }
 
 fn grpc_call(path: &str, message: &str) -> Request<mesh_tests::body::Body> {
@@ -121,15 +134,22 @@ async fn grpc_unary_and_server_streaming_keep_their_trailers() {
 
     let reply = h2.fetch(grpc_call("/test.Echo/Fail", "nothing")).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(grpc_messages(&reply.body).expect("gRPC framing"), Vec::<Bytes>::new());
+    assert_eq!(
+        grpc_messages(&reply.body).expect("gRPC framing"),
+        Vec::<Bytes>::new()
+    );
     let trailers = reply.trailers.clone().expect("trailers arrive");
     assert_eq!(trailers["grpc-status"], "5");
     assert_eq!(trailers["grpc-message"], "no such item");
 
     // Server streaming: five messages 50 ms apart, each arriving as it is sent.
-    let response = within("stream call", Duration::from_secs(20), h2.send(grpc_call("/test.Echo/Stream", "5")))
-        .await
-        .expect("response");
+    let response = within(
+        "stream call",
+        Duration::from_secs(20),
+        h2.send(grpc_call("/test.Echo/Stream", "5")),
+    )
+    .await
+    .expect("response");
     assert_eq!(response.status(), 200);
     let started = Instant::now();
     let mut body = response.into_body();
@@ -158,34 +178,119 @@ async fn grpc_unary_and_server_streaming_keep_their_trailers() {
     assert!(buffer.is_empty(), "a partial message was left: {buffer:?}");
     assert_eq!(messages, ["rpc:0", "rpc:1", "rpc:2", "rpc:3", "rpc:4"]);
     let spread = arrivals[4] - arrivals[0];
-    assert!(spread >= Duration::from_millis(150), "the messages were buffered, not streamed: {arrivals:?}");
+    assert!(
+        spread >= Duration::from_millis(150),
+        "the messages were buffered, not streamed: {arrivals:?}"
+    );
     let trailers = trailers.expect("trailers arrive");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["grpc-message"], "stream done");
-    assert_eq!(rpc.stats().requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(
+        rpc.stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_echoes_through_the_upgrade_tunnel() {
     let (mesh, [_, web, _]) = start().await;
-    let stream = within("connect", Duration::from_secs(5), tokio::net::TcpStream::connect(mesh.outbound("client")))
-        .await
-        .expect("connect to the outbound listener");
-    let (mut ws, response) = within("websocket handshake", Duration::from_secs(10), tokio_tungstenite::client_async("ws://web/ws", stream))
-        .await
-        .expect("the upgrade succeeds through both sidecars");
+    let stream = within(
+        "connect",
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(mesh.outbound("client")),
+    )
+    .await
+    .expect("connect to the outbound listener");
+    let (mut ws, response) = within(
+        "websocket handshake",
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async("ws://web/ws", stream),
+    )
+    .await
+    .expect("the upgrade succeeds through both sidecars");
     assert_eq!(response.status(), 101);
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
     let mut sent = vec![Message::text("hello"), Message::binary(big)];
     sent.extend((0..50).map(|i| Message::text(format!("message {i}"))));
     for message in &sent {
-        within("ws send", Duration::from_secs(10), ws.send(message.clone())).await.expect("send");
+        within("ws send", Duration::from_secs(10), ws.send(message.clone()))
+            .await
+            .expect("send");
         let echoed = within("ws echo", Duration::from_secs(10), ws.next())
             .await
             .expect("the socket stays open")
             .expect("a message");
         assert_eq!(&echoed, message);
     }
-    within("ws close", Duration::from_secs(10), ws.close(None)).await.expect("close");
-    assert_eq!(web.stats().requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    within("ws close", Duration::from_secs(10), ws.close(None))
+        .await
+        .expect("close");
+    assert_eq!(
+        web.stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_statuses_and_bodiless_responses_pass_through_on_kept_alive_connections() {
+    let (mesh, [_, web, _]) = start().await;
+    let mut h1 = H1::open(mesh.outbound("client")).await;
+    let mut h2 = H2::open(mesh.outbound("client")).await;
+    let cases: [(Method, &str, u16, bool); 6] = [
+        (Method::GET, "/status/204", 204, false),
+        (Method::GET, "/status/304", 304, false),
+        (Method::HEAD, "/head", 200, false),
+        (Method::GET, "/status/503", 503, true),
+        (Method::GET, "/status/404", 404, true),
+        (Method::POST, "/status/201", 201, true),
+    ];
+    for round in 0..2 {
+        for (method, path, status, has_body) in &cases {
+            let what = format!("round {round}: {method} {path}");
+            let replies = [
+                h1.fetch(
+                    h1_request(method.clone(), "web", path)
+                        .body(empty())
+                        .expect("request"),
+                )
+                .await,
+                h2.fetch(
+                    h2_request(method.clone(), "web", path)
+                        .body(empty())
+                        .expect("request"),
+                )
+                .await,
+            ];
+            for reply in replies {
+                assert_eq!(reply.status, *status, "{what}");
+                // The app's own errors are not the proxy's.
+                assert_eq!(reply.mesh_error(), None, "{what}");
+                if *has_body {
+                    assert_eq!(reply.echoed_service(), "web", "{what}");
+                } else {
+                    assert!(reply.body.is_empty(), "{what}: {:?}", reply.text());
+                }
+            }
+        }
+    }
+    // Both connections are still good.
+    assert_eq!(h1.get("web", "/last").await.status, 200);
+    let last = h2
+        .fetch(
+            h2_request(Method::GET, "web", "/last")
+                .body(empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(last.status, 200);
+    assert_eq!(
+        web.stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2 * 2 * 6 + 2
+    );
 }

@@ -35,6 +35,15 @@ route other on web { match { path prefix "/other" } to alt request_headers { set
 route split on web { match { path prefix "/split" } split { web 90% alt 10% } }
 "#;
 
+/// A request (method, path, extra headers) and the backend and `x-route` that must serve it.
+type Case = (
+    Method,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    Option<&'static str>,
+);
+
 async fn start() -> (Mesh, Backend, Backend, Backend) {
     let client_app = Backend::start("client").await;
     let web = Backend::start("web").await;
@@ -52,12 +61,23 @@ async fn start() -> (Mesh, Backend, Backend, Backend) {
 async fn routes_by_path_method_and_headers_in_precedence_order() {
     let (mesh, client_app, web, alt) = start().await;
     let mut conn = H1::open(mesh.outbound("client")).await;
-    // (method, path, extra headers, expected backend, expected x-route)
-    let cases: &[(Method, &str, &[(&str, &str)], &str, Option<&str>)] = &[
+    let cases: &[Case] = &[
         (Method::GET, "/api/v1/users", &[], "web", Some("exact")),
-        (Method::GET, "/api/v1/users?page=2", &[], "web", Some("exact")),
+        (
+            Method::GET,
+            "/api/v1/users?page=2",
+            &[],
+            "web",
+            Some("exact"),
+        ),
         (Method::GET, "/api//v1/./users", &[], "web", Some("exact")),
-        (Method::GET, "/api/v1/users/7", &[], "web", Some("long-prefix")),
+        (
+            Method::GET,
+            "/api/v1/users/7",
+            &[],
+            "web",
+            Some("long-prefix"),
+        ),
         (Method::GET, "/api/v1", &[], "web", Some("long-prefix")),
         // Prefixes match whole segments.
         (Method::GET, "/api/v1x", &[], "web", Some("short-prefix")),
@@ -68,9 +88,21 @@ async fn routes_by_path_method_and_headers_in_precedence_order() {
         (Method::POST, "/m/1", &[], "web", Some("m-post")),
         (Method::GET, "/m", &[], "web", Some("m-any")),
         (Method::PUT, "/m/1", &[], "web", Some("m-any")),
-        (Method::GET, "/h", &[("x-a", "1"), ("x-b", "anything")], "web", Some("h-two")),
+        (
+            Method::GET,
+            "/h",
+            &[("x-a", "1"), ("x-b", "anything")],
+            "web",
+            Some("h-two"),
+        ),
         (Method::GET, "/h", &[("x-a", "1")], "web", Some("h-one")),
-        (Method::GET, "/h", &[("x-a", "2"), ("x-b", "1")], "web", Some("h-none")),
+        (
+            Method::GET,
+            "/h",
+            &[("x-a", "2"), ("x-b", "1")],
+            "web",
+            Some("h-none"),
+        ),
         (Method::GET, "/h/x", &[], "web", Some("h-none")),
         (Method::GET, "/other/page", &[], "alt", Some("other")),
     ];
@@ -84,27 +116,64 @@ async fn routes_by_path_method_and_headers_in_precedence_order() {
         assert_eq!(reply.status, 200, "{what}: {}", reply.text());
         let echo = reply.json();
         assert_eq!(echo["service"], *backend, "{what}: {echo}");
-        assert_eq!(echo["headers"]["x-route"].as_str(), *route, "{what}: {echo}");
+        assert_eq!(
+            echo["headers"]["x-route"].as_str(),
+            *route,
+            "{what}: {echo}"
+        );
         assert_eq!(echo["method"], method.as_str(), "{what}");
         // The application sees the path as the client sent it.
         assert_eq!(echo["path"], *path, "{what}");
         assert_eq!(echo["headers"]["host"], "web", "{what}");
     }
+    // The authority may carry a port and any case.
+    for host in ["web:8001", "WEB", "Web:80"] {
+        let request = h1_request(Method::GET, host, "/api/v1/users")
+            .body(empty())
+            .expect("request");
+        let reply = conn.fetch(request).await;
+        assert_eq!(reply.status, 200, "Host {host}: {}", reply.text());
+        assert_eq!(
+            reply.echoed_header("x-route").as_deref(),
+            Some("exact"),
+            "Host {host}"
+        );
+    }
     // A service with routes and none matching: 404 from the proxy, the app never asked.
-    let before = web.stats().requests.load(std::sync::atomic::Ordering::SeqCst);
+    let before = web
+        .stats()
+        .requests
+        .load(std::sync::atomic::Ordering::SeqCst);
     let reply = conn.get("web", "/things/abc").await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.mesh_error(), Some("no-route"));
-    assert_eq!(web.stats().requests.load(std::sync::atomic::Ordering::SeqCst), before);
+    assert_eq!(
+        web.stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
     // A service without routes goes to the service itself.
     let reply = conn.get("alt", "/anything").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.echoed_service(), "alt");
     assert_eq!(reply.echoed_header("x-route"), None);
-    let served = web.stats().requests.load(std::sync::atomic::Ordering::SeqCst)
-        + alt.stats().requests.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(served, cases.len() as u64 + 1);
-    assert_eq!(client_app.stats().requests.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let served = web
+        .stats()
+        .requests
+        .load(std::sync::atomic::Ordering::SeqCst)
+        + alt
+            .stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(served, cases.len() as u64 + 4);
+    assert_eq!(
+        client_app
+            .stats()
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,11 +183,17 @@ async fn a_90_10_split_holds_within_5_points_over_2000_requests() {
     let replies = within(
         "2,000 split requests",
         Duration::from_secs(120),
-        load(mesh.outbound("client"), 8, 2_000, Arc::new(AtomicUsize::new(0)), |i| {
-            h1_request(Method::GET, "web", &format!("/split/{i}"))
-                .body(empty())
-                .expect("request")
-        }),
+        load(
+            mesh.outbound("client"),
+            8,
+            2_000,
+            Arc::new(AtomicUsize::new(0)),
+            |i| {
+                h1_request(Method::GET, "web", &format!("/split/{i}"))
+                    .body(empty())
+                    .expect("request")
+            },
+        ),
     )
     .await;
     assert_eq!(replies.len(), 2_000);
@@ -134,6 +209,12 @@ async fn a_90_10_split_holds_within_5_points_over_2000_requests() {
     }
     assert_eq!(web + alt, 2_000);
     let alt_share = alt as f64 * 100.0 / 2_000.0;
-    assert!((5.0..=15.0).contains(&alt_share), "alt got {alt_share:.1}% (web {web}, alt {alt})");
-    eprintln!("split: web {web}, alt {alt} ({alt_share:.1}%) in {:?}", started.elapsed());
+    assert!(
+        (5.0..=15.0).contains(&alt_share),
+        "alt got {alt_share:.1}% (web {web}, alt {alt})"
+    );
+    eprintln!(
+        "split: web {web}, alt {alt} ({alt_share:.1}%) in {:?}",
+        started.elapsed()
+    );
 }

@@ -51,19 +51,19 @@ WARMUP=${WARMUP:-1}; SETTLE=${SETTLE:-0.5}; ONLY=${ONLY:-}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 PROFILE=${PROFILE:-0}; PROFILE_SECONDS=${PROFILE_SECONDS:-$D}
 
-#        name                    proto port  authority proxies        what
+# name|protocol|port|authority (Host)|proxy processes (CPU counted per request)|path
 ALL_CASES=(
-  "direct-h1|h1|18080||||client -> nginx backend :18080 (no proxy)"
-  "direct-h2c|h2c|18090||||client -> nginx backend :18090 (no proxy)"
-  "mesh-1hop-h1|h1|19201||mesh_b||client -> mesh-proxy B inbound :19201 -> backend"
-  "nginx-1hop-h1|h1|18081||nginx||client -> nginx proxy :18081 -> backend"
-  "haproxy-1hop-h1|h1|18082||haproxy||client -> haproxy :18082 -> backend"
-  "mesh-1hop-h2c|h2c|19201||mesh_b||client -h2c-> mesh-proxy B inbound :19201 -h1-> backend"
-  "nginx-1hop-h2c|h2c|18091||nginx||client -h2c-> nginx proxy :18091 -h1-> backend"
-  "haproxy-1hop-h2c|h2c|18092||haproxy||client -h2c-> haproxy :18092 -h1-> backend"
-  "mesh-chain-h1|h1|19101|backend|mesh_a+mesh_b||client -> A outbound :19101 -h2c-> B inbound :19201 -> backend"
-  "haproxy-nginx-chain-h1|h1|18085||haproxy+nginx||client -> haproxy :18085 -> nginx :18081 -> backend"
-  "mesh-chain-h2c|h2c|19101|backend|mesh_a+mesh_b||client -h2c-> A outbound :19101 -h2c-> B inbound -> backend"
+  "direct-h1|h1|18080|||client -> nginx backend :18080 (no proxy)"
+  "direct-h2c|h2c|18090|||client -> nginx backend :18090 (no proxy)"
+  "mesh-1hop-h1|h1|19201||mesh_b|client -> mesh-proxy B inbound :19201 -> backend"
+  "nginx-1hop-h1|h1|18081||nginx|client -> nginx proxy :18081 -> backend"
+  "haproxy-1hop-h1|h1|18082||haproxy|client -> haproxy :18082 -> backend"
+  "mesh-1hop-h2c|h2c|19201||mesh_b|client -h2c-> mesh-proxy B inbound :19201 -h1-> backend"
+  "nginx-1hop-h2c|h2c|18091||nginx|client -h2c-> nginx proxy :18091 -h1-> backend"
+  "haproxy-1hop-h2c|h2c|18092||haproxy|client -h2c-> haproxy :18092 -h1-> backend"
+  "mesh-chain-h1|h1|19101|backend|mesh_a+mesh_b|client -> A outbound :19101 -h2c-> B inbound :19201 -> backend"
+  "haproxy-nginx-chain-h1|h1|18085||haproxy+nginx|client -> haproxy :18085 -> nginx :18081 -> backend"
+  "mesh-chain-h2c|h2c|19101|backend|mesh_a+mesh_b|client -h2c-> A outbound :19101 -h2c-> B inbound -> backend"
 )
 CASES=()
 for c in "${ALL_CASES[@]}"; do
@@ -151,6 +151,9 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "cargo build --release -p mesh-proxy -p meshc"
   (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -q -p mesh-proxy -p meshc) || die "build failed"
 fi
+# What was built: the commit, and whether proxy/, engine/ or table/ had uncommitted changes.
+GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$(cd "$ROOT" && git status --porcelain -- proxy engine table 2>/dev/null | head -c 1 | wc -c)
 PROXY_BIN=$ROOT/target/release/mesh-proxy
 MESHC=$ROOT/target/release/meshc
 [ -x "$PROXY_BIN" ] && [ -x "$MESHC" ] || die "binaries missing in target/release"
@@ -304,7 +307,7 @@ check_alive() {
 
 # Every case must answer 200 "ok" before it is measured.
 for c in "${CASES[@]}"; do
-  IFS='|' read -r name proto port auth _ _ _ <<<"$c"
+  IFS='|' read -r name proto port auth _ _ <<<"$c"
   args=(-s --max-time 3 -o "$RUN/.check" -w '%{http_code}')
   [ "$proto" = h2c ] && args+=(--http2-prior-knowledge)
   [ -n "$auth" ] && args+=(-H "Host: $auth")
@@ -315,7 +318,7 @@ done
 if [ "${WARMUP%.*}" -gt 0 ] 2>/dev/null; then
   log "warm-up: ${WARMUP}s per case"
   for c in "${CASES[@]}"; do
-    IFS='|' read -r name proto port auth _ _ _ <<<"$c"
+    IFS='|' read -r name proto port auth _ _ <<<"$c"
     loadgen "$proto" "$port" "$auth" "${WARMUP%.*}" "$RUN/warmup-$name.txt" "" || die "warm-up of $name failed: $(tail -n 3 "$RUN/warmup-$name.txt")"
   done
 fi
@@ -331,7 +334,7 @@ for (( round = 1; round <= R; round++ )); do
   log "round $round/$R"
   for (( k = 0; k < n; k++ )); do
     c=${CASES[$(( (k + round - 1) % n ))]}
-    IFS='|' read -r name proto port auth proxies _ _ <<<"$c"
+    IFS='|' read -r name proto port auth proxies _ <<<"$c"
     out=$RUN/r$round-$name.txt; h2log=
     [ "$proto" = h2c ] && h2log=$RUN/r$round-$name.h2log
     check_alive
@@ -366,17 +369,18 @@ if [ "$PROFILE" = 1 ]; then
   PERF_PID=$!
   wait "$PERF_PID" || true; PERF_PID=
   wait "$LOAD_PID" || true; LOAD_PID=
-  perf report -i "$RUN/perf.data" --stdio --no-children --sort symbol --percent-limit 0.5 2>/dev/null \
-    | grep -v '^$' >"$RUN/perf-report.txt" || true
+  { echo "# self time by object"
+    perf report -i "$RUN/perf.data" --stdio --no-children -g none --sort dso 2>/dev/null | grep -E '^ +[0-9]'
+    echo "# self time by symbol (>= 0.3%)"
+    perf report -i "$RUN/perf.data" --stdio --no-children -g none --sort dso,symbol --percent-limit 0.3 2>/dev/null | grep -E '^ +[0-9]'
+  } | cut -c1-200 | sed 's/ *$//' >"$RUN/perf-report.txt" || true
   log "profile: $RUN/perf-report.txt (top self-time symbols below)"
-  grep -E '^ +[0-9.]+%' "$RUN/perf-report.txt" | head -n 25 >&2 || true
+  head -n 30 "$RUN/perf-report.txt" >&2 || true
 fi
 
 # ---------------------------------------------------------------- report
 META=$RUN/meta.json
-paths=$(for c in "${CASES[@]}"; do IFS='|' read -r name _ _ _ _ _ what <<<"$c"; printf '%s\t%s\n' "$name" "$what"; done)
-GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(cd "$ROOT" && git status --porcelain -- proxy engine table 2>/dev/null | head -c 1 | wc -c)
+paths=$(for c in "${CASES[@]}"; do IFS='|' read -r name _ _ _ _ what <<<"$c"; printf '%s\t%s\n' "$name" "$what"; done)
 export D R WRK_CONNS H2_CONNS H2_STREAMS WRK_THREADS H2_THREADS WARMUP LOAD_START LOAD_END GIT_REV GIT_DIRTY RUN
 python3 - "$META" <<EOF
 import json, os, platform, subprocess, sys, datetime

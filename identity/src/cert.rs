@@ -133,8 +133,43 @@ pub fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, Refusal> {
         .spiffe_id()
 }
 
+/// The subject public key (the bit string's bytes) of a DER certificate.
+pub(crate) fn public_key_bits(der: &[u8]) -> Result<Vec<u8>, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| IdentityError::Certificate(format!("not X.509 DER: {e}")))?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
+/// Whether the DER certificate `der` carries a valid signature by `issuer_der`'s key.
+pub(crate) fn is_signed_by(der: &[u8], issuer_der: &[u8]) -> bool {
+    let (Ok((_, cert)), Ok((_, issuer))) = (
+        x509_parser::parse_x509_certificate(der),
+        x509_parser::parse_x509_certificate(issuer_der),
+    ) else {
+        return false;
+    };
+    cert.verify_signature(Some(issuer.public_key())).is_ok()
+}
+
+/// A time as RFC 3339 UTC to the second, `2026-05-01T12:00:00Z`, for logs and command output.
+pub fn format_utc(time: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(time);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 fn serial_hex(raw: &[u8]) -> String {
-    let start = raw.iter().position(|&b| b != 0).unwrap_or(raw.len().saturating_sub(1));
+    let start = raw
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
     raw[start..].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -153,6 +188,14 @@ mod tests {
     fn serials_print_without_leading_zeros() {
         assert_eq!(serial_hex(&[0, 0x1f, 0xa0]), "1fa0");
         assert_eq!(serial_hex(&[0]), "00");
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(
+            format_utc(UNIX_EPOCH + Duration::from_secs(86_400 + 61)),
+            "1970-01-02T00:01:01Z"
+        );
     }
 
     #[test]

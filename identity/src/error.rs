@@ -110,6 +110,9 @@ impl IdentityError {
     /// Whether the error is about reaching files at all (unreadable, unwritable) rather than
     /// about what they hold: the commands exit 2 for these, 1 for the others.
     pub fn is_io(&self) -> bool {
-        matches!(self, IdentityError::Read { .. } | IdentityError::Write { .. })
+        matches!(
+            self,
+            IdentityError::Read { .. } | IdentityError::Write { .. }
+        )
     }
 }

@@ -112,9 +112,8 @@ impl Refusal {
                 CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                     R::NotYetValid
                 }
-                CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-                    R::BadKeyUsage
-                }
+                CertificateError::InvalidPurpose
+                | CertificateError::InvalidPurposeContext { .. } => R::BadKeyUsage,
                 _ => R::Other,
             },
             rustls::Error::NoCertificatesPresented => R::NoCertificate,
@@ -129,7 +128,9 @@ impl Refusal {
         };
         let detail = match error {
             rustls::Error::NoCertificatesPresented => "the peer presented no certificate".into(),
-            rustls::Error::AlertReceived(alert) => format!("the peer refused the handshake: {alert:?}"),
+            rustls::Error::AlertReceived(alert) => {
+                format!("the peer refused the handshake: {alert:?}")
+            }
             other => other.to_string(),
         };
         Refusal { reason, detail }
@@ -178,14 +179,31 @@ mod tests {
     #[test]
     fn rustls_errors_classify() {
         let of = |e: rustls::Error| Refusal::from_rustls(&e).reason;
-        assert_eq!(of(CertificateError::UnknownIssuer.into()), RefusalReason::UnknownCa);
-        assert_eq!(of(CertificateError::Expired.into()), RefusalReason::Expired);
-        assert_eq!(of(CertificateError::NotValidYet.into()), RefusalReason::NotYetValid);
-        assert_eq!(of(CertificateError::InvalidPurpose.into()), RefusalReason::BadKeyUsage);
-        assert_eq!(of(CertificateError::BadEncoding.into()), RefusalReason::Other);
-        assert_eq!(of(rustls::Error::NoCertificatesPresented), RefusalReason::NoCertificate);
         assert_eq!(
-            of(rustls::Error::AlertReceived(AlertDescription::CertificateRequired)),
+            of(CertificateError::UnknownIssuer.into()),
+            RefusalReason::UnknownCa
+        );
+        assert_eq!(of(CertificateError::Expired.into()), RefusalReason::Expired);
+        assert_eq!(
+            of(CertificateError::NotValidYet.into()),
+            RefusalReason::NotYetValid
+        );
+        assert_eq!(
+            of(CertificateError::InvalidPurpose.into()),
+            RefusalReason::BadKeyUsage
+        );
+        assert_eq!(
+            of(CertificateError::BadEncoding.into()),
+            RefusalReason::Other
+        );
+        assert_eq!(
+            of(rustls::Error::NoCertificatesPresented),
+            RefusalReason::NoCertificate
+        );
+        assert_eq!(
+            of(rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+            )),
             RefusalReason::NoCertificate
         );
     }
@@ -197,6 +215,9 @@ mod tests {
         assert_eq!(Refusal::from_rustls(&err), ours);
         let io = io::Error::new(io::ErrorKind::InvalidData, err);
         assert_eq!(Refusal::from_io(&io), Some(ours));
-        assert_eq!(Refusal::from_io(&io::Error::from(io::ErrorKind::ConnectionReset)), None);
+        assert_eq!(
+            Refusal::from_io(&io::Error::from(io::ErrorKind::ConnectionReset)),
+            None
+        );
     }
 }

@@ -341,6 +341,34 @@ listen = "127.0.0.1:15000"
     }
 
     #[test]
+    fn resilience_keys_have_defaults_and_are_checked() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.inbound.idle_timeout_ms, 60_000);
+        assert_eq!(c.outbound.idle_timeout_ms, 60_000);
+        assert_eq!(c.upstream.idle_timeout_ms, 30_000);
+        assert_eq!(c.discovery.dns_server, None);
+        assert_eq!(
+            (
+                c.discovery.dns_min_refresh_ms,
+                c.discovery.dns_max_refresh_ms
+            ),
+            (1_000, 30_000)
+        );
+        let dns = format!(
+            "{GOOD}[discovery]\ndns_server = \"127.0.0.1:5353\"\ndns_min_refresh_ms = 200\n"
+        );
+        let c = Config::parse(&dns).expect("valid");
+        assert_eq!(c.discovery.dns_server.map(|a| a.port()), Some(5353));
+        let inverted =
+            format!("{GOOD}[discovery]\ndns_min_refresh_ms = 5000\ndns_max_refresh_ms = 100\n");
+        let e = Config::parse(&inverted).expect_err("max below min");
+        assert!(e.contains("dns_max_refresh_ms"), "{e}");
+        let zero = format!("{GOOD}[upstream]\nidle_timeout_ms = 0\n");
+        let e = Config::parse(&zero).expect_err("zero idle");
+        assert!(e.contains("upstream.idle_timeout_ms"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key_and_the_place() {
         let unknown = GOOD.replace("app =", "aplication =");
         let e = Config::parse(&unknown).expect_err("unknown key");

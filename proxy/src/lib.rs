@@ -185,8 +185,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 }
 
 /// The DNS resolver for discovery: the config's server, else `$MESH_DNS_SERVER`, else the
-/// system's. Without one (no resolv.conf), names resolve to nothing, and say so.
-fn resolver(config: &Config) -> Option<discovery::dns::Resolver> {
+/// system's. Without one (no resolv.conf), names resolve to nothing, and the services that
+/// have names say why.
+fn resolver(config: &Config) -> Result<discovery::dns::Resolver, String> {
     let from_env = || {
         let value = std::env::var(DNS_SERVER_ENV).ok()?;
         match value.parse() {
@@ -202,13 +203,7 @@ fn resolver(config: &Config) -> Option<discovery::dns::Resolver> {
         min_refresh: Duration::from_millis(config.discovery.dns_min_refresh_ms),
         max_refresh: Duration::from_millis(config.discovery.dns_max_refresh_ms),
     };
-    match discovery::dns::Resolver::new(settings) {
-        Ok(resolver) => Some(resolver),
-        Err(error) => {
-            tracing::error!(%error, "no DNS resolver: `discovery dns` services get no endpoints");
-            None
-        }
-    }
+    discovery::dns::Resolver::new(settings)
 }
 
 async fn shutdown_signal() {

@@ -296,7 +296,9 @@ impl Shared {
 }
 
 fn seed(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// SplitMix64: a fixed, well-spread sequence for "fails 30% of requests".
@@ -308,7 +310,9 @@ fn splitmix(x: u64) -> u64 {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One request's result as the client saw it.
@@ -355,7 +359,9 @@ pub fn get(host: &str, path: &str, headers: &[(&str, String)]) -> Request<Body> 
     for (name, value) in headers {
         request = request.header(*name, value.as_str());
     }
-    request.body(empty()).unwrap_or_else(|e| panic!("request: {e}"))
+    request
+        .body(empty())
+        .unwrap_or_else(|e| panic!("request: {e}"))
 }
 
 /// Sends `request` on `connection` and reads the outcome (`at`: since the load started).
@@ -368,7 +374,13 @@ pub async fn send(connection: &mut H1, request: Request<Body>, at: Duration) -> 
 /// Sends requests made by `make(i)` from `concurrency` keep-alive connections to `addr`
 /// until `total` were sent or `limit` passed, whichever comes first; every outcome, in the
 /// order they were sent.
-pub async fn load<F>(addr: SocketAddr, concurrency: usize, total: usize, limit: Duration, make: F) -> Vec<Outcome>
+pub async fn load<F>(
+    addr: SocketAddr,
+    concurrency: usize,
+    total: usize,
+    limit: Duration,
+    make: F,
+) -> Vec<Outcome>
 where
     F: Fn(usize) -> Request<Body> + Send + Sync + 'static,
 {
@@ -433,48 +445,68 @@ impl Dnsmasq {
         set_mode(dir.path(), 0o755);
         let hosts = dir.path().join("hosts");
         write_hosts(&hosts, records);
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .unwrap_or_else(|e| panic!("a free UDP port: {e}"))
-            .port();
+        let log = dir.path().join("dnsmasq.log");
         let binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or("dnsmasq");
-        let child = Command::new(binary)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--pid-file=",
-                "--log-facility=-",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start dnsmasq ({e}): install it with `apt-get install -y dnsmasq-base`")
-            });
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let dns = Dnsmasq {
-            child,
-            hosts,
-            addr,
-            _dir: dir,
-        };
-        // Ready once it accepts TCP on its port.
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "dnsmasq did not start on {addr}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // A free UDP port may be taken for TCP (dnsmasq needs both): try a few.
+        for _ in 0..5 {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .unwrap_or_else(|e| panic!("a free UDP port: {e}"))
+                .port();
+            let stderr = std::fs::File::create(&log)
+                .unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+            let mut child = Command::new(binary)
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    "--listen-address=127.0.0.1",
+                    "--pid-file=",
+                    "--log-facility=-",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--addn-hosts={}", hosts.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start dnsmasq ({e}): install it with `apt-get install -y dnsmasq-base`")
+                });
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            // Ready once it accepts TCP on its port; gone if it could not bind.
+            let started = Instant::now();
+            let ready = loop {
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    break true;
+                }
+                if matches!(child.try_wait(), Ok(Some(_)))
+                    || started.elapsed() > Duration::from_secs(5)
+                {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if ready {
+                return Dnsmasq {
+                    child,
+                    hosts,
+                    addr,
+                    _dir: dir,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        dns
+        panic!(
+            "dnsmasq did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
     }
 
     /// Where it answers.
@@ -507,7 +539,10 @@ impl Drop for Dnsmasq {
 }
 
 fn write_hosts(path: &std::path::Path, records: &[(&str, IpAddr)]) {
-    let text: String = records.iter().map(|(name, ip)| format!("{ip} {name}\n")).collect();
+    let text: String = records
+        .iter()
+        .map(|(name, ip)| format!("{ip} {name}\n"))
+        .collect();
     let aside = path.with_extension("tmp");
     std::fs::write(&aside, text).unwrap_or_else(|e| panic!("write {}: {e}", aside.display()));
     set_mode(&aside, 0o644);

@@ -16,7 +16,9 @@ use http::Method;
 use mesh_tests::body::full;
 use mesh_tests::client::{h1_request, H1};
 use mesh_tests::mesh::{table_checksum, Mesh};
-use mesh_tests::resilience_support::{exclusive, get, load, send, served, Dnsmasq, Outcome, Server};
+use mesh_tests::resilience_support::{
+    exclusive, get, load, send, served, Dnsmasq, Outcome, Server,
+};
 
 const PRELUDE: &str = r#"
 mesh "e2e" { trust_domain "e2e.local" }
@@ -44,13 +46,19 @@ async fn install(mesh: &Mesh, table: &[u8]) {
         if mesh.config("client").await["checksum"] == want.as_str() {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "the new table was not loaded");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new table was not loaded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn share(outcomes: &[Outcome], name: &str) -> f64 {
-    let n = outcomes.iter().filter(|o| o.served_by.as_deref() == Some(name)).count();
+    let n = outcomes
+        .iter()
+        .filter(|o| o.served_by.as_deref() == Some(name))
+        .count();
     n as f64 / outcomes.len().max(1) as f64
 }
 
@@ -59,11 +67,18 @@ fn failures(outcomes: &[Outcome]) -> Vec<&Outcome> {
 }
 
 async fn three(names: [&str; 3]) -> [Server; 3] {
-    [Server::start(names[0]).await, Server::start(names[1]).await, Server::start(names[2]).await]
+    [
+        Server::start(names[0]).await,
+        Server::start(names[1]).await,
+        Server::start(names[2]).await,
+    ]
 }
 
 fn endpoints(servers: &[&Server]) -> String {
-    let list: Vec<String> = servers.iter().map(|s| format!("\"{}\"", s.addr())).collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!("\"{}\"", s.addr()))
+        .collect();
     format!("[{}]", list.join(", "))
 }
 
@@ -74,18 +89,38 @@ async fn least_request_sends_less_to_a_slow_endpoint_than_round_robin() {
     let [a, b, c] = three(["a", "b", "c"]).await;
     c.knobs().delay_ms.store(100, Ordering::SeqCst);
     let web = |balance: &str| {
-        format!("service web {{ port 8001 endpoints {} balance {balance} }}", endpoints(&[&a, &b, &c]))
+        format!(
+            "service web {{ port 8001 endpoints {} balance {balance} }}",
+            endpoints(&[&a, &b, &c])
+        )
     };
     let mesh = client_mesh(&web("round_robin"), &app).await;
-    let run = || load(mesh.outbound("client"), 8, 300, Duration::from_secs(60), |_| get("web", "/", &[]));
+    let run = || {
+        load(
+            mesh.outbound("client"),
+            8,
+            300,
+            Duration::from_secs(60),
+            |_| get("web", "/", &[]),
+        )
+    };
     let rr = run().await;
     swap(&mesh, &web("least_request")).await;
     let lr = run().await;
     assert!(failures(&rr).is_empty() && failures(&lr).is_empty());
     let (rr_c, lr_c) = (share(&rr, "c"), share(&lr, "c"));
     eprintln!("slow endpoint's share: round robin {rr_c:.3}, least request {lr_c:.3}");
-    assert!(rr_c > 0.30, "round robin gives each endpoint a third: {:?}", served(&rr));
-    assert!(lr_c < rr_c / 2.0, "least request: {:?}, round robin: {:?}", served(&lr), served(&rr));
+    assert!(
+        rr_c > 0.30,
+        "round robin gives each endpoint a third: {:?}",
+        served(&rr)
+    );
+    assert!(
+        lr_c < rr_c / 2.0,
+        "least request: {:?}, round robin: {:?}",
+        served(&lr),
+        served(&rr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,20 +128,36 @@ async fn ewma_moves_traffic_away_from_an_endpoint_that_turns_slow() {
     let _only = exclusive().await;
     let app = Server::start("app").await;
     let [a, b, c] = three(["a", "b", "c"]).await;
-    let web = format!("service web {{ port 8001 endpoints {} balance ewma }}", endpoints(&[&a, &b, &c]));
+    let web = format!(
+        "service web {{ port 8001 endpoints {} balance ewma }}",
+        endpoints(&[&a, &b, &c])
+    );
     let mesh = client_mesh(&web, &app).await;
     let addr = mesh.outbound("client");
-    let before = load(addr, 6, usize::MAX, Duration::from_millis(1500), |_| get("web", "/", &[])).await;
+    let before = load(addr, 6, usize::MAX, Duration::from_millis(1500), |_| {
+        get("web", "/", &[])
+    })
+    .await;
     for name in ["a", "b", "c"] {
         assert!(share(&before, name) > 0.15, "{name}: {:?}", served(&before));
     }
     c.knobs().delay_ms.store(150, Ordering::SeqCst);
-    let after = load(addr, 6, usize::MAX, Duration::from_secs(3), |_| get("web", "/", &[])).await;
+    let after = load(addr, 6, usize::MAX, Duration::from_secs(3), |_| {
+        get("web", "/", &[])
+    })
+    .await;
     assert!(failures(&after).is_empty());
     // Give it a second to notice; from then on the slow endpoint gets little.
-    let settled: Vec<Outcome> = after.into_iter().filter(|o| o.at >= Duration::from_secs(1)).collect();
+    let settled: Vec<Outcome> = after
+        .into_iter()
+        .filter(|o| o.at >= Duration::from_secs(1))
+        .collect();
     eprintln!("after c turned slow: {:?}", served(&settled));
-    assert!(settled.len() > 50, "too few requests to judge: {}", settled.len());
+    assert!(
+        settled.len() > 50,
+        "too few requests to judge: {}",
+        settled.len()
+    );
     assert!(share(&settled, "c") < 0.10, "{:?}", served(&settled));
 }
 
@@ -116,23 +167,44 @@ async fn ring_hash_keeps_users_on_their_endpoint_and_removing_one_moves_only_its
     let [a, b, c] = three(["a", "b", "c"]).await;
     let d = Server::start("d").await;
     let web = |servers: &[&Server]| {
-        format!("service web {{ port 8001 endpoints {} balance ring_hash header \"x-user\" }}", endpoints(servers))
+        format!(
+            "service web {{ port 8001 endpoints {} balance ring_hash header \"x-user\" }}",
+            endpoints(servers)
+        )
     };
     let mesh = client_mesh(&web(&[&a, &b, &c, &d]), &app).await;
     let mut connection = H1::open(mesh.outbound("client")).await;
     let users: Vec<String> = (0..80).map(|i| format!("user-{i}")).collect();
     let mut owners = Vec::new();
     for user in &users {
-        let o = send(&mut connection, get("web", "/", &[("x-user", user.clone())]), Duration::ZERO).await;
+        let o = send(
+            &mut connection,
+            get("web", "/", &[("x-user", user.clone())]),
+            Duration::ZERO,
+        )
+        .await;
         assert!(o.ok());
         owners.push(o.served_by.unwrap_or_default());
     }
     for (user, owner) in users.iter().zip(&owners) {
-        let o = send(&mut connection, get("web", "/", &[("x-user", user.clone())]), Duration::ZERO).await;
-        assert_eq!(o.served_by.as_ref(), Some(owner), "{user} moved with nothing changed");
+        let o = send(
+            &mut connection,
+            get("web", "/", &[("x-user", user.clone())]),
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(
+            o.served_by.as_ref(),
+            Some(owner),
+            "{user} moved with nothing changed"
+        );
     }
     let distinct: std::collections::BTreeSet<&String> = owners.iter().collect();
-    assert_eq!(distinct.len(), 4, "80 users spread over 4 endpoints: {owners:?}");
+    assert_eq!(
+        distinct.len(),
+        4,
+        "80 users spread over 4 endpoints: {owners:?}"
+    );
     // Without the header: any endpoint.
     let mut anonymous = std::collections::BTreeSet::new();
     for _ in 0..40 {
@@ -144,7 +216,12 @@ async fn ring_hash_keeps_users_on_their_endpoint_and_removing_one_moves_only_its
     swap(&mesh, &web(&[&a, &b, &c])).await;
     let mut moved = 0;
     for (user, owner) in users.iter().zip(&owners) {
-        let o = send(&mut connection, get("web", "/", &[("x-user", user.clone())]), Duration::ZERO).await;
+        let o = send(
+            &mut connection,
+            get("web", "/", &[("x-user", user.clone())]),
+            Duration::ZERO,
+        )
+        .await;
         let now = o.served_by.unwrap_or_default();
         if owner == "d" {
             assert_ne!(now, "d");
@@ -170,14 +247,29 @@ async fn retries_on_503_hide_backends_that_fail_30_percent() {
         endpoints(&[&a, &b])
     );
     let mesh = client_mesh(&web, &app).await;
-    let outcomes = load(mesh.outbound("client"), 8, 600, Duration::from_secs(60), |_| get("web", "/", &[])).await;
+    let outcomes = load(
+        mesh.outbound("client"),
+        8,
+        600,
+        Duration::from_secs(60),
+        |_| get("web", "/", &[]),
+    )
+    .await;
     let failed = failures(&outcomes).len();
     let retries: u32 = outcomes.iter().map(|o| o.retries).sum();
-    let backend_failed = a.counts().failed.load(Ordering::SeqCst) + b.counts().failed.load(Ordering::SeqCst);
+    let backend_failed =
+        a.counts().failed.load(Ordering::SeqCst) + b.counts().failed.load(Ordering::SeqCst);
     let backend_requests = a.requests() + b.requests();
     eprintln!("{failed} of 600 failed at the client; backends failed {backend_failed} of {backend_requests}; {retries} retries");
-    assert!(backend_failed as f64 > 0.2 * backend_requests as f64, "the backends fail as asked");
-    assert_eq!(u64::from(retries) + 600, backend_requests, "every try is a retry or a request");
+    assert!(
+        backend_failed as f64 > 0.2 * backend_requests as f64,
+        "the backends fail as asked"
+    );
+    assert_eq!(
+        u64::from(retries) + 600,
+        backend_requests,
+        "every try is a retry or a request"
+    );
     assert!(failed * 100 < 2 * 600, "{failed} failures");
 }
 
@@ -194,7 +286,14 @@ async fn a_retry_budget_of_20_percent_bounds_retries_and_the_client_sees_the_res
     );
     let mesh = client_mesh(&web, &app).await;
     let started = Instant::now();
-    let outcomes = load(mesh.outbound("client"), 8, 1000, Duration::from_secs(60), |_| get("web", "/", &[])).await;
+    let outcomes = load(
+        mesh.outbound("client"),
+        8,
+        1000,
+        Duration::from_secs(60),
+        |_| get("web", "/", &[]),
+    )
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     let retries = a.requests() - 1000;
     // 20% of the requests, plus the floor of 10 retries a second over each 10 s window.
@@ -203,7 +302,10 @@ async fn a_retry_budget_of_20_percent_bounds_retries_and_the_client_sees_the_res
     let refused: Vec<&Outcome> = failures(&outcomes);
     eprintln!("{retries} retries for 1000 requests in {elapsed:.1} s (bound {bound}); {} 503s reached the client", refused.len());
     assert!((retries as f64) <= bound, "{retries} retries > {bound}");
-    assert!(retries >= 100, "the budget allowed at least its floor: {retries}");
+    assert!(
+        retries >= 100,
+        "the budget allowed at least its floor: {retries}"
+    );
     // Without the budget about 750 retries would have hidden most failures.
     assert!(refused.len() > 150, "{}", refused.len());
     for o in refused {
@@ -231,9 +333,16 @@ async fn a_hanging_backend_gets_a_504_within_the_route_timeout() {
     for (path, limit) in [("/plain", 500), ("/retried", 600)] {
         for _ in 0..3 {
             let o = send(&mut connection, get("web", path, &[]), Duration::ZERO).await;
-            assert_eq!((o.status, o.mesh_error.as_deref()), (504, Some("timeout")), "{path}");
+            assert_eq!(
+                (o.status, o.mesh_error.as_deref()),
+                (504, Some("timeout")),
+                "{path}"
+            );
             let ms = o.elapsed.as_millis();
-            assert!(ms >= limit - 5 && ms < limit + 100, "{path}: 504 after {ms} ms (timeout {limit} ms)");
+            assert!(
+                ms >= limit - 5 && ms < limit + 100,
+                "{path}: 504 after {ms} ms (timeout {limit} ms)"
+            );
         }
     }
     // Per-try timeouts and backoff: three tries started for each /retried request.
@@ -261,10 +370,16 @@ async fn per_try_timeouts_move_the_request_to_a_healthy_endpoint() {
         if o.retries == 1 {
             moved += 1;
             let ms = o.elapsed.as_millis();
-            assert!((200..1_000).contains(&ms), "moved after the 200 ms per-try timeout: {ms} ms");
+            assert!(
+                (200..1_000).contains(&ms),
+                "moved after the 200 ms per-try timeout: {ms} ms"
+            );
         }
     }
-    assert!(moved >= 3, "round robin sent some first tries to the hanging endpoint: {moved}");
+    assert!(
+        moved >= 3,
+        "round robin sent some first tries to the hanging endpoint: {moved}"
+    );
     assert_eq!(u64::try_from(moved).unwrap_or(0), a.requests());
 }
 
@@ -282,7 +397,9 @@ async fn a_killed_backend_is_ejected_and_marked_unhealthy_then_comes_back() {
     );
     let mesh = client_mesh(&web, &app).await;
     let addr = mesh.outbound("client");
-    let traffic = tokio::spawn(load(addr, 4, usize::MAX, Duration::from_secs(8), |_| get("web", "/", &[])));
+    let traffic = tokio::spawn(load(addr, 4, usize::MAX, Duration::from_secs(8), |_| {
+        get("web", "/", &[])
+    }));
     let start = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let killed = start.elapsed();
@@ -292,9 +409,17 @@ async fn a_killed_backend_is_ejected_and_marked_unhealthy_then_comes_back() {
     let state = mesh.admin_get("client", "/endpoints").await.json();
     let c_state = state["web"]["endpoints"]
         .as_array()
-        .and_then(|e| e.iter().find(|e| e["address"] == c.addr().to_string()).cloned())
+        .and_then(|e| {
+            e.iter()
+                .find(|e| e["address"] == c.addr().to_string())
+                .cloned()
+        })
         .unwrap_or_default();
     assert_eq!(c_state["healthy"], false, "{state}");
+    assert!(
+        state["web"]["ejections"].as_u64() >= Some(1),
+        "ejected by its failures first: {state}"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let restarted = start.elapsed();
     c.restart().await;
@@ -303,8 +428,10 @@ async fn a_killed_backend_is_ejected_and_marked_unhealthy_then_comes_back() {
     let back_within = restarted + Duration::from_millis(2 * 300 + 1_000);
     let errors = failures(&outcomes);
     let late_errors: Vec<&&Outcome> = errors.iter().filter(|o| o.at >= detected).collect();
-    let while_down: Vec<&Outcome> =
-        outcomes.iter().filter(|o| o.at >= detected && o.at < restarted).collect();
+    let while_down: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.at >= detected && o.at < restarted)
+        .collect();
     let back: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| o.at >= back_within && o.served_by.as_deref() == Some("c"))
@@ -321,8 +448,16 @@ async fn a_killed_backend_is_ejected_and_marked_unhealthy_then_comes_back() {
         late_errors.len()
     );
     assert!(late_errors.is_empty(), "{late_errors:?}");
-    assert!(while_down.len() > 50 && while_down.iter().all(|o| o.served_by.as_deref() != Some("c")));
-    assert!(first_back.is_some_and(|d| d <= Duration::from_millis(1_600)), "c back after {first_back:?}");
+    assert!(
+        while_down.len() > 50
+            && while_down
+                .iter()
+                .all(|o| o.served_by.as_deref() != Some("c"))
+    );
+    assert!(
+        first_back.is_some_and(|d| d <= Duration::from_millis(1_600)),
+        "c back after {first_back:?}"
+    );
     assert!(!back.is_empty(), "c takes traffic again");
     assert!(b.requests() > 0 && a.requests() > 0);
 }
@@ -351,11 +486,18 @@ async fn a_post_is_retried_after_it_was_sent_only_when_the_route_allows_it() {
     // As compiled (`non_idempotent true`): the POST is sent three times, whole each time.
     let o = send(&mut connection, post("web"), Duration::ZERO).await;
     assert_eq!((o.status, o.retries), (503, 2));
-    assert_eq!(*a.counts().post_bodies.lock().unwrap_or_else(|e| e.into_inner()), [1000, 1000, 1000]);
+    assert_eq!(
+        *a.counts()
+            .post_bodies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+        [1000, 1000, 1000]
+    );
 
     // The same table with `non_idempotent false`, as a table could arrive from elsewhere
     // (meshc refuses to write it): no retry once the POST was sent, GET still retried.
-    let mut table = mesh_table::decode(mesh.initial_table()).unwrap_or_else(|e| panic!("decode: {e}"));
+    let mut table =
+        mesh_table::decode(mesh.initial_table()).unwrap_or_else(|e| panic!("decode: {e}"));
     for route in &mut table.routes {
         if let Some(retry) = &mut route.retry {
             retry.non_idempotent = false;
@@ -364,7 +506,10 @@ async fn a_post_is_retried_after_it_was_sent_only_when_the_route_allows_it() {
     install(&mesh, &mesh_table::encode(&table)).await;
     let before = a.requests();
     let o = send(&mut connection, post("web"), Duration::ZERO).await;
-    assert_eq!((o.status, o.retries, o.mesh_error.as_deref()), (503, 0, None));
+    assert_eq!(
+        (o.status, o.retries, o.mesh_error.as_deref()),
+        (503, 0, None)
+    );
     assert_eq!(a.requests(), before + 1, "the POST went once");
     a.knobs().fail_percent.store(100, Ordering::SeqCst);
     let o = send(&mut connection, get("web", "/orders", &[]), Duration::ZERO).await;
@@ -379,7 +524,11 @@ async fn a_post_is_retried_after_it_was_sent_only_when_the_route_allows_it() {
         assert_eq!((o.status, o.mesh_error.as_deref()), (503, None), "{o:?}");
         assert!(o.retries <= 1);
     }
-    assert_eq!(a.requests(), before + 6, "each POST reached the live endpoint once");
+    assert_eq!(
+        a.requests(),
+        before + 6,
+        "each POST reached the live endpoint once"
+    );
 }
 
 /// Seconds the keep-alive race test runs: 20, or `MESH_KEEPALIVE_SECS` (60 for a long run).
@@ -421,7 +570,11 @@ async fn connections_closed_by_idle_servers_as_requests_arrive_cause_no_errors()
         outcomes
     };
     let (web, direct_outcomes) = tokio::join!(every_second("web"), every_second("direct"));
-    let errors: Vec<&Outcome> = web.iter().chain(&direct_outcomes).filter(|o| !o.ok()).collect();
+    let errors: Vec<&Outcome> = web
+        .iter()
+        .chain(&direct_outcomes)
+        .filter(|o| !o.ok())
+        .collect();
     let (web_conns, direct_conns) = (
         web_app.counts().connections.load(Ordering::SeqCst),
         direct.counts().connections.load(Ordering::SeqCst),
@@ -433,52 +586,95 @@ async fn connections_closed_by_idle_servers_as_requests_arrive_cause_no_errors()
     assert!(errors.is_empty(), "{errors:?}");
     assert!(web.len() as u64 >= secs / 2 && direct_outcomes.len() as u64 >= secs / 2);
     // The servers did close idle connections: the proxy reconnected again and again.
-    assert!(web_conns >= 3 && direct_conns >= 3, "web app {web_conns}, direct {direct_conns}");
+    assert!(
+        web_conns >= 3 && direct_conns >= 3,
+        "web app {web_conns}, direct {direct_conns}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_upstream_connections_close_after_the_idle_time() {
     let app = Server::start("app").await;
     let a = Server::start("a").await;
-    let mesh = Mesh::builder(&format!("{PRELUDE}service web {{ port 8001 endpoints {} }}", endpoints(&[&a])))
-        .proxy("client", app.addr())
-        .extra_config("[upstream]\nidle_timeout_ms = 300\n")
-        .start()
-        .await;
+    let mesh = Mesh::builder(&format!(
+        "{PRELUDE}service web {{ port 8001 endpoints {} }}",
+        endpoints(&[&a])
+    ))
+    .proxy("client", app.addr())
+    .extra_config("[upstream]\nidle_timeout_ms = 300\n")
+    .start()
+    .await;
     let mut connection = H1::open(mesh.outbound("client")).await;
     for _ in 0..5 {
-        assert!(send(&mut connection, get("web", "/", &[]), Duration::ZERO).await.ok());
+        assert!(send(&mut connection, get("web", "/", &[]), Duration::ZERO)
+            .await
+            .ok());
     }
-    assert_eq!(a.counts().connections.load(Ordering::SeqCst), 1, "one pooled connection");
+    assert_eq!(
+        a.counts().connections.load(Ordering::SeqCst),
+        1,
+        "one pooled connection"
+    );
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(send(&mut connection, get("web", "/", &[]), Duration::ZERO).await.ok());
-    assert_eq!(a.counts().connections.load(Ordering::SeqCst), 2, "the idle one was closed");
+    assert!(send(&mut connection, get("web", "/", &[]), Duration::ZERO)
+        .await
+        .ok());
+    assert_eq!(
+        a.counts().connections.load(Ordering::SeqCst),
+        2,
+        "the idle one was closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_discovery_follows_a_resolver_and_keeps_the_last_good_set() {
+    let t0 = Instant::now();
     let app = Server::start("app").await;
     // Two endpoints on one port, told apart by address, as DNS discovery requires.
     let (a, b) = loop {
         let a = Server::start_on("a", SocketAddr::from(([127, 0, 0, 2], 0)), None).await;
         let port = a.addr().port();
-        if let Ok(listener) = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 3], port))) {
+        if let Ok(listener) = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 3], port)))
+        {
             drop(listener);
-            break (a, Server::start_on("b", SocketAddr::from(([127, 0, 0, 3], port)), None).await);
+            break (
+                a,
+                Server::start_on("b", SocketAddr::from(([127, 0, 0, 3], port)), None).await,
+            );
         }
     };
     let port = a.addr().port();
+    // A third on IPv6 loopback, for an AAAA record, where the machine has one.
+    let c = match std::net::TcpListener::bind(SocketAddr::from((
+        std::net::Ipv6Addr::LOCALHOST,
+        port,
+    ))) {
+        Ok(listener) => {
+            drop(listener);
+            let addr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+            Some(Server::start_on("c", addr, None).await)
+        }
+        Err(e) => {
+            eprintln!("no IPv6 loopback ({e}): AAAA records not tested");
+            None
+        }
+    };
     let name = "web.mesh.test";
     let ip = |last: u8| IpAddr::from([127, 0, 0, last]);
+    eprintln!("T servers {:?}", t0.elapsed());
     let mut dns = Dnsmasq::start(&[(name, ip(2))]).await;
-    let mesh = Mesh::builder(&format!("{PRELUDE}service web {{ port 8001 discovery dns \"{name}:{port}\" }}"))
-        .proxy("client", app.addr())
-        .extra_config(&format!(
-            "[discovery]\ndns_server = \"{}\"\ndns_min_refresh_ms = 200\ndns_max_refresh_ms = 1000\n",
-            dns.addr()
-        ))
-        .start()
-        .await;
+    eprintln!("T dns {:?}", t0.elapsed());
+    let mesh = Mesh::builder(&format!(
+        "{PRELUDE}service web {{ port 8001 discovery dns \"{name}:{port}\" }}"
+    ))
+    .proxy("client", app.addr())
+    .extra_config(&format!(
+        "[discovery]\ndns_server = \"{}\"\ndns_min_refresh_ms = 200\ndns_max_refresh_ms = 1000\n",
+        dns.addr()
+    ))
+    .start()
+    .await;
+    eprintln!("T mesh {:?}", t0.elapsed());
     let mut connection = H1::open(mesh.outbound("client")).await;
     let mut seen = std::collections::BTreeMap::new();
     let mut ask = async |n: usize, seen: &mut std::collections::BTreeMap<String, usize>| {
@@ -492,28 +688,101 @@ async fn dns_discovery_follows_a_resolver_and_keeps_the_last_good_set() {
     // The first answer arrives within a refresh or two.
     let started = Instant::now();
     while seen.is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(5), "no endpoint from DNS");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no endpoint from DNS"
+        );
         ask(1, &mut seen).await;
     }
     ask(20, &mut seen).await;
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["a"]);
 
-    // An address added and the resolver reloaded: the proxy finds it within a few refreshes.
-    dns.set(&[(name, ip(2)), (name, ip(3))]);
+    // Addresses added (A, and AAAA) and the resolver reloaded: the proxy finds them within
+    // a few refreshes.
+    let mut records = vec![(name, ip(2)), (name, ip(3))];
+    if c.is_some() {
+        records.push((name, IpAddr::from(std::net::Ipv6Addr::LOCALHOST)));
+    }
+    dns.set(&records);
     let started = Instant::now();
-    while !seen.contains_key("b") {
-        assert!(started.elapsed() < Duration::from_secs(5), "the new address was not picked up: {seen:?}");
+    while !seen.contains_key("b") || (c.is_some() && !seen.contains_key("c")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the new address was not picked up: {seen:?}"
+        );
         ask(5, &mut seen).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("b found {:?} after the reload", started.elapsed());
+    eprintln!(
+        "new addresses found {:?} after the reload: {seen:?}",
+        started.elapsed()
+    );
 
     // The resolver gone, lookups fail: the last good set keeps serving.
     dns.stop();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut later = std::collections::BTreeMap::new();
     ask(40, &mut later).await;
-    assert_eq!(later.values().sum::<usize>(), 40, "every request answered: {later:?}");
-    assert!(later.contains_key("a") && later.contains_key("b"), "{later:?}");
+    assert_eq!(
+        later.values().sum::<usize>(),
+        40,
+        "every request answered: {later:?}"
+    );
+    assert!(
+        later.contains_key("a") && later.contains_key("b"),
+        "{later:?}"
+    );
     assert!(b.requests() > 0);
+    if let Some(c) = &c {
+        assert!(later.contains_key("c"), "{later:?}");
+        assert!(c.requests() > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_endpoint_fails_its_health_checks_traffic_spreads_over_all_in_panic_mode() {
+    let app = Server::start("app").await;
+    let [a, b, _] = three(["a", "b", "unused"]).await;
+    let web = format!(
+        "service web {{ port 8001 endpoints {} \
+           health {{ path \"/healthz\" interval 200ms timeout 100ms unhealthy_after 1 healthy_after 1 }} }}",
+        endpoints(&[&a, &b])
+    );
+    let mesh = client_mesh(&web, &app).await;
+    a.knobs().unhealthy.store(true, Ordering::SeqCst);
+    b.knobs().unhealthy.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    loop {
+        let state = mesh.admin_get("client", "/endpoints").await.json();
+        let endpoints = state["web"]["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !endpoints.is_empty() && endpoints.iter().all(|e| e["healthy"] == false) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never unhealthy: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut connection = H1::open(mesh.outbound("client")).await;
+    let mut outcomes = Vec::new();
+    for _ in 0..20 {
+        outcomes.push(send(&mut connection, get("web", "/", &[]), Duration::ZERO).await);
+    }
+    assert!(failures(&outcomes).is_empty(), "{:?}", failures(&outcomes));
+    assert_eq!(
+        served(&outcomes).len(),
+        2,
+        "both endpoints still serve: {:?}",
+        served(&outcomes)
+    );
+    let state = mesh.admin_get("client", "/endpoints").await.json();
+    assert!(state["web"]["panic_picks"].as_u64() >= Some(20), "{state}");
+    assert!(
+        mesh.log("client").contains("panic mode"),
+        "a log line says so"
+    );
 }

@@ -4,6 +4,7 @@
 //! corrupt table, unformatted files under `--check`), 2 the command could not run (usage
 //! errors, which clap reports with status 2, unreadable inputs, unwritable outputs).
 
+mod ca;
 mod check;
 mod compile;
 mod explain;
@@ -71,7 +72,9 @@ enum Command {
     Test(test::Args),
     /// Explain how the proxies decide one request: the route chosen, and who allowed it.
     Why(why::Args),
-    // Planned: `ca`, `token`, `apply`, `status`; each gets its own module.
+    /// The mesh certificate authority: create one, issue workload certificates.
+    Ca(ca::Args),
+    // Planned: `token`, `apply`, `status`; each gets its own module.
 }
 
 /// Parses the command line and runs the subcommand. Usage errors exit here with status 2
@@ -86,6 +89,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Fmt(args) => fmt::run(args),
         Command::Test(args) => test::run(args),
         Command::Why(args) => why::run(args),
+        Command::Ca(args) => ca::run(args),
     };
     outcome.into()
 }

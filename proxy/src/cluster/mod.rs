@@ -235,7 +235,9 @@ impl Cluster {
         let levels: [&dyn Fn(&Endpoint) -> bool; 4] =
             [&fresh_and_available, &available, &untried, &any];
         for (level, eligible) in levels.into_iter().enumerate() {
-            if level == 1 && tried.is_empty() {
+            // Only a level with someone eligible reaches the algorithm, so that empty levels
+            // leave no trace in its state (round robin's cursor).
+            if (level == 1 && tried.is_empty()) || !members.endpoints.iter().any(|e| eligible(e)) {
                 continue;
             }
             if let Some(i) = members
@@ -292,13 +294,14 @@ impl Cluster {
 pub struct Clusters {
     map: Mutex<HashMap<String, Arc<Cluster>>>,
     upstreams: Arc<Upstreams>,
-    resolver: Option<Resolver>,
+    /// The DNS resolver, or why there is none.
+    resolver: Result<Resolver, String>,
 }
 
 impl Clusters {
     /// A registry whose health checks use `upstreams` and whose DNS names go to `resolver`
-    /// (`None`: names resolve to nothing, as when the system has no resolver config).
-    pub fn new(upstreams: Arc<Upstreams>, resolver: Option<Resolver>) -> Clusters {
+    /// (an error: names resolve to nothing, and the services that have some say why).
+    pub fn new(upstreams: Arc<Upstreams>, resolver: Result<Resolver, String>) -> Clusters {
         Clusters {
             map: Mutex::new(HashMap::new()),
             upstreams,
@@ -351,14 +354,14 @@ impl Clusters {
                     None
                 }
                 Source::Dns { names, fixed } => match &self.resolver {
-                    Some(resolver) => spawn(crate::discovery::dns::run(
+                    Ok(resolver) => spawn(crate::discovery::dns::run(
                         Arc::downgrade(cluster),
                         resolver.clone(),
                         names.clone(),
                         fixed.clone(),
                     )),
-                    None => {
-                        tracing::error!(service = %service.name, "no DNS resolver: only the literal addresses are used");
+                    Err(error) => {
+                        tracing::error!(service = %service.name, %error, "no DNS resolver: only the literal addresses are used");
                         cluster.set_endpoints(fixed.clone());
                         None
                     }

@@ -49,6 +49,19 @@ fn unavailable_endpoints_get_no_traffic_until_none_is_left_then_all_do() {
 }
 
 #[test]
+fn panic_mode_keeps_round_robin_turns() {
+    let c = cluster(Balance::RoundRobin, &[1, 2]);
+    for e in &c.members().endpoints {
+        e.set_healthy(false);
+    }
+    let picks: Vec<SocketAddr> = (0..4)
+        .filter_map(|_| c.pick(None, &[]))
+        .map(|e| e.addr())
+        .collect();
+    assert_eq!(picks, [addr(1), addr(2), addr(1), addr(2)]);
+}
+
+#[test]
 fn a_retry_goes_to_an_endpoint_not_tried_yet_while_there_is_one() {
     for balance in [
         Balance::RoundRobin,

@@ -25,7 +25,7 @@ use crate::upstream::Upstreams;
 pub const RETRIES_HEADER: &str = "x-mesh-retries";
 
 /// Connection-race retries one request may take.
-const MAX_RECONNECTS: u32 = 0;
+const MAX_RECONNECTS: u32 = 2;
 
 /// What the tries of one request came to (request-scoped; the access log reads it).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -160,3 +160,69 @@ async fn idle_for(activity: &Activity, idle: Duration) {
         tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use http::Response;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+
+    use super::serve;
+    use crate::body::full;
+
+    /// Sends `GET path` and reads until the 2-byte body `ok` has arrived.
+    async fn exchange(stream: &mut TcpStream, path: &str) {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.ends_with(b"ok") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "closed before the response: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_idle_for_the_idle_time_are_closed_and_busy_ones_are_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let handler = |_, request: http::Request<hyper::body::Incoming>| async move {
+            if request.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            Response::new(full("ok"))
+        };
+        tokio::spawn(serve(
+            listener,
+            handler,
+            stop_rx,
+            Duration::from_millis(200),
+        ));
+
+        // A request slower than the idle time is answered: busy is not idle.
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        exchange(&mut stream, "/slow").await;
+        // Then, with nothing in flight, the connection closes after about the idle time.
+        let quiet = Instant::now();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+            .await
+            .expect("closed within 2 s")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        let after = quiet.elapsed();
+        assert!(
+            after >= Duration::from_millis(150),
+            "closed after {after:?}"
+        );
+    }
+}

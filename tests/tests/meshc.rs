@@ -138,11 +138,18 @@ fn formatting_a_policy_does_not_change_what_it_compiles_to() {
     let module_path = modules.path().to_str().expect("utf-8 path");
     let dir = tempfile::tempdir().expect("tempdir");
     for policy in spec_examples() {
-        let name = policy.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        let name = policy
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_string();
         let copy = dir.path().join(&name);
         std::fs::copy(&policy, &copy).expect("copy");
         let compile_and_inspect = |out: &str| {
-            let compile = meshc(dir.path(), &["compile", "--module-path", module_path, &name, "-o", out]);
+            let compile = meshc(
+                dir.path(),
+                &["compile", "--module-path", module_path, &name, "-o", out],
+            );
             assert!(compile.status.success(), "{}", text(&compile.stderr));
             let inspect = meshc(dir.path(), &["inspect", out]);
             serde_json::from_slice::<serde_json::Value>(&inspect.stdout).expect("json")
@@ -150,7 +157,11 @@ fn formatting_a_policy_does_not_change_what_it_compiles_to() {
         let before = compile_and_inspect("before.table");
         let fmt = meshc(dir.path(), &["fmt", &name]);
         assert!(fmt.status.success(), "{}", text(&fmt.stderr));
-        assert_ne!(std::fs::read(&copy).expect("read"), std::fs::read(&policy).expect("read"), "{name}: fmt changed nothing");
+        assert_ne!(
+            std::fs::read(&copy).expect("read"),
+            std::fs::read(&policy).expect("read"),
+            "{name}: fmt changed nothing"
+        );
         let after = compile_and_inspect("after.table");
         assert_eq!(meaning(&before), meaning(&after), "{name}");
     }

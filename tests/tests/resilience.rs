@@ -531,6 +531,45 @@ async fn a_post_is_retried_after_it_was_sent_only_when_the_route_allows_it() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unavailable_in_a_trailers_only_answer_is_retried_on_another_endpoint() {
+    let app = Server::start("app").await;
+    let [a, b, _] = three(["a", "b", "unused"]).await;
+    a.knobs().grpc_unavailable.store(true, Ordering::SeqCst);
+    // gRPC calls are POSTs; UNAVAILABLE means the call was not processed, so retrying
+    // it needs no `non_idempotent`.
+    let rpc = format!(
+        "service rpc {{ port 8003 protocol grpc endpoints {} }}\n\
+         route calls on rpc {{ match {{ method [POST] }} retry {{ attempts 2 on [unavailable] backoff 1ms to 5ms }} }}",
+        endpoints(&[&a, &b])
+    );
+    let mesh = client_mesh(&rpc, &app).await;
+    let mut connection = H1::open(mesh.outbound("client")).await;
+    let mut retried = 0;
+    for _ in 0..10 {
+        let request = h1_request(Method::POST, "rpc", "/test.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(full(vec![0u8, 0, 0, 0, 1, b'x']))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reply = connection.fetch(request).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.header("grpc-status"),
+            Some("0"),
+            "{:?}",
+            reply.headers
+        );
+        assert_eq!(reply.header("x-served-by"), Some("b"));
+        retried += u64::from(reply.header("x-mesh-retries") == Some("1"));
+    }
+    assert!(
+        retried >= 3,
+        "round robin sent some calls to a first: {retried}"
+    );
+    assert_eq!(a.requests(), retried);
+}
+
 /// Seconds the keep-alive race test runs: 20, or `MESH_KEEPALIVE_SECS` (60 for a long run).
 fn keepalive_secs() -> u64 {
     std::env::var("MESH_KEEPALIVE_SECS")
@@ -628,7 +667,6 @@ async fn pooled_upstream_connections_close_after_the_idle_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_discovery_follows_a_resolver_and_keeps_the_last_good_set() {
-    let t0 = Instant::now();
     let app = Server::start("app").await;
     // Two endpoints on one port, told apart by address, as DNS discovery requires.
     let (a, b) = loop {
@@ -661,9 +699,7 @@ async fn dns_discovery_follows_a_resolver_and_keeps_the_last_good_set() {
     };
     let name = "web.mesh.test";
     let ip = |last: u8| IpAddr::from([127, 0, 0, last]);
-    eprintln!("T servers {:?}", t0.elapsed());
     let mut dns = Dnsmasq::start(&[(name, ip(2))]).await;
-    eprintln!("T dns {:?}", t0.elapsed());
     let mesh = Mesh::builder(&format!(
         "{PRELUDE}service web {{ port 8001 discovery dns \"{name}:{port}\" }}"
     ))
@@ -674,7 +710,6 @@ async fn dns_discovery_follows_a_resolver_and_keeps_the_last_good_set() {
     ))
     .start()
     .await;
-    eprintln!("T mesh {:?}", t0.elapsed());
     let mut connection = H1::open(mesh.outbound("client")).await;
     let mut seen = std::collections::BTreeMap::new();
     let mut ask = async |n: usize, seen: &mut std::collections::BTreeMap<String, usize>| {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::HOST;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -18,7 +19,7 @@ use crate::headers::{append_forwarded_for, ensure_request_id, is_upgrade, strip_
 use crate::retry::budget::Budget;
 use crate::retry::replay::{Replay, MAX_REPLAY};
 use crate::retry::{Tries, RETRIES_HEADER};
-use crate::upstream::Upstreams;
+use crate::upstream::{Remote, Upstreams};
 
 /// The protocol spoken to the next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +97,8 @@ pub struct Destination<'a> {
 pub struct Message {
     /// The method.
     pub method: Method,
-    /// The path and query.
-    pub path: String,
+    /// The path and query (parsed once; every try reuses it).
+    pub path: PathAndQuery,
     /// The headers, prepared.
     pub headers: HeaderMap,
     /// The body, replayable while short enough.
@@ -160,8 +161,8 @@ pub async fn forward(
     let path = request
         .uri()
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
     if upgrade {
         let (addr, endpoint) = to.target.pick(&[])?;
@@ -170,6 +171,7 @@ pub async fn forward(
         return tunnel(
             upstreams,
             addr,
+            to.target.remote(),
             to.authority,
             &path,
             request,
@@ -199,10 +201,13 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn absolute_uri(authority: &str, path: &str) -> Result<Uri, ProxyError> {
-    format!("http://{authority}{path}")
-        .parse()
-        .map_err(|_| ProxyError::NoAuthority)
+/// `http://{authority}{path}` from parts, without formatting and re-parsing the path.
+fn absolute_uri(authority: &str, path: &PathAndQuery) -> Result<Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(Authority::try_from(authority).map_err(|_| ProxyError::NoAuthority)?);
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).map_err(|_| ProxyError::NoAuthority)
 }
 
 fn set_host(headers: &mut http::HeaderMap, authority: &str) {
@@ -232,21 +237,23 @@ fn finish(
 
 /// Sends an upgrade request on its own HTTP/1.1 connection and, on 101, copies bytes both
 /// ways between the client's and the upstream's upgraded connections.
+#[allow(clippy::too_many_arguments)] // the request's parts, each needed once
 async fn tunnel(
     upstreams: &Upstreams,
     addr: SocketAddr,
+    remote: Remote<'_>,
     authority: &str,
-    path: &str,
+    path: &PathAndQuery,
     mut request: Request<Incoming>,
     timeout: Duration,
     in_flight: Option<InFlight>,
 ) -> Result<Response<Body>, ProxyError> {
     let client_side = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
-    parts.uri = path.parse().map_err(|_| ProxyError::NoAuthority)?;
+    parts.uri = Uri::from(path.clone());
     set_host(&mut parts.headers, authority);
     let request = Request::from_parts(parts, boxed(body));
-    let mut response = tokio::time::timeout(timeout, upstreams.send_upgrade(addr, request))
+    let mut response = tokio::time::timeout(timeout, upstreams.send_upgrade(addr, remote, request))
         .await
         .map_err(|_| ProxyError::Timeout(millis(timeout)))??;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

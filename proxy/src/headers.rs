@@ -3,23 +3,30 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 use mesh_table::HeaderEdit;
 
 /// The request id header; set when the caller sent none.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Headers that describe one connection and never travel further.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one connection and never travel further (static names: removing
+/// by a `HeaderName` skips parsing a string on every request).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
+
+/// `x-forwarded-for`.
+static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The engine reads request headers through this view of a `HeaderMap`.
 pub struct EngineHeaders<'a>(pub &'a HeaderMap);
@@ -45,6 +52,10 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// kept (gRPC needs it end to end); `keep_upgrade` keeps `Connection: upgrade` and
 /// `Upgrade` for a request being tunnelled.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most requests carry none of these: one pass over the names decides.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -62,8 +73,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    for name in HOP_BY_HOP {
-        if keep_upgrade && (name == "connection" || name == "upgrade") {
+    for name in &HOP_BY_HOP {
+        if keep_upgrade && (name == CONNECTION || name == UPGRADE) {
             continue;
         }
         headers.remove(name);
@@ -78,13 +89,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Appends the peer's address to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {peer}"),
-        _ => peer.to_string(),
+    use std::io::Write as _;
+    // Formatted on the stack: an address and a long chain fit; longer chains take the heap.
+    let mut buffer = [0u8; 256];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    let written = match headers.get(&FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(existing) if !existing.is_empty() => cursor
+            .write_all(existing)
+            .and_then(|()| write!(cursor, ", {peer}")),
+        _ => write!(cursor, "{peer}"),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(name, value);
+    let value = if written.is_ok() {
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        HeaderValue::from_bytes(&buffer[..len])
+    } else {
+        let existing = headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()).unwrap_or("");
+        HeaderValue::from_str(&format!("{existing}, {peer}"))
+    };
+    if let Ok(value) = value {
+        headers.insert(FORWARDED_FOR.clone(), value);
     }
 }
 
@@ -93,8 +116,13 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(REQUEST_ID) {
         return id.clone();
     }
-    let id = format!("{:032x}", fastrand::u128(..));
-    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let random = fastrand::u128(..);
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((random >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    let value = HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"));
     headers.insert(REQUEST_ID, value.clone());
     value
 }

@@ -18,11 +18,19 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime on the main thread. It does the same work as a
+    // one-worker multi-thread runtime without the hand-offs between the I/O driver and a
+    // worker thread (measured: fewer context switches and less CPU per request).
+    let mut runtime = if config.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if config.workers > 1 {
+            builder.worker_threads(config.workers);
+        }
+        builder
+    };
     runtime.enable_all();
-    if config.workers > 0 {
-        runtime.worker_threads(config.workers);
-    }
     let runtime = match runtime.build() {
         Ok(r) => r,
         Err(error) => {

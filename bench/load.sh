@@ -7,7 +7,7 @@
 # Steps: cargo build --release (mesh-proxy, meshc) -> peers.sh start (nginx backend, nginx
 # proxy, haproxy; all 1 worker/thread, loopback) -> compile the bench policy, start proxy B
 # (service backend, inbound :19201 -> app nginx :18080) and proxy A (service client,
-# outbound :19101), wait for /ready -> warm every case once -> R rounds, round-robin over
+# outbound :19101), both with certificates, and the plaintext pair C/D, wait for /ready -> warm every case once -> R rounds, round-robin over
 # the cases (each round starts one case later), each run D seconds -> tables and ratios.
 #
 # Cases (h1 = wrk --latency, h2c = h2load with percentiles from its per-request log):
@@ -15,8 +15,14 @@
 #   mesh-1hop-h1/h2c         client -> mesh-proxy B inbound :19201 -> backend (h1)
 #   nginx-1hop-h1/h2c        client -> nginx proxy :18081 / :18091 -> backend
 #   haproxy-1hop-h1/h2c      client -> haproxy :18082 / :18092 -> backend
-#   mesh-chain-h1/h2c        client -> A outbound :19101 (Host: backend) -h2c-> B inbound -> backend
+#   mesh-chain-h1/h2c        client -> C outbound :19111 (Host: backend) -h2c-> D inbound :19211 -> backend
+#                            (C and D run with `[identity] insecure_plaintext = true`)
 #   haproxy-nginx-chain-h1   client -> haproxy :18085 -> nginx :18081 -> backend
+#   mesh-mtls-chain-h1/h2c   client -> A outbound :19101 (Host: backend) -mTLS h2-> B inbound :19201 -> backend
+#   haproxy-nginx-mtls-chain-h1  client -> haproxy :18084 -mTLS-> nginx :18443 -> backend
+#
+# Proxies A and B have mesh certificates (meshc ca init / ca issue); B's service is `mtls
+# permissive` with `allow from anyone`, so the one-hop cases' plain clients may call it.
 #
 # CPU per request: utime+stime of the proxy's processes (/proc/PID/stat) over the run,
 # divided by the requests completed; nginx counts its worker(s), chains count both proxies.
@@ -35,7 +41,8 @@
 #                         (PROFILE_SECONDS, default D) into RUN_DIR/perf.data + perf-report.txt
 #   PEERS=PATH            peers.sh (default /work/shared/bench/peers/peers.sh)
 #   MAX_SECONDS=N         hard limit for the whole script (default: computed from the plan)
-# Ports used (must be free): 18080-18092, 18441-18443 (peers), 19101 19102 19200 19201 19301 19302.
+# Ports used (must be free): 18080-18092, 18441-18443 (peers), 19101 19102 19200 19201 19301 19302,
+# 19111 19112 19210 19211 19311 19312.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
@@ -61,9 +68,12 @@ ALL_CASES=(
   "mesh-1hop-h2c|h2c|19201||mesh_b|client -h2c-> mesh-proxy B inbound :19201 -h1-> backend"
   "nginx-1hop-h2c|h2c|18091||nginx|client -h2c-> nginx proxy :18091 -h1-> backend"
   "haproxy-1hop-h2c|h2c|18092||haproxy|client -h2c-> haproxy :18092 -h1-> backend"
-  "mesh-chain-h1|h1|19101|backend|mesh_a+mesh_b|client -> A outbound :19101 -h2c-> B inbound :19201 -> backend"
+  "mesh-chain-h1|h1|19111|backend|mesh_c+mesh_d|client -> C outbound :19111 -h2c-> D inbound :19211 -> backend"
   "haproxy-nginx-chain-h1|h1|18085||haproxy+nginx|client -> haproxy :18085 -> nginx :18081 -> backend"
-  "mesh-chain-h2c|h2c|19101|backend|mesh_a+mesh_b|client -h2c-> A outbound :19101 -h2c-> B inbound -> backend"
+  "mesh-chain-h2c|h2c|19111|backend|mesh_c+mesh_d|client -h2c-> C outbound :19111 -h2c-> D inbound -> backend"
+  "mesh-mtls-chain-h1|h1|19101|backend|mesh_a+mesh_b|client -> A outbound :19101 -mTLS h2-> B inbound :19201 -> backend"
+  "haproxy-nginx-mtls-chain-h1|h1|18084||haproxy+nginx|client -> haproxy :18084 -mTLS-> nginx :18443 -> backend"
+  "mesh-mtls-chain-h2c|h2c|19101|backend|mesh_a+mesh_b|client -h2c-> A outbound :19101 -mTLS h2-> B inbound -> backend"
 )
 CASES=()
 for c in "${ALL_CASES[@]}"; do
@@ -103,7 +113,7 @@ command -v cargo >/dev/null || die "cargo not found"
 [ -x "$PEERS" ] || [ -f "$PEERS" ] || die "peers script not found: $PEERS"
 
 # ---------------------------------------------------------------- ports
-PORTS=(18080 18081 18082 18084 18085 18090 18091 18092 18441 18442 18443 19101 19102 19200 19201 19301 19302)
+PORTS=(18080 18081 18082 18084 18085 18090 18091 18092 18441 18442 18443 19101 19102 19200 19201 19301 19302 19111 19112 19210 19211 19311 19312)
 busy=()
 for p in "${PORTS[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then busy+=("$p"); fi
@@ -113,7 +123,7 @@ done
 # ---------------------------------------------------------------- run dir, cleanup
 RUN=${RUN_DIR:-$HERE/run/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RUN" "$HERE/results"; RUN=$(cd "$RUN" && pwd)
-A_PID=; B_PID=; LOAD_PID=; PERF_PID=; PEERS_STARTED=0; PEER_PIDS=()
+A_PID=; B_PID=; C_PID=; D_PID=; LOAD_PID=; PERF_PID=; PEERS_STARTED=0; PEER_PIDS=()
 
 stop_pid() { # pid [signal]: TERM, wait up to 3 s, then KILL
   local pid=$1 i
@@ -132,6 +142,8 @@ cleanup() {
   stop_pid "$LOAD_PID"
   stop_pid "$A_PID"
   stop_pid "$B_PID"
+  stop_pid "$C_PID"
+  stop_pid "$D_PID"
   if [ "$PEERS_STARTED" = 1 ]; then
     bash "$PEERS" stop "$RUN" >/dev/null 2>&1
     for pid in "${PEER_PIDS[@]}"; do
@@ -190,6 +202,11 @@ service backend {
   mtls permissive
 }
 
+// Plain callers (the one-hop cases) are `anyone`; proxy A is `client`.
+authorize backend {
+  allow from anyone
+}
+
 route all on backend {
   match { path prefix "/" }
   to backend
@@ -197,11 +214,27 @@ route all on backend {
 }
 EOF
 timeout 60 "$MESHC" compile "$RUN/bench.mesh" -o "$RUN/bench.table" >"$RUN/meshc.log" 2>&1 || { cat "$RUN/meshc.log" >&2; die "meshc compile failed"; }
+# The plaintext pair C -> D: the same mesh, its sidecars elsewhere.
+sed 's/127.0.0.1:19200/127.0.0.1:19210/; s/127.0.0.1:19201/127.0.0.1:19211/' "$RUN/bench.mesh" >"$RUN/bench-plain.mesh"
+timeout 60 "$MESHC" compile "$RUN/bench-plain.mesh" -o "$RUN/bench-plain.table" >>"$RUN/meshc.log" 2>&1 || { cat "$RUN/meshc.log" >&2; die "meshc compile failed"; }
+# Certificates for A (client) and B (backend).
+{ timeout 60 "$MESHC" ca init "$RUN/ca" --trust-domain bench.local --force \
+  && timeout 60 "$MESHC" ca issue client --ca "$RUN/ca" --out "$RUN/certs/client" \
+  && timeout 60 "$MESHC" ca issue backend --ca "$RUN/ca" --out "$RUN/certs/backend"; } >>"$RUN/meshc.log" 2>&1 \
+  || { cat "$RUN/meshc.log" >&2; die "meshc ca failed"; }
 
-write_proxy_config() { # file service inbound app outbound admin
+write_proxy_config() { # file service inbound app outbound admin [table identity]
+  local table=${7:-$RUN/bench.table} identity
+  if [ "${8:-mtls}" = mtls ]; then
+    identity="cert = \"$RUN/certs/$2/cert.pem\"
+key = \"$RUN/certs/$2/key.pem\"
+bundle = \"$RUN/certs/$2/bundle.pem\""
+  else
+    identity="insecure_plaintext = true"
+  fi
   cat >"$1" <<EOF
 service = "$2"
-table = "$RUN/bench.table"
+table = "$table"
 workers = 1
 log_level = "warn"
 drain_ms = 500
@@ -212,6 +245,8 @@ app = "$4"
 listen = "$5"
 [admin]
 listen = "$6"
+[identity]
+$identity
 EOF
 }
 write_proxy_config "$RUN/proxy-b.toml" backend 127.0.0.1:19201 127.0.0.1:18080 127.0.0.1:19102 127.0.0.1:19302
@@ -220,23 +255,29 @@ write_proxy_config "$RUN/proxy-a.toml" client 127.0.0.1:19200 127.0.0.1:18080 12
 B_PID=$!
 "$PROXY_BIN" --config "$RUN/proxy-a.toml" >"$RUN/proxy-a.log" 2>&1 &
 A_PID=$!
-for admin in 19302 19301; do
+write_proxy_config "$RUN/proxy-d.toml" backend 127.0.0.1:19211 127.0.0.1:18080 127.0.0.1:19112 127.0.0.1:19312 "$RUN/bench-plain.table" plain
+write_proxy_config "$RUN/proxy-c.toml" client 127.0.0.1:19210 127.0.0.1:18080 127.0.0.1:19111 127.0.0.1:19311 "$RUN/bench-plain.table" plain
+"$PROXY_BIN" --config "$RUN/proxy-d.toml" >"$RUN/proxy-d.log" 2>&1 &
+D_PID=$!
+"$PROXY_BIN" --config "$RUN/proxy-c.toml" >"$RUN/proxy-c.log" 2>&1 &
+C_PID=$!
+for admin in 19302 19301 19312 19311; do
   ok=0
   for _ in $(seq 100); do
     if curl -fs --max-time 1 "http://127.0.0.1:$admin/ready" >/dev/null 2>&1; then ok=1; break; fi
-    kill -0 "$A_PID" 2>/dev/null && kill -0 "$B_PID" 2>/dev/null || break
+    kill -0 "$A_PID" 2>/dev/null && kill -0 "$B_PID" 2>/dev/null && kill -0 "$C_PID" 2>/dev/null && kill -0 "$D_PID" 2>/dev/null || break
     sleep 0.1
   done
   [ $ok = 1 ] || { tail -n 20 "$RUN"/proxy-*.log >&2; die "proxy with admin :$admin not ready"; }
 done
-log "proxies ready: A pid $A_PID, B pid $B_PID; nginx workers $NGINX_WORKERS; haproxy $HAPROXY_PID; backend workers $BACKEND_WORKERS"
+log "proxies ready: A pid $A_PID, B pid $B_PID (mTLS), C pid $C_PID, D pid $D_PID (plaintext); nginx workers $NGINX_WORKERS; haproxy $HAPROXY_PID; backend workers $BACKEND_WORKERS"
 
 # ---------------------------------------------------------------- measuring
 HZ=$(getconf CLK_TCK)
 declare -A GROUP_PIDS=(
-  [mesh_a]="$A_PID" [mesh_b]="$B_PID" [nginx]="$NGINX_WORKERS" [haproxy]="$HAPROXY_PID" [backend]="$BACKEND_WORKERS"
+  [mesh_a]="$A_PID" [mesh_b]="$B_PID" [mesh_c]="$C_PID" [mesh_d]="$D_PID" [nginx]="$NGINX_WORKERS" [haproxy]="$HAPROXY_PID" [backend]="$BACKEND_WORKERS"
 )
-GROUPS_ORDER=(mesh_a mesh_b nginx haproxy backend)
+GROUPS_ORDER=(mesh_a mesh_b mesh_c mesh_d nginx haproxy backend)
 
 # All readers below are builtins (no fork), so the children's CPU between two snapshots
 # is the load generator's alone.
@@ -303,6 +344,8 @@ loadgen() { # proto port authority seconds out log
 check_alive() {
   kill -0 "$A_PID" 2>/dev/null || { tail -n 20 "$RUN/proxy-a.log" >&2; die "proxy A died"; }
   kill -0 "$B_PID" 2>/dev/null || { tail -n 20 "$RUN/proxy-b.log" >&2; die "proxy B died"; }
+  kill -0 "$C_PID" 2>/dev/null || { tail -n 20 "$RUN/proxy-c.log" >&2; die "proxy C died"; }
+  kill -0 "$D_PID" 2>/dev/null || { tail -n 20 "$RUN/proxy-d.log" >&2; die "proxy D died"; }
 }
 
 # Every case must answer 200 "ok" before it is measured.
@@ -402,7 +445,8 @@ json.dump({
     "git_rev": e["GIT_REV"], "proxy_tree_dirty": e["GIT_DIRTY"] != "0", "run_dir": e["RUN"],
     "versions": {"nginx": ver(["nginx", "-v"]), "haproxy": ver(["haproxy", "-v"]), "wrk": ver(["wrk", "--version"]), "h2load": ver(["h2load", "--version"])},
     "cases_order": list(paths), "paths": paths,
-    "proxy_processes": {"mesh_a": "mesh-proxy A (client, outbound)", "mesh_b": "mesh-proxy B (backend, inbound)",
+    "proxy_processes": {"mesh_a": "mesh-proxy A (client, outbound, mTLS)", "mesh_b": "mesh-proxy B (backend, inbound, mTLS)",
+                        "mesh_c": "mesh-proxy C (client, outbound, plaintext)", "mesh_d": "mesh-proxy D (backend, inbound, plaintext)",
                         "nginx": "nginx proxy worker(s)", "haproxy": "haproxy (1 thread)", "backend": "nginx backend worker(s)"},
 }, open(sys.argv[1], "w"), indent=2)
 EOF

@@ -218,14 +218,15 @@ def compute_ratios(c):
         if proto == "h1":
             res["one_hop_h1"]["target"] = 1.1
             res["one_hop_h1"]["meets_target"] = None if eff["vs_better"] is None else eff["vs_better"] >= 1.1
-    if "mesh-chain-h1" in c and "haproxy-nginx-chain-h1" in c:
-        a, b = "mesh-chain-h1", "haproxy-nginx-chain-h1"
-        res["full_hop_h1"] = {
-            "req_per_cpu_s": ratio(g(a, "req_per_cpu_s"), g(b, "req_per_cpu_s")),
-            "rps": ratio(g(a, "rps"), g(b, "rps")),
-            "p50": ratio(g(a, "p50_us"), g(b, "p50_us")),
-            "p99": ratio(g(a, "p99_us"), g(b, "p99_us")),
-        }
+    for key, a, b in (("full_hop_h1", "mesh-chain-h1", "haproxy-nginx-chain-h1"),
+                      ("full_hop_mtls_h1", "mesh-mtls-chain-h1", "haproxy-nginx-mtls-chain-h1")):
+        if a in c and b in c:
+            res[key] = {
+                "req_per_cpu_s": ratio(g(a, "req_per_cpu_s"), g(b, "req_per_cpu_s")),
+                "rps": ratio(g(a, "rps"), g(b, "rps")),
+                "p50": ratio(g(a, "p50_us"), g(b, "p50_us")),
+                "p99": ratio(g(a, "p99_us"), g(b, "p99_us")),
+            }
     return res
 
 
@@ -280,12 +281,14 @@ def render(meta, c, ratios):
         line += f"p50 {fmt_ratio(r['p50']['vs_nginx'])} nginx, {fmt_ratio(r['p50']['vs_haproxy'])} haproxy; "
         line += f"req/s {fmt_ratio(r['rps']['vs_nginx'])} nginx, {fmt_ratio(r['rps']['vs_haproxy'])} haproxy"
         L.append(line)
-    f = ratios.get("full_hop_h1")
-    if f:
-        L.append(
-            f"- full hop h1 (mesh A->B vs haproxy->nginx, CPU of both proxies summed): requests per CPU-second {fmt_ratio(f['req_per_cpu_s'])}, "
-            f"req/s {fmt_ratio(f['rps'])}, p50 {fmt_ratio(f['p50'])}, p99 {fmt_ratio(f['p99'])}"
-        )
+    for key, what in (("full_hop_h1", "full hop h1, plaintext (mesh C->D h2c vs haproxy->nginx"),
+                      ("full_hop_mtls_h1", "full hop h1 over mTLS (mesh A->B vs haproxy->nginx :18084")):
+        f = ratios.get(key)
+        if f:
+            L.append(
+                f"- {what}; CPU of both proxies summed): requests per CPU-second {fmt_ratio(f['req_per_cpu_s'])}, "
+                f"req/s {fmt_ratio(f['rps'])}, p50 {fmt_ratio(f['p50'])}, p99 {fmt_ratio(f['p99'])}"
+            )
     L.append("")
     L.append("For req/s and req per CPU-second higher is better (ratio > 1 favours us); for p50/p99 lower is better (ratio < 1 favours us).")
     errs = [n for n, s in c.items() if s["errors"]]

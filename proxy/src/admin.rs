@@ -1,6 +1,6 @@
-//! The admin listener (loopback by default): liveness, readiness, the loaded table and each
-//! service's endpoints with their state. The observability issue extends it with metrics
-//! and explain.
+//! The admin listener (loopback by default): liveness, readiness, the loaded table, each
+//! service's endpoints with their state, and the mesh identity with the handshake counters
+//! (`/tls`). The observability issue extends it with metrics and explain.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
         },
         "/config" => (StatusCode::OK, config_json(&ctx)),
         "/endpoints" => (StatusCode::OK, endpoints_json(&ctx)),
+        "/tls" => (StatusCode::OK, tls_json(&ctx)),
         _ => (
             StatusCode::NOT_FOUND,
             "{\"error\":\"not found\"}\n".to_string(),
@@ -71,6 +72,33 @@ fn endpoints_json(ctx: &Context) -> String {
     format!("{}\n", serde_json::Value::Object(clusters))
 }
 
+/// The identity (SPIFFE ID, certificate serial and validity, reloads) and the handshake
+/// counters by direction and refusal reason.
+fn tls_json(ctx: &Context) -> String {
+    let transport = ctx.upstreams.transport();
+    let mut value = transport.stats().json();
+    let identity = match transport.credentials() {
+        Some(credentials) => {
+            let info = credentials.cert_info();
+            serde_json::json!({
+                "mode": "mtls",
+                "spiffe_id": credentials.spiffe_id().to_string(),
+                "serial": info.serial,
+                "not_before": mesh_identity::format_utc(info.not_before),
+                "not_after": mesh_identity::format_utc(info.not_after),
+                "bundle_roots": credentials.bundle_roots(),
+                "loads": credentials.loads.load(Ordering::Relaxed),
+                "load_failures": credentials.failures.load(Ordering::Relaxed),
+            })
+        }
+        None => serde_json::json!({ "mode": "insecure_plaintext" }),
+    };
+    if let (Some(out), serde_json::Value::Object(identity)) = (value.as_object_mut(), identity) {
+        out.extend(identity);
+    }
+    format!("{value}\n")
+}
+
 fn config_json(ctx: &Context) -> String {
     let loads = ctx.tables.loads.load(Ordering::Relaxed);
     let failures = ctx.tables.failures.load(Ordering::Relaxed);
@@ -88,6 +116,7 @@ fn config_json(ctx: &Context) -> String {
                 "filters": t.filters.len(),
                 "loads": loads,
                 "load_failures": failures,
+                "mtls": ctx.upstreams.transport().is_mtls(),
             })
         }
         None => {

@@ -43,6 +43,32 @@ pub struct Config {
     /// How endpoints are discovered.
     #[serde(default)]
     pub discovery: Discovery,
+    /// This sidecar's mesh identity: the mTLS credentials. Required (see [`Identity`]).
+    pub identity: Option<Identity>,
+}
+
+/// `[identity]`: the workload's certificate, key and trust bundle (PEM files written by
+/// `meshc ca issue`), relative to the config file's directory or absolute. Between sidecars
+/// it is mTLS only; a config without them does not start, unless it opts out for
+/// development with `insecure_plaintext = true`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The certificate chain, leaf first (`cert.pem`).
+    pub cert: Option<PathBuf>,
+    /// Its private key (`key.pem`).
+    pub key: Option<PathBuf>,
+    /// The trust bundle: the mesh's root(s) (`bundle.pem`).
+    pub bundle: Option<PathBuf>,
+    /// How often the three files are checked for changes, in milliseconds (SIGHUP also
+    /// reloads them).
+    #[serde(default = "default_identity_poll_ms")]
+    pub poll_ms: u64,
+    /// Development only: no mTLS at all. Outbound connections to other sidecars are h2c,
+    /// and every caller of the inbound listener is a plaintext caller (the principal
+    /// `anyone` only), whatever the service's `mtls` mode says.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
 }
 
 /// `[inbound]`.
@@ -174,6 +200,9 @@ fn default_dns_min_refresh_ms() -> u64 {
 fn default_dns_max_refresh_ms() -> u64 {
     30_000
 }
+fn default_identity_poll_ms() -> u64 {
+    1_000
+}
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 15000))
 }
@@ -206,9 +235,38 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+        let mut config = Config::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
+        })?;
+        if let Some(dir) = path.parent() {
+            config.resolve_identity_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Makes the `[identity]` paths relative to `dir` (the config file's directory) absolute.
+    pub fn resolve_identity_paths(&mut self, dir: &Path) {
+        if let Some(identity) = &mut self.identity {
+            for path in [&mut identity.cert, &mut identity.key, &mut identity.bundle]
+                .into_iter()
+                .flatten()
+            {
+                if path.is_relative() {
+                    *path = dir.join(&*path);
+                }
+            }
+        }
+    }
+
+    /// The credential files, or `None` when the config opted out of mTLS
+    /// (`insecure_plaintext`). `check` made sure it is one or the other.
+    pub fn identity_paths(&self) -> Option<mesh_identity::IdentityPaths> {
+        let identity = self.identity.as_ref()?;
+        Some(mesh_identity::IdentityPaths {
+            cert: identity.cert.clone()?,
+            key: identity.key.clone()?,
+            bundle: identity.bundle.clone()?,
         })
     }
 
@@ -260,6 +318,37 @@ impl Config {
         }
         if self.inbound.listen == self.outbound.listen {
             return Err("keys `inbound.listen` and `outbound.listen`: must differ".into());
+        }
+        self.check_identity()
+    }
+
+    /// Security by default: the three credential files, or an explicit opt-out.
+    fn check_identity(&self) -> Result<(), String> {
+        const HOW: &str = "mTLS between sidecars needs `[identity]` with `cert`, `key` and \
+            `bundle` (the files `meshc ca issue SERVICE --ca DIR --out DIR` writes); for \
+            development only, `[identity] insecure_plaintext = true` disables mTLS";
+        let Some(identity) = &self.identity else {
+            return Err(format!("no `[identity]`: {HOW}"));
+        };
+        let given = [
+            ("cert", identity.cert.is_some()),
+            ("key", identity.key.is_some()),
+            ("bundle", identity.bundle.is_some()),
+        ];
+        if identity.insecure_plaintext {
+            if let Some((key, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "key `identity.{key}`: `insecure_plaintext = true` disables mTLS; \
+                     remove one or the other"
+                ));
+            }
+            return Ok(());
+        }
+        if let Some((key, _)) = given.iter().find(|(_, set)| !*set) {
+            return Err(format!("key `identity.{key}` is missing: {HOW}"));
+        }
+        if identity.poll_ms == 0 {
+            return Err("key `identity.poll_ms`: must be above 0".into());
         }
         Ok(())
     }
@@ -329,6 +418,10 @@ app = "127.0.0.1:9000"
 listen = "127.0.0.1:15001"
 [admin]
 listen = "127.0.0.1:15000"
+[identity]
+cert = "certs/payments/cert.pem"
+key = "certs/payments/key.pem"
+bundle = "/etc/mesh/bundle.pem"
 "#;
 
     #[test]
@@ -388,8 +481,41 @@ listen = "127.0.0.1:15000"
         let missing = GOOD.replace("table = \"build/shop.table\"\n", "");
         let e = Config::parse(&missing).expect_err("missing table");
         assert!(e.contains("table"), "{e}");
-        let bad_name = GOOD.replace("\"payments\"", "\"Payments\"");
+        let bad_name = GOOD.replace("service = \"payments\"", "service = \"Payments\"");
         let e = Config::parse(&bad_name).expect_err("bad name");
         assert!(e.contains("key `service`"), "{e}");
+    }
+
+    #[test]
+    fn identity_is_required_unless_explicitly_opted_out() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert!(c.identity_paths().is_some());
+        let (head, _) = GOOD.split_once("[identity]").expect("identity section");
+        let e = Config::parse(head).expect_err("no identity");
+        assert!(
+            e.contains("[identity]") && e.contains("insecure_plaintext"),
+            "{e}"
+        );
+        let partial = format!("{head}[identity]\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
+        let e = Config::parse(&partial).expect_err("no bundle");
+        assert!(e.contains("identity.bundle"), "{e}");
+        let insecure = format!("{head}[identity]\ninsecure_plaintext = true\n");
+        let c = Config::parse(&insecure).expect("opted out");
+        assert!(c.identity_paths().is_none());
+        let both = format!("{head}[identity]\ninsecure_plaintext = true\ncert = \"c.pem\"\n");
+        let e = Config::parse(&both).expect_err("contradiction");
+        assert!(e.contains("identity.cert"), "{e}");
+    }
+
+    #[test]
+    fn identity_paths_are_relative_to_the_config_file() {
+        let mut c = Config::parse(GOOD).expect("valid");
+        c.resolve_identity_paths(std::path::Path::new("/srv/proxy"));
+        let paths = c.identity_paths().expect("paths");
+        assert_eq!(
+            paths.cert,
+            std::path::Path::new("/srv/proxy/certs/payments/cert.pem")
+        );
+        assert_eq!(paths.bundle, std::path::Path::new("/etc/mesh/bundle.pem"));
     }
 }

@@ -38,6 +38,25 @@ pub enum ProxyError {
         /// Why.
         reason: String,
     },
+    /// The TLS handshake with the endpoint's sidecar was refused: it did not prove it is the
+    /// service the request is for (`upstream-identity`), or the handshake failed on a
+    /// certificate, ours or its (`upstream-tls`). Nothing was sent.
+    #[error("mTLS with {addr} refused: {detail}")]
+    UpstreamTls {
+        /// The endpoint.
+        addr: std::net::SocketAddr,
+        /// `upstream-identity` or `upstream-tls`.
+        reason: &'static str,
+        /// The refusal, for logs.
+        detail: String,
+    },
+    /// Authorization denied the caller (the deciding rule is logged, never answered).
+    #[error("unauthorized")]
+    Unauthorized,
+    /// A plaintext request on a connection admitted while the service was `mtls
+    /// permissive`, after a table made it `strict`.
+    #[error("plaintext callers are refused: the service is `mtls strict`")]
+    PlaintextRefused,
     /// The upstream failed after the connection was made (reset, protocol error).
     #[error("upstream failed: {reason}")]
     Upstream {
@@ -84,7 +103,10 @@ impl ProxyError {
             ProxyError::NoAuthority | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnknownService(_) | ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoTable | ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Unauthorized | ProxyError::PlaintextRefused => StatusCode::FORBIDDEN,
+            ProxyError::Connect { .. }
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -99,6 +121,9 @@ impl ProxyError {
             ProxyError::NoRoute => "no-route",
             ProxyError::NoEndpoint(_) => "no-endpoint",
             ProxyError::Connect { .. } => "connect-failed",
+            ProxyError::UpstreamTls { reason, .. } => reason,
+            ProxyError::Unauthorized => "unauthorized",
+            ProxyError::PlaintextRefused => crate::tls::PLAINTEXT_REFUSED,
             ProxyError::Upstream { .. } => "upstream-reset",
             ProxyError::Timeout(_) => "timeout",
         }
@@ -138,6 +163,16 @@ mod tests {
                 "connect-failed",
             ),
             (ProxyError::Timeout(5), 504, "timeout"),
+            (ProxyError::Unauthorized, 403, "unauthorized"),
+            (
+                ProxyError::UpstreamTls {
+                    addr: ([127, 0, 0, 1], 1).into(),
+                    reason: "upstream-identity",
+                    detail: "the server is spiffe://m/orders".into(),
+                },
+                502,
+                "upstream-identity",
+            ),
             (
                 ProxyError::BadPath(mesh_engine::PathError::AboveRoot),
                 400,

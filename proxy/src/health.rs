@@ -1,6 +1,6 @@
 //! Active health checking: who is fit. For each service with a `health` block, every
 //! endpoint gets an HTTP GET of the policy's path each interval, sent like any request of
-//! this proxy — over HTTP/2 to the endpoint's sidecar, with the service as authority — so
+//! this proxy — over HTTP/2 (mTLS) to the endpoint's sidecar, with the service as authority — so
 //! the sidecar forwards it to the application and the probe sees both. An endpoint turns
 //! unhealthy after `unhealthy_after` failures in a row and healthy again after
 //! `healthy_after` successes; endpoints start healthy, so a new table serves at once.
@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::body::empty;
 use crate::cluster::{Cluster, Endpoint};
-use crate::upstream::Upstreams;
+use crate::upstream::{Remote, Upstreams};
 
 /// Consecutive probe results of one endpoint.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -108,7 +108,10 @@ async fn probe(
     };
     let timeout = Duration::from_millis(policy.timeout_ms.max(1));
     let exchange = async {
-        let response = upstreams.send_h2(endpoint.addr(), request).await.ok()?;
+        let response = upstreams
+            .send_h2(endpoint.addr(), Remote::Sidecar(service), request)
+            .await
+            .ok()?;
         let ok = response.status().is_success();
         // Read the (small) body so the stream ends cleanly instead of being reset.
         response.into_body().collect().await.ok()?;

@@ -1,27 +1,49 @@
 //! Inbound: calls from other sidecars (and plain clients of `mtls permissive` services) to
 //! the local application, in the protocol the service declares.
+//!
+//! In order: identity headers a caller sent are dropped → path check (400) → the caller, as
+//! the transport proved it (`tls::Caller`) → authorization (403 `unauthorized`, the deciding
+//! rule logged, never answered) → the identity header for the application → forward.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
-use mesh_table::Protocol;
+use mesh_engine::{AuthzDecision, Decider, Peer};
+use mesh_table::{Action, MtlsMode, Protocol, Table};
 
 use crate::body::Body;
 use crate::errors::ProxyError;
 use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
+use crate::headers::EngineHeaders;
 use crate::retry::Tries;
+use crate::tls::{Caller, Conn};
 use crate::Context;
+
+/// The header that carries the caller's identity to the application, in Envoy's format:
+/// `By=<this service's SPIFFE ID>;URI=<the caller's SPIFFE ID>`. Only this proxy sets it,
+/// and only for callers that proved a mesh identity; plaintext callers get none.
+pub const IDENTITY_HEADER: &str = "x-forwarded-client-cert";
+
+/// Headers that would claim an identity: whatever a caller sends in them is dropped before
+/// authorization and before forwarding.
+pub const STRIPPED_IDENTITY_HEADERS: [&str; 4] = [
+    "x-forwarded-client-cert",
+    "x-mesh-identity",
+    "x-client-cert",
+    "x-ssl-client-cert",
+];
 
 /// Handles one request for the local application; failures become responses here.
 pub async fn handle(
     ctx: Arc<Context>,
-    peer: SocketAddr,
+    conn: Arc<Conn>,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let mut tries = Tries::default();
-    match inbound(&ctx, peer, request, &mut tries).await {
+    match inbound(&ctx, &conn, request, &mut tries).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "inbound request failed");
@@ -32,19 +54,77 @@ pub async fn handle(
 
 async fn inbound(
     ctx: &Context,
-    peer: SocketAddr,
-    request: Request<Incoming>,
+    conn: &Conn,
+    mut request: Request<Incoming>,
     tries: &mut Tries,
 ) -> Result<Response<Body>, ProxyError> {
     let snapshot = ctx.tables.current().ok_or(ProxyError::NoTable)?;
     let table = snapshot.table();
-    let service = table
+    let (service_id, service) = table
         .service_id(&ctx.service)
-        .and_then(|id| table.services.get(id as usize))
+        .and_then(|id| Some((id, table.services.get(id as usize)?)))
         .ok_or_else(|| ProxyError::UnknownService(ctx.service.clone()))?;
-    // Paths are checked before anything else sees them (authorization will, next).
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    mesh_engine::normalize_path(path).map_err(ProxyError::BadPath)?;
+    // Nothing a caller sends changes who it is.
+    strip_identity_headers(request.headers_mut());
+    // Paths are checked before anything else sees them.
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = mesh_engine::normalize_path(target).map_err(ProxyError::BadPath)?;
+    // Who is calling: a plaintext connection admitted while the service was permissive is
+    // refused once a table makes it strict.
+    let peer = match &conn.caller {
+        Caller::Plaintext => {
+            if service.mtls == MtlsMode::Strict && ctx.upstreams.transport().is_mtls() {
+                ctx.upstreams
+                    .transport()
+                    .stats()
+                    .plaintext_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(ProxyError::PlaintextRefused);
+            }
+            Peer::Plaintext
+        }
+        Caller::Mesh { spiffe_id, .. } => match snapshot.engine.peer_from_spiffe_id(spiffe_id) {
+            Some(peer) => peer,
+            None => {
+                // The credentials' trust domain is not the table's: nobody here can vouch.
+                tracing::warn!(
+                    caller = %spiffe_id,
+                    trust_domain = %table.mesh.trust_domain,
+                    "request denied: the caller is not in the table's trust domain"
+                );
+                return Err(ProxyError::Unauthorized);
+            }
+        },
+    };
+    // Authorization, on the identity the transport proved.
+    let decision = snapshot.engine.authorize_normalized(
+        service_id,
+        peer,
+        request.method().as_str(),
+        &path,
+        &EngineHeaders(request.headers()),
+    );
+    if decision.action == Action::Deny {
+        tracing::info!(
+            caller = %caller_name(&conn.caller),
+            service = %ctx.service,
+            method = %request.method(),
+            path = %path,
+            rule = %decided_by(table, &decision),
+            "request denied"
+        );
+        return Err(ProxyError::Unauthorized);
+    }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(
+            caller = %caller_name(&conn.caller),
+            method = %request.method(),
+            path = %path,
+            rule = %decided_by(table, &decision),
+            "request allowed"
+        );
+    }
+
     let authority = request_authority(&request).unwrap_or_else(|| service.name.clone());
     let app = ctx
         .app
@@ -52,6 +132,15 @@ async fn inbound(
     let hop = match service.protocol {
         Protocol::Http1 => NextHop::Http1,
         Protocol::Http2 | Protocol::Grpc => NextHop::Http2,
+    };
+    // The identity header is set as a request edit: edits apply after hop-by-hop headers
+    // are removed, so not even `Connection: x-forwarded-client-cert` can take it away.
+    let edits = Edits {
+        request: match &conn.caller {
+            Caller::Mesh { xfcc, .. } => std::slice::from_ref(xfcc),
+            Caller::Plaintext => &[],
+        },
+        response: &[],
     };
     // The caller's sidecar applied the route's retries; here only a pooled connection that
     // closed under the request (the keep-alive race) sends it again.
@@ -63,5 +152,37 @@ async fn inbound(
         retry: None,
         budget: None,
     };
-    forward(&ctx.upstreams, peer, to, request, Edits::default(), tries).await
+    forward(&ctx.upstreams, conn.addr, to, request, edits, tries).await
+}
+
+/// Removes every identity header a caller sent.
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    for name in STRIPPED_IDENTITY_HEADERS {
+        headers.remove(name);
+    }
+}
+
+/// The caller for log lines.
+fn caller_name(caller: &Caller) -> Cow<'_, str> {
+    match caller {
+        Caller::Plaintext => Cow::Borrowed("plaintext"),
+        Caller::Mesh { spiffe_id, .. } => Cow::Borrowed(spiffe_id),
+    }
+}
+
+/// What decided, as `file:line:column` of the policy (for logs, and the access log next).
+pub fn decided_by(table: &Table, decision: &AuthzDecision) -> String {
+    let Some(authorization) = decision
+        .authorization
+        .and_then(|i| table.authorizations.get(i))
+    else {
+        return "no authorize block: any mesh identity".to_string();
+    };
+    match decision.decider {
+        Decider::Rule(i) => authorization
+            .rules
+            .get(i)
+            .map_or_else(|| "?".to_string(), |rule| table.describe(rule.loc)),
+        Decider::Default => format!("default at {}", table.describe(authorization.default_loc)),
+    }
 }

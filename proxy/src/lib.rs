@@ -2,11 +2,14 @@
 //! receives other sidecars' calls for it (inbound), deciding from the compiled rule table.
 //!
 //! A request's path through the proxy, in the order the code runs it:
-//! accept (`server`) → HTTP/1.1 or HTTP/2 by preface (`server`) → route (`outbound`, the
-//! decision engine) → pick target by weight (`outbound`) → prepare headers (`headers`,
-//! `forward`) → the tries, within the route's timeout (`retry`): pick an endpoint
-//! (`cluster`, `balance`), connect and send (`upstream`), retry as the route says → finish
-//! the response (`forward`); any failure becomes a response in `errors`.
+//! accept (`server`) → TLS (`tls`: on the inbound listener, mTLS with the caller's identity,
+//! or plaintext where the service is `mtls permissive`) → HTTP/1.1 or HTTP/2 by preface
+//! (`server`) → route (`outbound`, the decision engine) or, inbound, path check and
+//! authorization (`inbound`) → pick target by weight (`outbound`) → prepare headers
+//! (`headers`, `forward`) → the tries, within the route's timeout (`retry`): pick an endpoint
+//! (`cluster`, `balance`), connect (`upstream`; mTLS to sidecars, verifying the service's
+//! identity: `tls`) and send, retry as the route says → finish the response (`forward`);
+//! any failure becomes a response in `errors`.
 //!
 //! Beside the request path, who exists (`discovery`), who is fit (`health`, `outlier`) and
 //! who gets a request (`balance`) are kept apart; `cluster` holds their shared state.
@@ -29,12 +32,14 @@ pub mod retry;
 pub mod server;
 pub mod snapshot;
 pub mod table_watch;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_identity::Credentials;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -43,6 +48,7 @@ use config::Config;
 use discovery::DnsSettings;
 use snapshot::Registries;
 use table_watch::Tables;
+use tls::Transport;
 use upstream::Upstreams;
 
 /// The environment variable naming the DNS server when the config names none.
@@ -78,14 +84,19 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The `[identity]` credentials could not be loaded.
+    #[error("cannot load the mesh identity (`[identity]` cert, key, bundle): {0}")]
+    Identity(mesh_identity::IdentityError),
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains for the configured time.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let tables = Arc::new(Tables::default());
+    let transport = Arc::new(transport(&config, &tables)?);
     let upstreams = Arc::new(Upstreams::new(
         Duration::from_millis(config.outbound.connect_timeout_ms),
         Duration::from_millis(config.upstream.idle_timeout_ms),
+        Arc::clone(&transport),
     ));
     let registries = Arc::new(Registries {
         clusters: Clusters::new(Arc::clone(&upstreams), resolver(&config)),
@@ -130,11 +141,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(credentials) = transport.credentials() {
+        // Rotation: new files are picked up by polling and on SIGHUP; new handshakes use
+        // them, open connections keep their session.
+        let poll = config.identity.as_ref().map_or(1_000, |i| i.poll_ms);
+        tokio::spawn(Arc::clone(credentials).watch(Duration::from_millis(poll)));
+        tokio::spawn(reload_credentials_on_hangup(Arc::clone(credentials)));
+    }
     let inbound = {
         let ctx = Arc::clone(&ctx);
-        tokio::spawn(server::serve(
+        let transport = Arc::clone(&transport);
+        tokio::spawn(server::serve_with(
             inbound_listener,
-            move |peer, req| inbound::handle(Arc::clone(&ctx), peer, req),
+            move |tcp, peer| {
+                let transport = Arc::clone(&transport);
+                async move { transport.accept(tcp, peer).await }
+            },
+            move |conn, req| inbound::handle(Arc::clone(&ctx), conn, req),
             stop_rx.clone(),
             Duration::from_millis(config.inbound.idle_timeout_ms),
         ))
@@ -182,6 +205,55 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         tracing::warn!("drain time passed with requests still in flight; exiting");
     }
     Ok(())
+}
+
+/// The transport between sidecars: mTLS with the `[identity]` credentials, or plaintext
+/// when the config opted out (`insecure_plaintext`, which `Config` allows only explicitly).
+fn transport(config: &Config, tables: &Arc<Tables>) -> Result<Transport, StartError> {
+    let Some(paths) = config.identity_paths() else {
+        tracing::warn!(
+            "[identity] insecure_plaintext = true: mTLS is OFF; connections between sidecars \
+             are plaintext and every inbound caller is a plaintext caller (development only)"
+        );
+        return Ok(Transport::insecure_plaintext(
+            Arc::clone(tables),
+            &config.service,
+        ));
+    };
+    let credentials = Credentials::load(paths).map_err(StartError::Identity)?;
+    let info = credentials.cert_info();
+    tracing::info!(
+        spiffe_id = %credentials.spiffe_id(),
+        serial = %info.serial,
+        not_after = %mesh_identity::format_utc(info.not_after),
+        roots = credentials.bundle_roots(),
+        "mesh identity loaded: mTLS between sidecars"
+    );
+    Ok(Transport::mtls(
+        Arc::new(credentials),
+        Arc::clone(tables),
+        &config.service,
+    ))
+}
+
+/// SIGHUP reloads the credentials too (the table watcher reloads the table).
+async fn reload_credentials_on_hangup(credentials: Arc<Credentials>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            let credentials = Arc::clone(&credentials);
+            // `reload` logs and counts its own outcome.
+            let _ = tokio::task::spawn_blocking(move || credentials.reload()).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = credentials;
+    }
 }
 
 /// The DNS resolver for discovery: the config's server, else `$MESH_DNS_SERVER`, else the

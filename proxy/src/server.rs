@@ -1,5 +1,7 @@
-//! Accept loops: each connection is served as HTTP/1.1 or HTTP/2 (detected from the
-//! connection preface), with upgrades, until shutdown starts; then connections drain. A
+//! Accept loops: each connection goes through its transport stage first (the inbound
+//! listener's TLS handshake or plaintext check, see `tls`), then is served as HTTP/1.1 or
+//! HTTP/2 (detected from the connection preface), with upgrades, until shutdown starts; then
+//! connections drain. A
 //! connection with no request in flight for the idle time is closed gracefully (HTTP/2
 //! GOAWAY; HTTP/1.1 close between requests), so idle clients do not hold sockets forever.
 
@@ -15,7 +17,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::body::{with_guard, Body};
@@ -59,16 +62,40 @@ impl Drop for Busy {
     }
 }
 
-/// Serves `listener` with `handler` until `stop` turns true; connections idle for `idle`
-/// are closed. Returns the connections still open so the caller can drain them.
+/// Serves `listener` with `handler` (plain TCP; the handler gets the peer's address) until
+/// `stop` turns true; connections idle for `idle` are closed. Returns the connections still
+/// open so the caller can drain them.
 pub async fn serve<H, F>(
     listener: TcpListener,
+    handler: H,
+    stop: watch::Receiver<bool>,
+    idle: Duration,
+) -> Drain
+where
+    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let accept = |stream: TcpStream, peer: SocketAddr| std::future::ready(Some((stream, peer)));
+    serve_with(listener, accept, handler, stop, idle).await
+}
+
+/// [`serve`] with a transport stage: each accepted connection first goes through `accept`
+/// (in its own task, so a slow handshake holds up no other connection), which gives the
+/// stream to serve and what the handler learns about the connection (`C`), or `None` to
+/// close it.
+pub async fn serve_with<A, AF, S, C, H, F>(
+    listener: TcpListener,
+    accept: A,
     handler: H,
     mut stop: watch::Receiver<bool>,
     idle: Duration,
 ) -> Drain
 where
-    H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    A: Fn(TcpStream, SocketAddr) -> AF + Clone + Send + Sync + 'static,
+    AF: Future<Output = Option<(S, C)>> + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    C: Clone + Send + Sync + 'static,
+    H: Fn(C, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let (open_tx, open_rx) = mpsc::channel::<()>(1);
@@ -98,22 +125,28 @@ where
             last_ms: AtomicU64::new(now_ms()),
         });
         let handler = handler.clone();
-        let service = {
-            let activity = Arc::clone(&activity);
-            service_fn(move |request| {
-                let busy = Busy::new(&activity);
-                let response = handler(peer, request);
-                async move {
-                    let response = response.await;
-                    let (parts, body) = response.into_parts();
-                    Ok::<_, Infallible>(Response::from_parts(parts, with_guard(body, busy)))
-                }
-            })
-        };
+        let accept = accept.clone();
         let builder = Arc::clone(&builder);
         let mut stop = stop.clone();
         let open = open_tx.clone();
         tokio::spawn(async move {
+            // The transport stage: TLS handshake, or the plaintext check.
+            let Some((stream, conn)) = accept(stream, peer).await else {
+                drop(open);
+                return;
+            };
+            let service = {
+                let activity = Arc::clone(&activity);
+                service_fn(move |request| {
+                    let busy = Busy::new(&activity);
+                    let response = handler(conn.clone(), request);
+                    async move {
+                        let response = response.await;
+                        let (parts, body) = response.into_parts();
+                        Ok::<_, Infallible>(Response::from_parts(parts, with_guard(body, busy)))
+                    }
+                })
+            };
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();

@@ -7,8 +7,10 @@
 //! closed before it was written goes out again on a fresh one: the keep-alive race is never
 //! the client's problem. Every failure says how far the request got ([`Failure`]).
 //!
-//! The transport between proxies is plain TCP (h2c) for now; `connect` is the seam where
-//! mTLS plugs in.
+//! Connections to other sidecars are mTLS ([`Transport::connect`]: the server must prove it
+//! is the service the request is for); connections to the local application are plain TCP.
+//! The HTTP/2 pool is keyed by address *and* expected identity, so a connection verified for
+//! one service never carries another's requests.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +30,17 @@ use crate::body::Body;
 use crate::clock::now_ms;
 use crate::errors::{Failure, ProxyError};
 use crate::forward::NextHop;
+use crate::tls::{Stream, Transport};
+use mesh_identity::tls::Alpn;
+
+/// Whom a connection goes to, which decides its transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote<'a> {
+    /// The local application: plain TCP.
+    App,
+    /// A sidecar of this service: mTLS, and it must prove it is this service.
+    Sidecar(&'a str),
+}
 
 /// An open HTTP/2 connection and when it last carried a request.
 #[derive(Debug)]
@@ -46,19 +59,28 @@ impl H2Conn {
 /// first requests share one connect.
 type H2Slot = Arc<tokio::sync::Mutex<Option<Arc<H2Conn>>>>;
 
+/// The HTTP/2 connections to one address, one per expected identity (`None`: the app).
+type H2Slots = Vec<(Option<Box<str>>, H2Slot)>;
+
 /// All upstream connections of one proxy.
 #[derive(Debug)]
 pub struct Upstreams {
-    h2: Mutex<HashMap<SocketAddr, H2Slot>>,
+    h2: Mutex<HashMap<SocketAddr, H2Slots>>,
+    transport: Arc<Transport>,
     h1: Client<HttpConnector, Body>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
 
 impl Upstreams {
-    /// Upstreams with `connect_timeout` for every new connection; connections idle for
-    /// `idle_timeout` are closed.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Upstreams {
+    /// Upstreams with `connect_timeout` for every new connection (and again for its TLS
+    /// handshake); connections idle for `idle_timeout` are closed. Connections to sidecars
+    /// go through `transport`.
+    pub fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        transport: Arc<Transport>,
+    ) -> Upstreams {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -70,43 +92,64 @@ impl Upstreams {
             .build(connector);
         Upstreams {
             h2: Mutex::new(HashMap::new()),
+            transport,
             h1,
             connect_timeout,
             idle_timeout,
         }
     }
 
-    /// Sends `request` to `addr` in the protocol of `hop`.
+    /// The transport of connections to sidecars.
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+
+    /// Sends `request` to `addr` (`remote`) in the protocol of `hop`. HTTP/1.1 is only
+    /// spoken to the local application.
     pub async fn send(
         &self,
         hop: NextHop,
         addr: SocketAddr,
+        remote: Remote<'_>,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
         match hop {
-            NextHop::Http2 => self.send_h2(addr, request).await,
+            NextHop::Http2 => self.send_h2(addr, remote, request).await,
             NextHop::Http1 => self.send_h1(addr, request).await,
         }
     }
 
     /// Sends `request` (absolute URI carrying the logical authority) over the HTTP/2
-    /// connection to `addr`, connecting first if there is none.
+    /// connection to `addr` (`remote`), connecting first if there is none.
     pub async fn send_h2(
         &self,
         addr: SocketAddr,
+        remote: Remote<'_>,
         mut request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let service = match remote {
+            Remote::App => None,
+            Remote::Sidecar(service) => Some(service),
+        };
         let slot = {
             let mut map = self
                 .h2
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(map.entry(addr).or_default())
+            let slots = map.entry(addr).or_default();
+            match slots.iter().find(|(s, _)| s.as_deref() == service) {
+                Some((_, slot)) => Arc::clone(slot),
+                None => {
+                    let slot = H2Slot::default();
+                    slots.push((service.map(Box::from), Arc::clone(&slot)));
+                    slot
+                }
+            }
         };
         // A pooled connection that turns out closed before the request was written is
         // replaced once: nothing of the request left, so it is safe whatever the method.
         for _ in 0..2 {
-            let conn = self.h2_conn(&slot, addr).await?;
+            let conn = self.h2_conn(&slot, addr, remote).await?;
             conn.touch();
             let mut sender = conn.sender.clone();
             if sender.ready().await.is_err() {
@@ -137,14 +180,19 @@ impl Upstreams {
     }
 
     /// The open connection of `slot`, or a new one.
-    async fn h2_conn(&self, slot: &H2Slot, addr: SocketAddr) -> Result<Arc<H2Conn>, ProxyError> {
+    async fn h2_conn(
+        &self,
+        slot: &H2Slot,
+        addr: SocketAddr,
+        remote: Remote<'_>,
+    ) -> Result<Arc<H2Conn>, ProxyError> {
         let mut guard = slot.lock().await;
         if let Some(conn) = guard.as_ref() {
             if !conn.sender.is_closed() {
                 return Ok(Arc::clone(conn));
             }
         }
-        let conn = self.connect_h2(addr, Arc::downgrade(slot)).await?;
+        let conn = self.connect_h2(addr, remote, Arc::downgrade(slot)).await?;
         *guard = Some(Arc::clone(&conn));
         Ok(conn)
     }
@@ -152,9 +200,10 @@ impl Upstreams {
     async fn connect_h2(
         &self,
         addr: SocketAddr,
+        remote: Remote<'_>,
         slot: Weak<tokio::sync::Mutex<Option<Arc<H2Conn>>>>,
     ) -> Result<Arc<H2Conn>, ProxyError> {
-        let stream = self.connect(addr).await?;
+        let stream = self.connect(addr, remote, Alpn::H2).await?;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
@@ -213,14 +262,15 @@ impl Upstreams {
         })
     }
 
-    /// Sends an upgrade request over a new HTTP/1.1 connection that stays open for the
-    /// upgraded protocol.
+    /// Sends an upgrade request over a new HTTP/1.1 connection (to a sidecar: mTLS with
+    /// ALPN `http/1.1`) that stays open for the upgraded protocol.
     pub async fn send_upgrade(
         &self,
         addr: SocketAddr,
+        remote: Remote<'_>,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let stream = self.connect(addr).await?;
+        let stream = self.connect(addr, remote, Alpn::Http1).await?;
         let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -239,8 +289,27 @@ impl Upstreams {
             .map_err(|e| ProxyError::upstream(Failure::Reset, e))
     }
 
+    /// Opens a connection to `remote` at `addr`: TCP within the connect timeout, then to a
+    /// sidecar the mTLS handshake (offering `alpn`) within the connect timeout again.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        remote: Remote<'_>,
+        alpn: Alpn,
+    ) -> Result<Stream, ProxyError> {
+        let tcp = self.connect_tcp(addr).await?;
+        match remote {
+            Remote::App => Ok(Stream::Plain(tcp)),
+            Remote::Sidecar(service) => {
+                self.transport
+                    .connect(tcp, addr, service, alpn, self.connect_timeout)
+                    .await
+            }
+        }
+    }
+
     /// Opens a TCP connection within the connect timeout.
-    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
+    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ProxyError::Connect {
@@ -326,4 +395,15 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
         current = e.source();
     }
     text
+}
+
+impl crate::forward::Target<'_> {
+    /// Whom the tries of this target connect to: a cluster's endpoints are the sidecars of
+    /// its service; a fixed address is the local application.
+    pub fn remote(&self) -> Remote<'_> {
+        match self {
+            crate::forward::Target::Cluster { cluster, .. } => Remote::Sidecar(cluster.name()),
+            crate::forward::Target::Fixed(_) => Remote::App,
+        }
+    }
 }

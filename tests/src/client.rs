@@ -126,12 +126,19 @@ pub struct H1 {
 impl H1 {
     /// Connects to `addr`.
     pub async fn connect(addr: SocketAddr) -> std::io::Result<H1> {
-        let stream = connect(addr).await?;
+        H1::over(connect(addr).await?).await
+    }
+
+    /// HTTP/1.1 over an open connection (a TLS stream, say).
+    pub async fn over<S>(stream: S) -> std::io::Result<H1>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = connection.with_upgrades().await;
         });
         Ok(H1 { sender })
     }
@@ -190,10 +197,18 @@ impl H2 {
         let stream = connect(addr)
             .await
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        H2::over(stream).await
+    }
+
+    /// The HTTP/2 handshake over an open connection (a TLS stream, say).
+    pub async fn over<S>(stream: S) -> H2
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let handshake = http2::handshake(TokioExecutor::new(), TokioIo::new(stream));
         let (sender, connection) = within("h2 handshake", Duration::from_secs(5), handshake)
             .await
-            .unwrap_or_else(|e| panic!("h2 handshake with {addr}: {e}"));
+            .unwrap_or_else(|e| panic!("h2 handshake: {e}"));
         tokio::spawn(async move {
             let _ = connection.await;
         });

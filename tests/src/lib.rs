@@ -1,13 +1,14 @@
 //! Shared helpers for the end-to-end tests: locating the workspace's binaries, scratch
 //! directories and stand-in filter modules; for the proxy's tests, the [`mesh::Mesh`]
 //! fixture (real `mesh-proxy` processes on loopback), the application behind the sidecars
-//! ([`backend`]), the clients ([`client`]) and the bodies they send ([`body`]).
+//! ([`backend`]), the clients ([`client`], over mTLS with [`tls`]) and the bodies they send ([`body`]).
 
 pub mod backend;
 pub mod body;
 pub mod client;
 pub mod mesh;
 pub mod resilience_support;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

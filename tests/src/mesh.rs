@@ -5,6 +5,12 @@
 //! In a policy template, `{{name}}` stands for `127.0.0.1:PORT`: the inbound address of
 //! the sidecar of service `name` when the mesh has one, otherwise a free port that nothing
 //! listens on (an endpoint that is down).
+//!
+//! Sidecars run with real certificates: the fixture makes a CA per mesh (`meshc ca init`)
+//! in the policy's trust domain and issues each sidecar's (`meshc ca issue`); a test may
+//! issue more ([`Mesh::issue`]) and speak mTLS to an inbound listener itself
+//! ([`Mesh::mtls_client`]). Only a mesh built with [`MeshBuilder::insecure_plaintext`] runs
+//! without (for test servers that stand in for sidecars and speak h2c).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -29,6 +35,8 @@ pub struct MeshBuilder {
     drain_ms: u64,
     with_table: bool,
     extra_config: String,
+    insecure_plaintext: bool,
+    identity_poll_ms: u64,
 }
 
 impl MeshBuilder {
@@ -54,6 +62,20 @@ impl MeshBuilder {
     pub fn extra_config(mut self, toml: &str) -> MeshBuilder {
         self.extra_config.push_str(toml);
         self.extra_config.push('\n');
+        self
+    }
+
+    /// Runs every sidecar with `[identity] insecure_plaintext = true`: no mTLS, for meshes
+    /// whose tables list test servers (speaking h2c) as a service's endpoints. Inbound
+    /// callers are then plaintext callers (the principal `anyone`).
+    pub fn insecure_plaintext(mut self) -> MeshBuilder {
+        self.insecure_plaintext = true;
+        self
+    }
+
+    /// Sets every sidecar's `[identity] poll_ms` (default 100).
+    pub fn identity_poll_ms(mut self, ms: u64) -> MeshBuilder {
+        self.identity_poll_ms = ms;
         self
     }
 
@@ -97,19 +119,37 @@ impl MeshBuilder {
             proxies: Vec::new(),
             compiled: AtomicUsize::new(0),
             initial: Vec::new(),
+            trust_domain: String::new(),
         };
         mesh.initial = mesh.compile(&self.policy);
+        mesh.trust_domain = mesh_table::decode(&mesh.initial)
+            .map(|t| t.mesh.trust_domain)
+            .unwrap_or_else(|e| panic!("decode the compiled table: {e}"));
         if self.with_table {
             mesh.install_table(&mesh.initial);
         }
+        if !self.insecure_plaintext {
+            mesh.init_ca();
+        }
         let mut configs = Vec::new();
         for (service, app, inbound, outbound, admin) in proxies {
+            let identity = if self.insecure_plaintext {
+                "[identity]\ninsecure_plaintext = true\n".to_string()
+            } else {
+                mesh.issue(&service);
+                // Relative to the config file's directory, as operators write them.
+                format!(
+                    "[identity]\ncert = \"certs/{service}/cert.pem\"\nkey = \"certs/{service}/key.pem\"\n\
+                     bundle = \"certs/{service}/bundle.pem\"\npoll_ms = {}\n",
+                    self.identity_poll_ms
+                )
+            };
             let config = mesh.dir.path().join(format!("{service}.toml"));
             let text = format!(
                 "service = \"{service}\"\ntable = {table:?}\ntable_poll_ms = {poll}\ndrain_ms = {drain}\nworkers = 2\n\
                  [inbound]\nlisten = \"{inbound}\"\napp = \"{app}\"\n\
                  [outbound]\nlisten = \"{outbound}\"\n\
-                 [admin]\nlisten = \"{admin}\"\n",
+                 [admin]\nlisten = \"{admin}\"\n{identity}",
                 table = mesh.table.display().to_string(),
                 poll = self.table_poll_ms,
                 drain = self.drain_ms,
@@ -195,6 +235,7 @@ pub struct Mesh {
     proxies: Vec<Proxy>,
     compiled: AtomicUsize,
     initial: Vec<u8>,
+    trust_domain: String,
 }
 
 impl Mesh {
@@ -207,7 +248,88 @@ impl Mesh {
             drain_ms: 3_000,
             with_table: true,
             extra_config: String::new(),
+            insecure_plaintext: false,
+            identity_poll_ms: 100,
         }
+    }
+
+    /// The mesh's CA directory (`meshc ca init`).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// The policy's trust domain.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    fn init_ca(&self) {
+        let ca = self.ca_dir();
+        let out = meshc(
+            self.dir.path(),
+            &[
+                "ca",
+                "init",
+                &ca.display().to_string(),
+                "--trust-domain",
+                &self.trust_domain,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "meshc ca init failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The directory of `name`'s credentials (`cert.pem`, `key.pem`, `bundle.pem`).
+    pub fn certs(&self, name: &str) -> PathBuf {
+        self.dir.path().join("certs").join(name)
+    }
+
+    /// Issues (again) the certificate of identity `spiffe://<trust domain>/<name>` into
+    /// [`Mesh::certs`]`(name)` with `meshc ca issue`, atomically replacing what was there.
+    pub fn issue(&self, name: &str) -> PathBuf {
+        let out_dir = self.certs(name);
+        let out = meshc(
+            self.dir.path(),
+            &[
+                "ca",
+                "issue",
+                name,
+                "--ca",
+                &self.ca_dir().display().to_string(),
+                "--out",
+                &out_dir.display().to_string(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "meshc ca issue {name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out_dir
+    }
+
+    /// The credentials of `name` (issued first if they are not yet).
+    pub fn identity(&self, name: &str) -> crate::tls::Credentials {
+        let dir = self.certs(name);
+        if !dir.join("cert.pem").exists() {
+            self.issue(name);
+        }
+        crate::tls::Credentials::load(&dir)
+    }
+
+    /// A TLS client config presenting `from`'s certificate that accepts only the sidecar
+    /// of `to`, offering `alpn`: what a sidecar of `from` does.
+    pub fn mtls_client(
+        &self,
+        from: &str,
+        to: &str,
+        alpn: mesh_identity::tls::Alpn,
+    ) -> std::sync::Arc<rustls::ClientConfig> {
+        self.identity(from)
+            .client_config(&format!("spiffe://{}/{to}", self.trust_domain), alpn)
     }
 
     fn proxy(&self, service: &str) -> &Proxy {

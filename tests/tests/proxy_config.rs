@@ -14,6 +14,10 @@ app = "127.0.0.1:9"
 listen = "127.0.0.1:1"
 [admin]
 listen = "127.0.0.1:2"
+[identity]
+cert = "certs/web/cert.pem"
+key = "certs/web/key.pem"
+bundle = "certs/web/bundle.pem"
 "#;
 
 fn assert_refused(config: &str, needles: &[&str], what: &str) {
@@ -84,4 +88,28 @@ fn no_config_or_an_unreadable_one_exits_2() {
         stderr.contains("service"),
         "an empty config names the first missing key:\n{stderr}"
     );
+}
+
+#[test]
+fn no_identity_exits_2_unless_plaintext_is_asked_for_explicitly() {
+    let (without, _) = GOOD.split_once("[identity]").expect("identity section");
+    assert_refused(
+        without,
+        &["[identity]", "insecure_plaintext", "mTLS"],
+        "no [identity]",
+    );
+    assert_refused(
+        &GOOD.replace("bundle = \"certs/web/bundle.pem\"\n", ""),
+        &["identity.bundle"],
+        "no bundle",
+    );
+    // Credential files that cannot be read stop it too (before it listens).
+    let (status, stderr) = run_proxy(GOOD, Duration::from_secs(10));
+    let status = status.unwrap_or_else(|| panic!("the proxy kept running:\n{stderr}"));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("mesh identity") && stderr.contains("cert.pem"),
+        "the message names the identity files:\n{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "it started:\n{stderr}");
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use http::Method;
+use mesh_identity::tls::Alpn;
 use mesh_tests::backend::Backend;
 use mesh_tests::body::empty;
 use mesh_tests::client::{h1_request, within, Reply, H1};
@@ -16,10 +17,10 @@ const POLICY: &str = r#"
 mesh "e2e" { trust_domain "e2e.local" }
 service client { port 8000 endpoints ["{{client}}"] }
 service web { port 8001 endpoints ["{{web}}"] }
-service routed { port 8002 endpoints ["{{web}}"] }
+service routed { port 8002 }
 service empty { port 8003 }
 service down { port 8004 endpoints ["{{nothing}}"] }
-route only on routed { match { path prefix "/only" } }
+route only on routed { match { path prefix "/only" } to web }
 route slow on web { match { path prefix "/slow" } timeout 300ms }
 route rest on web { match { path prefix "/" } }
 "#;
@@ -133,11 +134,19 @@ async fn bad_paths_are_refused_with_400_before_routing() {
         ("/a/../../etc/passwd", "path-above-root"),
     ];
     for (path, reason) in cases {
-        // Through the client's outbound listener, and straight at the web sidecar's inbound.
-        for addr in [mesh.outbound("client"), mesh.inbound("web")] {
-            let reply = H1::open(addr).await.get("web", path).await;
-            assert_error(&reply, 400, reason, path);
-        }
+        // Through the client's outbound listener, and straight at the web sidecar's inbound
+        // (over mTLS, as the client's sidecar would).
+        let reply = H1::open(mesh.outbound("client"))
+            .await
+            .get("web", path)
+            .await;
+        assert_error(&reply, 400, reason, path);
+        let config = mesh.mtls_client("client", "web", Alpn::Http1);
+        let tls = mesh_tests::tls::connect(mesh.inbound("web"), config)
+            .await
+            .expect("mTLS to the web sidecar");
+        let reply = H1::over(tls).await.expect("h1").get("web", path).await;
+        assert_error(&reply, 400, reason, path);
     }
     assert_eq!(
         web.stats().requests.load(Ordering::SeqCst),

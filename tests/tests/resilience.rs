@@ -4,8 +4,11 @@
 //! keep-alive race, and DNS discovery against a real resolver.
 //!
 //! Unless a test needs a second sidecar, the service's endpoints are test servers listed
-//! directly in the table (they speak h2c like a sidecar's inbound), so the client's
-//! sidecar is the proxy under test and every count is exact. Tests whose numbers depend on
+//! directly in the table (they speak h2c like a sidecar's inbound did before mTLS), so the
+//! client's sidecar is the proxy under test and every count is exact. Since a test server
+//! cannot present a mesh certificate for each service it stands in for, these meshes opt out
+//! of mTLS (`insecure_plaintext`); resilience over mTLS between real sidecars is covered by
+//! the other end-to-end tests and `mtls.rs`. Tests whose numbers depend on
 //! timing hold [`exclusive`] so that they do not share the two cores with each other.
 
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +32,7 @@ service client { port 8000 endpoints ["{{client}}"] }
 async fn client_mesh(services: &str, app: &Server) -> Mesh {
     Mesh::builder(&format!("{PRELUDE}{services}"))
         .proxy("client", app.addr())
+        .insecure_plaintext()
         .start()
         .await
 }
@@ -586,14 +590,18 @@ async fn connections_closed_by_idle_servers_as_requests_arrive_cause_no_errors()
     // directly; both close connections idle for one second.
     let web_app = Server::start_on("web-app", SocketAddr::from(([127, 0, 0, 1], 0)), idle).await;
     let direct = Server::start_on("direct", SocketAddr::from(([127, 0, 0, 1], 0)), idle).await;
+    // The direct endpoint speaks h2c, so the mesh runs without mTLS, and the web sidecar
+    // then sees plaintext callers: it admits them (`anyone`).
     let policy = format!(
-        "{PRELUDE}service web {{ port 8001 protocol http1 endpoints [\"{{{{web}}}}\"] }}\n\
+        "{PRELUDE}service web {{ port 8001 protocol http1 endpoints [\"{{{{web}}}}\"] mtls permissive }}\n\
+         authorize web {{ allow from anyone }}\n\
          service direct {{ port 8002 endpoints [\"{}\"] }}\n",
         direct.addr()
     );
     let mesh = Mesh::builder(&policy)
         .proxy("client", app.addr())
         .proxy("web", web_app.addr())
+        .insecure_plaintext()
         .start()
         .await;
     let secs = keepalive_secs();
@@ -640,6 +648,7 @@ async fn pooled_upstream_connections_close_after_the_idle_time() {
         endpoints(&[&a])
     ))
     .proxy("client", app.addr())
+    .insecure_plaintext()
     .extra_config("[upstream]\nidle_timeout_ms = 300\n")
     .start()
     .await;
@@ -704,6 +713,7 @@ async fn dns_discovery_follows_a_resolver_and_keeps_the_last_good_set() {
         "{PRELUDE}service web {{ port 8001 discovery dns \"{name}:{port}\" }}"
     ))
     .proxy("client", app.addr())
+    .insecure_plaintext()
     .extra_config(&format!(
         "[discovery]\ndns_server = \"{}\"\ndns_min_refresh_ms = 200\ndns_max_refresh_ms = 1000\n",
         dns.addr()

@@ -139,7 +139,7 @@ async fn run(
         let request = message.request(to.hop, addr, to.authority)?;
         let in_flight = endpoint.as_ref().map(Endpoint::start);
         let started = Instant::now();
-        let sent = upstreams.send(to.hop, addr, request);
+        let sent = upstreams.send(to.hop, addr, to.target.remote(), request);
         let outcome = match per_try {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(result) => Outcome::from(result),
@@ -219,7 +219,10 @@ impl Outcome {
                     .and_then(|v| v.trim().parse().ok()),
             }),
             Outcome::TimedOut(_) => Some(Condition::Timeout),
-            Outcome::Failed(ProxyError::Connect { .. }) => Some(Condition::ConnectFailure),
+            // A refused TLS handshake sent nothing: another endpoint may be the right one.
+            Outcome::Failed(ProxyError::Connect { .. } | ProxyError::UpstreamTls { .. }) => {
+                Some(Condition::ConnectFailure)
+            }
             Outcome::Failed(ProxyError::Upstream { failure, .. }) => Some(match failure {
                 Failure::NotSent => Condition::ConnectFailure,
                 Failure::GoAway | Failure::Refused => Condition::RefusedStream,
@@ -259,7 +262,11 @@ impl Outcome {
                 failure: Failure::NotSent | Failure::GoAway,
                 ..
             }) => return,
-            Outcome::Failed(ProxyError::Connect { .. } | ProxyError::Upstream { .. }) => true,
+            Outcome::Failed(
+                ProxyError::Connect { .. }
+                | ProxyError::UpstreamTls { .. }
+                | ProxyError::Upstream { .. },
+            ) => true,
             Outcome::Failed(_) => return,
         };
         cluster.observe(endpoint, failed);

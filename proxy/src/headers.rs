@@ -103,7 +103,10 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
         let len = usize::try_from(cursor.position()).unwrap_or(0);
         HeaderValue::from_bytes(&buffer[..len])
     } else {
-        let existing = headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let existing = headers
+            .get(&FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         HeaderValue::from_str(&format!("{existing}, {peer}"))
     };
     if let Ok(value) = value {

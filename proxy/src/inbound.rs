@@ -104,7 +104,17 @@ async fn inbound(
         &path,
         &EngineHeaders(request.headers()),
     );
-    if decision.action == Action::Deny {
+    // Sidecars probe their peers' health path (`service { health { path ... } }`) with their
+    // own mesh identity; a policy that admits only some callers would otherwise mark every
+    // endpoint unhealthy. Any authenticated mesh identity may GET exactly that path; plaintext
+    // callers may not, so this opens nothing outside the mesh.
+    let health_probe = matches!(peer, Peer::Service(_) | Peer::OtherMeshIdentity)
+        && request.method() == http::Method::GET
+        && service
+            .health
+            .as_ref()
+            .is_some_and(|h| h.path == *path || h.path == target);
+    if decision.action == Action::Deny && !health_probe {
         tracing::info!(
             caller = %caller_name(&conn.caller),
             service = %ctx.service,

@@ -138,6 +138,11 @@ service web {
   endpoints ["{{web}}"]
   health { path "/healthz" interval 200ms timeout 200ms unhealthy_after 2 healthy_after 1 }
 }
+// The probing sidecar (client) may not GET anything here by policy: probes of the health
+// path from mesh identities are admitted anyway, and nothing else is.
+authorize web {
+  allow from client to method [POST] path prefix "/orders"
+}
 "#,
     )
     .proxy("client", apps[0].addr())
@@ -159,6 +164,16 @@ service web {
     );
     let web = tls_json(&mesh, "web").await;
     assert!(web["inbound"]["handshakes"].as_u64() >= Some(1), "{web}");
+    // The exemption is the health path, by GET, and nothing more.
+    let mut client = H1::open(mesh.outbound("client")).await;
+    assert_denied(&client.get("web", "/other").await, "GET /other");
+    let post = http::Request::builder()
+        .method(Method::POST)
+        .uri("/healthz")
+        .header("host", "web")
+        .body(empty())
+        .expect("request");
+    assert_denied(&client.fetch(post).await, "POST /healthz");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

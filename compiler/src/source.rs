@@ -128,3 +128,20 @@ pub struct Spanned<T> {
 
 /// A name as written, with its location.
 pub type Ident = Spanned<String>;
+
+/// A policy file as miette source code, sharing the text rather than copying it per report.
+#[derive(Debug)]
+pub(crate) struct FileText(pub(crate) Arc<SourceFile>);
+
+impl miette::SourceCode for FileText {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        self.0
+            .text
+            .read_span(span, context_lines_before, context_lines_after)
+    }
+}

@@ -5,15 +5,12 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use miette::{
-    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, NamedSource, SourceCode,
-    SourceSpan, SpanContents,
-};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{Code, Diagnostic, Label, Severity};
-use crate::source::{Loc, SourceFile};
+use crate::source::{FileText, Loc, SourceFile};
 
 /// The diagnostics reference; SARIF rule descriptions are taken from it so they never drift
 /// from what `meshc explain` prints.
@@ -179,23 +176,6 @@ fn shown_span(loc: &Loc) -> Range<usize> {
 
 // ---------------------------------------------------------------------------------------------
 // Human: miette
-
-/// A policy file as miette source code, sharing the text rather than copying it per report.
-#[derive(Debug)]
-struct FileText(Arc<SourceFile>);
-
-impl SourceCode for FileText {
-    fn read_span<'a>(
-        &'a self,
-        span: &SourceSpan,
-        context_lines_before: usize,
-        context_lines_after: usize,
-    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
-        self.0
-            .text
-            .read_span(span, context_lines_before, context_lines_after)
-    }
-}
 
 /// Our diagnostic in miette's terms: one report per file involved, the ones for other files
 /// than the primary label's hanging off it as `related` (miette draws snippets of one source

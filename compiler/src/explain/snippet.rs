@@ -4,12 +4,9 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use miette::{
-    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, NamedSource, SourceCode,
-    SourceSpan, SpanContents,
-};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
 
-use crate::source::{Loc, SourceFile};
+use crate::source::{FileText, Loc, SourceFile};
 
 /// A span to show, and what to say about it.
 #[derive(Debug, Clone)]
@@ -123,23 +120,6 @@ fn shown_span(loc: &Loc) -> Range<usize> {
         return last..last;
     }
     start..end
-}
-
-/// A file's text as miette source code, shared rather than copied.
-#[derive(Debug)]
-struct FileText(Arc<SourceFile>);
-
-impl SourceCode for FileText {
-    fn read_span<'a>(
-        &'a self,
-        span: &SourceSpan,
-        context_lines_before: usize,
-        context_lines_after: usize,
-    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
-        self.0
-            .text
-            .read_span(span, context_lines_before, context_lines_after)
-    }
 }
 
 #[derive(Debug)]

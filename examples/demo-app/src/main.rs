@@ -49,6 +49,7 @@ async fn answer(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let shown = [
+        "x-forwarded-client-cert",
         "x-mesh-route",
         "x-canary",
         "x-forwarded-for",

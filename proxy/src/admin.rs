@@ -1,6 +1,8 @@
 //! The admin listener (loopback by default): liveness, readiness, the loaded table, each
 //! service's endpoints with their state, and the mesh identity with the handshake counters
-//! (`/tls`). The observability issue extends it with metrics and explain.
+//! (`/tls`), the metrics (`/metrics`), the decision for a request (`/explain`), the log
+//! level (`/logging?level=`), and shutdown (`POST /drain`, `POST /quitquitquit`: drain,
+//! then exit 0).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,8 +15,21 @@ use crate::Context;
 
 /// Answers one admin request.
 pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body> {
+    if request.uri().path() == "/metrics" {
+        let mut response = Response::new(full(ctx.metrics.encode()));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        );
+        return response;
+    }
+    let query = request.uri().query().unwrap_or("");
     let (status, body) = match request.uri().path() {
         "/live" => (StatusCode::OK, "{\"live\":true}\n".to_string()),
+        "/ready" if ctx.draining.load(Ordering::Relaxed) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"ready\":false,\"reason\":\"draining\"}\n".to_string(),
+        ),
         "/ready" => match ctx.tables.current() {
             Some(_) => (StatusCode::OK, "{\"ready\":true}\n".to_string()),
             None => (
@@ -25,6 +40,21 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
         "/config" => (StatusCode::OK, config_json(&ctx)),
         "/endpoints" => (StatusCode::OK, endpoints_json(&ctx)),
         "/tls" => (StatusCode::OK, tls_json(&ctx)),
+        "/explain" => explain(&ctx, query),
+        "/logging" => logging(&ctx, query),
+        "/drain" | "/quitquitquit" if request.method() != http::Method::POST => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{\"error\":\"POST only\"}\n".to_string(),
+        ),
+        "/drain" | "/quitquitquit" => {
+            ctx.draining.store(true, Ordering::Relaxed);
+            // `notify_one` keeps the permit if `run` is not waiting yet.
+            ctx.shutdown.notify_one();
+            (
+                StatusCode::OK,
+                "{\"draining\":true,\"then\":\"exit 0\"}\n".to_string(),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "{\"error\":\"not found\"}\n".to_string(),
@@ -37,6 +67,56 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// `/explain?authority=&method=&path=&header=name:value&from=`.
+fn explain(ctx: &Context, query: &str) -> (StatusCode, String) {
+    let error = |e: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{}\n", serde_json::json!({ "error": e })),
+        )
+    };
+    let Some(snapshot) = ctx.tables.current() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"error\":\"no rule table loaded\"}\n".to_string(),
+        );
+    };
+    match crate::explain::Query::parse(query)
+        .and_then(|q| crate::explain::explain(&snapshot, &ctx.service, &q))
+    {
+        Ok(value) => (StatusCode::OK, format!("{value}\n")),
+        Err(e) => error(e),
+    }
+}
+
+/// `/logging?level=FILTER`: replaces the log filter (`EnvFilter` syntax).
+fn logging(ctx: &Context, query: &str) -> (StatusCode, String) {
+    let level = query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == "level")
+        .map(|(_, v)| crate::explain::decode(v));
+    let answer = |status, value: serde_json::Value| (status, format!("{value}\n"));
+    match (level, &ctx.log_filter) {
+        (_, None) => answer(
+            StatusCode::NOT_IMPLEMENTED,
+            serde_json::json!({ "error": "this process has no reloadable log filter" }),
+        ),
+        (None, _) => answer(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": "`level` is required, e.g. /logging?level=debug" }),
+        ),
+        (Some(Err(e)), _) => answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e })),
+        (Some(Ok(level)), Some(set)) => match (set.0)(&level) {
+            Ok(()) => {
+                tracing::info!(%level, "log filter changed on the admin listener");
+                answer(StatusCode::OK, serde_json::json!({ "level": level }))
+            }
+            Err(e) => answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": e })),
+        },
+    }
 }
 
 /// Every cluster: its endpoints (health, ejection, requests in flight) and counters.

@@ -45,6 +45,17 @@ pub struct Config {
     pub discovery: Discovery,
     /// This sidecar's mesh identity: the mTLS credentials. Required (see [`Identity`]).
     pub identity: Option<Identity>,
+    /// Where access-log lines go (which requests are logged: the table's `observe` blocks).
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// A file the lines are appended to; default stdout. Relative to the working directory.
+    pub path: Option<PathBuf>,
 }
 
 /// `[identity]`: the workload's certificate, key and trust bundle (PEM files written by

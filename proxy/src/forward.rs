@@ -16,6 +16,7 @@ use crate::body::{boxed, with_guard, Body};
 use crate::cluster::{Cluster, Endpoint, InFlight};
 use crate::errors::ProxyError;
 use crate::headers::{append_forwarded_for, ensure_request_id, is_upgrade, strip_hop_by_hop};
+use crate::observe::CountBytes;
 use crate::retry::budget::Budget;
 use crate::retry::replay::{Replay, MAX_REPLAY};
 use crate::retry::{Tries, RETRIES_HEADER};
@@ -180,12 +181,17 @@ pub async fn forward(
         )
         .await;
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // Body bytes are counted as they stream through (`observe`), never buffered for it.
+    let body = match parts.extensions.remove::<CountBytes>() {
+        Some(count) => count.wrap(boxed(body)),
+        None => boxed(body),
+    };
     let message = Message {
         method: parts.method,
         path,
         headers: parts.headers,
-        body: Replay::new(boxed(body), MAX_REPLAY),
+        body: Replay::new(body, MAX_REPLAY),
     };
     let (response, in_flight) = crate::retry::send(upstreams, &to, &message, tries).await?;
     let mut response = finish(response, edits.response, in_flight);

@@ -12,13 +12,16 @@ use std::sync::Arc;
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 use mesh_engine::{AuthzDecision, Decider, Peer};
-use mesh_table::{Action, MtlsMode, Protocol, Table};
+use mesh_table::{Action, MtlsMode, Protocol, ServiceId, Table};
 
 use crate::body::Body;
 use crate::errors::ProxyError;
 use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
 use crate::headers::EngineHeaders;
+use crate::metrics::authz::DeniedLabels;
+use crate::observe::Observation;
 use crate::retry::Tries;
+use crate::snapshot::Snapshot;
 use crate::tls::{Caller, Conn};
 use crate::Context;
 
@@ -43,13 +46,16 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Response<Body> {
     let mut tries = Tries::default();
-    match inbound(&ctx, &conn, request, &mut tries).await {
+    let mut observation = Observation::start("inbound", &request);
+    let response = match inbound(&ctx, &conn, request, &mut tries, &mut observation).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "inbound request failed");
             error.into_response()
         }
-    }
+    };
+    // Log and metrics: the last stage.
+    observation.finish(&ctx.metrics, ctx.access_log.as_ref(), &tries, response)
 }
 
 async fn inbound(
@@ -57,13 +63,22 @@ async fn inbound(
     conn: &Conn,
     mut request: Request<Incoming>,
     tries: &mut Tries,
+    observation: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
     let snapshot = ctx.tables.current().ok_or(ProxyError::NoTable)?;
+    observation.snapshot = Some(Arc::clone(&snapshot));
     let table = snapshot.table();
     let (service_id, service) = table
         .service_id(&ctx.service)
         .and_then(|id| Some((id, table.services.get(id as usize)?)))
         .ok_or_else(|| ProxyError::UnknownService(ctx.service.clone()))?;
+    observation.service = Some(service_id);
+    observation.target = Some(service_id);
+    // The access log's fields that cost an allocation are gathered only when it may log.
+    let logged = snapshot.names.access_log_ppm(service_id) > 0;
+    if logged {
+        observation.peer_identity = Some(caller_name(&conn.caller).into_owned());
+    }
     // Nothing a caller sends changes who it is.
     strip_identity_headers(request.headers_mut());
     // Paths are checked before anything else sees them.
@@ -73,6 +88,7 @@ async fn inbound(
     // refused once a table makes it strict.
     let peer = match &conn.caller {
         Caller::Plaintext => {
+            observation.peer = Some(Arc::clone(&snapshot.names.plaintext));
             if service.mtls == MtlsMode::Strict && ctx.upstreams.transport().is_mtls() {
                 ctx.upstreams
                     .transport()
@@ -86,6 +102,8 @@ async fn inbound(
         Caller::Mesh { spiffe_id, .. } => match snapshot.engine.peer_from_spiffe_id(spiffe_id) {
             Some(peer) => peer,
             None => {
+                observation.peer = Some(Arc::clone(&snapshot.names.other));
+                count_denied(ctx, &snapshot, service_id, "default".to_string());
                 // The credentials' trust domain is not the table's: nobody here can vouch.
                 tracing::warn!(
                     caller = %spiffe_id,
@@ -96,6 +114,7 @@ async fn inbound(
             }
         },
     };
+    observation.peer = Some(snapshot.names.peer(peer));
     // Authorization, on the identity the transport proved.
     let decision = snapshot.engine.authorize_normalized(
         service_id,
@@ -114,7 +133,11 @@ async fn inbound(
             .health
             .as_ref()
             .is_some_and(|h| h.path == *path || h.path == target);
+    if logged || decision.action == Action::Deny {
+        observation.rule = Some(decided_by(table, &decision));
+    }
     if decision.action == Action::Deny && !health_probe {
+        count_denied(ctx, &snapshot, service_id, rule_label(table, &decision));
         tracing::info!(
             caller = %caller_name(&conn.caller),
             service = %ctx.service,
@@ -154,6 +177,9 @@ async fn inbound(
     };
     // The caller's sidecar applied the route's retries; here only a pooled connection that
     // closed under the request (the keep-alive race) sends it again.
+    if let Some(count) = observation.count_request_bytes(&ctx.metrics) {
+        request.extensions_mut().insert(count);
+    }
     let to = Destination {
         target: Target::Fixed(app),
         hop,
@@ -169,6 +195,40 @@ async fn inbound(
 pub fn strip_identity_headers(headers: &mut HeaderMap) {
     for name in STRIPPED_IDENTITY_HEADERS {
         headers.remove(name);
+    }
+}
+
+/// Counts a denial of a request for `service` by `rule`.
+fn count_denied(ctx: &Context, snapshot: &Snapshot, service: ServiceId, rule: String) {
+    ctx.metrics
+        .authz
+        .denied
+        .get_or_create(&DeniedLabels {
+            service: snapshot.names.service(Some(service)),
+            rule,
+        })
+        .inc();
+}
+
+/// The deciding rule as a metric label: `file:line` of the rule, or `default` (the
+/// authorize block's default, or no block at all).
+pub fn rule_label(table: &Table, decision: &AuthzDecision) -> String {
+    let rule = decision
+        .authorization
+        .and_then(|i| table.authorizations.get(i))
+        .and_then(|a| match decision.decider {
+            Decider::Rule(i) => a.rules.get(i),
+            Decider::Default => None,
+        });
+    match rule {
+        Some(rule) => {
+            let file = table
+                .files
+                .get(rule.loc.file as usize)
+                .map_or("<unknown>", String::as_str);
+            format!("{file}:{}", rule.loc.line)
+        }
+        None => "default".to_string(),
     }
 }
 

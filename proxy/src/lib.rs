@@ -14,6 +14,7 @@
 //! Beside the request path, who exists (`discovery`), who is fit (`health`, `outlier`) and
 //! who gets a request (`balance`) are kept apart; `cluster` holds their shared state.
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod body;
@@ -22,10 +23,13 @@ pub mod cluster;
 pub mod config;
 pub mod discovery;
 pub mod errors;
+pub mod explain;
 pub mod forward;
 pub mod headers;
 pub mod health;
 pub mod inbound;
+pub mod metrics;
+pub mod observe;
 pub mod outbound;
 pub mod outlier;
 pub mod retry;
@@ -69,6 +73,29 @@ pub struct Context {
     pub app: Option<SocketAddr>,
     /// Timeout for requests whose route sets none.
     pub default_timeout: Duration,
+    /// The metrics (`/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
+    /// The access log's writer (what is logged: each service's `observe` block).
+    pub access_log: Option<access_log::AccessLog>,
+    /// Changes the log filter at run time (`/logging?level=`), when `main` set one up.
+    pub log_filter: Option<LogFilter>,
+    /// Set by `/drain` and `/quitquitquit`: drain, then exit 0.
+    pub shutdown: Arc<tokio::sync::Notify>,
+    /// Whether the proxy is draining (`/ready` answers 503).
+    pub draining: std::sync::atomic::AtomicBool,
+}
+
+/// Replaces the log filter (an `EnvFilter` directive such as `debug` or
+/// `mesh_proxy=trace`); `Err` names what is wrong with it.
+pub struct LogFilter(pub Box<SetFilter>);
+
+/// What [`LogFilter`] holds: sets the filter from a directive.
+pub type SetFilter = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for LogFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogFilter")
+    }
 }
 
 /// A proxy that failed to start.
@@ -91,6 +118,16 @@ pub enum StartError {
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains for the configured time.
 pub async fn run(config: Config) -> Result<(), StartError> {
+    run_with(config, None).await
+}
+
+/// [`run`], with a handle that changes the log filter at run time (`/logging`).
+pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(), StartError> {
+    // Signal handlers first: until they exist, SIGTERM or SIGHUP would kill the process
+    // outright instead of draining or reloading (tokio keeps a handler installed once made).
+    let shutdown = ShutdownSignal::install();
+    #[cfg(unix)]
+    let _hangup_installed = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let tables = Arc::new(Tables::default());
     let transport = Arc::new(transport(&config, &tables)?);
     let upstreams = Arc::new(Upstreams::new(
@@ -114,6 +151,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             tracing::error!(%error, path = %config.table.display(), "no usable rule table yet; not ready until one loads");
         }
     }
+    let mut metrics = metrics::Metrics::new(
+        Arc::clone(&tables),
+        Arc::clone(&registries),
+        Arc::clone(&transport),
+    );
+    let access_log = access_log::AccessLog::start(config.access_log.path.clone());
+    metrics.register_access_log(&access_log);
+    let metrics = Arc::new(metrics);
     let ctx = Arc::new(Context {
         service: config.service.clone(),
         tables: Arc::clone(&tables),
@@ -121,6 +166,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         registries: Arc::clone(&registries),
         app: config.inbound.app,
         default_timeout: Duration::from_millis(config.outbound.default_timeout_ms),
+        metrics: Arc::clone(&metrics),
+        access_log: Some(access_log),
+        log_filter,
+        shutdown: Arc::new(tokio::sync::Notify::new()),
+        draining: std::sync::atomic::AtomicBool::new(false),
     });
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
@@ -160,6 +210,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             move |conn, req| inbound::handle(Arc::clone(&ctx), conn, req),
             stop_rx.clone(),
             Duration::from_millis(config.inbound.idle_timeout_ms),
+            metrics.open_connections("inbound"),
         ))
     };
     let outbound = {
@@ -169,6 +220,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             move |peer, req| outbound::handle(Arc::clone(&ctx), peer, req),
             stop_rx.clone(),
             Duration::from_millis(config.outbound.idle_timeout_ms),
+            metrics.open_connections("outbound"),
         ))
     };
     let admin = {
@@ -178,6 +230,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             move |_, req| admin::handle(Arc::clone(&ctx), req),
             stop_rx.clone(),
             Duration::from_millis(config.outbound.idle_timeout_ms),
+            metrics.open_connections("admin"),
         ))
     };
     tracing::info!(
@@ -188,7 +241,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         "mesh-proxy listening"
     );
 
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown.wait() => {}
+        () = ctx.shutdown.notified() => tracing::info!("shutdown asked on the admin listener"),
+    }
+    ctx.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         drain_ms = config.drain_ms,
         "shutting down: no new connections; draining requests in flight"
@@ -278,24 +336,30 @@ fn resolver(config: &Config) -> Result<discovery::dns::Resolver, String> {
     discovery::dns::Resolver::new(settings)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM (or Ctrl-C), listened for from the start of `run`.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn install() -> ShutdownSignal {
+        ShutdownSignal {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        if let Some(mut terminate) = self.terminate {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -15,6 +15,7 @@ use crate::body::Body;
 use crate::errors::ProxyError;
 use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
 use crate::headers::EngineHeaders;
+use crate::observe::Observation;
 use crate::retry::Tries;
 use crate::Context;
 
@@ -24,25 +25,36 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    // What the tries came to stays with the request (the access log will read it).
+    // What the tries came to stays with the request (the access log reads it).
     let mut tries = Tries::default();
-    match outbound(&ctx, peer, request, &mut tries).await {
+    let mut observation = Observation::start("outbound", &request);
+    let response = match outbound(&ctx, peer, request, &mut tries, &mut observation).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, ?tries, "outbound request failed");
             error.into_response()
         }
-    }
+    };
+    // Log and metrics: the last stage.
+    observation.finish(&ctx.metrics, ctx.access_log.as_ref(), &tries, response)
 }
 
 async fn outbound(
     ctx: &Context,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     tries: &mut Tries,
+    observation: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
     // The snapshot taken here serves the whole request, whatever swaps happen meanwhile.
     let snapshot = ctx.tables.current().ok_or(ProxyError::NoTable)?;
+    observation.snapshot = Some(Arc::clone(&snapshot));
+    // The caller is this sidecar's application.
+    observation.peer = Some(
+        snapshot
+            .names
+            .service(snapshot.table().service_id(&ctx.service)),
+    );
     let authority = request_authority(&request).ok_or(ProxyError::NoAuthority)?;
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     // Route: the most specific route of the authority's service.
@@ -53,14 +65,30 @@ async fn outbound(
         &EngineHeaders(request.headers()),
     );
     let (target, route, index) = match decision {
-        RouteDecision::Matched { route, index, .. } => {
+        RouteDecision::Matched {
+            route,
+            index,
+            service,
+        } => {
+            observation.service = Some(service);
             (pick_target(route), Some(route), Some(index))
         }
-        RouteDecision::ToService { service } => (service, None, None),
-        RouteDecision::NoRoute { .. } => return Err(ProxyError::NoRoute),
+        RouteDecision::ToService { service } => {
+            observation.service = Some(service);
+            (service, None, None)
+        }
+        RouteDecision::NoRoute { service } => {
+            observation.service = Some(service);
+            return Err(ProxyError::NoRoute);
+        }
         RouteDecision::UnknownService => return Err(ProxyError::UnknownService(authority)),
         RouteDecision::BadPath(e) => return Err(ProxyError::BadPath(e)),
     };
+    observation.route = index;
+    observation.target = Some(target);
+    if let Some(count) = observation.count_request_bytes(&ctx.metrics) {
+        request.extensions_mut().insert(count);
+    }
     // Balance: the target service's cluster; the endpoint is picked per try (`retry`),
     // among those discovery lists and health and outlier checks leave available.
     let cluster = snapshot.cluster(target).ok_or_else(|| {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{with_guard, Body};
 use crate::clock::now_ms;
+use prometheus_client::metrics::gauge::Gauge;
 
 /// The connections still open once the accept loop stopped.
 #[derive(Debug)]
@@ -70,13 +71,14 @@ pub async fn serve<H, F>(
     handler: H,
     stop: watch::Receiver<bool>,
     idle: Duration,
+    open: Gauge,
 ) -> Drain
 where
     H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let accept = |stream: TcpStream, peer: SocketAddr| std::future::ready(Some((stream, peer)));
-    serve_with(listener, accept, handler, stop, idle).await
+    serve_with(listener, accept, handler, stop, idle, open).await
 }
 
 /// [`serve`] with a transport stage: each accepted connection first goes through `accept`
@@ -89,6 +91,7 @@ pub async fn serve_with<A, AF, S, C, H, F>(
     handler: H,
     mut stop: watch::Receiver<bool>,
     idle: Duration,
+    connections: Gauge,
 ) -> Drain
 where
     A: Fn(TcpStream, SocketAddr) -> AF + Clone + Send + Sync + 'static,
@@ -129,7 +132,9 @@ where
         let builder = Arc::clone(&builder);
         let mut stop = stop.clone();
         let open = open_tx.clone();
+        let counted = Open::new(&connections);
         tokio::spawn(async move {
+            let _counted = counted;
             // The transport stage: TLS handshake, or the plaintext check.
             let Some((stream, conn)) = accept(stream, peer).await else {
                 drop(open);
@@ -175,6 +180,22 @@ where
         });
     }
     Drain { open: open_rx }
+}
+
+/// Counts a connection in `mesh_open_connections` until its task ends.
+struct Open(Gauge);
+
+impl Open {
+    fn new(gauge: &Gauge) -> Open {
+        gauge.inc();
+        Open(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Returns once the connection has had no request in flight for `idle`.
@@ -239,6 +260,7 @@ mod tests {
             handler,
             stop_rx,
             Duration::from_millis(200),
+            prometheus_client::metrics::gauge::Gauge::default(),
         ));
 
         // A request slower than the idle time is answered: busy is not idle.

@@ -25,6 +25,95 @@ pub struct Snapshot {
     clusters: Vec<Arc<Cluster>>,
     /// Per route, in table order; `None` for routes without retries.
     budgets: Vec<Option<Arc<Budget>>>,
+    /// Names and observe settings, resolved once per table for metrics and access logs.
+    pub names: Names,
+}
+
+/// What metrics and access logs need from a table, resolved once when it loads: shared
+/// label values (so a request's label set is built without allocating) and each service's
+/// `observe` settings.
+#[derive(Debug)]
+pub struct Names {
+    /// Service names, in table order.
+    pub services: Vec<Arc<str>>,
+    /// Route names, in table order.
+    pub routes: Vec<Arc<str>>,
+    /// Per service: latency buckets in seconds (`observe { latency_buckets }` or the default).
+    pub buckets: Vec<Arc<[f64]>>,
+    /// Per service: the access-log sample in parts per million (0: no access log).
+    pub access_log_ppm: Vec<u32>,
+    /// `none`: the label of a route or target that does not apply.
+    pub none: Arc<str>,
+    /// `plaintext`: the peer label of plaintext callers.
+    pub plaintext: Arc<str>,
+    /// `other-mesh-identity`: the peer label of mesh identities of no declared service.
+    pub other: Arc<str>,
+}
+
+impl Names {
+    fn new(table: &Table) -> Names {
+        let observe = |id: usize| table.observes.iter().find(|o| o.service as usize == id);
+        Names {
+            services: table
+                .services
+                .iter()
+                .map(|s| Arc::from(s.name.as_str()))
+                .collect(),
+            routes: table
+                .routes
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
+            buckets: (0..table.services.len())
+                .map(|i| {
+                    crate::metrics::requests::buckets_seconds(
+                        observe(i).map_or(&[][..], |o| &o.latency_buckets_ms),
+                    )
+                })
+                .collect(),
+            access_log_ppm: (0..table.services.len())
+                .map(|i| {
+                    observe(i)
+                        .and_then(|o| o.access_log)
+                        .map_or(0, |a| a.sample.0)
+                })
+                .collect(),
+            none: Arc::from("none"),
+            plaintext: Arc::from("plaintext"),
+            other: Arc::from("other-mesh-identity"),
+        }
+    }
+
+    /// The name of `service`, or `none`.
+    pub fn service(&self, service: Option<ServiceId>) -> Arc<str> {
+        service
+            .and_then(|s| self.services.get(s as usize))
+            .map_or_else(|| Arc::clone(&self.none), Arc::clone)
+    }
+
+    /// The peer label of an inbound caller.
+    pub fn peer(&self, peer: mesh_engine::Peer) -> Arc<str> {
+        match peer {
+            mesh_engine::Peer::Plaintext => Arc::clone(&self.plaintext),
+            mesh_engine::Peer::OtherMeshIdentity => Arc::clone(&self.other),
+            mesh_engine::Peer::Service(id) => self.service(Some(id)),
+        }
+    }
+
+    /// The access-log sample of `service`, in parts per million.
+    pub fn access_log_ppm(&self, service: ServiceId) -> u32 {
+        self.access_log_ppm
+            .get(service as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The name of the route at `index`, or `none`.
+    pub fn route(&self, index: Option<usize>) -> Arc<str> {
+        index
+            .and_then(|i| self.routes.get(i))
+            .map_or_else(|| Arc::clone(&self.none), Arc::clone)
+    }
 }
 
 /// The state kept across tables.
@@ -85,6 +174,7 @@ impl Snapshot {
         if table.service_id(own_service).is_none() {
             return Err(LoadError::UnknownService(own_service.to_string()));
         }
+        let names = Names::new(&table);
         let engine = Engine::new(Arc::new(table))?;
         // Only a table that will serve may touch the registries.
         let clusters = registries.clusters.sync(engine.table());
@@ -94,6 +184,7 @@ impl Snapshot {
             checksum,
             clusters,
             budgets,
+            names,
         })
     }
 

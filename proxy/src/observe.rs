@@ -1,0 +1,342 @@
+//! The last stage of a request's path: log and metrics. An [`Observation`] starts with the
+//! request, learns what the route and authorization stages decided, and at the response
+//! head counts the request (status, latency, retries, timeouts); the response body is then
+//! wrapped so its bytes are counted as they stream and the access-log line, when sampled,
+//! is offered once the body ends.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use mesh_table::ServiceId;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::access_log::{sampled, AccessLog};
+use crate::body::{Body, BoxError};
+use crate::errors::MESH_ERROR;
+use crate::metrics::requests::{RequestLabels, RouteLabels};
+use crate::metrics::Metrics;
+use crate::retry::Tries;
+use crate::snapshot::Snapshot;
+
+/// Request-scoped: what the stages decided, for metrics and the access log.
+#[derive(Debug)]
+pub struct Observation {
+    started: Instant,
+    direction: &'static str,
+    method: Method,
+    uri: Uri,
+    trace_id: Option<String>,
+    /// The snapshot the request ran under (none: no table).
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// The service the request is for.
+    pub service: Option<ServiceId>,
+    /// The route's index.
+    pub route: Option<usize>,
+    /// The target picked by the split.
+    pub target: Option<ServiceId>,
+    /// The caller, as a label value.
+    pub peer: Option<Arc<str>>,
+    /// The caller's identity for the access log (SPIFFE ID, or `plaintext`).
+    pub peer_identity: Option<String>,
+    /// The deciding authorization rule (`file:line:column`, or the default's).
+    pub rule: Option<String>,
+    /// Request body bytes, counted as they stream.
+    pub bytes_in: Counter,
+}
+
+/// Put in a request's extensions: the counters its body's bytes go to (see `forward`).
+#[derive(Debug, Clone)]
+pub struct CountBytes {
+    /// The family's counter.
+    pub family: Counter,
+    /// The request's own count.
+    pub local: Counter,
+}
+
+impl CountBytes {
+    /// `body`, counting its data bytes into both counters.
+    pub fn wrap(self, body: Body) -> Body {
+        Counted {
+            body,
+            family: self.family,
+            local: self.local,
+            log: None,
+        }
+        .boxed()
+    }
+}
+
+impl Observation {
+    /// Starts observing a request (`inbound` or `outbound`).
+    pub fn start<B>(direction: &'static str, request: &http::Request<B>) -> Observation {
+        let trace_id = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split('-').nth(1))
+            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string);
+        Observation {
+            started: Instant::now(),
+            direction,
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            trace_id,
+            snapshot: None,
+            service: None,
+            route: None,
+            target: None,
+            peer: None,
+            peer_identity: None,
+            rule: None,
+            bytes_in: Counter::default(),
+        }
+    }
+
+    fn route_labels(&self, snapshot: &Snapshot) -> RouteLabels {
+        let names = &snapshot.names;
+        RouteLabels {
+            direction: self.direction,
+            service: names.service(self.service),
+            route: names.route(self.route),
+            target: names.service(self.target),
+        }
+    }
+
+    /// The extension that counts the request body's bytes under this request's labels
+    /// (call once the route and target are known).
+    pub fn count_request_bytes(&self, metrics: &Metrics) -> Option<CountBytes> {
+        let snapshot = self.snapshot.as_ref()?;
+        let labels = self.route_labels(snapshot);
+        Some(CountBytes {
+            family: metrics.requests.request_bytes.get_or_create_owned(&labels),
+            local: self.bytes_in.clone(),
+        })
+    }
+
+    /// Counts the answered request and returns its response, whose body counts its bytes
+    /// and, when sampled, offers the access-log line when it ends.
+    pub fn finish(
+        self,
+        metrics: &Metrics,
+        access_log: Option<&AccessLog>,
+        tries: &Tries,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let reason = response
+            .headers()
+            .get(MESH_ERROR)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Some(snapshot) = self.snapshot.clone() else {
+            // No table: nothing to label by; the access log needs the table's sampling too.
+            return response;
+        };
+        let labels = self.route_labels(&snapshot);
+        let peer = self
+            .peer
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&snapshot.names.none));
+        let m = &metrics.requests;
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: labels.clone(),
+                peer,
+                status,
+            })
+            .inc();
+        let buckets = self
+            .service
+            .and_then(|s| snapshot.names.buckets.get(s as usize))
+            .map_or(&crate::metrics::requests::DEFAULT_BUCKETS[..], |b| &b[..]);
+        m.durations
+            .get(&labels, buckets)
+            .observe(elapsed.as_secs_f64());
+        if tries.retries > 0 {
+            m.retries
+                .get_or_create(&labels)
+                .inc_by(u64::from(tries.retries));
+        }
+        if tries.budget_exhausted {
+            m.retries_refused.get_or_create(&labels).inc();
+        }
+        match reason.as_deref() {
+            Some("timeout") => {
+                m.timeouts.get_or_create(&labels).inc();
+            }
+            Some("connect-failed" | "upstream-tls" | "upstream-identity") => {
+                m.connect_errors.get_or_create(&labels).inc();
+            }
+            _ => {}
+        }
+        let family = m.response_bytes.get_or_create_owned(&labels);
+        let ppm = self
+            .service
+            .and_then(|s| snapshot.names.access_log_ppm.get(s as usize))
+            .copied()
+            .unwrap_or(0);
+        let log = match access_log {
+            Some(log) if sampled(ppm) => Some(Pending {
+                log: log.clone(),
+                line: self.line(&snapshot, status, reason, tries),
+                bytes_in: self.bytes_in.clone(),
+                started: self.started,
+            }),
+            _ => None,
+        };
+        let (parts, body) = response.into_parts();
+        let body = Counted {
+            body,
+            family,
+            local: Counter::default(),
+            log,
+        }
+        .boxed();
+        Response::from_parts(parts, body)
+    }
+
+    /// The access-log fields known at the response head.
+    fn line(
+        &self,
+        snapshot: &Snapshot,
+        status: u16,
+        reason: Option<String>,
+        tries: &Tries,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        let names = &snapshot.names;
+        let mut line = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            line.insert(k.to_string(), v);
+        };
+        put("time", now_rfc3339().into());
+        put("trace_id", self.trace_id.clone().into());
+        put("direction", self.direction.into());
+        put(
+            "service",
+            self.service
+                .map(|s| names.service(Some(s)).to_string())
+                .into(),
+        );
+        put(
+            "route",
+            self.route.map(|r| names.route(Some(r)).to_string()).into(),
+        );
+        put(
+            "target",
+            self.target
+                .map(|s| names.service(Some(s)).to_string())
+                .into(),
+        );
+        put(
+            "endpoint",
+            tries.endpoint.map(|e: SocketAddr| e.to_string()).into(),
+        );
+        put("method", self.method.as_str().into());
+        put("path", self.uri.path().into());
+        put("status", status.into());
+        put("peer", self.peer_identity.clone().into());
+        put("rule", self.rule.clone().into());
+        put("retries", tries.retries.into());
+        put("error", reason.into());
+        line
+    }
+}
+
+/// An access-log line waiting for the body's end.
+struct Pending {
+    log: AccessLog,
+    line: serde_json::Map<String, serde_json::Value>,
+    bytes_in: Counter,
+    started: Instant,
+}
+
+/// A body that counts its data bytes and, when it is dropped (ended or abandoned), offers
+/// its access-log line.
+struct Counted {
+    body: Body,
+    family: Counter,
+    local: Counter,
+    log: Option<Pending>,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                self.family.inc_by(n);
+                self.local.inc_by(n);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(mut pending) = self.log.take() {
+            let ms = pending.started.elapsed().as_secs_f64() * 1000.0;
+            pending.line.insert(
+                "duration_ms".into(),
+                ((ms * 1000.0).round() / 1000.0).into(),
+            );
+            pending
+                .line
+                .insert("bytes_in".into(), pending.bytes_in.get().into());
+            pending
+                .line
+                .insert("bytes_out".into(), self.local.get().into());
+            pending
+                .log
+                .offer(serde_json::Value::Object(pending.line).to_string());
+        }
+    }
+}
+
+/// Now as RFC 3339 UTC with milliseconds.
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        now.subsec_millis()
+    )
+}

@@ -48,6 +48,26 @@ pub struct Config {
     /// Where access-log lines go (which requests are logged: the table's `observe` blocks).
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// Where spans go (which requests are traced: the table's `observe` blocks and the
+    /// incoming `traceparent`).
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The OTLP/HTTP traces endpoint of a collector (`http://127.0.0.1:4318/v1/traces`);
+    /// without it no span is exported (`traceparent` is still propagated).
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TracingConfig {
+    /// The endpoint, parsed (`check` made sure it is an `http://` URI).
+    pub fn endpoint(&self) -> Option<http::Uri> {
+        self.otlp_endpoint.as_deref()?.parse().ok()
+    }
 }
 
 /// `[access_log]`.
@@ -301,6 +321,16 @@ impl Config {
                 "key `service`: `{}` is not a service name ([a-z][a-z0-9-]*, at most 63 characters)",
                 self.service
             ));
+        }
+        if let Some(endpoint) = &self.tracing.otlp_endpoint {
+            let ok = endpoint.parse::<http::Uri>().is_ok_and(|u| {
+                u.scheme() == Some(&http::uri::Scheme::HTTP) && u.authority().is_some()
+            });
+            if !ok {
+                return Err(format!(
+                    "key `tracing.otlp_endpoint`: `{endpoint}` is not an http:// URL (such as http://127.0.0.1:4318/v1/traces)"
+                ));
+            }
         }
         if self.table_poll_ms == 0 {
             return Err("key `table_poll_ms`: must be above 0".into());

@@ -55,7 +55,13 @@ pub async fn handle(
         }
     };
     // Log and metrics: the last stage.
-    observation.finish(&ctx.metrics, ctx.access_log.as_ref(), &tries, response)
+    observation.finish(
+        &ctx.metrics,
+        ctx.access_log.as_ref(),
+        ctx.tracer.as_ref(),
+        &tries,
+        response,
+    )
 }
 
 async fn inbound(
@@ -78,6 +84,12 @@ async fn inbound(
     let logged = snapshot.names.access_log_ppm(service_id) > 0;
     if logged {
         observation.peer_identity = Some(caller_name(&conn.caller).into_owned());
+    }
+    // Tracing: continue the caller's trace (or start one at this service's rate); the
+    // application gets this hop's span as its parent.
+    observation.trace(snapshot.names.trace_ppm(service_id), request.headers_mut());
+    if observation.span.as_ref().is_some_and(|s| s.sampled) {
+        observation.span_peer = Some(caller_name(&conn.caller).into_owned());
     }
     // Nothing a caller sends changes who it is.
     strip_identity_headers(request.headers_mut());

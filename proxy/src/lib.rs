@@ -37,6 +37,7 @@ pub mod server;
 pub mod snapshot;
 pub mod table_watch;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -77,6 +78,8 @@ pub struct Context {
     pub metrics: Arc<metrics::Metrics>,
     /// The access log's writer (what is logged: each service's `observe` block).
     pub access_log: Option<access_log::AccessLog>,
+    /// The span exporter (`[tracing] otlp_endpoint`), when spans go somewhere.
+    pub tracer: Option<trace::Exporter>,
     /// Changes the log filter at run time (`/logging?level=`), when `main` set one up.
     pub log_filter: Option<LogFilter>,
     /// Set by `/drain` and `/quitquitquit`: drain, then exit 0.
@@ -158,6 +161,13 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
     );
     let access_log = access_log::AccessLog::start(config.access_log.path.clone());
     metrics.register_access_log(&access_log);
+    let tracer = config.tracing.endpoint().map(|endpoint| {
+        tracing::info!(%endpoint, "exporting spans over OTLP/HTTP (protobuf)");
+        trace::Exporter::start(endpoint, &config.service)
+    });
+    if let Some(tracer) = &tracer {
+        metrics.register_tracing(tracer);
+    }
     let metrics = Arc::new(metrics);
     let ctx = Arc::new(Context {
         service: config.service.clone(),
@@ -168,6 +178,7 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
         default_timeout: Duration::from_millis(config.outbound.default_timeout_ms),
         metrics: Arc::clone(&metrics),
         access_log: Some(access_log),
+        tracer,
         log_filter,
         shutdown: Arc::new(tokio::sync::Notify::new()),
         draining: std::sync::atomic::AtomicBool::new(false),

@@ -24,6 +24,7 @@ use crate::metrics::requests::{RequestLabels, RouteLabels};
 use crate::metrics::Metrics;
 use crate::retry::Tries;
 use crate::snapshot::Snapshot;
+use crate::trace::{Exporter, SpanContext, SpanRecord};
 
 /// Request-scoped: what the stages decided, for metrics and the access log.
 #[derive(Debug)]
@@ -49,6 +50,12 @@ pub struct Observation {
     pub rule: Option<String>,
     /// Request body bytes, counted as they stream.
     pub bytes_in: Counter,
+    /// This hop's place in the trace, once `trace` decided it.
+    pub span: Option<SpanContext>,
+    /// The span's `mesh.peer`: inbound, the caller's SPIFFE ID or `plaintext`; outbound,
+    /// the SPIFFE ID the target's sidecars must prove (or `plaintext`).
+    pub span_peer: Option<String>,
+    started_unix_nanos: u64,
 }
 
 /// Put in a request's extensions: the counters its body's bytes go to (see `forward`).
@@ -97,7 +104,63 @@ impl Observation {
             peer_identity: None,
             rule: None,
             bytes_in: Counter::default(),
+            span: None,
+            span_peer: None,
+            started_unix_nanos: crate::trace::unix_nanos(),
         }
+    }
+
+    /// Continues or starts the trace (sampled at `ppm` when none came in) and sets the
+    /// next hop's `traceparent` in `headers`, with this hop's span as its parent.
+    pub fn trace(&mut self, ppm: u32, headers: &mut http::HeaderMap) {
+        let span = SpanContext::propagate(headers, ppm, self.started_unix_nanos);
+        if self.trace_id.is_none() && span.sampled {
+            self.trace_id = Some(crate::trace::hex(&span.trace_id));
+        }
+        self.span = Some(span);
+    }
+
+    /// The span of a sampled request, finished at the response head.
+    fn span_record(&self, snapshot: &Snapshot, status: u16, tries: &Tries) -> Option<SpanRecord> {
+        let span = self.span.as_ref().filter(|s| s.sampled)?;
+        let names = &snapshot.names;
+        let route = self.route.map(|r| names.route(Some(r)).to_string());
+        let service = names.service(self.service).to_string();
+        let mut strings = vec![
+            ("mesh.direction", self.direction.to_string()),
+            ("mesh.service", service.clone()),
+            ("http.request.method", self.method.as_str().to_string()),
+            ("url.path", self.uri.path().to_string()),
+            (
+                "mesh.peer",
+                self.span_peer.clone().unwrap_or_else(|| "plaintext".into()),
+            ),
+        ];
+        if let Some(route) = &route {
+            strings.push(("mesh.route", route.clone()));
+        }
+        if let Some(target) = self.target {
+            strings.push(("mesh.target", names.service(Some(target)).to_string()));
+        }
+        if let Some(endpoint) = tries.endpoint {
+            strings.push(("server.address", endpoint.to_string()));
+        }
+        Some(SpanRecord {
+            trace_id: span.trace_id,
+            span_id: span.span_id,
+            parent_id: span.parent_id,
+            tracestate: span.tracestate.clone(),
+            name: format!("{} {}", self.direction, route.unwrap_or(service)),
+            direction: self.direction,
+            start_unix_nanos: span.start_unix_nanos,
+            end_unix_nanos: crate::trace::unix_nanos(),
+            status,
+            strings,
+            ints: vec![
+                ("http.response.status_code", i64::from(status)),
+                ("mesh.retries", i64::from(tries.retries)),
+            ],
+        })
     }
 
     fn route_labels(&self, snapshot: &Snapshot) -> RouteLabels {
@@ -127,6 +190,7 @@ impl Observation {
         self,
         metrics: &Metrics,
         access_log: Option<&AccessLog>,
+        tracer: Option<&Exporter>,
         tries: &Tries,
         response: Response<Body>,
     ) -> Response<Body> {
@@ -141,6 +205,11 @@ impl Observation {
             // No table: nothing to label by; the access log needs the table's sampling too.
             return response;
         };
+        if let Some(tracer) = tracer {
+            if let Some(span) = self.span_record(&snapshot, status, tries) {
+                tracer.offer(span);
+            }
+        }
         let labels = self.route_labels(&snapshot);
         let peer = self
             .peer

@@ -36,7 +36,13 @@ pub async fn handle(
         }
     };
     // Log and metrics: the last stage.
-    observation.finish(&ctx.metrics, ctx.access_log.as_ref(), &tries, response)
+    observation.finish(
+        &ctx.metrics,
+        ctx.access_log.as_ref(),
+        ctx.tracer.as_ref(),
+        &tries,
+        response,
+    )
 }
 
 async fn outbound(
@@ -86,6 +92,17 @@ async fn outbound(
     };
     observation.route = index;
     observation.target = Some(target);
+    // Tracing: continue the application's trace (or start one at the target's rate); the
+    // target's sidecar gets this hop's span as its parent.
+    observation.trace(snapshot.names.trace_ppm(target), request.headers_mut());
+    if observation.span.as_ref().is_some_and(|s| s.sampled) {
+        let name = snapshot.names.service(Some(target));
+        observation.span_peer = Some(if ctx.upstreams.transport().is_mtls() {
+            format!("spiffe://{}/{name}", snapshot.table().mesh.trust_domain)
+        } else {
+            "plaintext".to_string()
+        });
+    }
     if let Some(count) = observation.count_request_bytes(&ctx.metrics) {
         request.extensions_mut().insert(count);
     }

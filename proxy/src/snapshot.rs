@@ -42,6 +42,9 @@ pub struct Names {
     pub buckets: Vec<Arc<[f64]>>,
     /// Per service: the access-log sample in parts per million (0: no access log).
     pub access_log_ppm: Vec<u32>,
+    /// Per service: the trace sample of traces started here, in parts per million (0: no
+    /// `observe { trace sample }`).
+    pub trace_ppm: Vec<u32>,
     /// `none`: the label of a route or target that does not apply.
     pub none: Arc<str>,
     /// `plaintext`: the peer label of plaintext callers.
@@ -78,6 +81,9 @@ impl Names {
                         .map_or(0, |a| a.sample.0)
                 })
                 .collect(),
+            trace_ppm: (0..table.services.len())
+                .map(|i| observe(i).and_then(|o| o.trace_sample).map_or(0, |p| p.0))
+                .collect(),
             none: Arc::from("none"),
             plaintext: Arc::from("plaintext"),
             other: Arc::from("other-mesh-identity"),
@@ -98,6 +104,11 @@ impl Names {
             mesh_engine::Peer::OtherMeshIdentity => Arc::clone(&self.other),
             mesh_engine::Peer::Service(id) => self.service(Some(id)),
         }
+    }
+
+    /// The trace sample of `service`, in parts per million.
+    pub fn trace_ppm(&self, service: ServiceId) -> u32 {
+        self.trace_ppm.get(service as usize).copied().unwrap_or(0)
     }
 
     /// The access-log sample of `service`, in parts per million.

@@ -77,6 +77,21 @@ impl Metrics {
         );
     }
 
+    /// Registers the span exporter's counters (`mesh_spans_dropped_total`,
+    /// `mesh_spans_exported_total`).
+    pub fn register_tracing(&mut self, exporter: &crate::trace::Exporter) {
+        self.registry.register(
+            "mesh_spans_dropped",
+            "Spans dropped: the export queue was full, or the collector did not take them in time",
+            exporter.dropped.clone(),
+        );
+        self.registry.register(
+            "mesh_spans_exported",
+            "Spans the collector accepted",
+            exporter.exported.clone(),
+        );
+    }
+
     /// The open-connections gauge of `listener` (`inbound`, `outbound`, `admin`).
     pub fn open_connections(&self, listener: &'static str) -> Gauge {
         self.connections.get(listener)

@@ -37,6 +37,7 @@
 #   SKIP_BUILD=1          use the existing target/release binaries
 #   RUN_DIR=DIR           where configs, logs and raw outputs go (default bench/run/<time>)
 #   RESULTS=NAME          bench/results/NAME.{json,md} (default latest; quick with QUICK=1)
+#   OBSERVE=1             the backend logs every request and samples 1% of traces (cost of observability)
 #   PROFILE=1             afterwards, perf-record proxy B under the mesh-1hop-h1 load
 #                         (PROFILE_SECONDS, default D) into RUN_DIR/perf.data + perf-report.txt
 #   PEERS=PATH            peers.sh (default /work/shared/bench/peers/peers.sh)
@@ -213,6 +214,12 @@ route all on backend {
   timeout 5s
 }
 EOF
+# OBSERVE=1: the backend logs every request (JSON access log to a file) and samples 1% of
+# traces, exported to a collector address (nothing listens: spans are dropped and counted).
+# Compare with OBSERVE=0 (the default) for the cost of observability; metrics are always on.
+if [ "${OBSERVE:-0}" = 1 ]; then
+  printf '\nobserve backend {\n  access_log json sample 100%%\n  trace sample 1%%\n}\n' >>"$RUN/bench.mesh"
+fi
 timeout 60 "$MESHC" compile "$RUN/bench.mesh" -o "$RUN/bench.table" >"$RUN/meshc.log" 2>&1 || { cat "$RUN/meshc.log" >&2; die "meshc compile failed"; }
 # The plaintext pair C -> D: the same mesh, its sidecars elsewhere.
 sed 's/127.0.0.1:19200/127.0.0.1:19210/; s/127.0.0.1:19201/127.0.0.1:19211/' "$RUN/bench.mesh" >"$RUN/bench-plain.mesh"
@@ -248,6 +255,9 @@ listen = "$6"
 [identity]
 $identity
 EOF
+  if [ "${OBSERVE:-0}" = 1 ]; then
+    printf '[access_log]\npath = "%s"\n[tracing]\notlp_endpoint = "http://127.0.0.1:19999/v1/traces"\n' "$RUN/access-$2.log" >>"$1"
+  fi
 }
 write_proxy_config "$RUN/proxy-b.toml" backend 127.0.0.1:19201 127.0.0.1:18080 127.0.0.1:19102 127.0.0.1:19302
 write_proxy_config "$RUN/proxy-a.toml" client 127.0.0.1:19200 127.0.0.1:18080 127.0.0.1:19101 127.0.0.1:19301

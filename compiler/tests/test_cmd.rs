@@ -3,48 +3,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// The workspace root: example paths are given relative to it, as an operator would.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the compiler crate is in the workspace")
-        .to_path_buf()
-}
-
-/// A directory holding the shop's filter modules (the smallest valid WebAssembly module).
-fn modules() -> TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for name in ["ratelimit.wasm", "audit.wasm"] {
-        fs::write(dir.path().join(name), b"\0asm\x01\0\0\0").expect("write module");
-    }
-    dir
-}
-
-fn meshc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshc"))
-        .args(args)
-        .current_dir(root())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("meshc runs")
-}
-
-fn status(output: &Output) -> i32 {
-    output.status.code().expect("meshc exits normally")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+mod support;
+use support::{meshc, modules, root, status, stderr, stdout};
 
 /// Runs `meshc test` on the shop policy with its modules, and `tests` (a path).
 fn shop(tests: &Path, extra: &[&str]) -> Output {

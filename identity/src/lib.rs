@@ -28,6 +28,6 @@ pub use cert::{format_utc, spiffe_id_of, CertInfo};
 pub use error::IdentityError;
 pub use identity::Identity;
 pub use refusal::{Refusal, RefusalReason};
-pub use reload::{Credentials, IdentityPaths};
+pub use reload::{Credentials, FileStamp, IdentityPaths};
 pub use spiffe::{SpiffeId, TrustDomain};
 pub use ttl::parse_ttl;

@@ -57,7 +57,7 @@ pub struct Credentials {
     server: Arc<ServerConfig>,
     clients: Mutex<HashMap<(SpiffeId, Alpn), Arc<ClientConfig>>>,
     /// The files' stamps when they were last read.
-    stamps: Mutex<Vec<Option<Stamp>>>,
+    stamps: Mutex<Vec<Option<FileStamp>>>,
     /// Credentials applied since start (the first load included).
     pub loads: AtomicU64,
     /// New credentials refused.
@@ -246,32 +246,38 @@ fn load_material(paths: &IdentityPaths) -> Result<Material, IdentityError> {
     Material::new(identity, bundle)
 }
 
-/// What identifies a version of a file cheaply (as the proxy's table watcher does): size,
-/// mtime, and on Unix the inode and ctime, which a rename or any write changes.
+/// What identifies a version of a file cheaply: size and mtime, and on Unix the device,
+/// inode and status-change time. Size and mtime alone miss a same-size rewrite whose mtime
+/// was kept (`cp -p`, `rsync -t`, reproducible builds); a rename brings a new inode and any
+/// write or mtime change moves the ctime. Shared with the proxy's table watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
+pub struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
+    /// Device, inode, ctime seconds and nanoseconds.
     #[cfg(unix)]
     identity: (u64, u64, i64, i64),
 }
 
-fn stamps(paths: &IdentityPaths) -> Vec<Option<Stamp>> {
-    [&paths.cert, &paths.key, &paths.bundle]
-        .into_iter()
-        .map(|path| stamp(path))
-        .collect()
+impl FileStamp {
+    /// The stamp of the file at `path`, or `None` when it cannot be read.
+    pub fn of(path: &Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            #[cfg(unix)]
+            identity: {
+                use std::os::unix::fs::MetadataExt;
+                (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+            },
+        })
+    }
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        #[cfg(unix)]
-        identity: {
-            use std::os::unix::fs::MetadataExt;
-            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
-        },
-    })
+fn stamps(paths: &IdentityPaths) -> Vec<Option<FileStamp>> {
+    [&paths.cert, &paths.key, &paths.bundle]
+        .into_iter()
+        .map(|path| FileStamp::of(path))
+        .collect()
 }

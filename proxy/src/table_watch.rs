@@ -4,12 +4,13 @@
 //! This is the table source seam: the control plane will be a second source that stores
 //! snapshots into the same [`Tables`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use mesh_identity::FileStamp;
 
 use crate::snapshot::{Registries, Snapshot};
 
@@ -36,32 +37,6 @@ impl Tables {
     }
 }
 
-/// What identifies a version of the file cheaply. Size and modification time alone miss a
-/// new table of the same size whose mtime was kept (`cp -p`, `rsync -t`, reproducible
-/// builds); the inode and status-change time catch it (a rename brings a new inode, and
-/// any write or mtime change moves the ctime).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    /// Device, inode, ctime seconds and nanoseconds.
-    #[cfg(unix)]
-    identity: (u64, u64, i64, i64),
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        #[cfg(unix)]
-        identity: {
-            use std::os::unix::fs::MetadataExt;
-            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
-        },
-    })
-}
-
 /// Reloads `path` into `tables` when its stamp changes (checked every `poll`) or on SIGHUP,
 /// until the process ends.
 /// Each table loaded brings `registries` (clusters, budgets) in line with it.
@@ -85,7 +60,7 @@ pub async fn watch(
             _ = ticker.tick() => false,
             _ = recv(&mut hangup) => true,
         };
-        let now = stamp(&path);
+        let now = FileStamp::of(&path);
         if !forced && now == last && tables.current().is_some() {
             continue;
         }

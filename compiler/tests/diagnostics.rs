@@ -3,6 +3,8 @@
 //! is deterministic) that nothing else went wrong. Every code in [`Code::ALL`] has at
 //! least one case, so a new code without a test fails [`the_cases_cover_every_code`].
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -1071,6 +1073,61 @@ service orders { port 82 filters [audit] }
 "#),
         )
         .message("not a valid WebAssembly module"),
+        // ---- filter config against the module's schema ----
+        case(
+            "a config that lacks a key the module's schema requires",
+            Code::FilterConfig,
+            (4, 44),
+            Some("add `burst: ...`"),
+            p(r#"
+filter limit { module "schema.wasm" config { requests_per_second: 100 } }
+service orders { port 82 filters [limit] }
+"#),
+        )
+        .message("the config lacks `burst`"),
+        case(
+            "a misspelt config key",
+            Code::FilterConfig,
+            (4, 72),
+            Some("did you mean `burst`?"),
+            p(r#"
+filter limit { module "schema.wasm" config { requests_per_second: 100, brust: 20 } }
+service orders { port 82 filters [limit] }
+"#),
+        )
+        .message("unknown key `brust`"),
+        case(
+            "a config value of the wrong type",
+            Code::FilterConfig,
+            (4, 79),
+            Some("write an integer here"),
+            p(r#"
+filter limit { module "schema.wasm" config { requests_per_second: 100, burst: "many" } }
+service orders { port 82 filters [limit] }
+"#),
+        )
+        .message("`burst` must be an integer"),
+        case(
+            "a config value out of the schema's range",
+            Code::FilterConfig,
+            (4, 67),
+            Some("schema"),
+            p(r#"
+filter limit { module "schema.wasm" config { requests_per_second: 0, burst: 5 } }
+service orders { port 82 filters [limit] }
+"#),
+        ),
+        case(
+            "a module whose config schema is not JSON",
+            Code::InvalidModule,
+            (4, 23),
+            Some("config_schema!"),
+            p(r#"
+filter limit { module "broken-schema.wasm" config { burst: 5 } }
+service orders { port 82 filters [limit] }
+"#),
+        )
+        .message("not valid JSON Schema"),
     ]
 }
 
@@ -1080,6 +1137,16 @@ fn module_dir() -> tempfile::TempDir {
     std::fs::write(dir.path().join("ok.wasm"), b"\0asm\x01\0\0\0").expect("write ok.wasm");
     std::fs::write(dir.path().join("bad.wasm"), b"this is not \xff WebAssembly")
         .expect("write bad.wasm");
+    std::fs::write(
+        dir.path().join("schema.wasm"),
+        support::module_with_schema(support::RATELIMIT_SCHEMA),
+    )
+    .expect("write schema.wasm");
+    std::fs::write(
+        dir.path().join("broken-schema.wasm"),
+        support::module_with_schema("{ not json"),
+    )
+    .expect("write broken-schema.wasm");
     dir
 }
 

@@ -33,6 +33,8 @@
 //! In that mode the test rewrites the blocks instead of comparing them (the other checks
 //! still apply).
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::ops::Range;
@@ -383,7 +385,16 @@ fn workspace(example: &Policy, fixed: &Policy) -> tempfile::TempDir {
     };
     for (path, text) in &fixed.files {
         for module in modules(path, text) {
-            write(&module, VALID_MODULE);
+            // `ratelimit.wasm` declares the ratelimit example's config schema, so entries
+            // can show a config the module refuses.
+            if module.file_name().is_some_and(|n| n == "ratelimit.wasm") {
+                write(
+                    &module,
+                    &support::module_with_schema(support::RATELIMIT_SCHEMA),
+                );
+            } else {
+                write(&module, VALID_MODULE);
+            }
         }
     }
     for policy in [example, fixed] {

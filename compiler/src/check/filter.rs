@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use mesh_table::{FailureMode, Filter};
 use sha2::{Digest, Sha256};
 
+use super::schema::ConfigSite;
 use super::{Ctx, Sources};
 use crate::diag::{Code, Diagnostic};
 use crate::source::{Loc, Spanned};
@@ -39,28 +40,36 @@ impl Ctx<'_> {
 
     fn filter(&mut self, decl: &Decl) -> Filter {
         let fields = self.fields(&decl.body, "filter", &[]);
-        let (module, sha256) = match fields.get("module").and_then(|c| self.arg(c, 0)) {
-            Some(v) => {
-                let v = v.clone();
-                match self.string(&v).map(str::to_string) {
-                    Some(module) => {
-                        let digest = self.module_digest(&v, &module).unwrap_or([0; 32]);
-                        (module, digest)
-                    }
-                    None => (String::new(), [0; 32]),
-                }
-            }
+        let module_value = fields.get("module").and_then(|c| self.arg(c, 0)).cloned();
+        let (module, sha256, bytes) = match &module_value {
+            Some(v) => match self.string(v).map(str::to_string) {
+                Some(module) => match self.module_bytes(v, &module) {
+                    Some((digest, bytes)) => (module, digest, Some(bytes)),
+                    None => (module, [0; 32], None),
+                },
+                None => (String::new(), [0; 32], None),
+            },
             None => {
                 self.missing(&decl.name.loc, "filter", "module", "module \"filter.wasm\"");
-                (String::new(), [0; 32])
+                (String::new(), [0; 32], None)
             }
         };
-        let config_json = match fields.get("config").and_then(|c| self.arg(c, 0)).cloned() {
-            Some(v) => self
-                .config_json(&v)
-                .map_or_else(|| "{}".to_string(), |j| j.to_string()),
-            None => "{}".to_string(),
+        let config_value = fields.get("config").and_then(|c| self.arg(c, 0)).cloned();
+        let config = match &config_value {
+            Some(v) => self.config_json(v),
+            None => Some(serde_json::Value::Object(serde_json::Map::new())),
         };
+        // Only a config that is valid JSON is worth checking against the module's schema.
+        if let (Some(bytes), Some(config), Some(module_value)) = (&bytes, &config, &module_value) {
+            let site = ConfigSite {
+                config: config_value.as_ref(),
+                module: module_value,
+                module_name: &module,
+                filter: &decl.name.node,
+            };
+            self.check_config_schema(&site, bytes, config);
+        }
+        let config_json = config.map_or_else(|| "{}".to_string(), |j| j.to_string());
         let failure = fields
             .get("failure")
             .and_then(|c| self.arg(c, 0))
@@ -117,8 +126,12 @@ impl Ctx<'_> {
     }
 
     /// Finds the module beside the policy file, then in each `--module-path` directory;
-    /// checks it is WebAssembly and returns its SHA-256.
-    fn module_digest(&mut self, value: &Spanned<Value>, module: &str) -> Option<[u8; 32]> {
+    /// checks it is WebAssembly and returns its SHA-256 and bytes.
+    fn module_bytes(
+        &mut self,
+        value: &Spanned<Value>,
+        module: &str,
+    ) -> Option<([u8; 32], Vec<u8>)> {
         let mut searched: Vec<PathBuf> = Vec::new();
         // Beside the policy file; a bare file name's parent is "", which means ".".
         match value.loc.file.path.as_deref().and_then(Path::parent) {
@@ -171,7 +184,7 @@ impl Ctx<'_> {
             );
             return None;
         }
-        Some(Sha256::digest(&bytes).into())
+        Some((Sha256::digest(&bytes).into(), bytes))
     }
 
     /// The `config` object as JSON. Quantities with units (`2s`, `10%`) become strings as written.

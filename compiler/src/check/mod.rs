@@ -15,6 +15,7 @@ mod mesh;
 mod names;
 mod observe;
 mod route;
+pub mod schema;
 mod service;
 mod sources;
 mod values;

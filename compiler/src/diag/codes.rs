@@ -92,4 +92,6 @@ codes! {
     ModuleNotFound = "module-not-found", Error;
     /// A filter module that is not valid WebAssembly.
     InvalidModule = "invalid-module", Error;
+    /// A filter's `config` that does not match the schema its module declares.
+    FilterConfig = "filter-config", Error;
 }

@@ -49,3 +49,37 @@ pub fn stdout(output: &Output) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A module holding only a `mesh.config_schema` custom section with `schema`.
+pub fn module_with_schema(schema: &str) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let name = meshc::check::schema::SCHEMA_SECTION.as_bytes();
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(schema.as_bytes());
+    let mut module = b"\0asm\x01\0\0\0\0".to_vec();
+    leb(payload.len(), &mut module);
+    module.extend(payload);
+    module
+}
+
+/// The ratelimit example filter's config schema.
+pub const RATELIMIT_SCHEMA: &str = r#"{
+  "type": "object",
+  "properties": {
+    "requests_per_second": { "type": "integer", "minimum": 1 },
+    "burst": { "type": "integer", "minimum": 1 }
+  },
+  "required": ["requests_per_second", "burst"],
+  "additionalProperties": false
+}"#;

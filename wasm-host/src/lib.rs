@@ -7,13 +7,23 @@
 //! A failure ([`Failure`]) discards the instance it happened in; the proxy applies the
 //! filter's `failure` mode. `http_call`s go out through the proxy's [`HttpCaller`].
 
+mod abi;
+mod cache;
+mod engine;
+mod host;
+mod instance;
+mod plugin;
+mod state;
+mod stream;
+mod tables;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 pub use http;
 
@@ -242,150 +252,6 @@ pub enum MetricKind {
     Histogram,
 }
 
-/// The WASM host: the engine (epoch ticker, pooling allocator), the module cache, shared
-/// data and metrics of all filters.
-pub struct Host {
-    _private: (),
-}
-
-impl std::fmt::Debug for Host {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Host")
-    }
-}
-
-impl Host {
-    /// Makes the host. Call from inside a tokio runtime (ticks and paused streams use it).
-    pub fn new(config: HostConfig, caller: Arc<dyn HttpCaller>) -> Result<Arc<Host>, LoadError> {
-        let _ = (config, caller);
-        todo!("mesh-wasm: Host::new")
-    }
-
-    /// Compiles `bytes`, or returns the module already compiled from the same bytes.
-    /// Blocking (compilation takes milliseconds to seconds): call from `spawn_blocking`.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Module, LoadError> {
-        let _ = bytes;
-        todo!("mesh-wasm: Host::compile")
-    }
-
-    /// Makes a plugin of `module` with `spec`: instantiates one instance now, so a module
-    /// that does not start (or refuses its config) is refused here, not on a request.
-    pub fn plugin(
-        self: &Arc<Self>,
-        module: &Module,
-        spec: PluginSpec,
-    ) -> Result<Arc<Plugin>, LoadError> {
-        let _ = (module, spec);
-        todo!("mesh-wasm: Host::plugin")
-    }
-
-    /// Every metric the filters defined, with their current values.
-    pub fn metrics(&self) -> Vec<FilterMetric> {
-        todo!("mesh-wasm: Host::metrics")
-    }
-
-    /// Failures so far: (filter, reason, count).
-    pub fn failures(&self) -> Vec<(Arc<str>, FailureReason, u64)> {
-        todo!("mesh-wasm: Host::failures")
-    }
-}
-
-/// One policy filter loaded from one module version: its warm instances (one per slot).
-pub struct Plugin {
-    _private: (),
-}
-
-impl std::fmt::Debug for Plugin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Plugin")
-    }
-}
-
-impl Plugin {
-    /// The filter's name.
-    pub fn name(&self) -> &Arc<str> {
-        todo!("mesh-wasm: Plugin::name")
-    }
-
-    /// SHA-256 of the module it runs.
-    pub fn sha256(&self) -> [u8; 32] {
-        todo!("mesh-wasm: Plugin::sha256")
-    }
-
-    /// Starts a request's context in this thread's warm instance (a fresh instance where
-    /// the last one failed).
-    pub fn start(self: &Arc<Self>, info: StreamInfo) -> Result<Stream, Failure> {
-        let _ = info;
-        todo!("mesh-wasm: Plugin::start")
-    }
-}
-
-/// One request's context in one filter. Cheap to clone (the request body and response
-/// phases hold clones); the context is finished (`proxy_on_log`, `proxy_on_done`,
-/// `proxy_on_delete`) when the last clone is dropped.
-#[derive(Clone)]
-pub struct Stream {
-    _private: Arc<()>,
-}
-
-impl std::fmt::Debug for Stream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Stream")
-    }
-}
-
-impl Stream {
-    /// `proxy_on_request_headers`: the filter may read and change the method, path,
-    /// authority, scheme (as pseudo-headers) and headers. Waits while the filter is paused
-    /// on `http_call`s until it continues or answers.
-    pub async fn request_headers(
-        &self,
-        parts: &mut http::request::Parts,
-        end_of_stream: bool,
-    ) -> Result<Verdict, Failure> {
-        let _ = (parts, end_of_stream);
-        todo!("mesh-wasm: Stream::request_headers")
-    }
-
-    /// `proxy_on_request_body` with every byte buffered so far (the filter may change it).
-    pub fn request_body(
-        &self,
-        body: &mut BytesMut,
-        end_of_stream: bool,
-    ) -> Result<Verdict, Failure> {
-        let _ = (body, end_of_stream);
-        todo!("mesh-wasm: Stream::request_body")
-    }
-
-    /// `proxy_on_request_trailers`.
-    pub fn request_trailers(&self, trailers: &mut http::HeaderMap) -> Result<Verdict, Failure> {
-        let _ = trailers;
-        todo!("mesh-wasm: Stream::request_trailers")
-    }
-
-    /// `proxy_on_response_headers` (`:status` included).
-    pub async fn response_headers(
-        &self,
-        parts: &mut http::response::Parts,
-        end_of_stream: bool,
-    ) -> Result<Verdict, Failure> {
-        let _ = (parts, end_of_stream);
-        todo!("mesh-wasm: Stream::response_headers")
-    }
-
-    /// `proxy_on_response_body` with every byte buffered so far.
-    pub fn response_body(
-        &self,
-        body: &mut BytesMut,
-        end_of_stream: bool,
-    ) -> Result<Verdict, Failure> {
-        let _ = (body, end_of_stream);
-        todo!("mesh-wasm: Stream::response_body")
-    }
-
-    /// `proxy_on_response_trailers`.
-    pub fn response_trailers(&self, trailers: &mut http::HeaderMap) -> Result<Verdict, Failure> {
-        let _ = trailers;
-        todo!("mesh-wasm: Stream::response_trailers")
-    }
-}
+pub use host::Host;
+pub use plugin::Plugin;
+pub use stream::Stream;

@@ -1,0 +1,428 @@
+//! Header maps: the ABI's pair serialization, request/response heads with pseudo-headers,
+//! trailers and `http_call` response maps.
+
+use http::header::{HeaderName, HeaderValue, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use wasmtime::{Caller, Linker};
+
+use super::{code, copy_out, read, status};
+use crate::state::{HostState, ReqView, RespView};
+
+/// Map types of the ABI.
+pub(crate) const REQUEST_HEADERS: u32 = 0;
+pub(crate) const REQUEST_TRAILERS: u32 = 1;
+pub(crate) const RESPONSE_HEADERS: u32 = 2;
+pub(crate) const RESPONSE_TRAILERS: u32 = 3;
+const CALL_RESPONSE_HEADERS: u32 = 6;
+const CALL_RESPONSE_TRAILERS: u32 = 7;
+
+type Pair = (Vec<u8>, Vec<u8>);
+
+/// The ABI's map encoding: count, then (key length, value length) for each pair, then each
+/// key and value NUL-terminated; all integers u32 little-endian.
+pub(crate) fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+    let pairs: Vec<(&[u8], &[u8])> = pairs.collect();
+    let size: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+    let mut out = Vec::with_capacity(4 + size);
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in &pairs {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in &pairs {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+/// Parses the ABI's map encoding; `None` if it is malformed (never panics on bad input).
+pub(crate) fn deserialize_pairs(bytes: &[u8]) -> Option<Vec<Pair>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = u32_at(0)?;
+    // Each pair takes at least 10 bytes, so a count beyond that is a lie.
+    if count > bytes.len() / 8 {
+        return None;
+    }
+    let mut data = 4 + count * 8;
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let klen = u32_at(4 + i * 8)?;
+        let vlen = u32_at(8 + i * 8)?;
+        let key = bytes.get(data..data.checked_add(klen)?)?.to_vec();
+        data = data.checked_add(klen + 1)?;
+        let value = bytes.get(data..data.checked_add(vlen)?)?.to_vec();
+        data = data.checked_add(vlen + 1)?;
+        pairs.push((key, value));
+    }
+    Some(pairs)
+}
+
+fn authority(r: &ReqView) -> Option<&[u8]> {
+    r.uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| r.headers.get(HOST).map(HeaderValue::as_bytes))
+}
+
+fn path(r: &ReqView) -> &[u8] {
+    r.uri
+        .path_and_query()
+        .map(|p| p.as_str().as_bytes())
+        .unwrap_or(b"/")
+}
+
+fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
+}
+
+/// The serialized map `map_type` as the filter sees it now; `None` if it has none now.
+fn serialized(state: &HostState, map_type: u32) -> Option<Vec<u8>> {
+    match map_type {
+        REQUEST_HEADERS => {
+            let r = state.request()?;
+            let mut pseudo: Vec<(&[u8], &[u8])> = vec![
+                (b":method", r.method.as_str().as_bytes()),
+                (b":path", path(r)),
+            ];
+            if let Some(a) = authority(r) {
+                pseudo.push((b":authority", a));
+            }
+            pseudo.push((b":scheme", r.uri.scheme_str().unwrap_or("http").as_bytes()));
+            Some(serialize_pairs(
+                pseudo.iter().copied().chain(header_pairs(&r.headers)),
+            ))
+        }
+        RESPONSE_HEADERS => {
+            let r = state.response()?;
+            let pseudo: [(&[u8], &[u8]); 1] = [(b":status", r.status.as_str().as_bytes())];
+            Some(serialize_pairs(
+                pseudo.iter().copied().chain(header_pairs(&r.headers)),
+            ))
+        }
+        REQUEST_TRAILERS | RESPONSE_TRAILERS => match &state.scope.trailers {
+            Some((t, map)) if *t == map_type => Some(serialize_pairs(header_pairs(map))),
+            _ => None,
+        },
+        CALL_RESPONSE_HEADERS | CALL_RESPONSE_TRAILERS => {
+            let resp = state.scope.call_response.as_ref()?;
+            let pairs = if map_type == CALL_RESPONSE_HEADERS {
+                &resp.headers
+            } else {
+                &resp.trailers
+            };
+            Some(serialize_pairs(
+                pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())),
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn joined<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for v in values {
+        match &mut out {
+            None => out = Some(v.as_bytes().to_vec()),
+            Some(o) => {
+                o.push(b',');
+                o.extend_from_slice(v.as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// One value of map `map_type` (repeated headers joined with `,`, as Envoy does).
+fn value(state: &HostState, map_type: u32, key: &[u8]) -> Result<Vec<u8>, i32> {
+    let found = match map_type {
+        REQUEST_HEADERS => {
+            let r = state.request().ok_or(status::NOT_FOUND)?;
+            match key {
+                b":method" => Some(r.method.as_str().as_bytes().to_vec()),
+                b":path" => Some(path(r).to_vec()),
+                b":authority" => authority(r).map(<[u8]>::to_vec),
+                b":scheme" => Some(r.uri.scheme_str().unwrap_or("http").as_bytes().to_vec()),
+                _ => joined(r.headers.get_all(name(key)?).iter()),
+            }
+        }
+        RESPONSE_HEADERS => {
+            let r = state.response().ok_or(status::NOT_FOUND)?;
+            match key {
+                b":status" => Some(r.status.as_str().as_bytes().to_vec()),
+                _ => joined(r.headers.get_all(name(key)?).iter()),
+            }
+        }
+        REQUEST_TRAILERS | RESPONSE_TRAILERS => match &state.scope.trailers {
+            Some((t, map)) if *t == map_type => joined(map.get_all(name(key)?).iter()),
+            _ => return Err(status::NOT_FOUND),
+        },
+        CALL_RESPONSE_HEADERS | CALL_RESPONSE_TRAILERS => {
+            let resp = state
+                .scope
+                .call_response
+                .as_ref()
+                .ok_or(status::NOT_FOUND)?;
+            let pairs = if map_type == CALL_RESPONSE_HEADERS {
+                &resp.headers
+            } else {
+                &resp.trailers
+            };
+            pairs
+                .iter()
+                .find(|(k, _)| k.as_bytes().eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.clone())
+        }
+        _ => return Err(status::BAD_ARGUMENT),
+    };
+    found.ok_or(status::NOT_FOUND)
+}
+
+fn name(key: &[u8]) -> Result<HeaderName, i32> {
+    HeaderName::from_bytes(&key.to_ascii_lowercase()).map_err(|_| status::BAD_ARGUMENT)
+}
+
+fn header_value(v: &[u8]) -> Result<HeaderValue, i32> {
+    HeaderValue::from_bytes(v).map_err(|_| status::BAD_ARGUMENT)
+}
+
+/// A map the filter may change in the current call.
+enum Target<'a> {
+    Req(&'a mut ReqView),
+    Resp(&'a mut RespView),
+    Map(&'a mut HeaderMap),
+}
+
+fn target(state: &mut HostState, map_type: u32) -> Result<Target<'_>, i32> {
+    match map_type {
+        REQUEST_HEADERS => state.scope.req.as_mut().map(Target::Req),
+        RESPONSE_HEADERS => state.scope.resp.as_mut().map(Target::Resp),
+        REQUEST_TRAILERS | RESPONSE_TRAILERS => match &mut state.scope.trailers {
+            Some((t, map)) if *t == map_type => Some(Target::Map(map)),
+            _ => None,
+        },
+        CALL_RESPONSE_HEADERS | CALL_RESPONSE_TRAILERS => None,
+        _ => return Err(status::BAD_ARGUMENT),
+    }
+    .ok_or(status::NOT_FOUND)
+}
+
+fn rebuild(uri: &Uri, f: impl FnOnce(&mut http::uri::Parts)) -> Result<Uri, i32> {
+    let mut parts = uri.clone().into_parts();
+    f(&mut parts);
+    Uri::from_parts(parts).map_err(|_| status::BAD_ARGUMENT)
+}
+
+fn set_request_pseudo(r: &mut ReqView, key: &[u8], v: &[u8]) -> Result<(), i32> {
+    match key {
+        b":method" => r.method = Method::from_bytes(v).map_err(|_| status::BAD_ARGUMENT)?,
+        b":path" => {
+            let pq = PathAndQuery::try_from(v).map_err(|_| status::BAD_ARGUMENT)?;
+            if pq.as_str().is_empty() {
+                return Err(status::BAD_ARGUMENT);
+            }
+            r.uri = rebuild(&r.uri, |p| p.path_and_query = Some(pq))?;
+        }
+        b":authority" => {
+            let a = Authority::try_from(v).map_err(|_| status::BAD_ARGUMENT)?;
+            let host = header_value(v)?;
+            let absolute = r.uri.scheme().is_some();
+            if absolute {
+                r.uri = rebuild(&r.uri, |p| p.authority = Some(a))?;
+            }
+            // Origin-form requests (HTTP/1) carry the authority in `host`.
+            if !absolute || r.headers.contains_key(HOST) {
+                r.headers.insert(HOST, host);
+            }
+        }
+        b":scheme" => {
+            let s = Scheme::try_from(v).map_err(|_| status::BAD_ARGUMENT)?;
+            // Without an authority the URI cannot carry a scheme; the connection decides it.
+            if r.uri.authority().is_some() {
+                r.uri = rebuild(&r.uri, |p| p.scheme = Some(s))?;
+            }
+        }
+        _ => return Err(status::BAD_ARGUMENT),
+    }
+    Ok(())
+}
+
+fn set_status(r: &mut RespView, key: &[u8], v: &[u8]) -> Result<(), i32> {
+    if key != b":status" {
+        return Err(status::BAD_ARGUMENT);
+    }
+    r.status = StatusCode::from_bytes(v).map_err(|_| status::BAD_ARGUMENT)?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Replace,
+    Add,
+}
+
+impl Target<'_> {
+    fn headers(&mut self) -> &mut HeaderMap {
+        match self {
+            Target::Req(r) => &mut r.headers,
+            Target::Resp(r) => &mut r.headers,
+            Target::Map(m) => m,
+        }
+    }
+
+    fn put(&mut self, key: &[u8], v: &[u8], op: Op) -> Result<(), i32> {
+        let key = key.to_ascii_lowercase();
+        if key.starts_with(b":") {
+            // A pseudo-header has one value: adding one replaces it.
+            return match self {
+                Target::Req(r) => set_request_pseudo(r, &key, v),
+                Target::Resp(r) => set_status(r, &key, v),
+                Target::Map(_) => Err(status::BAD_ARGUMENT),
+            };
+        }
+        let (n, v) = (name(&key)?, header_value(v)?);
+        match op {
+            Op::Replace => {
+                self.headers().insert(n, v);
+            }
+            Op::Add => {
+                self.headers().append(n, v);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Result<(), i32> {
+        if key.starts_with(b":") {
+            return Err(status::BAD_ARGUMENT);
+        }
+        let n = name(key)?;
+        self.headers().remove(n);
+        Ok(())
+    }
+
+    fn replace_all(&mut self, pairs: &[Pair]) -> Result<(), i32> {
+        // Validate everything first so a bad pair leaves the map as it was.
+        for (k, v) in pairs {
+            if !k.starts_with(b":") {
+                name(k)?;
+                header_value(v)?;
+            }
+        }
+        let saved = self.headers().clone();
+        self.headers().clear();
+        for (k, v) in pairs {
+            if let Err(e) = self.put(k, v, Op::Add) {
+                *self.headers() = saved;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+type C<'a> = Caller<'a, HostState>;
+
+fn get_pairs(mut c: C<'_>, map_type: i32, ret_ptr: i32, ret_len: i32) -> wasmtime::Result<i32> {
+    // Envoy answers an absent map with an empty one; the Rust SDK treats anything but OK
+    // from this call as fatal.
+    let bytes =
+        serialized(c.data(), map_type as u32).unwrap_or_else(|| 0u32.to_le_bytes().to_vec());
+    copy_out(&mut c, &bytes, ret_ptr, ret_len)
+}
+
+fn set_pairs(mut c: C<'_>, map_type: i32, ptr: i32, len: i32) -> i32 {
+    code((|| {
+        let bytes = read(&c, ptr, len)?;
+        let pairs = deserialize_pairs(&bytes).ok_or(status::BAD_ARGUMENT)?;
+        target(c.data_mut(), map_type as u32)?.replace_all(&pairs)?;
+        Ok(status::OK)
+    })())
+}
+
+fn get_value(
+    mut c: C<'_>,
+    map_type: i32,
+    kptr: i32,
+    klen: i32,
+    ret_ptr: i32,
+    ret_len: i32,
+) -> wasmtime::Result<i32> {
+    let found = read(&c, kptr, klen)
+        .and_then(|k| value(c.data(), map_type as u32, &k.to_ascii_lowercase()));
+    match found {
+        Ok(v) => copy_out(&mut c, &v, ret_ptr, ret_len),
+        Err(e) => Ok(e),
+    }
+}
+
+fn put(mut c: C<'_>, map_type: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32, op: Op) -> i32 {
+    code((|| {
+        let k = read(&c, kptr, klen)?;
+        let v = read(&c, vptr, vlen)?;
+        target(c.data_mut(), map_type as u32)?.put(&k, &v, op)?;
+        Ok(status::OK)
+    })())
+}
+
+pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap("env", "proxy_get_header_map_pairs", get_pairs)?;
+    linker.func_wrap("env", "proxy_set_header_map_pairs", set_pairs)?;
+    linker.func_wrap("env", "proxy_get_header_map_value", get_value)?;
+    linker.func_wrap(
+        "env",
+        "proxy_replace_header_map_value",
+        |c: C<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| {
+            put(c, t, kp, kl, vp, vl, Op::Replace)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_add_header_map_value",
+        |c: C<'_>, t: i32, kp: i32, kl: i32, vp: i32, vl: i32| put(c, t, kp, kl, vp, vl, Op::Add),
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_remove_header_map_value",
+        |mut c: C<'_>, t: i32, kp: i32, kl: i32| {
+            code((|| {
+                let k = read(&c, kp, kl)?;
+                target(c.data_mut(), t as u32)?.remove(&k.to_ascii_lowercase())?;
+                Ok(status::OK)
+            })())
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_round_trip_and_garbage_is_refused() {
+        let pairs: Vec<(&[u8], &[u8])> = vec![(b":path", b"/a"), (b"x", b"")];
+        let bytes = serialize_pairs(pairs.iter().copied());
+        let back = deserialize_pairs(&bytes).expect("valid");
+        assert_eq!(
+            back,
+            vec![
+                (b":path".to_vec(), b"/a".to_vec()),
+                (b"x".to_vec(), Vec::new())
+            ]
+        );
+        assert!(deserialize_pairs(&[255, 255, 255, 255]).is_none());
+        assert!(deserialize_pairs(&bytes[..bytes.len() - 3]).is_none());
+    }
+}

@@ -1,0 +1,126 @@
+//! Properties (`proxy_get_property`/`proxy_set_property`): the request, connection, plugin
+//! and mesh facts Envoy's attribute names expose, plus whatever the filter set itself.
+
+use http::header::HeaderValue;
+use http::Version;
+use wasmtime::{Caller, Linker};
+
+use super::{code, copy_out, read, status};
+use crate::state::HostState;
+use crate::Direction;
+
+/// The property's name with its segments joined by `.` (the ABI separates them with NUL).
+fn key(path: &[u8]) -> String {
+    let joined: Vec<u8> = path
+        .iter()
+        .map(|&b| if b == 0 { b'.' } else { b })
+        .collect();
+    String::from_utf8_lossy(&joined).into_owned()
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// The value of property `name` for the effective context; `None` if it has none.
+pub(crate) fn lookup(state: &HostState, name: &str) -> Option<Vec<u8>> {
+    let ctx = state.contexts.get(&state.active);
+    if let Some(v) = ctx.and_then(|c| c.props.get(name.as_bytes())) {
+        return Some(v.clone());
+    }
+    let s = |v: &str| Some(v.as_bytes().to_vec());
+    match name {
+        "plugin_name" | "plugin_root_id" | "plugin_vm_id" => return s(&state.filter),
+        _ => {}
+    }
+    if let Some(rest) = name.strip_prefix("request.") {
+        let r = state.request()?;
+        return match rest {
+            "path" => s(r.uri.path_and_query().map_or("/", |p| p.as_str())),
+            "url_path" => s(r.uri.path()),
+            "host" => r
+                .uri
+                .authority()
+                .map(|a| a.as_str().as_bytes().to_vec())
+                .or_else(|| {
+                    r.headers
+                        .get(http::header::HOST)
+                        .map(|h| h.as_bytes().to_vec())
+                }),
+            "method" => s(r.method.as_str()),
+            "scheme" => s(r.uri.scheme_str().unwrap_or("http")),
+            "protocol" => s(protocol(r.version)),
+            "id" => r
+                .headers
+                .get("x-request-id")
+                .map(HeaderValue::as_bytes)
+                .map(<[u8]>::to_vec),
+            _ => None,
+        };
+    }
+    if name == "response.code" {
+        return state
+            .response()
+            .map(|r| u64::from(r.status.as_u16()).to_le_bytes().to_vec());
+    }
+    let info = ctx?.info.as_ref()?;
+    match name {
+        "source.address" => info.source.map(|a| a.to_string().into_bytes()),
+        "source.port" => info
+            .source
+            .map(|a| u64::from(a.port()).to_le_bytes().to_vec()),
+        "destination.address" => info.destination.map(|a| a.to_string().into_bytes()),
+        "destination.port" => info
+            .destination
+            .map(|a| u64::from(a.port()).to_le_bytes().to_vec()),
+        "connection.mtls" => Some(vec![u8::from(info.mtls)]),
+        "connection.uri_san_peer_certificate" | "source.principal" => {
+            info.peer_identity.as_deref().and_then(s)
+        }
+        "route_name" | "xds.route_name" => info.route.as_deref().and_then(s),
+        "cluster_name" | "xds.cluster_name" => info.upstream_service.as_deref().and_then(s),
+        "node.id" | "mesh.service" => s(&info.service),
+        "mesh.direction" => s(match info.direction {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }),
+        _ => None,
+    }
+}
+
+pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "env",
+        "proxy_get_property",
+        |mut c: Caller<'_, HostState>, ptr: i32, len: i32, ret_ptr: i32, ret_len: i32| {
+            let path = match read(&c, ptr, len) {
+                Ok(p) => p,
+                Err(e) => return Ok(e),
+            };
+            match lookup(c.data(), &key(&path)) {
+                Some(v) => copy_out(&mut c, &v, ret_ptr, ret_len),
+                None => Ok(status::NOT_FOUND),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_property",
+        |mut c: Caller<'_, HostState>, ptr: i32, len: i32, vptr: i32, vlen: i32| {
+            code((|| {
+                let name = key(&read(&c, ptr, len)?);
+                let value = read(&c, vptr, vlen)?;
+                let ctx = c.data_mut().ctx().ok_or(status::NOT_FOUND)?;
+                ctx.props.insert(name.into_bytes(), value);
+                Ok(status::OK)
+            })())
+        },
+    )?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The wasmtime engine (cranelift, epoch interruption, pooling allocator) and its epoch ticker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Instances the pool holds at most (all filters, all slots): a sidecar runs a few filters
+/// on a few worker threads, so this is generous while keeping reservations bounded.
+const POOL_INSTANCES: u32 = 128;
+/// Largest linear memory any filter may have; `PluginSpec::memory_bytes` caps below this.
+pub(crate) const MAX_MEMORY: usize = 256 << 20;
+/// The epoch ticker's period: the granularity of the CPU time limit.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config
+        .strategy(wasmtime::Strategy::Cranelift)
+        .epoch_interruption(true)
+        .parallel_compilation(true)
+        // A reservation the size of the cap (not the 4 GiB default) keeps the pool's
+        // virtual footprint at 128 × (256 MiB + guard) instead of half a terabyte, at the
+        // price of explicit bounds checks.
+        .memory_reservation(MAX_MEMORY as u64)
+        .memory_guard_size(32 << 20)
+        .memory_reservation_for_growth(0);
+    config
+}
+
+/// Makes the engine: pooled when the platform allows it, on demand otherwise.
+/// Returns whether the pool is in use.
+pub(crate) fn make_engine() -> Result<(Engine, bool), String> {
+    let mut pooling = PoolingAllocationConfig::new();
+    pooling
+        .total_core_instances(POOL_INSTANCES)
+        .total_memories(POOL_INSTANCES)
+        .total_tables(POOL_INSTANCES)
+        .max_memory_size(MAX_MEMORY)
+        // Released slots keep no more than this many pages resident between uses.
+        .max_unused_warm_slots(16);
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    match Engine::new(&config) {
+        Ok(engine) => Ok((engine, true)),
+        Err(err) => {
+            tracing::warn!(error = %err, "the pooling allocator is unavailable; instances are allocated on demand");
+            let config = base_config();
+            Engine::new(&config)
+                .map(|engine| (engine, false))
+                .map_err(|err| err.to_string())
+        }
+    }
+}
+
+/// Increments the engine's epoch every [`TICK`] until dropped.
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine) -> Result<EpochTicker, String> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("mesh-wasm-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|err| err.to_string())?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Epoch ticks a callback may run: its time limit rounded up, plus one because the deadline
+/// counts from a tick that may be about to happen.
+pub(crate) fn deadline_ticks(limit: Duration) -> u64 {
+    let tick = TICK.as_nanos();
+    let ticks = limit.as_nanos().div_ceil(tick).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX / 2) + 1
+}

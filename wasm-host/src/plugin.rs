@@ -1,0 +1,471 @@
+//! A plugin: one filter on one module version, with one slot (a warm instance behind a
+//! mutex) per worker thread; failures, ticks and context finishing live here.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::{InstancePre, Trap};
+
+use crate::instance::{Instance, ROOT_ID};
+use crate::state::HostState;
+use crate::{CallResponse, Failure, FailureReason, Host, StreamInfo};
+
+/// One warm instance and the contexts whose finishing had to wait for it.
+pub(crate) struct Slot {
+    instance: Mutex<Option<Instance>>,
+    /// (generation, context) of streams dropped while the slot was busy.
+    deferred: Mutex<Vec<(u64, u32)>>,
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's index, assigned round-robin on first use; slot = index mod slots.
+    static THREAD_INDEX: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    /// Slot locks this thread holds: a drop inside one must not block on another.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// A locked slot; counts itself in [`HELD`] while it lives.
+pub(crate) struct SlotGuard<'a> {
+    guard: MutexGuard<'a, Option<Instance>>,
+}
+
+impl<'a> SlotGuard<'a> {
+    fn new(guard: MutexGuard<'a, Option<Instance>>) -> Self {
+        HELD.with(|h| h.set(h.get() + 1));
+        SlotGuard { guard }
+    }
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
+impl std::ops::Deref for SlotGuard<'_> {
+    type Target = Option<Instance>;
+    fn deref(&self) -> &Option<Instance> {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for SlotGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Option<Instance> {
+        &mut self.guard
+    }
+}
+
+/// One policy filter loaded from one module version: its warm instances (one per slot).
+pub struct Plugin {
+    pub(crate) host: Arc<Host>,
+    pub(crate) me: Weak<Plugin>,
+    pub(crate) name: Arc<str>,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) config: Bytes,
+    pub(crate) memory_bytes: usize,
+    /// The time limit in epoch ticks.
+    pub(crate) ticks: u64,
+    slots: Vec<Slot>,
+    last_warning: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).finish()
+    }
+}
+
+/// Why an error ended a guest call, from the error and the instance it happened in.
+fn classify(err: &wasmtime::Error, instance: Option<&Instance>) -> FailureReason {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        FailureReason::Timeout
+    } else if instance.is_some_and(|i| i.store.data().limits.refused) {
+        FailureReason::Memory
+    } else {
+        FailureReason::Trap
+    }
+}
+
+/// The trap's own words (the root cause), with the guest backtrace's first frame if any.
+pub(crate) fn describe(err: &wasmtime::Error) -> String {
+    let root = err.root_cause().to_string();
+    let top = err.to_string();
+    if top == root {
+        root
+    } else {
+        format!("{root} ({})", top.lines().next().unwrap_or_default())
+    }
+}
+
+impl Plugin {
+    pub(crate) fn new(
+        host: Arc<Host>,
+        name: Arc<str>,
+        sha256: [u8; 32],
+        pre: InstancePre<HostState>,
+        config: Bytes,
+        memory_bytes: usize,
+        ticks: u64,
+    ) -> Arc<Plugin> {
+        let slots = (0..host.config.slots.max(1))
+            .map(|_| Slot {
+                instance: Mutex::new(None),
+                deferred: Mutex::new(Vec::new()),
+            })
+            .collect();
+        Arc::new_cyclic(|me| Plugin {
+            host,
+            me: me.clone(),
+            name,
+            sha256,
+            pre,
+            config,
+            memory_bytes,
+            ticks,
+            slots,
+            last_warning: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        })
+    }
+
+    /// The filter's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// SHA-256 of the module it runs.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// Starts a request's context in this thread's warm instance (a fresh instance where
+    /// the last one failed).
+    pub fn start(self: &Arc<Self>, info: StreamInfo) -> Result<crate::Stream, Failure> {
+        let slot = self.this_slot();
+        let mut guard = self.lock(slot);
+        if guard.is_none() {
+            self.fill(slot, &mut guard)
+                .map_err(|err| self.failure(FailureReason::Unavailable, describe(&err)))?;
+        }
+        let Some(inst) = guard.as_mut() else {
+            return Err(self.failure(FailureReason::Unavailable, "no instance".into()));
+        };
+        let ctx = inst.new_context_id();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let state = inst.store.data_mut();
+        state.contexts.insert(
+            ctx,
+            crate::state::Context {
+                info: Some(info),
+                events: Some(tx),
+                ..Default::default()
+            },
+        );
+        state.active = ctx;
+        inst.arm();
+        let created = inst
+            .funcs
+            .context_create
+            .call(&mut inst.store, (ctx as i32, ROOT_ID as i32));
+        let generation = inst.generation;
+        match created {
+            Ok(()) => {
+                self.after_call(slot, &mut guard);
+                drop(guard);
+                Ok(crate::Stream::new(self.clone(), slot, generation, ctx, rx))
+            }
+            Err(err) => Err(self.fail(&mut guard, err)),
+        }
+    }
+
+    /// The slot this thread uses.
+    pub(crate) fn this_slot(&self) -> usize {
+        THREAD_INDEX.with(|i| *i) % self.slots.len()
+    }
+
+    /// Locks a slot, first finishing the contexts whose streams were dropped while it was
+    /// busy.
+    pub(crate) fn lock(&self, slot: usize) -> SlotGuard<'_> {
+        let mut guard = SlotGuard::new(
+            self.slots[slot]
+                .instance
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let deferred = std::mem::take(
+            &mut *self.slots[slot]
+                .deferred
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (generation, ctx) in deferred {
+            self.finish_locked(&mut guard, generation, ctx);
+        }
+        guard
+    }
+
+    /// Makes a fresh instance in an empty slot.
+    pub(crate) fn fill(&self, slot: usize, guard: &mut SlotGuard<'_>) -> wasmtime::Result<()> {
+        let instance = Instance::new(self, slot)?;
+        **guard = Some(instance);
+        self.after_call(slot, guard);
+        Ok(())
+    }
+
+    /// Runs `f` on the stream's instance if it is still the one the stream started in;
+    /// an error from `f` discards it.
+    pub(crate) fn with_instance<R>(
+        &self,
+        slot: usize,
+        generation: u64,
+        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let mut guard = self.lock(slot);
+        let inst = match guard.as_mut() {
+            Some(inst) if inst.generation == generation => inst,
+            _ => {
+                drop(guard);
+                return Err(self.failure(
+                    FailureReason::Unavailable,
+                    "the instance this request started in was discarded".into(),
+                ));
+            }
+        };
+        match f(inst) {
+            Ok(v) => {
+                self.after_call(slot, &mut guard);
+                Ok(v)
+            }
+            Err(err) => Err(self.fail(&mut guard, err)),
+        }
+    }
+
+    /// Discards the stream's instance (if still there) for a failure not raised by a trap.
+    pub(crate) fn discard(
+        &self,
+        slot: usize,
+        generation: u64,
+        reason: FailureReason,
+        message: String,
+    ) -> Failure {
+        let mut guard = self.lock(slot);
+        if guard.as_ref().is_some_and(|i| i.generation == generation) {
+            *guard = None;
+        }
+        drop(guard);
+        self.failure(reason, message)
+    }
+
+    /// Acts on what the last call asked for beyond its result (a tick period).
+    fn after_call(&self, slot: usize, guard: &mut SlotGuard<'_>) {
+        let Some(inst) = guard.as_mut() else { return };
+        if let Some(ms) = inst.store.data_mut().tick_change.take() {
+            self.start_ticks(slot, inst, ms);
+        }
+    }
+
+    /// Discards the instance in `guard` after `err`, counts and logs the failure.
+    pub(crate) fn fail(&self, guard: &mut SlotGuard<'_>, err: wasmtime::Error) -> Failure {
+        let reason = classify(&err, guard.as_ref());
+        // Dropping the store frees the pool slot and ends the instance's tick task and
+        // its streams' channels.
+        **guard = None;
+        self.failure(reason, describe(&err))
+    }
+
+    /// Counts a failure and logs it (at most one line a second per filter).
+    pub(crate) fn failure(&self, reason: FailureReason, message: String) -> Failure {
+        *self
+            .host
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((self.name.clone(), reason))
+            .or_insert(0) += 1;
+        let now = Instant::now();
+        let mut last = self
+            .last_warning
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            *last = Some(now);
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(
+                filter = %self.name,
+                reason = reason.as_str(),
+                suppressed,
+                "WASM filter failed: {message}"
+            );
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+        Failure {
+            filter: self.name.clone(),
+            reason,
+            message,
+        }
+    }
+
+    /// Ends a stream's context: now if this thread can take the slot without waiting on
+    /// itself, else on the slot's next use.
+    pub(crate) fn finish(&self, slot: usize, generation: u64, ctx: u32) {
+        if HELD.with(Cell::get) == 0 {
+            let mut guard = self.lock(slot);
+            self.finish_locked(&mut guard, generation, ctx);
+            return;
+        }
+        match self.slots[slot].instance.try_lock() {
+            Ok(g) => {
+                let mut guard = SlotGuard::new(g);
+                self.finish_locked(&mut guard, generation, ctx);
+            }
+            Err(TryLockError::Poisoned(p)) => {
+                let mut guard = SlotGuard::new(p.into_inner());
+                self.finish_locked(&mut guard, generation, ctx);
+            }
+            Err(TryLockError::WouldBlock) => self.slots[slot]
+                .deferred
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((generation, ctx)),
+        }
+    }
+
+    /// `proxy_on_log`, `proxy_on_done`, `proxy_on_delete` for a context, if its instance
+    /// still lives.
+    fn finish_locked(&self, guard: &mut SlotGuard<'_>, generation: u64, ctx: u32) {
+        let Some(inst) = guard.as_mut().filter(|i| i.generation == generation) else {
+            return;
+        };
+        let state = inst.store.data_mut();
+        state.active = ctx;
+        state.scope = Default::default();
+        let id = ctx as i32;
+        let result = (|| {
+            if let Some(f) = inst.funcs.on_log.clone() {
+                inst.arm();
+                f.call(&mut inst.store, id)?;
+            }
+            if let Some(f) = inst.funcs.on_done.clone() {
+                inst.arm();
+                f.call(&mut inst.store, id)?;
+            }
+            if let Some(f) = inst.funcs.on_delete.clone() {
+                inst.arm();
+                f.call(&mut inst.store, id)?;
+            }
+            wasmtime::Result::<()>::Ok(())
+        })();
+        let state = inst.store.data_mut();
+        state.contexts.remove(&ctx);
+        state.active = ROOT_ID;
+        if let Err(err) = result {
+            self.fail(guard, err);
+        }
+    }
+
+    /// (Re)starts the instance's `proxy_on_tick` task; period 0 stops it.
+    fn start_ticks(&self, slot: usize, inst: &mut Instance, ms: u32) {
+        if let Some(old) = inst.tick.take() {
+            old.abort();
+        }
+        let Some(runtime) = self.host.runtime.clone() else {
+            return;
+        };
+        if ms == 0 || inst.funcs.on_tick.is_none() {
+            return;
+        }
+        let period = Duration::from_millis(u64::from(ms));
+        let plugin = self.me.clone();
+        let generation = inst.generation;
+        let task = runtime.spawn(async move {
+            let mut interval =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                // Weak: the task ends when the plugin is gone.
+                let Some(plugin) = plugin.upgrade() else {
+                    break;
+                };
+                if !plugin.tick(slot, generation) {
+                    break;
+                }
+            }
+        });
+        inst.tick = Some(task.abort_handle());
+    }
+
+    /// One `proxy_on_tick`; false once the instance is gone.
+    fn tick(&self, slot: usize, generation: u64) -> bool {
+        let mut guard = self.lock(slot);
+        let Some(inst) = guard.as_mut().filter(|i| i.generation == generation) else {
+            return false;
+        };
+        let Some(f) = inst.funcs.on_tick.clone() else {
+            return false;
+        };
+        inst.store.data_mut().active = ROOT_ID;
+        inst.arm();
+        match f.call(&mut inst.store, ROOT_ID as i32) {
+            Ok(()) => {
+                self.after_call(slot, &mut guard);
+                true
+            }
+            Err(err) => {
+                self.fail(&mut guard, err);
+                false
+            }
+        }
+    }
+
+    /// Delivers an `http_call` result to the root context that made it.
+    pub(crate) fn deliver_root_call(
+        &self,
+        slot: usize,
+        generation: u64,
+        ctx: u32,
+        token: u32,
+        result: Result<CallResponse, String>,
+    ) {
+        let mut guard = self.lock(slot);
+        let Some(inst) = guard.as_mut().filter(|i| i.generation == generation) else {
+            return;
+        };
+        let Some(f) = inst.funcs.on_http_call_response.clone() else {
+            return;
+        };
+        let response = result.unwrap_or_default();
+        let counts = call_counts(&response);
+        let state = inst.store.data_mut();
+        state.active = ctx;
+        state.scope.call_response = Some(response);
+        inst.arm();
+        let r = f.call(
+            &mut inst.store,
+            (ctx as i32, token as i32, counts.0, counts.1, counts.2),
+        );
+        let state = inst.store.data_mut();
+        state.scope.call_response = None;
+        state.active = ROOT_ID;
+        match r {
+            Ok(()) => self.after_call(slot, &mut guard),
+            Err(err) => {
+                self.fail(&mut guard, err);
+            }
+        }
+    }
+}
+
+/// (headers, body bytes, trailers) of a call response, as the callback's arguments.
+pub(crate) fn call_counts(r: &CallResponse) -> (i32, i32, i32) {
+    let n = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+    (n(r.headers.len()), n(r.body.len()), n(r.trailers.len()))
+}

@@ -1,0 +1,161 @@
+//! The data a store carries: per-context state of the filter and what the current
+//! synchronous guest call may see of the request (moved in before the call, out after).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use bytes::BytesMut;
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use tokio::sync::mpsc::UnboundedSender;
+use wasmtime::{Memory, ResourceLimiter, TypedFunc};
+
+use crate::{CallResponse, Host, LocalResponse, Plugin, StreamInfo};
+
+/// Something for a paused stream: a finished `http_call`, or a nudge to look at its flags.
+pub(crate) enum Event {
+    /// The call `token` came back.
+    CallDone(u32, Result<CallResponse, String>),
+    /// The filter continued or answered from another callback.
+    Wake,
+}
+
+/// The store's resource limiter: the filter's memory cap, remembering a refusal so that the
+/// trap that usually follows (an allocator abort) is reported as `Memory`.
+pub(crate) struct Limits {
+    pub(crate) memory: usize,
+    pub(crate) refused: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        4
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// A request's head while a filter may look at it.
+#[derive(Clone, Default)]
+pub(crate) struct ReqView {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+}
+
+/// A response's head while a filter may look at it.
+#[derive(Clone, Default)]
+pub(crate) struct RespView {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+}
+
+/// What the current synchronous call exposes; empty between calls.
+#[derive(Default)]
+pub(crate) struct Scope {
+    pub(crate) req: Option<ReqView>,
+    pub(crate) resp: Option<RespView>,
+    /// The buffered body and its ABI buffer type (0 request, 1 response).
+    pub(crate) body: Option<(u32, BytesMut)>,
+    /// Trailers and their ABI map type (1 request, 3 response).
+    pub(crate) trailers: Option<(u32, HeaderMap)>,
+    /// The response of the `http_call` being delivered.
+    pub(crate) call_response: Option<CallResponse>,
+}
+
+/// One context of the filter: the root context or a request's.
+#[derive(Default)]
+pub(crate) struct Context {
+    /// The request's facts; `None` on the root context.
+    pub(crate) info: Option<StreamInfo>,
+    /// Properties the filter set (`proxy_set_property`), by serialized path.
+    pub(crate) props: HashMap<Vec<u8>, Vec<u8>>,
+    pub(crate) local_response: Option<LocalResponse>,
+    pub(crate) close: bool,
+    pub(crate) continued: bool,
+    /// `http_call`s dispatched by this context and not yet delivered.
+    pub(crate) pending_calls: usize,
+    /// Where this context's call results and wake-ups go (its `Stream`).
+    pub(crate) events: Option<UnboundedSender<Event>>,
+    /// The request head as the filter left it, for later phases (read-only there).
+    pub(crate) req_snapshot: Option<ReqView>,
+    /// The response head as the filter left it.
+    pub(crate) resp_snapshot: Option<RespView>,
+}
+
+/// The store's data.
+pub(crate) struct HostState {
+    pub(crate) host: Arc<Host>,
+    pub(crate) plugin: Weak<Plugin>,
+    pub(crate) filter: Arc<str>,
+    pub(crate) plugin_config: bytes::Bytes,
+    pub(crate) limits: Limits,
+    /// The guest's `memory` export, once instantiated.
+    pub(crate) memory: Option<Memory>,
+    /// The guest's allocator (`proxy_on_memory_allocate` or `malloc`).
+    pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    /// This instance's slot in its plugin and its generation (to find it again later).
+    pub(crate) slot: usize,
+    pub(crate) generation: u64,
+    /// The effective context (`proxy_set_effective_context`, or the callback's).
+    pub(crate) active: u32,
+    pub(crate) contexts: HashMap<u32, Context>,
+    pub(crate) scope: Scope,
+    pub(crate) next_token: u32,
+    /// A tick period the root context asked for in the last call, to act on after it.
+    pub(crate) tick_change: Option<u32>,
+}
+
+impl HostState {
+    /// The effective context's state (the root's when it is unknown, which cannot happen
+    /// through `proxy_set_effective_context` since that checks the id).
+    pub(crate) fn ctx(&mut self) -> Option<&mut Context> {
+        self.contexts.get_mut(&self.active)
+    }
+
+    /// The request head visible now: live in a request-headers call, the snapshot later.
+    pub(crate) fn request(&self) -> Option<&ReqView> {
+        self.scope.req.as_ref().or_else(|| {
+            self.contexts
+                .get(&self.active)
+                .and_then(|c| c.req_snapshot.as_ref())
+        })
+    }
+
+    /// The response head visible now.
+    pub(crate) fn response(&self) -> Option<&RespView> {
+        self.scope.resp.as_ref().or_else(|| {
+            self.contexts
+                .get(&self.active)
+                .and_then(|c| c.resp_snapshot.as_ref())
+        })
+    }
+}

@@ -1,0 +1,387 @@
+//! A request's context in one filter: the phases, the wait while the filter is paused on
+//! `http_call`s, and finishing the context when the last clone drops.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::HeaderMap;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::abi::headers_consts::{REQUEST_TRAILERS, RESPONSE_TRAILERS};
+use crate::instance::Instance;
+use crate::plugin::call_counts;
+use crate::state::{Event, HostState, ReqView, RespView, Scope};
+use crate::{CallResponse, Failure, FailureReason, Plugin, Verdict};
+
+/// One request's context in one filter. Cheap to clone (the request body and response
+/// phases hold clones); the context is finished (`proxy_on_log`, `proxy_on_done`,
+/// `proxy_on_delete`) when the last clone is dropped.
+#[derive(Clone)]
+pub struct Stream {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("filter", &self.inner.plugin.name())
+            .field("context", &self.inner.ctx)
+            .finish()
+    }
+}
+
+struct Inner {
+    plugin: Arc<Plugin>,
+    slot: usize,
+    generation: u64,
+    ctx: u32,
+    /// Call results and wake-ups for this context; locked by the phase that waits.
+    events: tokio::sync::Mutex<UnboundedReceiver<Event>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.plugin.finish(self.slot, self.generation, self.ctx);
+    }
+}
+
+/// Where a callback left the stream.
+enum Outcome {
+    Done(Verdict),
+    Paused,
+}
+
+/// What the context's flags and the callback's action come to.
+fn outcome(state: &mut HostState, ctx: u32, action: Option<i32>) -> Outcome {
+    let Some(c) = state.contexts.get_mut(&ctx) else {
+        return Outcome::Done(Verdict::Continue);
+    };
+    if let Some(response) = c.local_response.take() {
+        c.continued = false;
+        return Outcome::Done(Verdict::Respond(response));
+    }
+    if c.close {
+        return Outcome::Done(Verdict::Reset);
+    }
+    if action == Some(0) || c.continued {
+        c.continued = false;
+        return Outcome::Done(Verdict::Continue);
+    }
+    Outcome::Paused
+}
+
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// A request or response head, lent to the store for one call.
+trait Head: Send {
+    /// Moves the head into the scope; returns the number of headers (pseudo included).
+    fn install(&mut self, scope: &mut Scope) -> i32;
+    /// Moves it back, and keeps a copy for later phases.
+    fn restore(&mut self, state: &mut HostState, ctx: u32);
+}
+
+impl Head for http::request::Parts {
+    fn install(&mut self, scope: &mut Scope) -> i32 {
+        let view = ReqView {
+            method: std::mem::take(&mut self.method),
+            uri: std::mem::take(&mut self.uri),
+            version: self.version,
+            headers: std::mem::take(&mut self.headers),
+        };
+        let pseudo =
+            if view.uri.authority().is_some() || view.headers.contains_key(http::header::HOST) {
+                4
+            } else {
+                3
+            };
+        let n = count(view.headers.len() + pseudo);
+        scope.req = Some(view);
+        n
+    }
+
+    fn restore(&mut self, state: &mut HostState, ctx: u32) {
+        if let Some(view) = state.scope.req.take() {
+            if let Some(c) = state.contexts.get_mut(&ctx) {
+                c.req_snapshot = Some(view.clone());
+            }
+            self.method = view.method;
+            self.uri = view.uri;
+            self.headers = view.headers;
+        }
+    }
+}
+
+impl Head for http::response::Parts {
+    fn install(&mut self, scope: &mut Scope) -> i32 {
+        let view = RespView {
+            status: self.status,
+            headers: std::mem::take(&mut self.headers),
+        };
+        let n = count(view.headers.len() + 1);
+        scope.resp = Some(view);
+        n
+    }
+
+    fn restore(&mut self, state: &mut HostState, ctx: u32) {
+        if let Some(view) = state.scope.resp.take() {
+            if let Some(c) = state.contexts.get_mut(&ctx) {
+                c.resp_snapshot = Some(view.clone());
+            }
+            self.status = view.status;
+            self.headers = view.headers;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
+impl Stream {
+    pub(crate) fn new(
+        plugin: Arc<Plugin>,
+        slot: usize,
+        generation: u64,
+        ctx: u32,
+        events: UnboundedReceiver<Event>,
+    ) -> Stream {
+        Stream {
+            inner: Arc::new(Inner {
+                plugin,
+                slot,
+                generation,
+                ctx,
+                events: tokio::sync::Mutex::new(events),
+            }),
+        }
+    }
+
+    fn run<R>(
+        &self,
+        f: impl FnOnce(&mut Instance, u32) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let i = &self.inner;
+        i.plugin
+            .with_instance(i.slot, i.generation, |inst| f(inst, i.ctx))
+    }
+
+    /// `proxy_on_request_headers`: the filter may read and change the method, path,
+    /// authority, scheme (as pseudo-headers) and headers. Waits while the filter is paused
+    /// on `http_call`s until it continues or answers.
+    pub async fn request_headers(
+        &self,
+        parts: &mut http::request::Parts,
+        end_of_stream: bool,
+    ) -> Result<Verdict, Failure> {
+        self.head_phase(parts, Side::Request, end_of_stream).await
+    }
+
+    /// `proxy_on_response_headers` (`:status` included).
+    pub async fn response_headers(
+        &self,
+        parts: &mut http::response::Parts,
+        end_of_stream: bool,
+    ) -> Result<Verdict, Failure> {
+        self.head_phase(parts, Side::Response, end_of_stream).await
+    }
+
+    /// `proxy_on_request_body` with every byte buffered so far (the filter may change it).
+    pub fn request_body(
+        &self,
+        body: &mut BytesMut,
+        end_of_stream: bool,
+    ) -> Result<Verdict, Failure> {
+        self.body_phase(Side::Request, body, end_of_stream)
+    }
+
+    /// `proxy_on_response_body` with every byte buffered so far.
+    pub fn response_body(
+        &self,
+        body: &mut BytesMut,
+        end_of_stream: bool,
+    ) -> Result<Verdict, Failure> {
+        self.body_phase(Side::Response, body, end_of_stream)
+    }
+
+    /// `proxy_on_request_trailers`.
+    pub fn request_trailers(&self, trailers: &mut HeaderMap) -> Result<Verdict, Failure> {
+        self.trailer_phase(Side::Request, trailers)
+    }
+
+    /// `proxy_on_response_trailers`.
+    pub fn response_trailers(&self, trailers: &mut HeaderMap) -> Result<Verdict, Failure> {
+        self.trailer_phase(Side::Response, trailers)
+    }
+
+    async fn head_phase<H: Head>(
+        &self,
+        head: &mut H,
+        side: Side,
+        end_of_stream: bool,
+    ) -> Result<Verdict, Failure> {
+        let first = self.run(|inst, ctx| {
+            let f = match side {
+                Side::Request => inst.funcs.on_request_headers.clone(),
+                Side::Response => inst.funcs.on_response_headers.clone(),
+            };
+            let state = inst.store.data_mut();
+            state.active = ctx;
+            if let Some(c) = state.contexts.get_mut(&ctx) {
+                c.continued = false;
+            }
+            let n = head.install(&mut state.scope);
+            let result = match f {
+                Some(f) => {
+                    inst.arm();
+                    f.call(&mut inst.store, (ctx as i32, n, i32::from(end_of_stream)))
+                }
+                None => Ok(0),
+            };
+            // The head goes back to the caller whatever happened in the guest.
+            head.restore(inst.store.data_mut(), ctx);
+            let action = result?;
+            Ok(outcome(inst.store.data_mut(), ctx, Some(action)))
+        })?;
+        match first {
+            Outcome::Done(verdict) => Ok(verdict),
+            Outcome::Paused => self.wait(head).await,
+        }
+    }
+
+    /// Waits for the paused filter: delivers its `http_call` results (lending it the head
+    /// again) until it continues, answers or closes, or `max_pause` runs out.
+    async fn wait<H: Head>(&self, head: &mut H) -> Result<Verdict, Failure> {
+        let i = &self.inner;
+        let max_pause = i.plugin.host.config.max_pause;
+        let deadline = tokio::time::Instant::now() + max_pause;
+        let mut events = i.events.lock().await;
+        loop {
+            let event = match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => {
+                    return Err(i.plugin.discard(
+                        i.slot,
+                        i.generation,
+                        FailureReason::Paused,
+                        format!("the filter kept the request paused for more than {max_pause:?}"),
+                    ))
+                }
+                Ok(None) => {
+                    return Err(i.plugin.failure(
+                        FailureReason::Unavailable,
+                        "the instance this request was paused in was discarded".into(),
+                    ))
+                }
+                Ok(Some(event)) => event,
+            };
+            let out = self.run(|inst, ctx| {
+                if let Event::CallDone(token, result) = event {
+                    deliver(inst, ctx, head, token, result)?;
+                }
+                Ok(outcome(inst.store.data_mut(), ctx, None))
+            })?;
+            if let Outcome::Done(verdict) = out {
+                return Ok(verdict);
+            }
+        }
+    }
+
+    fn body_phase(
+        &self,
+        side: Side,
+        body: &mut BytesMut,
+        end_of_stream: bool,
+    ) -> Result<Verdict, Failure> {
+        self.run(|inst, ctx| {
+            let (f, kind) = match side {
+                Side::Request => (inst.funcs.on_request_body.clone(), 0),
+                Side::Response => (inst.funcs.on_response_body.clone(), 1),
+            };
+            let Some(f) = f else {
+                return Ok(Verdict::Continue);
+            };
+            let state = inst.store.data_mut();
+            state.active = ctx;
+            if let Some(c) = state.contexts.get_mut(&ctx) {
+                c.continued = false;
+            }
+            let size = count(body.len());
+            state.scope.body = Some((kind, std::mem::take(body)));
+            inst.arm();
+            let result = f.call(
+                &mut inst.store,
+                (ctx as i32, size, i32::from(end_of_stream)),
+            );
+            if let Some((_, b)) = inst.store.data_mut().scope.body.take() {
+                *body = b;
+            }
+            let action = result?;
+            Ok(match outcome(inst.store.data_mut(), ctx, Some(action)) {
+                Outcome::Done(v) => v,
+                // A body phase pauses by asking for more of the body.
+                Outcome::Paused => Verdict::Buffer,
+            })
+        })
+    }
+
+    fn trailer_phase(&self, side: Side, trailers: &mut HeaderMap) -> Result<Verdict, Failure> {
+        self.run(|inst, ctx| {
+            let (f, kind) = match side {
+                Side::Request => (inst.funcs.on_request_trailers.clone(), REQUEST_TRAILERS),
+                Side::Response => (inst.funcs.on_response_trailers.clone(), RESPONSE_TRAILERS),
+            };
+            let Some(f) = f else {
+                return Ok(Verdict::Continue);
+            };
+            let state = inst.store.data_mut();
+            state.active = ctx;
+            let n = count(trailers.len());
+            state.scope.trailers = Some((kind, std::mem::take(trailers)));
+            inst.arm();
+            let result = f.call(&mut inst.store, (ctx as i32, n));
+            if let Some((_, t)) = inst.store.data_mut().scope.trailers.take() {
+                *trailers = t;
+            }
+            let action = result?;
+            Ok(match outcome(inst.store.data_mut(), ctx, Some(action)) {
+                Outcome::Done(v) => v,
+                // Trailers end the stream: there is nothing more to wait for.
+                Outcome::Paused => Verdict::Continue,
+            })
+        })
+    }
+}
+
+/// `proxy_on_http_call_response` on the context that made the call, with the head lent.
+fn deliver<H: Head>(
+    inst: &mut Instance,
+    ctx: u32,
+    head: &mut H,
+    token: u32,
+    result: Result<CallResponse, String>,
+) -> wasmtime::Result<()> {
+    let response = result.unwrap_or_else(|err| {
+        tracing::debug!(target: "mesh_wasm", error = %err, "http_call failed");
+        CallResponse::default()
+    });
+    let (nh, nb, nt) = call_counts(&response);
+    let state = inst.store.data_mut();
+    if let Some(c) = state.contexts.get_mut(&ctx) {
+        c.pending_calls = c.pending_calls.saturating_sub(1);
+    }
+    let Some(f) = inst.funcs.on_http_call_response.clone() else {
+        return Ok(());
+    };
+    state.active = ctx;
+    state.scope.call_response = Some(response);
+    head.install(&mut state.scope);
+    inst.arm();
+    let result = f.call(&mut inst.store, (ctx as i32, token as i32, nh, nb, nt));
+    let state = inst.store.data_mut();
+    state.scope.call_response = None;
+    head.restore(state, ctx);
+    result
+}

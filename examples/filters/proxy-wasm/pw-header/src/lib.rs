@@ -1,0 +1,76 @@
+//! `pw-header`, on the public `proxy-wasm` crate: adds `x-pw-header: <value>` (config
+//! `{"value": "..."}`, default `hello`) to every request and every response.
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { value: "hello".into() })
+    });
+}}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    value: Option<String>,
+}
+
+struct Root {
+    value: String,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            return true;
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return true;
+        }
+        match serde_json::from_slice::<Config>(&bytes) {
+            Ok(config) => {
+                if let Some(value) = config.value {
+                    self.value = value;
+                }
+                true
+            }
+            Err(e) => {
+                log::error!("pw-header: config refused: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(AddHeader {
+            value: self.value.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct AddHeader {
+    value: String,
+}
+
+impl Context for AddHeader {}
+
+impl HttpContext for AddHeader {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.set_http_request_header("x-pw-header", Some(&self.value));
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.set_http_response_header("x-pw-header", Some(&self.value));
+        Action::Continue
+    }
+}

@@ -35,6 +35,20 @@ impl Level {
     }
 }
 
+impl Level {
+    /// The level's name in capitals (`INFO`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
 /// Writes `message` at `level`.
 pub fn write(level: Level, message: &str) -> Result<(), HostError> {
     hostcalls::log(level as u32, message)

@@ -110,7 +110,7 @@ impl<F: Filter> Harness<F> {
         host::with(|h| {
             h.logs
                 .iter()
-                .map(|(level, line)| format!("{:?} {line}", Level::from_abi(*level)).to_uppercase())
+                .map(|(level, line)| format!("{} {line}", Level::from_abi(*level).as_str()))
                 .collect()
         })
     }

@@ -56,6 +56,13 @@ impl Policy {
         if config.tokens.values().any(Vec::is_empty) {
             return Err("every token needs at least one method".into());
         }
+        let method =
+            |m: &String| m == "*" || (!m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()));
+        if let Some(bad) = config.tokens.values().flatten().find(|m| !method(m)) {
+            return Err(format!(
+                "{bad:?} is not a method (upper-case, or \"*\" for any)"
+            ));
+        }
         let challenge = if config.scheme.is_empty() {
             format!("Token realm=\"{}\"", config.realm)
         } else {

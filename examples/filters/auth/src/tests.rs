@@ -73,6 +73,7 @@ fn bad_configs_are_refused() {
         "{}",
         r#"{"tokens": {}}"#,
         r#"{"tokens": {"t": []}}"#,
+        r#"{"tokens": {"t": ["get"]}}"#,
         r#"{"tokens": {"t": "GET"}}"#,
         r#"{"tokens": {"t": ["GET"]}, "strp": true}"#,
     ] {

@@ -4,7 +4,7 @@
 //! response, `http_call`s, which it can answer) and runs the response phases.
 //! Logs, metrics and shared data are on the harness. Native targets only.
 //!
-//! ```ignore
+//! ```text
 //! let mut h = Harness::<RateLimit>::new(r#"{"requests_per_second": 1, "burst": 1}"#)?;
 //! assert!(h.request(TestRequest::get("/")).forwarded());
 //! assert_eq!(h.request(TestRequest::get("/")).local_response().map(|r| r.status), Some(429));

@@ -1,0 +1,653 @@
+//! The host against hand-written proxy-wasm modules (WAT): headers, local responses, the
+//! sandbox (time, memory, traps), `http_call`, metrics, properties, shared data, ticks,
+//! WASI, loading errors and the module cache.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mesh_wasm::{FailureReason, LoadError, MetricKind, Verdict};
+use support::{host, host_with, info, module, plugin, request, spec, MockCaller};
+
+/// Every `env` import the test modules use.
+const IMPORTS: &str = r#"
+  (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_send_local_response" (func $respond (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
+  (import "env" "proxy_get_property" (func $prop (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_property" (func $set_prop (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
+  (import "env" "proxy_record_metric" (func $record (param i32 i64) (result i32)))
+  (import "env" "proxy_set_tick_period_milliseconds" (func $tick (param i32) (result i32)))
+  (import "env" "proxy_set_shared_data" (func $sset (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $sget (param i32 i32 i32 i32 i32) (result i32)))
+"#;
+
+fn wat(body: &str) -> String {
+    module(IMPORTS, body)
+}
+
+fn failure_count(host: &mesh_wasm::Host, filter: &str, reason: FailureReason) -> u64 {
+    host.failures()
+        .into_iter()
+        .filter(|(f, r, _)| &**f == filter && *r == reason)
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+const HEADERS: &str = r#"
+  (data (i32.const 100) "x-added")
+  (data (i32.const 120) "yes")
+  (data (i32.const 140) ":path")
+  (data (i32.const 160) "x-path")
+  (data (i32.const 180) "/rewritten")
+  (data (i32.const 220) "x\0ay")
+  (data (i32.const 240) ":status")
+  (data (i32.const 250) "201")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $add (i32.const 0) (i32.const 100) (i32.const 7) (i32.const 120) (i32.const 3)))
+    (if (i32.ne (call $get (i32.const 0) (i32.const 140) (i32.const 5) (i32.const 200) (i32.const 204)) (i32.const 0))
+      (then unreachable))
+    (drop (call $add (i32.const 0) (i32.const 160) (i32.const 6) (i32.load (i32.const 200)) (i32.load (i32.const 204))))
+    (drop (call $replace (i32.const 0) (i32.const 140) (i32.const 5) (i32.const 180) (i32.const 10)))
+    ;; A value with a newline is refused with BAD_ARGUMENT (2), not a panic.
+    (if (i32.ne (call $add (i32.const 0) (i32.const 100) (i32.const 7) (i32.const 220) (i32.const 3)) (i32.const 2))
+      (then unreachable))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (drop (call $replace (i32.const 2) (i32.const 240) (i32.const 7) (i32.const 250) (i32.const 3)))
+    (i32.const 0))
+"#;
+
+#[tokio::test]
+async fn a_filter_adds_headers_reads_and_rewrites_the_path_and_the_status() {
+    let host = host();
+    let plugin = plugin(&host, &wat(HEADERS), spec("headers"));
+    let stream = plugin.start(info()).expect("start");
+    let mut parts = request("/orig?q=1");
+    let verdict = stream
+        .request_headers(&mut parts, true)
+        .await
+        .expect("runs");
+    assert!(matches!(verdict, Verdict::Continue), "{verdict:?}");
+    assert_eq!(parts.headers["x-added"], "yes");
+    assert_eq!(parts.headers.get_all("x-added").iter().count(), 1);
+    assert_eq!(parts.headers["x-path"], "/orig?q=1");
+    assert_eq!(parts.uri.path(), "/rewritten");
+    assert_eq!(parts.headers["host"], "payments");
+
+    let mut resp = http::Response::builder()
+        .status(200)
+        .body(())
+        .expect("response")
+        .into_parts()
+        .0;
+    let verdict = stream
+        .response_headers(&mut resp, true)
+        .await
+        .expect("runs");
+    assert!(matches!(verdict, Verdict::Continue));
+    assert_eq!(resp.status, 201);
+}
+
+const LOCAL_RESPONSE: &str = r#"
+  (data (i32.const 100) "policy")
+  (data (i32.const 120) "denied")
+  (data (i32.const 140) "\01\00\00\00\05\00\00\00\03\00\00\00x-why\00bad\00")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $respond (i32.const 403) (i32.const 100) (i32.const 6) (i32.const 120) (i32.const 6)
+      (i32.const 140) (i32.const 22) (i32.const -1)))
+    (i32.const 1))
+"#;
+
+#[tokio::test]
+async fn send_local_response_answers_instead_of_the_upstream() {
+    let host = host();
+    let plugin = plugin(&host, &wat(LOCAL_RESPONSE), spec("deny"));
+    let stream = plugin.start(info()).expect("start");
+    let verdict = stream
+        .request_headers(&mut request("/x"), false)
+        .await
+        .expect("runs");
+    let Verdict::Respond(r) = verdict else {
+        panic!("expected a local response, got {verdict:?}");
+    };
+    assert_eq!(r.status, 403);
+    assert_eq!(r.headers, vec![("x-why".to_string(), b"bad".to_vec())]);
+    assert_eq!(&r.body[..], b"denied");
+    assert_eq!(r.details, "policy");
+}
+
+#[tokio::test]
+async fn a_callback_that_loops_forever_times_out_and_the_next_start_gets_a_fresh_instance() {
+    let host = host();
+    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (loop $l (br $l)) (i32.const 0))"#;
+    let mut s = spec("spin");
+    s.time_limit = Duration::from_millis(5);
+    let plugin = plugin(&host, &wat(body), s);
+    let created = host.instances_created();
+    let stream = plugin.start(info()).expect("start");
+    let began = Instant::now();
+    let failure = stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect_err("must time out");
+    let elapsed = began.elapsed();
+    assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    assert!(elapsed < Duration::from_millis(55), "took {elapsed:?}");
+    assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 1);
+
+    // The old stream's instance is gone: it fails as Unavailable...
+    let again = stream.request_headers(&mut request("/"), true).await;
+    assert_eq!(again.expect_err("gone").reason, FailureReason::Unavailable);
+    // ...while a new start makes a fresh one.
+    let fresh = plugin.start(info()).expect("a fresh instance");
+    assert_eq!(host.instances_created(), created + 1);
+    drop(fresh);
+}
+
+#[tokio::test]
+async fn growing_memory_past_the_cap_is_a_memory_failure() {
+    let host = host();
+    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (loop $l
+          (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
+          (br $l))
+        (i32.const 0))"#;
+    let mut s = spec("hog");
+    s.memory_bytes = 2 << 20;
+    let plugin = plugin(&host, &wat(body), s);
+    let stream = plugin.start(info()).expect("start");
+    let failure = stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect_err("must run out");
+    assert_eq!(failure.reason, FailureReason::Memory, "{failure}");
+}
+
+const TRAP: &str = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    unreachable)"#;
+
+#[tokio::test]
+async fn a_trap_is_a_counted_trap_failure() {
+    let host = host();
+    let plugin = plugin(&host, &wat(TRAP), spec("trap"));
+    let stream = plugin.start(info()).expect("start");
+    let failure = stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect_err("traps");
+    assert_eq!(failure.reason, FailureReason::Trap);
+    assert!(
+        failure.message.contains("unreachable"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(&*failure.filter, "trap");
+    assert_eq!(failure_count(&host, "trap", FailureReason::Trap), 1);
+}
+
+#[tokio::test]
+async fn ten_thousand_trapping_streams_do_not_leak_instances() {
+    let host = host();
+    let plugin = plugin(&host, &wat(TRAP), spec("trap"));
+    for _ in 0..10_000 {
+        let stream = plugin.start(info()).expect("start");
+        let failure = stream
+            .request_headers(&mut request("/"), true)
+            .await
+            .expect_err("traps");
+        assert_eq!(failure.reason, FailureReason::Trap);
+    }
+    assert_eq!(failure_count(&host, "trap", FailureReason::Trap), 10_000);
+    assert!(host.instances_created() >= 10_000);
+    // Every discarded instance went back: at most one per slot is alive...
+    assert!(host.live_instances() <= 2, "{} live", host.live_instances());
+    // ...and the pool (128 instances) still hands out new ones, to another plugin too.
+    let other = support::plugin(&host, &wat(HEADERS), spec("headers"));
+    let stream = other.start(info()).expect("start");
+    let mut parts = request("/a");
+    stream
+        .request_headers(&mut parts, true)
+        .await
+        .expect("runs");
+    assert_eq!(parts.headers["x-added"], "yes");
+}
+
+const HTTP_CALL: &str = r#"
+  (data (i32.const 100) "auth")
+  (data (i32.const 200) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\04\00\00\00:method\00GET\00:path\00/check\00:authority\00auth\00")
+  (data (i32.const 400) ":status")
+  (data (i32.const 420) "x-auth")
+  (data (i32.const 430) "ok")
+  (data (i32.const 440) "forbidden")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (i32.ne (call $call (i32.const 100) (i32.const 4) (i32.const 200) (i32.const 69)
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 300))
+        (i32.const 0))
+      (then unreachable))
+    (i32.const 1))
+  (func (export "proxy_on_http_call_response") (param $ctx i32) (param $tok i32) (param i32 i32 i32)
+    (if (i32.ne (local.get $tok) (i32.load (i32.const 300))) (then unreachable))
+    (if (i32.ne (call $get (i32.const 6) (i32.const 400) (i32.const 7) (i32.const 310) (i32.const 314)) (i32.const 0))
+      (then unreachable))
+    (if (i32.eq (i32.load8_u (i32.load (i32.const 310))) (i32.const 50))
+      (then
+        (drop (call $add (i32.const 0) (i32.const 420) (i32.const 6) (i32.const 430) (i32.const 2)))
+        (drop (call $continue (i32.const 0))))
+      (else
+        (drop (call $respond (i32.const 403) (i32.const 440) (i32.const 9) (i32.const 440) (i32.const 9)
+          (i32.const 0) (i32.const 0) (i32.const -1))))))
+"#;
+
+#[tokio::test]
+async fn http_call_pauses_then_continues_or_answers_by_the_calls_status() {
+    let caller = Arc::new(MockCaller::default());
+    let host = host_with(caller.clone(), Duration::from_secs(5));
+    let plugin = plugin(&host, &wat(HTTP_CALL), spec("authz"));
+
+    *caller.status.lock().expect("lock") = "200".into();
+    let stream = plugin.start(info()).expect("start");
+    let mut parts = request("/pay");
+    let verdict = stream
+        .request_headers(&mut parts, true)
+        .await
+        .expect("runs");
+    assert!(matches!(verdict, Verdict::Continue), "{verdict:?}");
+    assert_eq!(parts.headers["x-auth"], "ok");
+    {
+        let seen = caller.seen.lock().expect("lock");
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].upstream, "auth");
+        assert_eq!(&*seen[0].filter, "authz");
+        assert!(seen[0]
+            .headers
+            .contains(&(":path".to_string(), b"/check".to_vec())));
+        assert_eq!(seen[0].timeout, Duration::from_secs(1));
+    }
+
+    *caller.status.lock().expect("lock") = "500".into();
+    let stream = plugin.start(info()).expect("start");
+    let mut parts = request("/pay");
+    let verdict = stream
+        .request_headers(&mut parts, true)
+        .await
+        .expect("runs");
+    let Verdict::Respond(r) = verdict else {
+        panic!("expected 403, got {verdict:?}");
+    };
+    assert_eq!(r.status, 403);
+    assert_eq!(&r.body[..], b"forbidden");
+    assert!(parts.headers.get("x-auth").is_none());
+}
+
+#[tokio::test]
+async fn a_filter_paused_with_nothing_pending_fails_after_max_pause() {
+    let host = host_with(Arc::new(MockCaller::default()), Duration::from_millis(50));
+    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (i32.const 1))"#;
+    let plugin = plugin(&host, &wat(body), spec("stuck"));
+    let stream = plugin.start(info()).expect("start");
+    let began = Instant::now();
+    let failure = stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect_err("paused too long");
+    assert_eq!(failure.reason, FailureReason::Paused);
+    assert!(began.elapsed() >= Duration::from_millis(50));
+}
+
+const METRICS: &str = r#"
+  (data (i32.const 100) "requests")
+  (data (i32.const 120) "sizes")
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 8) (i32.const 200)))
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 8) (i32.const 204)))
+    ;; The same name and type give the same id.
+    (if (i32.ne (i32.load (i32.const 200)) (i32.load (i32.const 204))) (then unreachable))
+    (drop (call $define (i32.const 2) (i32.const 120) (i32.const 5) (i32.const 208)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (i32.ne (call $inc (i32.load (i32.const 200)) (i64.const 1)) (i32.const 0)) (then unreachable))
+    (if (i32.ne (call $record (i32.load (i32.const 208)) (i64.const 5)) (i32.const 0)) (then unreachable))
+    (i32.const 0))
+"#;
+
+#[tokio::test]
+async fn metrics_are_defined_once_and_counted_in_the_host() {
+    let host = host();
+    let plugin = plugin(&host, &wat(METRICS), spec("counting"));
+    for _ in 0..3 {
+        let stream = plugin.start(info()).expect("start");
+        stream
+            .request_headers(&mut request("/"), true)
+            .await
+            .expect("runs");
+    }
+    let metrics = host.metrics();
+    let requests = metrics
+        .iter()
+        .find(|m| m.name == "requests")
+        .expect("defined");
+    assert_eq!(&*requests.filter, "counting");
+    assert_eq!(requests.kind, MetricKind::Counter);
+    assert_eq!(requests.value, 3);
+    let sizes = metrics.iter().find(|m| m.name == "sizes").expect("defined");
+    assert_eq!(sizes.kind, MetricKind::Histogram);
+    assert_eq!((sizes.value, sizes.sum), (3, 15));
+    assert_eq!(metrics.len(), 2);
+}
+
+const PROPERTIES: &str = r#"
+  (func $p2h (param $pp i32) (param $pl i32) (param $hp i32) (param $hl i32)
+    (if (i32.ne (call $prop (local.get $pp) (local.get $pl) (i32.const 200) (i32.const 204)) (i32.const 0))
+      (then unreachable))
+    (drop (call $add (i32.const 0) (local.get $hp) (local.get $hl) (i32.load (i32.const 200)) (i32.load (i32.const 204)))))
+  (data (i32.const 300) "request\00path")
+  (data (i32.const 320) "x-p-path")
+  (data (i32.const 340) "mesh\00direction")
+  (data (i32.const 360) "x-p-dir")
+  (data (i32.const 380) "source\00principal")
+  (data (i32.const 400) "x-p-peer")
+  (data (i32.const 420) "plugin_name")
+  (data (i32.const 440) "x-p-name")
+  (data (i32.const 460) "my\00prop")
+  (data (i32.const 470) "v1")
+  (data (i32.const 480) "x-p-mine")
+  (data (i32.const 500) "source\00port")
+  (data (i32.const 520) "no\00such")
+  (data (i32.const 540) "request\00url_path")
+  (data (i32.const 560) "x-p-url")
+  (data (i32.const 580) "connection\00mtls")
+  (data (i32.const 600) "request\00id")
+  (data (i32.const 620) "x-p-id")
+  (data (i32.const 640) "route_name")
+  (data (i32.const 660) "x-p-route")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (call $p2h (i32.const 300) (i32.const 12) (i32.const 320) (i32.const 8))
+    (call $p2h (i32.const 340) (i32.const 14) (i32.const 360) (i32.const 7))
+    (call $p2h (i32.const 380) (i32.const 16) (i32.const 400) (i32.const 8))
+    (call $p2h (i32.const 420) (i32.const 11) (i32.const 440) (i32.const 8))
+    (drop (call $set_prop (i32.const 460) (i32.const 7) (i32.const 470) (i32.const 2)))
+    (call $p2h (i32.const 460) (i32.const 7) (i32.const 480) (i32.const 8))
+    (call $p2h (i32.const 540) (i32.const 16) (i32.const 560) (i32.const 7))
+    (call $p2h (i32.const 600) (i32.const 10) (i32.const 620) (i32.const 6))
+    (call $p2h (i32.const 640) (i32.const 10) (i32.const 660) (i32.const 9))
+    ;; source.port: a u64, little-endian, as Envoy.
+    (if (i32.ne (call $prop (i32.const 500) (i32.const 11) (i32.const 200) (i32.const 204)) (i32.const 0))
+      (then unreachable))
+    (if (i32.ne (i32.load (i32.const 204)) (i32.const 8)) (then unreachable))
+    (if (i64.ne (i64.load (i32.load (i32.const 200))) (i64.const 1234)) (then unreachable))
+    ;; connection.mtls: one byte.
+    (if (i32.ne (call $prop (i32.const 580) (i32.const 15) (i32.const 200) (i32.const 204)) (i32.const 0))
+      (then unreachable))
+    (if (i32.ne (i32.load8_u (i32.load (i32.const 200))) (i32.const 1)) (then unreachable))
+    ;; Unknown: NOT_FOUND (1).
+    (if (i32.ne (call $prop (i32.const 520) (i32.const 7) (i32.const 200) (i32.const 204)) (i32.const 1))
+      (then unreachable))
+    (i32.const 0))
+"#;
+
+#[tokio::test]
+async fn properties_expose_the_request_the_peer_and_the_plugin() {
+    let host = host();
+    let plugin = plugin(&host, &wat(PROPERTIES), spec("props"));
+    let stream = plugin.start(info()).expect("start");
+    let mut parts = request("/v1/charge?amount=3");
+    let verdict = stream
+        .request_headers(&mut parts, true)
+        .await
+        .expect("runs");
+    assert!(matches!(verdict, Verdict::Continue));
+    let h = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .map(|v| v.to_str().expect("ascii").to_string())
+    };
+    assert_eq!(h("x-p-path").as_deref(), Some("/v1/charge?amount=3"));
+    assert_eq!(h("x-p-url").as_deref(), Some("/v1/charge"));
+    assert_eq!(h("x-p-dir").as_deref(), Some("inbound"));
+    assert_eq!(
+        h("x-p-peer").as_deref(),
+        Some("spiffe://mesh/ns/default/sa/web")
+    );
+    assert_eq!(h("x-p-name").as_deref(), Some("props"));
+    assert_eq!(h("x-p-mine").as_deref(), Some("v1"));
+    assert_eq!(h("x-p-id").as_deref(), Some("req-1"));
+    assert_eq!(h("x-p-route").as_deref(), Some("charge"));
+}
+
+const SHARED: &str = r#"
+  (data (i32.const 100) "k")
+  (data (i32.const 110) "v1")
+  (data (i32.const 120) "x-shared")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (i32.ne (call $sset (i32.const 100) (i32.const 1) (i32.const 110) (i32.const 2) (i32.const 0)) (i32.const 0))
+      (then unreachable))
+    ;; A stale CAS is refused with CAS_MISMATCH (8).
+    (if (i32.ne (call $sset (i32.const 100) (i32.const 1) (i32.const 110) (i32.const 2) (i32.const 999)) (i32.const 8))
+      (then unreachable))
+    (if (i32.ne (call $sget (i32.const 100) (i32.const 1) (i32.const 200) (i32.const 204) (i32.const 208)) (i32.const 0))
+      (then unreachable))
+    (drop (call $add (i32.const 0) (i32.const 120) (i32.const 8) (i32.load (i32.const 200)) (i32.load (i32.const 204))))
+    (i32.const 0))
+"#;
+
+const SHARED_OTHER: &str = r#"
+  (data (i32.const 100) "k")
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    ;; Another filter's key is not there: NOT_FOUND (1).
+    (if (i32.ne (call $sget (i32.const 100) (i32.const 1) (i32.const 200) (i32.const 204) (i32.const 208)) (i32.const 1))
+      (then unreachable))
+    (i32.const 0))
+"#;
+
+#[tokio::test]
+async fn shared_data_is_shared_within_a_filter_only() {
+    let host = host();
+    let plugin = plugin(&host, &wat(SHARED), spec("sharer"));
+    let stream = plugin.start(info()).expect("start");
+    let mut parts = request("/");
+    stream
+        .request_headers(&mut parts, true)
+        .await
+        .expect("runs");
+    assert_eq!(parts.headers["x-shared"], "v1");
+
+    let other = support::plugin(&host, &wat(SHARED_OTHER), spec("other"));
+    let stream = other.start(info()).expect("start");
+    stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect("the other filter sees nothing");
+}
+
+const TICKS: &str = r#"
+  (data (i32.const 100) "ticks")
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 5) (i32.const 200)))
+    (drop (call $tick (i32.const 5)))
+    (i32.const 1))
+  (func (export "proxy_on_tick") (param i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 1))))
+"#;
+
+#[tokio::test]
+async fn ticks_call_proxy_on_tick_periodically() {
+    let host = host();
+    let plugin = plugin(&host, &wat(TICKS), spec("ticker"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ticks = host
+        .metrics()
+        .into_iter()
+        .find(|m| m.name == "ticks")
+        .expect("defined")
+        .value;
+    assert!(ticks >= 3, "{ticks} ticks");
+    drop(plugin);
+}
+
+const BODY: &str = r#"
+  (import "env" "proxy_get_buffer_bytes" (func $getbuf (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_buffer_bytes" (func $setbuf (param i32 i32 i32 i32 i32) (result i32)))
+"#;
+
+#[tokio::test]
+async fn body_phases_buffer_until_the_end_and_may_rewrite_the_body() {
+    let host = host();
+    let body = r#"
+      (data (i32.const 100) "[redacted]")
+      (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+        (if (i32.eqz (local.get $eos)) (then (return (i32.const 1))))
+        ;; Reads the whole body, then replaces its first 6 bytes.
+        (if (i32.ne (call $getbuf (i32.const 0) (i32.const 0) (local.get $size) (i32.const 200) (i32.const 204)) (i32.const 0))
+          (then unreachable))
+        (if (i32.ne (i32.load (i32.const 204)) (local.get $size)) (then unreachable))
+        (drop (call $setbuf (i32.const 0) (i32.const 0) (i32.const 6) (i32.const 100) (i32.const 10)))
+        (i32.const 0))"#;
+    let plugin = plugin(
+        &host,
+        &module(&format!("{IMPORTS}{BODY}"), body),
+        spec("body"),
+    );
+    let stream = plugin.start(info()).expect("start");
+    let mut buf = BytesMut::from(&b"secret"[..]);
+    assert!(matches!(
+        stream.request_body(&mut buf, false).expect("runs"),
+        Verdict::Buffer
+    ));
+    buf.extend_from_slice(b" rest");
+    assert!(matches!(
+        stream.request_body(&mut buf, true).expect("runs"),
+        Verdict::Continue
+    ));
+    assert_eq!(&buf[..], b"[redacted] rest");
+}
+
+/// A `MakeWriter` into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_wasip1_module_starts_and_its_stdout_reaches_the_log() {
+    let imports = r#"
+      (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_prestat_get" (func $prestat (param i32 i32) (result i32)))
+    "#;
+    let body = r#"
+      (data (i32.const 100) "hello from wasi\n")
+      (func (export "_initialize")
+        (i32.store (i32.const 200) (i32.const 100))
+        (i32.store (i32.const 204) (i32.const 16))
+        (if (i32.ne (call $fd_write (i32.const 1) (i32.const 200) (i32.const 1) (i32.const 208)) (i32.const 0))
+          (then unreachable))
+        (if (i32.ne (i32.load (i32.const 208)) (i32.const 16)) (then unreachable))
+        (if (i32.ne (call $clock (i32.const 0) (i64.const 1) (i32.const 216)) (i32.const 0)) (then unreachable))
+        (if (i64.eqz (i64.load (i32.const 216))) (then unreachable))
+        (if (i32.ne (call $random (i32.const 300) (i32.const 16)) (i32.const 0)) (then unreachable))
+        ;; No preopened directories: EBADF (8).
+        (if (i32.ne (call $prestat (i32.const 3) (i32.const 400)) (i32.const 8)) (then unreachable)))"#;
+    let host = host();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let module = host
+        .compile(module(imports, body).as_bytes())
+        .expect("compiles");
+    tracing::subscriber::with_default(subscriber, || {
+        host.plugin(&module, spec("wasip1")).expect("starts");
+    });
+    let log = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8");
+    assert!(log.contains("hello from wasi"), "log: {log}");
+    assert!(log.contains("mesh_wasm::guest"), "log: {log}");
+    assert!(log.contains("wasip1"), "log: {log}");
+}
+
+#[test]
+fn an_unknown_import_is_an_abi_error_naming_it() {
+    let host = host();
+    let imports = r#"(import "env" "proxy_does_not_exist" (func (param i32) (result i32)))"#;
+    let err = host
+        .compile(module(imports, "").as_bytes())
+        .expect_err("refused");
+    let LoadError::Abi(message) = err else {
+        panic!("expected an ABI error, got {err:?}");
+    };
+    assert!(message.contains("env.proxy_does_not_exist"), "{message}");
+}
+
+#[test]
+fn a_module_without_the_abi_exports_is_an_abi_error() {
+    let host = host();
+    let err = host
+        .compile(br#"(module (memory (export "memory") 1))"#)
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::Abi(_)), "{err:?}");
+}
+
+#[test]
+fn garbage_is_a_compile_error() {
+    let host = host();
+    let err = host
+        .compile(&[0x00, 0x61, 0x73, 0x6d, 0xff, 0xff, 0x00, 0x13])
+        .expect_err("refused");
+    assert!(matches!(err, LoadError::Compile(_)), "{err:?}");
+}
+
+#[test]
+fn the_same_bytes_compile_once() {
+    let host = host();
+    let text = wat(HEADERS);
+    let a = host.compile(text.as_bytes()).expect("compiles");
+    let b = host.compile(text.as_bytes()).expect("compiles");
+    assert_eq!(a.sha256(), b.sha256());
+    assert_eq!(host.compiled_modules(), 1);
+    host.compile(wat(TRAP).as_bytes()).expect("compiles");
+    assert_eq!(host.compiled_modules(), 2);
+}
+
+#[test]
+fn host_plugin_and_stream_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<mesh_wasm::Host>();
+    send_sync::<mesh_wasm::Plugin>();
+    send_sync::<mesh_wasm::Stream>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _enter = rt.enter();
+    let host = host();
+    let plugin = plugin(&host, &wat(HEADERS), spec("send"));
+    let stream = plugin.start(info()).expect("start");
+    let mut parts = request("/");
+    let fut = stream.request_headers(&mut parts, true);
+    send(&fut);
+    let verdict = rt.block_on(fut).expect("runs");
+    assert!(matches!(verdict, Verdict::Continue));
+}

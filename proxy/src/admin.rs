@@ -10,11 +10,27 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use std::net::SocketAddr;
+
+use http_body_util::{BodyExt, Limited};
+
 use crate::body::{full, Body};
 use crate::Context;
 
-/// Answers one admin request.
-pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<Body> {
+/// Largest module `POST /filters/NAME` accepts.
+const MAX_MODULE_BYTES: usize = 64 << 20;
+
+/// Answers one admin request from `peer`.
+pub async fn handle(
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    if let Some(name) = request.uri().path().strip_prefix("/filters/") {
+        let name = name.to_string();
+        let (status, body) = load_filter(&ctx, peer, &name, request).await;
+        return json_response(status, body);
+    }
     if request.uri().path() == "/metrics" {
         let mut response = Response::new(full(ctx.metrics.encode()));
         response.headers_mut().insert(
@@ -31,6 +47,10 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
             "{\"ready\":false,\"reason\":\"draining\"}\n".to_string(),
         ),
         "/ready" => match ctx.tables.current() {
+            Some(_) if ctx.filters.as_ref().is_some_and(|f| !f.settled()) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{\"ready\":false,\"reason\":\"filters loading\"}\n".to_string(),
+            ),
             Some(_) => (StatusCode::OK, "{\"ready\":true}\n".to_string()),
             None => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -38,6 +58,13 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
             ),
         },
         "/config" => (StatusCode::OK, config_json(&ctx)),
+        "/filters" => match &ctx.filters {
+            Some(store) => (StatusCode::OK, format!("{}\n", store.describe())),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{\"error\":\"the WASM host did not start\"}\n".to_string(),
+            ),
+        },
         "/endpoints" => (StatusCode::OK, endpoints_json(&ctx)),
         "/tls" => (StatusCode::OK, tls_json(&ctx)),
         "/explain" => explain(&ctx, query),
@@ -60,6 +87,10 @@ pub async fn handle(ctx: Arc<Context>, request: Request<Incoming>) -> Response<B
             "{\"error\":\"not found\"}\n".to_string(),
         ),
     };
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -204,4 +235,58 @@ fn config_json(ctx: &Context) -> String {
         }
     };
     format!("{value}\n")
+}
+
+/// `POST /filters/NAME`: loads the request body as filter NAME's module (development;
+/// loopback callers only, whatever the listener is bound to).
+async fn load_filter(
+    ctx: &Context,
+    peer: SocketAddr,
+    name: &str,
+    request: Request<Incoming>,
+) -> (StatusCode, String) {
+    let error = |status, message: String| {
+        (
+            status,
+            format!("{}\n", serde_json::json!({ "error": message })),
+        )
+    };
+    if request.method() != http::Method::POST {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST a module to load it".into(),
+        );
+    }
+    if !peer.ip().is_loopback() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "filters are loaded from this host only".into(),
+        );
+    }
+    let (Some(store), Some(snapshot)) = (&ctx.filters, ctx.tables.current()) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no WASM host or no table".into(),
+        );
+    };
+    let bytes = match Limited::new(request.into_body(), MAX_MODULE_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes().to_vec(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the module: {e}")),
+    };
+    match store.load_development(snapshot.table(), name, bytes).await {
+        Ok(sha256) => (
+            StatusCode::OK,
+            format!(
+                "{}\n",
+                serde_json::json!({ "filter": name, "sha256": sha256, "loaded": true })
+            ),
+        ),
+        Err(e @ crate::filters::store::AdminLoadError::UnknownFilter(_)) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
 }

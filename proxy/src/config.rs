@@ -52,6 +52,24 @@ pub struct Config {
     /// incoming `traceparent`).
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// Where WASM filter modules are found, and the host's limits.
+    #[serde(default)]
+    pub filters: FiltersConfig,
+}
+
+/// `[filters]`: the table names each filter's module by file name and pins its SHA-256;
+/// the proxy looks the file up in these directories and loads it only if the digest matches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersConfig {
+    /// Directories searched for modules, in order; the table file's directory when empty.
+    #[serde(default)]
+    pub modules: Vec<PathBuf>,
+    /// How often module files are checked for a new version (ms); `table_poll_ms` if unset.
+    pub poll_ms: Option<u64>,
+    /// Longest a filter may hold a request paused on `http_call` (ms).
+    #[serde(default = "default_filter_max_pause_ms")]
+    pub max_pause_ms: u64,
 }
 
 /// `[tracing]`.
@@ -206,6 +224,19 @@ pub enum LogFormat {
 
 fn default_table_poll_ms() -> u64 {
     250
+}
+impl Default for FiltersConfig {
+    fn default() -> FiltersConfig {
+        FiltersConfig {
+            modules: Vec::new(),
+            poll_ms: None,
+            max_pause_ms: default_filter_max_pause_ms(),
+        }
+    }
+}
+
+fn default_filter_max_pause_ms() -> u64 {
+    10_000
 }
 fn default_drain_ms() -> u64 {
     10_000

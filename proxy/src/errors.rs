@@ -68,6 +68,12 @@ pub enum ProxyError {
     /// The route's timeout passed.
     #[error("the request timed out after {0} ms")]
     Timeout(u64),
+    /// A `failure closed` WASM filter failed (trap, time limit, memory cap, not loaded).
+    #[error("filter `{0}` failed")]
+    FilterFailed(String),
+    /// A filter closed the stream (`proxy_close_stream`).
+    #[error("filter `{0}` closed the stream")]
+    FilterReset(String),
 }
 
 /// How far a failed try got once a connection existed, read from the transport's error
@@ -102,7 +108,10 @@ impl ProxyError {
         match self {
             ProxyError::NoAuthority | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::UnknownService(_) | ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoTable | ProxyError::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoTable | ProxyError::NoEndpoint(_) | ProxyError::FilterFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::FilterReset(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Unauthorized | ProxyError::PlaintextRefused => StatusCode::FORBIDDEN,
             ProxyError::Connect { .. }
             | ProxyError::UpstreamTls { .. }
@@ -126,6 +135,8 @@ impl ProxyError {
             ProxyError::PlaintextRefused => crate::tls::PLAINTEXT_REFUSED,
             ProxyError::Upstream { .. } => "upstream-reset",
             ProxyError::Timeout(_) => "timeout",
+            ProxyError::FilterFailed(_) => "filter-failed",
+            ProxyError::FilterReset(_) => "filter-reset",
         }
     }
 

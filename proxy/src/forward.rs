@@ -149,7 +149,7 @@ pub async fn forward(
     upstreams: &Upstreams,
     peer: SocketAddr,
     to: Destination<'_>,
-    mut request: Request<Incoming>,
+    mut request: Request<Body>,
     edits: Edits<'_>,
     tries: &mut Tries,
 ) -> Result<Response<Body>, ProxyError> {
@@ -184,8 +184,8 @@ pub async fn forward(
     let (mut parts, body) = request.into_parts();
     // Body bytes are counted as they stream through (`observe`), never buffered for it.
     let body = match parts.extensions.remove::<CountBytes>() {
-        Some(count) => count.wrap(boxed(body)),
-        None => boxed(body),
+        Some(count) => count.wrap(body),
+        None => body,
     };
     let message = Message {
         method: parts.method,
@@ -250,7 +250,7 @@ async fn tunnel(
     remote: Remote<'_>,
     authority: &str,
     path: &PathAndQuery,
-    mut request: Request<Incoming>,
+    mut request: Request<Body>,
     timeout: Duration,
     in_flight: Option<InFlight>,
 ) -> Result<Response<Body>, ProxyError> {
@@ -258,7 +258,7 @@ async fn tunnel(
     let (mut parts, body) = request.into_parts();
     parts.uri = Uri::from(path.clone());
     set_host(&mut parts.headers, authority);
-    let request = Request::from_parts(parts, boxed(body));
+    let request = Request::from_parts(parts, body);
     let mut response = tokio::time::timeout(timeout, upstreams.send_upgrade(addr, remote, request))
         .await
         .map_err(|_| ProxyError::Timeout(millis(timeout)))??;

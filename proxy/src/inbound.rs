@@ -14,8 +14,9 @@ use hyper::body::Incoming;
 use mesh_engine::{AuthzDecision, Decider, Peer};
 use mesh_table::{Action, MtlsMode, Protocol, ServiceId, Table};
 
-use crate::body::Body;
+use crate::body::{boxed, Body};
 use crate::errors::ProxyError;
+use crate::filters::{Chain, Start};
 use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
 use crate::headers::EngineHeaders;
 use crate::metrics::authz::DeniedLabels;
@@ -24,6 +25,7 @@ use crate::retry::Tries;
 use crate::snapshot::Snapshot;
 use crate::tls::{Caller, Conn};
 use crate::Context;
+use mesh_wasm::{Direction, StreamInfo};
 
 /// The header that carries the caller's identity to the application, in Envoy's format:
 /// `By=<this service's SPIFFE ID>;URI=<the caller's SPIFFE ID>`. Only this proxy sets it,
@@ -45,6 +47,7 @@ pub async fn handle(
     conn: Arc<Conn>,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    let request = request.map(boxed);
     let mut tries = Tries::default();
     let mut observation = Observation::start("inbound", &request);
     let response = match inbound(&ctx, &conn, request, &mut tries, &mut observation).await {
@@ -67,7 +70,7 @@ pub async fn handle(
 async fn inbound(
     ctx: &Context,
     conn: &Conn,
-    mut request: Request<Incoming>,
+    mut request: Request<Body>,
     tries: &mut Tries,
     observation: &mut Observation,
 ) -> Result<Response<Body>, ProxyError> {
@@ -200,7 +203,36 @@ async fn inbound(
         retry: None,
         budget: None,
     };
-    forward(&ctx.upstreams, conn.addr, to, request, edits, tries).await
+    // The service's filters, in its own sidecar, after authorization.
+    if service.filters.is_empty() {
+        return forward(&ctx.upstreams, conn.addr, to, request, edits, tries).await;
+    }
+    let Some(store) = ctx.filters.as_deref() else {
+        crate::filters::without_host(table, &service.filters)?;
+        return forward(&ctx.upstreams, conn.addr, to, request, edits, tries).await;
+    };
+    let info = StreamInfo {
+        direction: Direction::Inbound,
+        service: snapshot.names.service(Some(service_id)),
+        route: None,
+        upstream_service: Some(snapshot.names.service(Some(service_id))),
+        source: Some(conn.addr),
+        destination: ctx.inbound_addr,
+        peer_identity: match &conn.caller {
+            Caller::Mesh { spiffe_id, .. } => Some(spiffe_id.to_string()),
+            Caller::Plaintext => None,
+        },
+        mtls: matches!(conn.caller, Caller::Mesh { .. }),
+    };
+    let (request, chain) =
+        match Chain::start(store, table, &service.filters, &info, request).await? {
+            Start::Forward(request, chain) => (request, chain),
+            Start::Respond(response) => return Ok(response),
+        };
+    match forward(&ctx.upstreams, conn.addr, to, request, edits, tries).await {
+        Ok(response) => chain.finish(response).await,
+        Err(error) => chain.aborted_response().ok_or(error),
+    }
 }
 
 /// Removes every identity header a caller sent.

@@ -24,6 +24,7 @@ pub mod config;
 pub mod discovery;
 pub mod errors;
 pub mod explain;
+pub mod filters;
 pub mod forward;
 pub mod headers;
 pub mod health;
@@ -86,6 +87,10 @@ pub struct Context {
     pub shutdown: Arc<tokio::sync::Notify>,
     /// Whether the proxy is draining (`/ready` answers 503).
     pub draining: std::sync::atomic::AtomicBool,
+    /// The WASM filters (`None` when the WASM host could not start).
+    pub filters: Option<Arc<filters::FilterStore>>,
+    /// The inbound listener's address (a property filters may read).
+    pub inbound_addr: Option<SocketAddr>,
 }
 
 /// Replaces the log filter (an `EnvFilter` directive such as `debug` or
@@ -117,6 +122,41 @@ pub enum StartError {
     /// The `[identity]` credentials could not be loaded.
     #[error("cannot load the mesh identity (`[identity]` cert, key, bundle): {0}")]
     Identity(mesh_identity::IdentityError),
+}
+
+/// The WASM host and the filter store; `None` (logged) when the host cannot start, so
+/// filters count as not loaded and their `failure` modes apply.
+fn start_filters(
+    config: &Config,
+    caller: Arc<dyn mesh_wasm::HttpCaller>,
+) -> Option<Arc<filters::FilterStore>> {
+    let slots = if config.workers == 0 {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    } else {
+        config.workers
+    };
+    let host_config = mesh_wasm::HostConfig {
+        slots,
+        max_pause: Duration::from_millis(config.filters.max_pause_ms),
+    };
+    match mesh_wasm::Host::new(host_config, caller) {
+        Ok(host) => {
+            let dirs = if config.filters.modules.is_empty() {
+                let table_dir = config.table.parent().filter(|d| !d.as_os_str().is_empty());
+                vec![table_dir.map_or_else(
+                    || std::path::PathBuf::from("."),
+                    std::path::Path::to_path_buf,
+                )]
+            } else {
+                config.filters.modules.clone()
+            };
+            Some(Arc::new(filters::FilterStore::new(host, dirs)))
+        }
+        Err(error) => {
+            tracing::error!(%error, "the WASM host did not start: filters are not loaded (their `failure` modes apply)");
+            None
+        }
+    }
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains for the configured time.
@@ -168,6 +208,14 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
     if let Some(tracer) = &tracer {
         metrics.register_tracing(tracer);
     }
+    let caller = Arc::new(filters::caller::MeshCaller::default());
+    let filter_store = start_filters(
+        &config,
+        Arc::clone(&caller) as Arc<dyn mesh_wasm::HttpCaller>,
+    );
+    if let Some(store) = &filter_store {
+        metrics.register_filters(Arc::clone(store));
+    }
     let metrics = Arc::new(metrics);
     let ctx = Arc::new(Context {
         service: config.service.clone(),
@@ -182,7 +230,14 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
         log_filter,
         shutdown: Arc::new(tokio::sync::Notify::new()),
         draining: std::sync::atomic::AtomicBool::new(false),
+        filters: filter_store.clone(),
+        inbound_addr: Some(config.inbound.listen),
     });
+    caller.attach(Arc::downgrade(&ctx));
+    if let Some(store) = filter_store {
+        let every = Duration::from_millis(config.filters.poll_ms.unwrap_or(config.table_poll_ms));
+        tokio::spawn(store.watch(Arc::clone(&tables), config.service.clone(), every));
+    }
 
     let bind = |what: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -238,7 +293,7 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
         let ctx = Arc::clone(&ctx);
         tokio::spawn(server::serve(
             admin_listener,
-            move |_, req| admin::handle(Arc::clone(&ctx), req),
+            move |peer, req| admin::handle(Arc::clone(&ctx), peer, req),
             stop_rx.clone(),
             Duration::from_millis(config.outbound.idle_timeout_ms),
             metrics.open_connections("admin"),

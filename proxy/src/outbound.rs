@@ -11,13 +11,24 @@ use hyper::body::Incoming;
 use mesh_engine::RouteDecision;
 use mesh_table::{Route, ServiceId};
 
-use crate::body::Body;
+use crate::body::{boxed, Body};
 use crate::errors::ProxyError;
+use crate::filters::{Chain, Start};
 use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
 use crate::headers::EngineHeaders;
 use crate::observe::Observation;
 use crate::retry::Tries;
 use crate::Context;
+use mesh_wasm::{Direction, StreamInfo};
+
+/// Whether a request runs its route's filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filters {
+    /// The application's requests.
+    Run,
+    /// Filters' own `http_call`s.
+    Skip,
+}
 
 /// Handles one request from the local application; failures become responses here.
 pub async fn handle(
@@ -25,10 +36,30 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    run(ctx, peer, request.map(boxed), Filters::Run).await
+}
+
+/// Sends a filter's `http_call` like an application request, except that route filters
+/// do not run on it.
+pub async fn handle_unfiltered(
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    request: Request<Body>,
+) -> Response<Body> {
+    run(ctx, peer, request, Filters::Skip).await
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    request: Request<Body>,
+    filters: Filters,
+) -> Response<Body> {
     // What the tries came to stays with the request (the access log reads it).
     let mut tries = Tries::default();
     let mut observation = Observation::start("outbound", &request);
-    let response = match outbound(&ctx, peer, request, &mut tries, &mut observation).await {
+    let response = match outbound(&ctx, peer, request, &mut tries, &mut observation, filters).await
+    {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, ?tries, "outbound request failed");
@@ -48,9 +79,10 @@ pub async fn handle(
 async fn outbound(
     ctx: &Context,
     peer: SocketAddr,
-    mut request: Request<Incoming>,
+    mut request: Request<Body>,
     tries: &mut Tries,
     observation: &mut Observation,
+    filters: Filters,
 ) -> Result<Response<Body>, ProxyError> {
     // The snapshot taken here serves the whole request, whatever swaps happen meanwhile.
     let snapshot = ctx.tables.current().ok_or(ProxyError::NoTable)?;
@@ -134,7 +166,36 @@ async fn outbound(
         retry: route.and_then(|r| r.retry.as_ref()),
         budget: index.and_then(|i| snapshot.budget(i)),
     };
-    forward(&ctx.upstreams, peer, to, request, edits, tries).await
+    // The route's filters, in the caller's sidecar: they see the request as forwarded.
+    let route_filters = route.map_or(&[][..], |r| r.filters.as_slice());
+    if filters == Filters::Skip || route_filters.is_empty() {
+        return forward(&ctx.upstreams, peer, to, request, edits, tries).await;
+    }
+    let Some(store) = ctx.filters.as_deref() else {
+        crate::filters::without_host(snapshot.table(), route_filters)?;
+        return forward(&ctx.upstreams, peer, to, request, edits, tries).await;
+    };
+    let info = StreamInfo {
+        direction: Direction::Outbound,
+        service: snapshot
+            .names
+            .service(snapshot.table().service_id(&ctx.service)),
+        route: index.map(|i| snapshot.names.route(Some(i))),
+        upstream_service: Some(snapshot.names.service(Some(target))),
+        source: Some(peer),
+        destination: None,
+        peer_identity: None,
+        mtls: false,
+    };
+    let (request, chain) =
+        match Chain::start(store, snapshot.table(), route_filters, &info, request).await? {
+            Start::Forward(request, chain) => (request, chain),
+            Start::Respond(response) => return Ok(response),
+        };
+    match forward(&ctx.upstreams, peer, to, request, edits, tries).await {
+        Ok(response) => chain.finish(response).await,
+        Err(error) => chain.aborted_response().ok_or(error),
+    }
 }
 
 /// A target by the route's split weights.

@@ -37,9 +37,17 @@ pub struct MeshBuilder {
     extra_config: String,
     insecure_plaintext: bool,
     identity_poll_ms: u64,
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl MeshBuilder {
+    /// Writes `bytes` as `name` in the mesh's directory before the policy compiles: where
+    /// `meshc` (beside the policy) and the sidecars (beside the table) find filter modules.
+    pub fn file(mut self, name: &str, bytes: Vec<u8>) -> MeshBuilder {
+        self.files.push((name.to_string(), bytes));
+        self
+    }
+
     /// Adds the sidecar of `service`, whose application listens on `app`.
     pub fn proxy(mut self, service: &str, app: SocketAddr) -> MeshBuilder {
         self.proxies.push((service.to_string(), app));
@@ -121,6 +129,11 @@ impl MeshBuilder {
             initial: Vec::new(),
             trust_domain: String::new(),
         };
+        for (name, bytes) in &self.files {
+            let path = mesh.dir.path().join(name);
+            std::fs::write(&path, bytes)
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
         mesh.initial = mesh.compile(&self.policy);
         mesh.trust_domain = mesh_table::decode(&mesh.initial)
             .map(|t| t.mesh.trust_domain)
@@ -250,6 +263,7 @@ impl Mesh {
             extra_config: String::new(),
             insecure_plaintext: false,
             identity_poll_ms: 100,
+            files: Vec::new(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! from raw paths or headers, so the number of series stays bounded by the policy.
 
 pub mod authz;
+pub mod filters;
 pub mod requests;
 pub mod state;
 
@@ -90,6 +91,12 @@ impl Metrics {
             "Spans the collector accepted",
             exporter.exported.clone(),
         );
+    }
+
+    /// Registers the WASM filter families (`mesh_filter_*`).
+    pub fn register_filters(&mut self, store: Arc<crate::filters::FilterStore>) {
+        self.registry
+            .register_collector(Box::new(filters::FiltersCollector { store }));
     }
 
     /// The open-connections gauge of `listener` (`inbound`, `outbound`, `admin`).

@@ -1,0 +1,185 @@
+//! A request's filter chain: one stream per filter, request phases in declaration order and
+//! response phases in reverse (as the spec says). A filter that fails is skipped when it is
+//! `failure open` and answers 503 `filter-failed` when it is `failure closed`; either way its
+//! instance was discarded by the host.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use mesh_table::{FailureMode, FilterId, Table};
+use mesh_wasm::{Failure, LocalResponse, Stream, StreamInfo, Verdict};
+
+use super::body::{Aborted, FilterBody, Side};
+use super::store::FilterStore;
+use crate::body::{full, Body};
+use crate::errors::ProxyError;
+
+/// One filter's stream within a request.
+#[derive(Clone)]
+pub(super) struct Link {
+    pub(super) name: Arc<str>,
+    pub(super) stream: Stream,
+    pub(super) failure: FailureMode,
+}
+
+impl Link {
+    /// What a failure comes to: `Ok(())` to skip the filter (open), the error otherwise.
+    pub(super) fn on_failure(&self, failure: &Failure) -> Result<(), ProxyError> {
+        tracing::debug!(filter = %self.name, %failure, "filter failed on a request");
+        match self.failure {
+            FailureMode::Open => Ok(()),
+            FailureMode::Closed => Err(ProxyError::FilterFailed(self.name.to_string())),
+        }
+    }
+}
+
+/// The filters taking part in one request, after its request-headers phase.
+#[derive(Default)]
+pub struct Chain {
+    links: Vec<Link>,
+    /// A local response a request-body phase asked for (the body was aborted for it).
+    aborted: Aborted,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.links.iter().map(|l| &l.name))
+            .finish()
+    }
+}
+
+/// How the request phase ended.
+pub enum Start {
+    /// Forward the (possibly changed) request; run the response through the chain.
+    Forward(Request<Body>, Chain),
+    /// A filter answered by itself.
+    Respond(Response<Body>),
+}
+
+impl Chain {
+    /// Runs the request headers through `filters` (table ids, in declaration order) and
+    /// wraps the body so its chunks go through them too.
+    pub async fn start(
+        store: &FilterStore,
+        table: &Table,
+        filters: &[FilterId],
+        info: &StreamInfo,
+        request: Request<Body>,
+    ) -> Result<Start, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let end_of_stream = hyper::body::Body::is_end_stream(&body);
+        let mut chain = Chain::default();
+        for &id in filters {
+            let Some(filter) = table.filters.get(id as usize) else {
+                continue;
+            };
+            let name: Arc<str> = Arc::from(filter.name.as_str());
+            let failure = filter.failure;
+            let Some(plugin) = store.plugin(&filter.name) else {
+                // Not loaded (missing, refused, or still compiling): the failure mode decides.
+                tracing::debug!(filter = %name, "filter not loaded");
+                match failure {
+                    FailureMode::Open => continue,
+                    FailureMode::Closed => return Err(ProxyError::FilterFailed(name.to_string())),
+                }
+            };
+            let link = |stream| Link {
+                name: Arc::clone(&name),
+                stream,
+                failure,
+            };
+            let stream = match plugin.start(info.clone()) {
+                Ok(stream) => stream,
+                Err(failure) => {
+                    link_failure(&name, filter.failure, &failure)?;
+                    continue;
+                }
+            };
+            let link = link(stream);
+            match link.stream.request_headers(&mut parts, end_of_stream).await {
+                Ok(Verdict::Continue | Verdict::Buffer) => chain.links.push(link),
+                Ok(Verdict::Respond(local)) => return Ok(Start::Respond(local_response(local))),
+                Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(name.to_string())),
+                Err(failure) => link.on_failure(&failure)?,
+            }
+        }
+        if chain.links.is_empty() || end_of_stream {
+            return Ok(Start::Forward(Request::from_parts(parts, body), chain));
+        }
+        // Filters may change the body's length: let the next hop frame it.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        let body = FilterBody::wrap(
+            body,
+            chain.links.clone(),
+            Side::Request,
+            chain.aborted.clone(),
+        );
+        Ok(Start::Forward(Request::from_parts(parts, body), chain))
+    }
+
+    /// The local response a request-body phase asked for, if the forward failed for it.
+    pub fn aborted_response(&self) -> Option<Response<Body>> {
+        self.aborted.take().map(local_response)
+    }
+
+    /// Runs the response through the chain, last filter first.
+    pub async fn finish(mut self, response: Response<Body>) -> Result<Response<Body>, ProxyError> {
+        if self.links.is_empty() {
+            return Ok(response);
+        }
+        self.links.reverse();
+        let (mut parts, body) = response.into_parts();
+        let end_of_stream = hyper::body::Body::is_end_stream(&body);
+        let mut kept = Vec::with_capacity(self.links.len());
+        for link in self.links {
+            match link
+                .stream
+                .response_headers(&mut parts, end_of_stream)
+                .await
+            {
+                Ok(Verdict::Continue | Verdict::Buffer) => kept.push(link),
+                Ok(Verdict::Respond(local)) => return Ok(local_response(local)),
+                Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(link.name.to_string())),
+                Err(failure) => link.on_failure(&failure)?,
+            }
+        }
+        if kept.is_empty() || end_of_stream {
+            return Ok(Response::from_parts(parts, body));
+        }
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        let body = FilterBody::wrap(body, kept, Side::Response, Aborted::default());
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+fn link_failure(name: &str, mode: FailureMode, failure: &Failure) -> Result<(), ProxyError> {
+    tracing::debug!(filter = %name, %failure, "filter could not start on a request");
+    match mode {
+        FailureMode::Open => Ok(()),
+        FailureMode::Closed => Err(ProxyError::FilterFailed(name.to_string())),
+    }
+}
+
+/// A filter's `send_local_response` as a response. Headers the filter got wrong are
+/// dropped (logged), never fatal.
+pub(super) fn local_response(local: LocalResponse) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::clone(&local.body)));
+    *response.status_mut() =
+        StatusCode::from_u16(local.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in &local.headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                response.headers_mut().append(name, value);
+            }
+            _ => {
+                tracing::debug!(header = %name, "a filter's local response header is invalid; dropped")
+            }
+        }
+    }
+    response
+}

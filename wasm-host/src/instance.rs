@@ -13,6 +13,9 @@ use crate::Plugin;
 /// The root context's id in every instance; request contexts count up from the next.
 pub(crate) const ROOT_ID: u32 = 1;
 
+/// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
+pub(crate) type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
+
 /// The guest's callbacks, looked up once (absent or mistyped ones are `None`).
 pub(crate) struct Funcs {
     pub(crate) context_create: TypedFunc<(i32, i32), ()>,
@@ -22,7 +25,7 @@ pub(crate) struct Funcs {
     pub(crate) on_response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub(crate) on_response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
     pub(crate) on_response_trailers: Option<TypedFunc<(i32, i32), i32>>,
-    pub(crate) on_http_call_response: Option<TypedFunc<(i32, i32, i32, i32, i32), ()>>,
+    pub(crate) on_http_call_response: Option<CallResponseFn>,
     pub(crate) on_tick: Option<TypedFunc<i32, ()>>,
     pub(crate) on_log: Option<TypedFunc<i32, ()>>,
     pub(crate) on_done: Option<TypedFunc<i32, i32>>,

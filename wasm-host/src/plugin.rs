@@ -36,14 +36,14 @@ pub(crate) struct SlotGuard<'a> {
 
 impl<'a> SlotGuard<'a> {
     fn new(guard: MutexGuard<'a, Option<Instance>>) -> Self {
-        HELD.with(|h| h.set(h.get() + 1));
+        let _ = HELD.try_with(|h| h.set(h.get() + 1));
         SlotGuard { guard }
     }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        HELD.with(|h| h.set(h.get().saturating_sub(1)));
+        let _ = HELD.try_with(|h| h.set(h.get().saturating_sub(1)));
     }
 }
 
@@ -187,7 +187,7 @@ impl Plugin {
 
     /// The slot this thread uses.
     pub(crate) fn this_slot(&self) -> usize {
-        THREAD_INDEX.with(|i| *i) % self.slots.len()
+        THREAD_INDEX.try_with(|i| *i).unwrap_or(0) % self.slots.len()
     }
 
     /// Locks a slot, first finishing the contexts whose streams were dropped while it was
@@ -256,11 +256,20 @@ impl Plugin {
         message: String,
     ) -> Failure {
         let mut guard = self.lock(slot);
-        if guard.as_ref().is_some_and(|i| i.generation == generation) {
+        let ours = guard.as_ref().is_some_and(|i| i.generation == generation);
+        if ours {
+            wake_all(&mut guard);
             *guard = None;
         }
         drop(guard);
-        self.failure(reason, message)
+        if ours {
+            self.failure(reason, message)
+        } else {
+            self.failure(
+                FailureReason::Unavailable,
+                "the instance this request started in was discarded".into(),
+            )
+        }
     }
 
     /// Acts on what the last call asked for beyond its result (a tick period).
@@ -274,6 +283,7 @@ impl Plugin {
     /// Discards the instance in `guard` after `err`, counts and logs the failure.
     pub(crate) fn fail(&self, guard: &mut SlotGuard<'_>, err: wasmtime::Error) -> Failure {
         let reason = classify(&err, guard.as_ref());
+        wake_all(guard);
         // Dropping the store frees the pool slot and ends the instance's tick task and
         // its streams' channels.
         **guard = None;
@@ -316,7 +326,8 @@ impl Plugin {
     /// Ends a stream's context: now if this thread can take the slot without waiting on
     /// itself, else on the slot's next use.
     pub(crate) fn finish(&self, slot: usize, generation: u64, ctx: u32) {
-        if HELD.with(Cell::get) == 0 {
+        // During thread teardown the count is gone: take the cautious path.
+        if HELD.try_with(Cell::get).unwrap_or(1) == 0 {
             let mut guard = self.lock(slot);
             self.finish_locked(&mut guard, generation, ctx);
             return;
@@ -459,6 +470,18 @@ impl Plugin {
             Ok(()) => self.after_call(slot, &mut guard),
             Err(err) => {
                 self.fail(&mut guard, err);
+            }
+        }
+    }
+}
+
+/// Wakes every stream paused in the instance about to be discarded, so that they fail
+/// (Unavailable) now rather than at `max_pause`.
+fn wake_all(guard: &mut SlotGuard<'_>) {
+    if let Some(inst) = guard.as_mut() {
+        for ctx in inst.store.data().contexts.values() {
+            if let Some(tx) = &ctx.events {
+                let _ = tx.send(crate::state::Event::Wake);
             }
         }
     }

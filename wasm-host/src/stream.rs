@@ -135,6 +135,17 @@ impl Head for http::response::Parts {
     }
 }
 
+/// No head to lend: results delivered between phases see the snapshots only.
+struct NoHead;
+
+impl Head for NoHead {
+    fn install(&mut self, _scope: &mut Scope) -> i32 {
+        0
+    }
+
+    fn restore(&mut self, _state: &mut HostState, _ctx: u32) {}
+}
+
 #[derive(Clone, Copy)]
 enum Side {
     Request,
@@ -158,6 +169,20 @@ impl Stream {
                 events: tokio::sync::Mutex::new(events),
             }),
         }
+    }
+
+    /// Delivers `http_call` results that arrived while no phase was waiting (calls the
+    /// filter made without pausing), before the next phase runs.
+    fn drain_ready(&self) -> Result<(), Failure> {
+        let Ok(mut events) = self.inner.events.try_lock() else {
+            return Ok(());
+        };
+        while let Ok(event) = events.try_recv() {
+            if let Event::CallDone(token, result) = event {
+                self.run(|inst, ctx| deliver(inst, ctx, &mut NoHead, token, result))?;
+            }
+        }
+        Ok(())
     }
 
     fn run<R>(
@@ -223,6 +248,7 @@ impl Stream {
         side: Side,
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
+        self.drain_ready()?;
         let first = self.run(|inst, ctx| {
             let f = match side {
                 Side::Request => inst.funcs.on_request_headers.clone(),
@@ -295,6 +321,7 @@ impl Stream {
         body: &mut BytesMut,
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
+        self.drain_ready()?;
         self.run(|inst, ctx| {
             let (f, kind) = match side {
                 Side::Request => (inst.funcs.on_request_body.clone(), 0),
@@ -328,6 +355,7 @@ impl Stream {
     }
 
     fn trailer_phase(&self, side: Side, trailers: &mut HeaderMap) -> Result<Verdict, Failure> {
+        self.drain_ready()?;
         self.run(|inst, ctx| {
             let (f, kind) = match side {
                 Side::Request => (inst.funcs.on_request_trailers.clone(), REQUEST_TRAILERS),

@@ -651,3 +651,74 @@ fn host_plugin_and_stream_futures_are_send_and_sync() {
     let verdict = rt.block_on(fut).expect("runs");
     assert!(matches!(verdict, Verdict::Continue));
 }
+
+#[tokio::test]
+async fn a_stream_paused_in_an_instance_that_fails_is_unavailable_at_once() {
+    let caller = Arc::new(MockCaller::default());
+    caller
+        .delay_ms
+        .store(10_000, std::sync::atomic::Ordering::Relaxed);
+    let host = host_with(caller, Duration::from_secs(5));
+    let body = format!(
+        "{HTTP_CALL}{}",
+        r#"(func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) unreachable)"#
+    );
+    let plugin = plugin(&host, &wat(&body), spec("authz"));
+    let paused = plugin.start(info()).expect("start");
+    let trapping = plugin.start(info()).expect("start");
+    let began = Instant::now();
+    let mut parts = request("/");
+    let wait = paused.request_headers(&mut parts, true);
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        trapping.request_body(&mut BytesMut::new(), true)
+    };
+    let (waited, killed) = tokio::join!(wait, kill);
+    assert_eq!(killed.expect_err("traps").reason, FailureReason::Trap);
+    assert_eq!(
+        waited.expect_err("instance gone").reason,
+        FailureReason::Unavailable
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
+const FINISH: &str = r#"
+  (data (i32.const 100) "finished")
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 8) (i32.const 200)))
+    (i32.const 1))
+  (func (export "proxy_on_log") (param i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 1))))
+  (func (export "proxy_on_done") (param i32) (result i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 10)))
+    (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 100))))
+"#;
+
+#[tokio::test]
+async fn the_last_clone_dropped_finishes_the_context() {
+    let host = host();
+    let plugin = plugin(&host, &wat(FINISH), spec("finish"));
+    let finished = || {
+        host.metrics()
+            .into_iter()
+            .find(|m| m.name == "finished")
+            .expect("defined")
+            .value
+    };
+    let stream = plugin.start(info()).expect("start");
+    let clone = stream.clone();
+    stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect("runs");
+    drop(stream);
+    assert_eq!(finished(), 0, "a clone is still alive");
+    drop(clone);
+    assert_eq!(finished(), 111, "on_log, on_done and on_delete once each");
+}

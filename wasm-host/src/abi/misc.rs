@@ -62,6 +62,7 @@ fn flag(c: &mut C<'_>, set: impl FnOnce(&mut crate::state::Context)) -> i32 {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the ABI's signature
 fn send_local_response(
     mut c: C<'_>,
     code_: i32,

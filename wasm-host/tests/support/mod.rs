@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub fn module(imports: &str, body: &str) -> String {
 #[derive(Default)]
 pub struct MockCaller {
     pub status: Mutex<String>,
+    /// How long a call takes, in ms (5 when 0).
+    pub delay_ms: AtomicU64,
     pub seen: Mutex<Vec<OutgoingCall>>,
 }
 
@@ -50,8 +53,12 @@ impl HttpCaller for MockCaller {
     ) -> Pin<Box<dyn Future<Output = Result<CallResponse, String>> + Send>> {
         let status = self.status.lock().expect("lock").clone();
         self.seen.lock().expect("lock").push(call);
+        let delay = match self.delay_ms.load(Ordering::Relaxed) {
+            0 => 5,
+            ms => ms,
+        };
         Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(delay)).await;
             Ok(CallResponse {
                 headers: vec![(":status".into(), status.into_bytes())],
                 body: bytes::Bytes::from_static(b"ok"),

@@ -6,6 +6,14 @@
 //! [`Host::plugin`], and per request starts a [`Stream`] per filter and calls its phases.
 //! A failure ([`Failure`]) discards the instance it happened in; the proxy applies the
 //! filter's `failure` mode. `http_call`s go out through the proxy's [`HttpCaller`].
+//!
+//! Inside: one pooled wasmtime engine with epoch interruption (a ticker thread advances
+//! the epoch every millisecond; each guest call gets the filter's `time_limit` in ticks) and
+//! a store limiter for the memory cap. Each plugin has one slot per worker thread, a mutex
+//! around a warm instance whose root context is already configured; a request's context
+//! lives in the slot it started in. The request head is moved into the store for each
+//! synchronous guest call and moved back after it, so guest code never sees a dangling
+//! borrow and the lock is never held across an `.await`.
 
 mod abi;
 mod cache;

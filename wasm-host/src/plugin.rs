@@ -93,14 +93,17 @@ fn classify(err: &wasmtime::Error, instance: Option<&Instance>) -> FailureReason
     }
 }
 
-/// The trap's own words (the root cause), with the guest backtrace's first frame if any.
+/// The trap's own words (the root cause), with the innermost guest frame when there is a
+/// backtrace.
 pub(crate) fn describe(err: &wasmtime::Error) -> String {
     let root = err.root_cause().to_string();
     let top = err.to_string();
     if top == root {
-        root
-    } else {
-        format!("{root} ({})", top.lines().next().unwrap_or_default())
+        return root;
+    }
+    match top.lines().nth(1).map(str::trim) {
+        Some(frame) if !frame.is_empty() => format!("{root} at {frame}"),
+        _ => root,
     }
 }
 

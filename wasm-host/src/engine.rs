@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Instances the pool holds at most (all filters, all slots): a sidecar runs a few filters
-/// on a few worker threads, so this is generous while keeping reservations bounded.
-const POOL_INSTANCES: u32 = 128;
+/// Instances the pool holds at least and at most (all filters, all slots): a sidecar runs
+/// a few filters on a few worker threads; each instance reserves (not commits) 288 MiB of
+/// address space, so the ceiling keeps the reservation in the low hundreds of GiB.
+const POOL_MIN: usize = 128;
+const POOL_MAX: usize = 512;
+/// Pool instances per slot: room for a dozen filters plus the old versions of a reload.
+const POOL_PER_SLOT: usize = 16;
 /// Largest linear memory any filter may have; `PluginSpec::memory_bytes` caps below this.
 pub(crate) const MAX_MEMORY: usize = 256 << 20;
 /// The epoch ticker's period: the granularity of the CPU time limit.
@@ -31,12 +35,18 @@ fn base_config() -> Config {
 
 /// Makes the engine: pooled when the platform allows it, on demand otherwise.
 /// Returns whether the pool is in use.
-pub(crate) fn make_engine() -> Result<(Engine, bool), String> {
+pub(crate) fn make_engine(slots: usize) -> Result<(Engine, bool), String> {
+    let total = u32::try_from(
+        slots
+            .saturating_mul(POOL_PER_SLOT)
+            .clamp(POOL_MIN, POOL_MAX),
+    )
+    .unwrap_or(POOL_MIN as u32);
     let mut pooling = PoolingAllocationConfig::new();
     pooling
-        .total_core_instances(POOL_INSTANCES)
-        .total_memories(POOL_INSTANCES)
-        .total_tables(POOL_INSTANCES)
+        .total_core_instances(total)
+        .total_memories(total)
+        .total_tables(total)
         .max_memory_size(MAX_MEMORY)
         // Released slots keep no more than this many pages resident between uses.
         .max_unused_warm_slots(16);

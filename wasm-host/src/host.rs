@@ -87,7 +87,7 @@ fn validate(module: &wasmtime::Module) -> Result<(), LoadError> {
 impl Host {
     /// Makes the host. Call from inside a tokio runtime (ticks and paused streams use it).
     pub fn new(config: HostConfig, caller: Arc<dyn HttpCaller>) -> Result<Arc<Host>, LoadError> {
-        let (engine, pooled) = make_engine().map_err(LoadError::Host)?;
+        let (engine, pooled) = make_engine(config.slots.max(1)).map_err(LoadError::Host)?;
         let mut linker = Linker::new(&engine);
         abi::define(&mut linker).map_err(|e| LoadError::Host(e.to_string()))?;
         let ticker = EpochTicker::start(&engine).map_err(LoadError::Host)?;

@@ -23,8 +23,10 @@ pub(crate) struct Slot {
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// This thread's index, assigned round-robin on first use; slot = index mod slots.
-    static THREAD_INDEX: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    /// This thread's index, assigned round-robin when it first starts a stream (so that
+    /// blocking threads loading plugins do not take indices from the workers);
+    /// slot = index mod slots.
+    static THREAD_INDEX: Cell<Option<usize>> = const { Cell::new(None) };
     /// Slot locks this thread holds: a drop inside one must not block on another.
     static HELD: Cell<usize> = const { Cell::new(0) };
 }
@@ -151,7 +153,7 @@ impl Plugin {
     /// Starts a request's context in this thread's warm instance (a fresh instance where
     /// the last one failed).
     pub fn start(self: &Arc<Self>, info: StreamInfo) -> Result<crate::Stream, Failure> {
-        let slot = self.this_slot();
+        let slot = self.worker_slot();
         let mut guard = self.lock(slot);
         if guard.is_none() {
             self.fill(slot, &mut guard)
@@ -188,9 +190,24 @@ impl Plugin {
         }
     }
 
-    /// The slot this thread uses.
+    /// The slot this thread uses, assigning the thread an index if it has none.
+    fn worker_slot(&self) -> usize {
+        let index = THREAD_INDEX
+            .try_with(|i| match i.get() {
+                Some(index) => index,
+                None => {
+                    let index = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+                    i.set(Some(index));
+                    index
+                }
+            })
+            .unwrap_or(0);
+        index % self.slots.len()
+    }
+
+    /// The slot this thread would use (slot 0 for a thread that never started a stream).
     pub(crate) fn this_slot(&self) -> usize {
-        THREAD_INDEX.try_with(|i| *i).unwrap_or(0) % self.slots.len()
+        THREAD_INDEX.try_with(Cell::get).ok().flatten().unwrap_or(0) % self.slots.len()
     }
 
     /// Locks a slot, first finishing the contexts whose streams were dropped while it was

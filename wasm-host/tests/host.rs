@@ -16,6 +16,7 @@ const IMPORTS: &str = r#"
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_header_map_pairs" (func $pairs (param i32 i32 i32) (result i32)))
   (import "env" "proxy_send_local_response" (func $respond (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
@@ -50,7 +51,13 @@ const HEADERS: &str = r#"
   (data (i32.const 220) "x\0ay")
   (data (i32.const 240) ":status")
   (data (i32.const 250) "201")
-  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+  (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param i32) (result i32)
+    ;; The serialized map starts with its pair count: the num_headers argument.
+    (if (i32.ne (call $pairs (i32.const 0) (i32.const 260) (i32.const 264)) (i32.const 0)) (then unreachable))
+    (if (i32.ne (i32.load (i32.load (i32.const 260))) (local.get $n)) (then unreachable))
+    ;; A key outside memory: INVALID_MEMORY_ACCESS (6), not a host panic.
+    (if (i32.ne (call $get (i32.const 0) (i32.const 0x7ffffff0) (i32.const 64) (i32.const 200) (i32.const 204)) (i32.const 6))
+      (then unreachable))
     (drop (call $add (i32.const 0) (i32.const 100) (i32.const 7) (i32.const 120) (i32.const 3)))
     (if (i32.ne (call $get (i32.const 0) (i32.const 140) (i32.const 5) (i32.const 200) (i32.const 204)) (i32.const 0))
       (then unreachable))
@@ -132,8 +139,8 @@ async fn a_callback_that_loops_forever_times_out_and_the_next_start_gets_a_fresh
     let mut s = spec("spin");
     s.time_limit = Duration::from_millis(5);
     let plugin = plugin(&host, &wat(body), s);
-    let created = host.instances_created();
     let stream = plugin.start(info()).expect("start");
+    let created = host.instances_created();
     let began = Instant::now();
     let failure = stream
         .request_headers(&mut request("/"), true)

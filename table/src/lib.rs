@@ -7,6 +7,8 @@
 mod codec;
 mod model;
 pub mod precedence;
+pub mod slice;
+pub use slice::slice;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod validate;

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Engine, ExternType, Linker};
 
 use crate::cache::ModuleCache;
-use crate::engine::{deadline_ticks, make_engine, EpochTicker, MAX_MEMORY};
+use crate::engine::{make_engine, EpochTicker, MAX_MEMORY};
 use crate::state::HostState;
 use crate::tables::{MetricTable, QueueTable, SharedData};
 use crate::{
@@ -159,7 +159,7 @@ impl Host {
             pre,
             bytes::Bytes::from(spec.config_json.into_bytes()),
             memory,
-            deadline_ticks(spec.time_limit),
+            spec.time_limit,
         );
         let slot = plugin.this_slot();
         let mut guard = plugin.lock(slot);

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use wasmtime::{Store, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{Store, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 
 use crate::abi::wasi_exit_code;
-use crate::state::{Context, HostState, Limits, Scope};
+use crate::engine::deadline_ticks;
+use crate::state::{Context, CpuBudget, HostState, Limits, Scope};
 use crate::Plugin;
 
 /// The root context's id in every instance; request contexts count up from the next.
@@ -60,6 +61,10 @@ impl Instance {
         let mut contexts = HashMap::new();
         contexts.insert(ROOT_ID, Context::default());
         let state = HostState {
+            budget: CpuBudget {
+                limit: plugin.time_limit,
+                started: None,
+            },
             host: host.clone(),
             plugin: plugin.me.clone(),
             filter: plugin.name.clone(),
@@ -80,7 +85,14 @@ impl Instance {
         };
         let mut store = Store::new(&host.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // At each deadline, charge the callback its thread's CPU time: trap when the budget
+        // is spent, otherwise look again when the rest of it could be.
+        store.epoch_deadline_callback(|store| {
+            Ok(match store.data().budget.remaining() {
+                Some(left) => UpdateDeadline::Continue(deadline_ticks(left)),
+                None => UpdateDeadline::Interrupt,
+            })
+        });
         store.set_epoch_deadline(plugin.ticks);
         let instance = plugin.pre.instantiate(&mut store)?;
         let memory = instance.get_memory(&mut store, "memory");
@@ -150,6 +162,7 @@ impl Instance {
 
     /// Gives the next guest call the filter's time limit (counted in epoch ticks).
     pub(crate) fn arm(&mut self) {
+        self.store.data_mut().budget.started = Some(cpu_time::ThreadTime::now().as_duration());
         self.store.set_epoch_deadline(self.ticks);
     }
 

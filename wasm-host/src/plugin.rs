@@ -71,7 +71,9 @@ pub struct Plugin {
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) config: Bytes,
     pub(crate) memory_bytes: usize,
-    /// The time limit in epoch ticks.
+    /// The CPU time limit of one callback.
+    pub(crate) time_limit: std::time::Duration,
+    /// The time limit in epoch ticks (when the first CPU-time check happens).
     pub(crate) ticks: u64,
     slots: Vec<Slot>,
     last_warning: Mutex<Option<Instant>>,
@@ -117,8 +119,9 @@ impl Plugin {
         pre: InstancePre<HostState>,
         config: Bytes,
         memory_bytes: usize,
-        ticks: u64,
+        time_limit: std::time::Duration,
     ) -> Arc<Plugin> {
+        let ticks = crate::engine::deadline_ticks(time_limit);
         let slots = (0..host.config.slots.max(1))
             .map(|_| Slot {
                 instance: Mutex::new(None),
@@ -131,6 +134,7 @@ impl Plugin {
             name,
             sha256,
             pre,
+            time_limit,
             config,
             memory_bytes,
             ticks,

@@ -1,13 +1,18 @@
 //! Access logs: one JSON object per line, for the requests a service's `observe {
-//! access_log json sample P }` samples, written by a background task to stdout or to
+//! access_log json sample P }` samples, written by a thread of its own to stdout or to
 //! `[access_log] path`. The request path only formats its line and offers it to a bounded
 //! channel: when the writer falls behind, lines are dropped and counted
 //! (`mesh_access_log_dropped_total`), never waited for.
+//!
+//! A plain thread with blocking file writes, not a tokio task: tokio's file I/O hands each
+//! write to its blocking pool, a cross-thread round trip per batch on the request path's
+//! workers; here the writer batches whatever queued while it wrote and flushes when the
+//! queue is empty.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Lines waiting for the writer at most.
@@ -24,7 +29,8 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    /// Starts the writer task (on the current runtime): to `path`, appended, or stdout.
+    /// Starts the writer thread: to `path`, appended, or stdout. It ends when every
+    /// sender is dropped.
     pub fn start(path: Option<PathBuf>) -> AccessLog {
         let (tx, rx) = mpsc::channel(QUEUE);
         let log = AccessLog {
@@ -32,7 +38,13 @@ impl AccessLog {
             dropped: Counter::default(),
             written: Counter::default(),
         };
-        tokio::spawn(write(rx, path, log.written.clone()));
+        let written = log.written.clone();
+        if let Err(error) = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write(rx, path, &written))
+        {
+            tracing::error!(%error, "cannot start the access-log writer; lines will be dropped");
+        }
         log
     }
 
@@ -49,40 +61,40 @@ pub fn sampled(ppm: u32) -> bool {
     ppm > 0 && (ppm >= mesh_table::Ppm::FULL.0 || fastrand::u32(..mesh_table::Ppm::FULL.0) < ppm)
 }
 
-async fn write(mut rx: mpsc::Receiver<String>, path: Option<PathBuf>, written: Counter) {
-    let mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match &path {
-        Some(path) => match tokio::fs::OpenOptions::new()
+fn write(mut rx: mpsc::Receiver<String>, path: Option<PathBuf>, written: &Counter) {
+    let out: Box<dyn Write> = match &path {
+        Some(path) => match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .await
         {
             Ok(file) => Box::new(file),
             Err(error) => {
                 tracing::error!(%error, path = %path.display(), "cannot open the access log; writing it to stdout");
-                Box::new(tokio::io::stdout())
+                Box::new(std::io::stdout())
             }
         },
-        None => Box::new(tokio::io::stdout()),
+        None => Box::new(std::io::stdout()),
     };
-    let mut buf = Vec::with_capacity(64 * 1024);
-    while let Some(line) = rx.recv().await {
-        buf.clear();
-        buf.extend_from_slice(line.as_bytes());
-        buf.push(b'\n');
-        let mut n = 1;
-        // Write what has queued meanwhile in one go.
-        while buf.len() < 60 * 1024 {
-            let Ok(more) = rx.try_recv() else { break };
-            buf.extend_from_slice(more.as_bytes());
-            buf.push(b'\n');
-            n += 1;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Some(line) = rx.blocking_recv() {
+        let mut n = 0;
+        let mut next = Some(line);
+        // Write what has queued meanwhile, then flush once the queue is empty.
+        while let Some(line) = next {
+            let ok = out
+                .write_all(line.as_bytes())
+                .and_then(|()| out.write_all(b"\n"));
+            if let Err(error) = ok {
+                tracing::warn!(%error, "access log write failed");
+            } else {
+                n += 1;
+            }
+            next = rx.try_recv().ok();
         }
-        if let Err(error) = out.write_all(&buf).await {
-            tracing::warn!(%error, "access log write failed");
-            continue;
+        if let Err(error) = out.flush() {
+            tracing::warn!(%error, "access log flush failed");
         }
-        let _ = out.flush().await;
         written.inc_by(n);
     }
 }

@@ -273,57 +273,108 @@ impl Observation {
         Response::from_parts(parts, body)
     }
 
-    /// The access-log fields known at the response head.
+    /// The access-log fields known at the response head: shared names and what the
+    /// request already owns are moved or reference-counted, not copied into a map.
     fn line(
         &self,
         snapshot: &Snapshot,
         status: u16,
         reason: Option<String>,
         tries: &Tries,
-    ) -> serde_json::Map<String, serde_json::Value> {
+    ) -> Line {
         let names = &snapshot.names;
-        let mut line = serde_json::Map::new();
-        let mut put = |k: &str, v: serde_json::Value| {
-            line.insert(k.to_string(), v);
+        Line {
+            time: now_rfc3339(),
+            trace_id: self.trace_id.clone(),
+            direction: self.direction,
+            service: self.service.map(|s| names.service(Some(s))),
+            route: self.route.map(|r| names.route(Some(r))),
+            target: self.target.map(|s| names.service(Some(s))),
+            endpoint: tries.endpoint,
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            status,
+            peer: self.peer_identity.clone(),
+            rule: self.rule.clone(),
+            retries: tries.retries,
+            error: reason,
+        }
+    }
+}
+
+/// An access-log line's fields known at the response head.
+struct Line {
+    time: String,
+    trace_id: Option<String>,
+    direction: &'static str,
+    service: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    target: Option<Arc<str>>,
+    endpoint: Option<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    status: u16,
+    peer: Option<String>,
+    rule: Option<String>,
+    retries: u32,
+    error: Option<String>,
+}
+
+/// The line as written: one JSON object, fields in this order.
+#[derive(serde::Serialize)]
+struct LineJson<'a> {
+    time: &'a str,
+    trace_id: Option<&'a str>,
+    direction: &'a str,
+    service: Option<&'a str>,
+    route: Option<&'a str>,
+    target: Option<&'a str>,
+    endpoint: Option<SocketAddr>,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    peer: Option<&'a str>,
+    rule: Option<&'a str>,
+    retries: u32,
+    error: Option<&'a str>,
+    duration_ms: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Line {
+    /// The JSON text, with what is known once the body ended.
+    fn render(&self, duration_ms: f64, bytes_in: u64, bytes_out: u64) -> String {
+        let json = LineJson {
+            time: &self.time,
+            trace_id: self.trace_id.as_deref(),
+            direction: self.direction,
+            service: self.service.as_deref(),
+            route: self.route.as_deref(),
+            target: self.target.as_deref(),
+            endpoint: self.endpoint,
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            status: self.status,
+            peer: self.peer.as_deref(),
+            rule: self.rule.as_deref(),
+            retries: self.retries,
+            error: self.error.as_deref(),
+            duration_ms,
+            bytes_in,
+            bytes_out,
         };
-        put("time", now_rfc3339().into());
-        put("trace_id", self.trace_id.clone().into());
-        put("direction", self.direction.into());
-        put(
-            "service",
-            self.service
-                .map(|s| names.service(Some(s)).to_string())
-                .into(),
-        );
-        put(
-            "route",
-            self.route.map(|r| names.route(Some(r)).to_string()).into(),
-        );
-        put(
-            "target",
-            self.target
-                .map(|s| names.service(Some(s)).to_string())
-                .into(),
-        );
-        put(
-            "endpoint",
-            tries.endpoint.map(|e: SocketAddr| e.to_string()).into(),
-        );
-        put("method", self.method.as_str().into());
-        put("path", self.uri.path().into());
-        put("status", status.into());
-        put("peer", self.peer_identity.clone().into());
-        put("rule", self.rule.clone().into());
-        put("retries", tries.retries.into());
-        put("error", reason.into());
-        line
+        let mut out = Vec::with_capacity(384);
+        // Serializing plain fields into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &json);
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
 /// An access-log line waiting for the body's end.
 struct Pending {
     log: AccessLog,
-    line: serde_json::Map<String, serde_json::Value>,
+    line: Line,
     bytes_in: Counter,
     started: Instant,
 }
@@ -367,21 +418,14 @@ impl hyper::body::Body for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if let Some(mut pending) = self.log.take() {
+        if let Some(pending) = self.log.take() {
             let ms = pending.started.elapsed().as_secs_f64() * 1000.0;
-            pending.line.insert(
-                "duration_ms".into(),
-                ((ms * 1000.0).round() / 1000.0).into(),
+            let line = pending.line.render(
+                (ms * 1000.0).round() / 1000.0,
+                pending.bytes_in.get(),
+                self.local.get(),
             );
-            pending
-                .line
-                .insert("bytes_in".into(), pending.bytes_in.get().into());
-            pending
-                .line
-                .insert("bytes_out".into(), self.local.get().into());
-            pending
-                .log
-                .offer(serde_json::Value::Object(pending.line).to_string());
+            pending.log.offer(line);
         }
     }
 }

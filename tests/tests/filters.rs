@@ -353,7 +353,8 @@ async fn misbehaving_filters_are_stopped_and_their_failure_mode_applies() {
         mesh.try_exit("client").is_none(),
         "the proxy is still running"
     );
-    // Other routes serve on as before.
+    // Other routes serve on as before (a new connection: the first one idled out).
+    let mut conn = H1::open(mesh.outbound("client")).await;
     let reply = conn.get("web", "/fine").await;
     assert_eq!(reply.status, 200);
 }
@@ -468,6 +469,24 @@ async fn hot_loading_twenty_versions_under_load_loses_no_request() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         mesh.install_table(table);
+        // Each version is loaded before the next arrives: twenty real hot loads (a
+        // table swapped again while its module compiles would skip that version).
+        while metric(
+            &mesh,
+            "client",
+            "mesh_filter_loads_total",
+            "result=\"loaded\"",
+        )
+        .await
+            < (i + 2) as f64
+        {
+            assert!(
+                Instant::now() < deadline,
+                "version {} was not loaded",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     for task in tasks {
         task.await.expect("load task");

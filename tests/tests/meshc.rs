@@ -166,3 +166,56 @@ fn formatting_a_policy_does_not_change_what_it_compiles_to() {
         assert_eq!(meaning(&before), meaning(&after), "{name}");
     }
 }
+
+/// The examples' `ratelimit.wasm` and `audit.wasm` are the real example filters: their
+/// configs in the policies pass the schemas the modules declare.
+#[test]
+fn every_example_checks_against_the_real_example_filters() {
+    let modules = mesh_tests::filters::wasm_dir();
+    // Build them (once per process) before pointing meshc at the directory.
+    mesh_tests::filters::wasm("ratelimit");
+    let out = tempfile::tempdir().expect("tempdir");
+    let module_path = modules.to_str().expect("utf-8 path");
+    for policy in spec_examples().into_iter().chain(example_policies()) {
+        let policy = policy.to_str().expect("utf-8 path");
+        let check = meshc(
+            out.path(),
+            &[
+                "check",
+                "--deny-warnings",
+                "--module-path",
+                module_path,
+                policy,
+            ],
+        );
+        assert!(
+            check.status.success(),
+            "check {policy} with the real filters: {}",
+            text(&check.stderr)
+        );
+    }
+    // And a config the schema refuses is caught, naming the filter.
+    let bad = out.path().join("bad.mesh");
+    std::fs::write(
+        &bad,
+        "mesh \"m\" { trust_domain \"m.local\" }\n\
+         service api { port 8000 filters [limit] }\n\
+         filter limit { module \"ratelimit.wasm\" config { requests_per_second: 10, burst: \"lots\" } }\n",
+    )
+    .expect("write");
+    let check = meshc(
+        out.path(),
+        &[
+            "check",
+            "--module-path",
+            module_path,
+            bad.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stderr).contains("mesh::filter-config"),
+        "{}",
+        text(&check.stderr)
+    );
+}

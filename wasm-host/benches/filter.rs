@@ -1,0 +1,107 @@
+//! The cost of one filter on one request, in the host alone: start a context, run the
+//! request and response header phases, finish the context. With the example
+//! `header_adder.wasm` (built by `bash examples/filters/build.sh`) and, as a floor, a WAT
+//! module whose callbacks do nothing.
+//!
+//! `cargo bench -p mesh-wasm --bench filter`
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use mesh_wasm::{Direction, Host, HostConfig, PluginSpec, StreamInfo};
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod support;
+
+/// The example filter built for wasm32, if `examples/filters/build.sh` ran.
+fn header_adder() -> Option<Vec<u8>> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm-filters/wasm32-unknown-unknown/release/header_adder.wasm");
+    std::fs::read(&path).ok()
+}
+
+fn spec(name: &str, config: &str) -> PluginSpec {
+    PluginSpec {
+        name: name.into(),
+        config_json: config.into(),
+        memory_bytes: 16 << 20,
+        time_limit: Duration::from_millis(5),
+    }
+}
+
+fn info() -> StreamInfo {
+    StreamInfo {
+        direction: Direction::Inbound,
+        service: Arc::from("backend"),
+        route: None,
+        upstream_service: Some(Arc::from("backend")),
+        source: Some(([127, 0, 0, 1], 40000).into()),
+        destination: Some(([127, 0, 0, 1], 9000).into()),
+        peer_identity: Some("spiffe://bench.local/client".into()),
+        mtls: true,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _guard = runtime.enter();
+    let host = Host::new(
+        HostConfig {
+            slots: 1,
+            max_pause: Duration::from_secs(1),
+        },
+        Arc::new(support::MockCaller::default()),
+    )
+    .expect("host");
+    let mut plugins = vec![(
+        "noop (WAT)",
+        host.plugin(
+            &host
+                .compile(support::module("", "").as_bytes())
+                .expect("compile the noop module"),
+            spec("noop", "{}"),
+        )
+        .expect("noop plugin"),
+    )];
+    match header_adder() {
+        Some(bytes) => plugins.push((
+            "header_adder (SDK)",
+            host.plugin(
+                &host.compile(&bytes).expect("compile header_adder"),
+                spec("adder", r#"{"name":"x-added","value":"1"}"#),
+            )
+            .expect("header_adder plugin"),
+        )),
+        None => {
+            eprintln!("header_adder.wasm not built: run `bash examples/filters/build.sh` first")
+        }
+    }
+    let mut group = c.benchmark_group("one request through one filter");
+    for (name, plugin) in &plugins {
+        group.bench_function(*name, |b| {
+            b.iter(|| {
+                let stream = plugin.start(info()).expect("start");
+                let mut request = support::request("/api/items/1");
+                let verdict = runtime
+                    .block_on(stream.request_headers(&mut request, true))
+                    .expect("request headers");
+                let mut response = http::Response::new(()).into_parts().0;
+                let _ = runtime
+                    .block_on(stream.response_headers(&mut response, true))
+                    .expect("response headers");
+                black_box((verdict, request));
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

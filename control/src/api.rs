@@ -116,9 +116,16 @@ fn services(shared: &Shared) -> Response<Body> {
                     json!({ "registry": shared.registry.endpoints(&s.name) })
                 }
             };
+            let slice = shared.slices.get(&s.name, c, &shared.registry);
             out.insert(
                 s.name.clone(),
-                json!({ "name": s.name, "in_policy": true, "endpoints": endpoints }),
+                json!({
+                    "name": s.name,
+                    "in_policy": true,
+                    "endpoints": endpoints,
+                    "slice_checksum": slice.as_ref().map(|s| s.checksum.clone()),
+                    "slice_bytes": slice.as_ref().map(|s| s.bytes.len()),
+                }),
             );
         }
     }
@@ -135,9 +142,15 @@ fn services(shared: &Shared) -> Response<Body> {
         if p.connected && p.healthy {
             count("healthy", entry);
         }
+        if p.connected
+            && p.applied.is_some()
+            && entry["slice_checksum"].as_str() == p.applied.as_deref()
+        {
+            count("in_sync", entry);
+        }
     }
     for v in out.values_mut() {
-        for key in ["connected", "healthy"] {
+        for key in ["connected", "healthy", "in_sync"] {
             if v[key].is_null() {
                 v[key] = json!(0);
             }

@@ -14,6 +14,7 @@ pub mod registry;
 pub mod shared;
 pub mod slices;
 pub mod state;
+pub mod swarm;
 pub mod tls;
 pub mod traffic;
 pub mod watch;

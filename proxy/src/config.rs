@@ -13,8 +13,17 @@ use serde::Deserialize;
 pub struct Config {
     /// The mesh service this sidecar fronts.
     pub service: String,
-    /// The compiled rule table (the control plane comes later).
-    pub table: PathBuf,
+    /// The compiled rule table, watched; or else `control`.
+    #[serde(default)]
+    pub table: Option<PathBuf>,
+    /// The control plane's proxy listener, `host:port`: tables come from it instead of a
+    /// file (exactly one of `table` and `control`).
+    #[serde(default)]
+    pub control: Option<String>,
+    /// The config file's directory (set by [`Config::load`]): where relative paths and the
+    /// default state directory are.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
     /// How often the table file is checked for changes, in milliseconds.
     #[serde(default = "default_table_poll_ms")]
     pub table_poll_ms: u64,
@@ -107,8 +116,15 @@ pub struct Identity {
     pub cert: Option<PathBuf>,
     /// Its private key (`key.pem`).
     pub key: Option<PathBuf>,
-    /// The trust bundle: the mesh's root(s) (`bundle.pem`).
+    /// The trust bundle: the mesh's root(s) (`bundle.pem`). With `token_file`, the roots
+    /// the control plane's certificate must chain to.
     pub bundle: Option<PathBuf>,
+    /// A join token (`meshc token create SERVICE`), instead of `cert` and `key`: the proxy
+    /// gets its certificate from the control plane and renews it itself.
+    pub token_file: Option<PathBuf>,
+    /// With `token_file`: where the bootstrapped certificate, key and bundle are kept
+    /// (default `<service>.state` beside the config file).
+    pub dir: Option<PathBuf>,
     /// How often the three files are checked for changes, in milliseconds (SIGHUP also
     /// reloads them).
     #[serde(default = "default_identity_poll_ms")]
@@ -302,6 +318,7 @@ impl Config {
             message,
         })?;
         if let Some(dir) = path.parent() {
+            config.base_dir = dir.to_path_buf();
             config.resolve_identity_paths(dir);
         }
         Ok(config)
@@ -310,9 +327,15 @@ impl Config {
     /// Makes the `[identity]` paths relative to `dir` (the config file's directory) absolute.
     pub fn resolve_identity_paths(&mut self, dir: &Path) {
         if let Some(identity) = &mut self.identity {
-            for path in [&mut identity.cert, &mut identity.key, &mut identity.bundle]
-                .into_iter()
-                .flatten()
+            for path in [
+                &mut identity.cert,
+                &mut identity.key,
+                &mut identity.bundle,
+                &mut identity.token_file,
+                &mut identity.dir,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if path.is_relative() {
                     *path = dir.join(&*path);
@@ -325,11 +348,35 @@ impl Config {
     /// (`insecure_plaintext`). `check` made sure it is one or the other.
     pub fn identity_paths(&self) -> Option<mesh_identity::IdentityPaths> {
         let identity = self.identity.as_ref()?;
+        if identity.token_file.is_some() {
+            return Some(mesh_identity::IdentityPaths::in_dir(&self.state_dir()));
+        }
         Some(mesh_identity::IdentityPaths {
             cert: identity.cert.clone()?,
             key: identity.key.clone()?,
             bundle: identity.bundle.clone()?,
         })
+    }
+
+    /// Where the proxy keeps what the control plane gave it (bootstrapped credentials,
+    /// fetched filter modules): `[identity] dir`, else `<service>.state` beside the config.
+    pub fn state_dir(&self) -> PathBuf {
+        self.identity
+            .as_ref()
+            .and_then(|i| i.dir.clone())
+            .unwrap_or_else(|| self.base_dir.join(format!("{}.state", self.service)))
+    }
+
+    /// Where filter modules are looked for when `[filters] modules` is empty: the table
+    /// file's directory, or with a control plane the state directory's `modules`.
+    pub fn default_module_dir(&self) -> PathBuf {
+        match &self.table {
+            Some(table) => table
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            None => self.state_dir().join("modules"),
+        }
     }
 
     /// Parses and checks a configuration's text; the error says what and where.
@@ -362,6 +409,21 @@ impl Config {
                     "key `tracing.otlp_endpoint`: `{endpoint}` is not an http:// URL (such as http://127.0.0.1:4318/v1/traces)"
                 ));
             }
+        }
+        match (&self.table, &self.control) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(
+                    "keys `table` and `control`: exactly one is required: `table = \"FILE\"` \
+                     (a compiled rule table) or `control = \"HOST:PORT\"` (the control plane)"
+                        .into(),
+                )
+            }
+            (None, Some(control)) if !is_host_port(control) => {
+                return Err(format!(
+                    "key `control`: `{control}` is not a host:port (such as 127.0.0.1:7070)"
+                ))
+            }
+            _ => {}
         }
         if self.table_poll_ms == 0 {
             return Err("key `table_poll_ms`: must be above 0".into());
@@ -402,6 +464,12 @@ impl Config {
         let Some(identity) = &self.identity else {
             return Err(format!("no `[identity]`: {HOW}"));
         };
+        if identity.token_file.is_some() {
+            return self.check_token_identity(identity);
+        }
+        if identity.dir.is_some() {
+            return Err("key `identity.dir`: only with `identity.token_file`".into());
+        }
         let given = [
             ("cert", identity.cert.is_some()),
             ("key", identity.key.is_some()),
@@ -414,6 +482,13 @@ impl Config {
                      remove one or the other"
                 ));
             }
+            if self.control.is_some() {
+                return Err(
+                    "key `identity.insecure_plaintext`: the control plane is reached \
+                     over mTLS; give `cert`, `key` and `bundle`, or `token_file` and `bundle`"
+                        .into(),
+                );
+            }
             return Ok(());
         }
         if let Some((key, _)) = given.iter().find(|(_, set)| !*set) {
@@ -425,10 +500,49 @@ impl Config {
         Ok(())
     }
 
+    /// A join token instead of certificate files: needs the control plane and the bundle
+    /// that authenticates it, and excludes the files it replaces.
+    fn check_token_identity(&self, identity: &Identity) -> Result<(), String> {
+        for (key, set) in [
+            ("cert", identity.cert.is_some()),
+            ("key", identity.key.is_some()),
+            ("insecure_plaintext", identity.insecure_plaintext),
+        ] {
+            if set {
+                return Err(format!(
+                    "key `identity.{key}`: `identity.token_file` gets the certificate from the \
+                     control plane; remove one or the other"
+                ));
+            }
+        }
+        if self.control.is_none() {
+            return Err(
+                "key `identity.token_file`: a join token needs `control = \"HOST:PORT\"`".into(),
+            );
+        }
+        if identity.bundle.is_none() {
+            return Err(
+                "key `identity.bundle` is missing: with `identity.token_file`, the \
+                 bundle authenticates the control plane"
+                    .into(),
+            );
+        }
+        if identity.poll_ms == 0 {
+            return Err("key `identity.poll_ms`: must be above 0".into());
+        }
+        Ok(())
+    }
+
     /// The drain time.
     pub fn drain(&self) -> Duration {
         Duration::from_millis(self.drain_ms)
     }
+}
+
+/// `host:port` with a non-empty host and a port number.
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
 /// toml's message plus the line and column of the problem, and the key when the problem
@@ -577,6 +691,66 @@ bundle = "/etc/mesh/bundle.pem"
         let both = format!("{head}[identity]\ninsecure_plaintext = true\ncert = \"c.pem\"\n");
         let e = Config::parse(&both).expect_err("contradiction");
         assert!(e.contains("identity.cert"), "{e}");
+    }
+
+    #[test]
+    fn exactly_one_of_table_and_control() {
+        let control = GOOD.replace(
+            "table = \"build/shop.table\"",
+            "control = \"127.0.0.1:7070\"",
+        );
+        let c = Config::parse(&control).expect("control instead of table");
+        assert_eq!(c.control.as_deref(), Some("127.0.0.1:7070"));
+        assert!(c.table.is_none());
+        let both = GOOD.replace(
+            "table = \"build/shop.table\"",
+            "table = \"t\"\ncontrol = \"127.0.0.1:7070\"",
+        );
+        let e = Config::parse(&both).expect_err("both");
+        assert!(e.contains("exactly one") && e.contains("control"), "{e}");
+        let bad = control.replace("127.0.0.1:7070", "localhost");
+        let e = Config::parse(&bad).expect_err("no port");
+        assert!(
+            e.contains("key `control`") && e.contains("host:port"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_join_token_replaces_cert_and_key() {
+        let (head, _) = GOOD.split_once("[identity]").expect("identity section");
+        let head = head.replace("table = \"build/shop.table\"", "control = \"cp:7070\"");
+        let token = format!("{head}[identity]\ntoken_file = \"token\"\nbundle = \"b.pem\"\n");
+        let mut c = Config::parse(&token).expect("token");
+        c.base_dir = "/srv/proxy".into();
+        c.resolve_identity_paths(std::path::Path::new("/srv/proxy"));
+        let paths = c.identity_paths().expect("paths");
+        assert_eq!(
+            paths.cert,
+            std::path::Path::new("/srv/proxy/payments.state/cert.pem")
+        );
+        assert_eq!(
+            c.default_module_dir(),
+            std::path::Path::new("/srv/proxy/payments.state/modules")
+        );
+        let dir = format!("{token}dir = \"/var/lib/mesh\"\n");
+        let c = Config::parse(&dir).expect("dir");
+        assert_eq!(c.state_dir(), std::path::Path::new("/var/lib/mesh"));
+        let with_cert = format!("{token}cert = \"c.pem\"\n");
+        let e = Config::parse(&with_cert).expect_err("token and cert");
+        assert!(e.contains("identity.cert"), "{e}");
+        let no_bundle = format!("{head}[identity]\ntoken_file = \"token\"\n");
+        let e = Config::parse(&no_bundle).expect_err("no bundle");
+        assert!(e.contains("identity.bundle"), "{e}");
+        let file_table = format!("{GOOD}token_file = \"token\"\n").replace(
+            "cert = \"certs/payments/cert.pem\"\nkey = \"certs/payments/key.pem\"\n",
+            "",
+        );
+        let e = Config::parse(&file_table).expect_err("token without control");
+        assert!(e.contains("needs `control"), "{e}");
+        let dir_alone = format!("{GOOD}dir = \"state\"\n");
+        let e = Config::parse(&dir_alone).expect_err("dir without token");
+        assert!(e.contains("identity.dir"), "{e}");
     }
 
     #[test]

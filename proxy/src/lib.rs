@@ -21,6 +21,7 @@ pub mod body;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod discovery;
 pub mod errors;
 pub mod explain;
@@ -142,11 +143,7 @@ fn start_filters(
     match mesh_wasm::Host::new(host_config, caller) {
         Ok(host) => {
             let dirs = if config.filters.modules.is_empty() {
-                let table_dir = config.table.parent().filter(|d| !d.as_os_str().is_empty());
-                vec![table_dir.map_or_else(
-                    || std::path::PathBuf::from("."),
-                    std::path::Path::to_path_buf,
-                )]
+                vec![config.default_module_dir()]
             } else {
                 config.filters.modules.clone()
             };
@@ -172,6 +169,10 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
     #[cfg(unix)]
     let _hangup_installed = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let tables = Arc::new(Tables::default());
+    // A join token: the credentials come from the control plane before anything starts.
+    if !control::bootstrap::ensure(&config).await {
+        return Ok(());
+    }
     let transport = Arc::new(transport(&config, &tables)?);
     let upstreams = Arc::new(Upstreams::new(
         Duration::from_millis(config.outbound.connect_timeout_ms),
@@ -182,16 +183,18 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
         clusters: Clusters::new(Arc::clone(&upstreams), resolver(&config)),
         budgets: retry::budget::Budgets::default(),
     });
-    match snapshot::Snapshot::load(&config.table, &config.service, &registries) {
-        Ok(first) => {
-            tracing::info!(checksum = %first.checksum, path = %config.table.display(), "rule table loaded");
-            tables.store(first);
-        }
-        Err(error) => {
-            tables
-                .failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(%error, path = %config.table.display(), "no usable rule table yet; not ready until one loads");
+    if let Some(path) = &config.table {
+        match snapshot::Snapshot::load(path, &config.service, &registries) {
+            Ok(first) => {
+                tracing::info!(checksum = %first.checksum, path = %path.display(), "rule table loaded");
+                tables.store(first);
+            }
+            Err(error) => {
+                tables
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(%error, path = %path.display(), "no usable rule table yet; not ready until one loads");
+            }
         }
     }
     let mut metrics = metrics::Metrics::new(
@@ -248,13 +251,18 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
     let outbound_listener = bind("outbound", config.outbound.listen).await?;
     let admin_listener = bind("admin", config.admin.listen).await?;
 
-    tokio::spawn(table_watch::watch(
-        Arc::clone(&tables),
-        registries,
-        config.table.clone(),
-        config.service.clone(),
-        Duration::from_millis(config.table_poll_ms),
-    ));
+    match &config.table {
+        Some(path) => {
+            tokio::spawn(table_watch::watch(
+                Arc::clone(&tables),
+                registries,
+                path.clone(),
+                config.service.clone(),
+                Duration::from_millis(config.table_poll_ms),
+            ));
+        }
+        None => control::spawn(&config, Arc::clone(&ctx), transport.credentials().cloned()),
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(credentials) = transport.credentials() {

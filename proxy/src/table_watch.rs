@@ -1,8 +1,8 @@
 //! Keeps the current snapshot fresh: polls the table file and reloads on change or SIGHUP.
 //! A table that fails to load is logged and the previous one keeps serving.
 //!
-//! This is the table source seam: the control plane will be a second source that stores
-//! snapshots into the same [`Tables`].
+//! This is the table source seam: the control plane is a second source ([`apply_bytes`])
+//! that stores snapshots into the same [`Tables`].
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +84,37 @@ pub async fn watch(
             }
             Err(error) => tracing::error!(%error, "table load task failed"),
         }
+    }
+}
+
+/// Applies an encoded table from the control plane as the file watcher would: decoded,
+/// validated and indexed off the runtime, then stored. `Ok` is its checksum; `Err` the
+/// reason it was refused (for a NACK), in which case the previous table keeps serving.
+pub async fn apply_bytes(
+    tables: &Tables,
+    registries: &Arc<Registries>,
+    service: &str,
+    bytes: Vec<u8>,
+) -> Result<String, String> {
+    let loaded = {
+        let service = service.to_string();
+        let registries = Arc::clone(registries);
+        tokio::task::spawn_blocking(move || Snapshot::from_bytes(&bytes, &service, &registries))
+            .await
+    };
+    match loaded {
+        Ok(Ok(snapshot)) => {
+            let checksum = snapshot.checksum.clone();
+            tracing::info!(%checksum, "rule table applied from the control plane");
+            tables.store(snapshot);
+            Ok(checksum)
+        }
+        Ok(Err(error)) => {
+            tables.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(%error, "rule table from the control plane refused; the previous table keeps serving");
+            Err(error.to_string())
+        }
+        Err(error) => Err(format!("table load task failed: {error}")),
     }
 }
 

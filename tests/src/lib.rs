@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod body;
 pub mod client;
+pub mod control;
 pub mod filters;
 pub mod mesh;
 pub mod resilience_support;

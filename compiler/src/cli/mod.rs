@@ -4,13 +4,17 @@
 //! corrupt table, unformatted files under `--check`), 2 the command could not run (usage
 //! errors, which clap reports with status 2, unreadable inputs, unwritable outputs).
 
+mod api;
+mod apply;
 mod ca;
 mod check;
 mod compile;
 mod explain;
 mod fmt;
 mod inspect;
+mod status;
 mod test;
+mod token;
 mod why;
 
 use std::ffi::OsString;
@@ -74,7 +78,12 @@ enum Command {
     Why(why::Args),
     /// The mesh certificate authority: create one, issue workload certificates.
     Ca(ca::Args),
-    // Planned: `token`, `apply`, `status`; each gets its own module.
+    /// Join tokens for proxies that bootstrap from the control plane: create, revoke.
+    Token(token::Args),
+    /// Upload a policy directory to the control plane and wait for the proxies' ACKs.
+    Apply(apply::Args),
+    /// The control plane's proxies, their tables, and the traffic summary.
+    Status(status::Args),
 }
 
 /// Parses the command line and runs the subcommand. Usage errors exit here with status 2
@@ -90,6 +99,9 @@ pub(crate) fn run() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Why(args) => why::run(args),
         Command::Ca(args) => ca::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Apply(args) => apply::run(args),
+        Command::Status(args) => status::run(args),
     };
     outcome.into()
 }

@@ -1,0 +1,374 @@
+//! The control plane fixture: a real `mesh-control` (CA from `meshc ca init`, a policy
+//! directory, the proxies' and operator listeners on free loopback ports) and sidecars that
+//! take their tables and certificates from it (`control = ...`, a join token).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::client::{h1_request, Reply, H1};
+use crate::{binary, meshc};
+
+/// The operator API's bearer token in these tests.
+pub const OPERATOR_TOKEN: &str = "operator-secret-token";
+
+/// A free loopback port (released, so a process can bind it).
+pub fn free_addr() -> SocketAddr {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("reserve a port: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("reserved port: {e}"))
+}
+
+/// A running `mesh-control`; killed on drop.
+#[derive(Debug)]
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    /// The proxies' listener.
+    pub proxies: SocketAddr,
+    /// The operator API's listener.
+    pub api: SocketAddr,
+    child: Mutex<Option<Child>>,
+    starts: Mutex<usize>,
+    sidecars: std::sync::atomic::AtomicUsize,
+}
+
+impl ControlPlane {
+    /// Starts a control plane whose policy directory holds `policy.mesh` = `policy`, with a
+    /// CA in `trust_domain`, issuing certificates for `cert_ttl` (such as `24h`, `30s`).
+    pub async fn start(policy: &str, trust_domain: &str, cert_ttl: &str) -> ControlPlane {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let out = meshc(
+            dir.path(),
+            &["ca", "init", "ca", "--trust-domain", trust_domain],
+        );
+        assert!(
+            out.status.success(),
+            "meshc ca init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::create_dir_all(dir.path().join("policies"))
+            .unwrap_or_else(|e| panic!("mkdir policies: {e}"));
+        std::fs::write(dir.path().join("policies/policy.mesh"), policy)
+            .unwrap_or_else(|e| panic!("write the policy: {e}"));
+        let (proxies, api) = (free_addr(), free_addr());
+        let config = format!(
+            "policies = \"policies\"\nca = \"ca\"\ncert_ttl = \"{cert_ttl}\"\nstate = \"state\"\n\
+             registry_grace_ms = 2000\n\
+             [proxies]\nlisten = \"{proxies}\"\n[api]\nlisten = \"{api}\"\ntoken = \"{OPERATOR_TOKEN}\"\n"
+        );
+        std::fs::write(dir.path().join("control.toml"), config)
+            .unwrap_or_else(|e| panic!("write control.toml: {e}"));
+        let control = ControlPlane {
+            dir,
+            proxies,
+            api,
+            child: Mutex::new(None),
+            starts: Mutex::new(0),
+            sidecars: std::sync::atomic::AtomicUsize::new(0),
+        };
+        control.spawn().await;
+        control
+    }
+
+    /// The scratch directory (CA, policies, configs, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The trust bundle proxies authenticate the control plane with.
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.path().join("ca/root.pem")
+    }
+
+    /// `http://` + the API listener, for `meshc --control`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.api)
+    }
+
+    /// Starts the process (again) and waits until its API answers.
+    pub async fn spawn(&self) {
+        let n = {
+            let mut starts = lock(&self.starts);
+            *starts += 1;
+            *starts
+        };
+        let log = self.dir.path().join(format!("control-{n}.log"));
+        let stderr =
+            std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let child = Command::new(binary("mesh-control"))
+            .arg("--config")
+            .arg(self.dir.path().join("control.toml"))
+            .env("MESH_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start mesh-control: {e}"));
+        *lock(&self.child) = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = lock(&self.child)
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("mesh-control exited ({status}):\n{}", self.log());
+            }
+            if let Ok(Ok(reply)) =
+                tokio::time::timeout(Duration::from_secs(2), self.try_api_get("/v1/proxies")).await
+            {
+                if reply.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "mesh-control did not answer on {} within 20s:\n{}",
+                self.api,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the process (SIGKILL: a crash, not a drain).
+    pub fn kill(&self) {
+        if let Some(mut child) = lock(&self.child).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything the control plane logged, all runs.
+    pub fn log(&self) -> String {
+        let n = *lock(&self.starts);
+        (1..=n)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("control-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    async fn try_api_get(&self, path: &str) -> std::io::Result<Reply> {
+        let mut connection = H1::connect(self.api).await?;
+        let request = h1_request(http::Method::GET, "control", path)
+            .header("authorization", format!("Bearer {OPERATOR_TOKEN}"))
+            .body(crate::body::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Ok(connection.fetch(request).await)
+    }
+
+    /// `GET path` on the operator API, as JSON.
+    pub async fn api_get(&self, path: &str) -> serde_json::Value {
+        let reply = self
+            .try_api_get(path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.text());
+        reply.json()
+    }
+
+    /// Runs `meshc` in the scratch directory with the operator token set.
+    pub fn meshc(&self, args: &[&str]) -> Output {
+        self.meshc_with_token(args, Some(OPERATOR_TOKEN))
+    }
+
+    /// Runs `meshc` with `MESH_CONTROL_TOKEN` = `token` (unset when `None`).
+    pub fn meshc_with_token(&self, args: &[&str], token: Option<&str>) -> Output {
+        let mut command = Command::new(binary("meshc"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1");
+        match token {
+            Some(token) => command.env("MESH_CONTROL_TOKEN", token),
+            None => command.env_remove("MESH_CONTROL_TOKEN"),
+        };
+        command
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run meshc: {e}"))
+    }
+
+    /// `meshc token create SERVICE`: a join token.
+    pub fn create_token(&self, service: &str) -> String {
+        let out = self.meshc(&["token", "create", service, "--control", &self.url()]);
+        assert!(
+            out.status.success(),
+            "meshc token create {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts a sidecar for `service` (its application at `app`) that bootstraps with
+    /// `token` and takes its tables from this control plane.
+    pub fn sidecar(&self, service: &str, app: SocketAddr, token: &str) -> Sidecar {
+        let n = self
+            .sidecars
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("{service}-{n}");
+        let (inbound, outbound, admin) = (free_addr(), free_addr(), free_addr());
+        let token_file = self.dir.path().join(format!("{name}.token"));
+        std::fs::write(&token_file, token).unwrap_or_else(|e| panic!("write the token: {e}"));
+        let config = self.dir.path().join(format!("{name}.toml"));
+        let text = format!(
+            "service = \"{service}\"\ncontrol = \"{control}\"\ndrain_ms = 2000\nworkers = 2\n\
+             [inbound]\nlisten = \"{inbound}\"\napp = \"{app}\"\n\
+             [outbound]\nlisten = \"{outbound}\"\n\
+             [admin]\nlisten = \"{admin}\"\n\
+             [identity]\ntoken_file = \"{name}.token\"\nbundle = \"ca/root.pem\"\n\
+             dir = \"{name}.state\"\npoll_ms = 100\n",
+            control = self.proxies,
+        );
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+        let log = self.dir.path().join(format!("{name}.log"));
+        let stderr =
+            std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let child = Command::new(binary("mesh-proxy"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start mesh-proxy: {e}"));
+        Sidecar {
+            service: service.to_string(),
+            inbound,
+            outbound,
+            admin,
+            log,
+            state: self.dir.path().join(format!("{name}.state")),
+            child: Mutex::new(child),
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        self.kill();
+        if panicking {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- last lines of the control plane's log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// A sidecar run against the control plane; killed on drop.
+#[derive(Debug)]
+pub struct Sidecar {
+    /// Its service.
+    pub service: String,
+    /// Where other sidecars reach it.
+    pub inbound: SocketAddr,
+    /// Where its application sends calls.
+    pub outbound: SocketAddr,
+    /// Its admin listener.
+    pub admin: SocketAddr,
+    /// Its stderr.
+    pub log: PathBuf,
+    /// Its state directory (bootstrapped credentials).
+    pub state: PathBuf,
+    child: Mutex<Child>,
+}
+
+impl Sidecar {
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` on its admin listener; `None` when nothing answers.
+    pub async fn admin_get(&self, path: &str) -> Option<Reply> {
+        let mut connection = tokio::time::timeout(Duration::from_secs(1), H1::connect(self.admin))
+            .await
+            .ok()?
+            .ok()?;
+        let request = h1_request(http::Method::GET, "admin", path)
+            .body(crate::body::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::timeout(Duration::from_secs(2), connection.fetch(request))
+            .await
+            .ok()
+    }
+
+    /// Whether `/ready` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        self.admin_get("/ready")
+            .await
+            .is_some_and(|r| r.status == 200)
+    }
+
+    /// Waits until `/ready` answers 200; fails the test with the log if it never does.
+    pub async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = lock(&self.child).try_wait() {
+                panic!(
+                    "the sidecar of {} exited ({status}):\n{}",
+                    self.service,
+                    self.log()
+                );
+            }
+            if self.is_ready().await {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the sidecar of {} was not ready within 30s:\n{}",
+                self.service,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The checksum of the table it runs (`/config`), if any.
+    pub async fn checksum(&self) -> Option<String> {
+        let reply = self.admin_get("/config").await?;
+        reply.json()["checksum"].as_str().map(str::to_string)
+    }
+
+    /// Its `/tls` page: identity and certificate serial.
+    pub async fn tls(&self) -> serde_json::Value {
+        self.admin_get("/tls")
+            .await
+            .map(|r| r.json())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let mut child = lock(&self.child);
+        let _ = child.kill();
+        let _ = child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- last lines of the {} sidecar's log ---", self.service);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -63,6 +63,11 @@ pub struct Aggregate {
     pub reports: u64,
 }
 
+/// (service, route).
+type RouteKey = (String, Option<String>);
+/// requests, errors, Σ p50 × requests, max p99, reports.
+type Sums = (u64, u64, f64, f64, u64);
+
 /// The reports of the last [`WINDOW`].
 #[derive(Debug, Default)]
 pub struct Traffic {
@@ -83,8 +88,7 @@ impl Traffic {
         let now = Instant::now();
         let mut reports = self.lock();
         prune(&mut reports, now);
-        let mut by_key: BTreeMap<(String, Option<String>), (u64, u64, f64, f64, u64)> =
-            BTreeMap::new();
+        let mut by_key: BTreeMap<RouteKey, Sums> = BTreeMap::new();
         for (_, report) in reports.iter() {
             for r in &report.routes {
                 let e = by_key

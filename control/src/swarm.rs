@@ -204,12 +204,13 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "subscribers {}/{} (connected in {:.1} s), control plane {:.1} KiB per proxy, \
-             policy change delivered to {}: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; last ack recorded after {} (slice {} bytes)",
+             policy change delivered to {}: min {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; last ack recorded after {} (slice {} bytes)",
             self.connected,
             self.wanted,
             self.connect_s,
             self.kib_per_proxy,
             d.len(),
+            d.first().copied().unwrap_or(f64::NAN),
             quantile(d, 0.5),
             quantile(d, 0.99),
             d.last().copied().unwrap_or(f64::NAN),

@@ -262,6 +262,15 @@ async fn tokens_survive_a_restart() {
         again["version"], policy["version"],
         "same policy, same version"
     );
+
+    // Restarted with a policy directory that no longer compiles: the saved table is served.
+    drop(running);
+    std::fs::write(env.policies().join("broken.mesh"), "service {").expect("write");
+    let running = env.start(10_000).await;
+    let (_, broken) = op(running.api_addr, "GET", "/v1/policy", None).await;
+    assert_eq!(broken["checksum"], policy["checksum"], "{broken}");
+    assert_eq!(broken["version"], policy["version"]);
+    assert_eq!(broken["last_compile"]["ok"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,4 +444,58 @@ fn bad_config_exits_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cert_ttl"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_modules_are_served_by_digest_over_mtls() {
+    let env = Env::new();
+    // The smallest valid WebAssembly module.
+    let module: &[u8] = b"\0asm\x01\0\0\0";
+    std::fs::write(env.policies().join("tag.wasm"), module).expect("module");
+    let with_filter = POLICY.replace(
+        "route v1 on api { match { path prefix \"/v1\" } to api }",
+        "filter tag { module \"tag.wasm\" }\nroute v1 on api { match { path prefix \"/v1\" } to api filters [tag] }",
+    );
+    std::fs::write(env.policies().join("shop.mesh"), with_filter).expect("policy");
+    let running = env.start(10_000).await;
+    let config = proxy_config(&env, &running, "web").await;
+    let mut stream = subscribe(
+        running.proxies_addr,
+        config.clone(),
+        json!({"service": "web"}),
+    )
+    .await;
+    let (table, _) = next_table(&mut stream).await;
+    assert_eq!(
+        table.filters.len(),
+        1,
+        "web's slice carries the route filter"
+    );
+    let digest = mesh_control::policy::hex(&table.filters[0].sha256);
+
+    let mut conn = client::connect(running.proxies_addr, config, TD)
+        .await
+        .expect("connect");
+    let (status, bytes) = client::get(&mut conn, &format!("/v1/modules/{digest}"))
+        .await
+        .expect("get");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&bytes[..], module);
+    let (status, _) = client::get(&mut conn, &format!("/v1/modules/{}", "0".repeat(64)))
+        .await
+        .expect("get");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let anon = client::anonymous_config(&env.bundle_pem(), TD).expect("config");
+    let mut conn = client::connect(running.proxies_addr, anon, TD)
+        .await
+        .expect("connect");
+    let (status, _) = client::get(&mut conn, &format!("/v1/modules/{digest}"))
+        .await
+        .expect("get");
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "modules need a client certificate"
+    );
 }

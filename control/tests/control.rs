@@ -367,6 +367,25 @@ async fn registry_endpoints_appear_in_callers_slices_and_leave_after_grace() {
         "{services}"
     );
 
+    // Unhealthy: out of the callers' slices; healthy again: back.
+    let hello =
+        |healthy: bool| json!({"service": "api", "inbound": "127.0.0.1:7200", "healthy": healthy});
+    api_stream
+        .send_json(mesh_control::frames::HELLO, &hello(false))
+        .await
+        .expect("hello");
+    let (table, _) = next_table(&mut web_stream).await;
+    assert_eq!(api_of(&table), mesh_table::Endpoints::Static(vec![]));
+    api_stream
+        .send_json(mesh_control::frames::HELLO, &hello(true))
+        .await
+        .expect("hello");
+    let (table, _) = next_table(&mut web_stream).await;
+    assert_eq!(
+        api_of(&table),
+        mesh_table::Endpoints::Static(vec!["127.0.0.1:7200".into()])
+    );
+
     // Disconnected: still there within the grace period, gone after it.
     let gone_at = std::time::Instant::now();
     drop(api_stream);

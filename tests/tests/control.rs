@@ -39,13 +39,14 @@ service web { port 8001 }
 route main on web { match { path prefix "/" } to nowhere }
 "#;
 
-/// Three services, each with a bootstrapped sidecar, all ready.
+/// Three services, each with a bootstrapped sidecar, all ready. The control plane is
+/// dropped last: its directory holds the sidecars' logs, printed when a test fails.
 struct Fixture {
-    control: ControlPlane,
     client: Sidecar,
     web: Sidecar,
     alt: Sidecar,
     _apps: Vec<Backend>,
+    control: ControlPlane,
 }
 
 async fn start(cert_ttl: &str) -> Fixture {
@@ -60,11 +61,11 @@ async fn start(cert_ttl: &str) -> Fixture {
         sidecar.wait_ready().await;
     }
     Fixture {
-        control,
         client,
         web,
         alt,
         _apps: vec![client_app, web_app, alt_app],
+        control,
     }
 }
 

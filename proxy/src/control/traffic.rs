@@ -298,7 +298,8 @@ mod tests {
             (Some("a"), 100, 1)
         );
         assert!(a.p50_ms > 0.0 && a.p50_ms <= 5.0, "{a:?}");
-        assert!(a.p99_ms > 5.0 && a.p99_ms <= 2500.0, "{a:?}");
+        // 99 of 100 took 3 ms: the 99th percentile is still in the 5 ms bucket.
+        assert!(a.p99_ms >= a.p50_ms && a.p99_ms <= 5.0, "{a:?}");
         assert_eq!(report.routes[0].route, None);
         assert!(summaries.sample(&metrics).routes.is_empty());
     }

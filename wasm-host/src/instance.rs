@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use wasmtime::{Store, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 
 use crate::abi::wasi_exit_code;
+use crate::budget::CpuBudget;
 use crate::engine::deadline_ticks;
-use crate::state::{Context, CpuBudget, HostState, Limits, Scope};
+use crate::state::{Context, HostState, Limits, Scope};
 use crate::Plugin;
 
 /// The root context's id in every instance; request contexts count up from the next.
@@ -61,10 +62,7 @@ impl Instance {
         let mut contexts = HashMap::new();
         contexts.insert(ROOT_ID, Context::default());
         let state = HostState {
-            budget: CpuBudget {
-                limit: plugin.time_limit,
-                started: None,
-            },
+            budget: CpuBudget::new(plugin.time_limit),
             host: host.clone(),
             plugin: plugin.me.clone(),
             filter: plugin.name.clone(),
@@ -162,7 +160,7 @@ impl Instance {
 
     /// Gives the next guest call the filter's time limit (counted in epoch ticks).
     pub(crate) fn arm(&mut self) {
-        self.store.data_mut().budget.started = Some(cpu_time::ThreadTime::now().as_duration());
+        self.store.data_mut().budget.arm();
         self.store.set_epoch_deadline(self.ticks);
     }
 

@@ -16,6 +16,7 @@
 //! borrow and the lock is never held across an `.await`.
 
 mod abi;
+mod budget;
 mod cache;
 mod engine;
 mod host;

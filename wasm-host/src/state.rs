@@ -114,7 +114,7 @@ pub(crate) struct Context {
 /// The store's data.
 pub(crate) struct HostState {
     /// The CPU budget of the callback running now.
-    pub(crate) budget: CpuBudget,
+    pub(crate) budget: crate::budget::CpuBudget,
     pub(crate) host: Arc<Host>,
     pub(crate) plugin: Weak<Plugin>,
     pub(crate) filter: Arc<str>,
@@ -159,28 +159,5 @@ impl HostState {
                 .get(&self.active)
                 .and_then(|c| c.resp_snapshot.as_ref())
         })
-    }
-}
-
-/// A callback's time limit, counted in its thread's CPU time: a thread the machine
-/// preempted is not charged for the wait (the epoch ticker only says when to look).
-#[derive(Debug)]
-pub(crate) struct CpuBudget {
-    /// The filter's `time_limit`.
-    pub(crate) limit: std::time::Duration,
-    /// The thread's CPU time when the callback started (a callback runs on one thread
-    /// from start to end: it is synchronous).
-    pub(crate) started: Option<std::time::Duration>,
-}
-
-impl CpuBudget {
-    /// What is left of the budget, or `None` when it is spent.
-    pub(crate) fn remaining(&self) -> Option<std::time::Duration> {
-        let used = self.started.map_or(std::time::Duration::ZERO, |started| {
-            cpu_time::ThreadTime::now()
-                .as_duration()
-                .saturating_sub(started)
-        });
-        self.limit.checked_sub(used).filter(|left| !left.is_zero())
     }
 }

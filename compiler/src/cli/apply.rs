@@ -93,7 +93,7 @@ fn apply(args: &Args) -> Result<Outcome, Outcome> {
 /// plane's own (it may know more: its module directories).
 fn print_diagnostics(local: &[Diagnostic], remote: &Value, accepted: bool, color: bool) {
     let local_errors = local.iter().any(Diagnostic::is_error);
-    if local_errors == !accepted {
+    if local_errors != accepted {
         write_stderr(&render_human(local, color));
         return;
     }

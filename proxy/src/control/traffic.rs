@@ -49,9 +49,19 @@ struct Totals {
 }
 
 /// A bucket bound that sorts (`+Inf` last).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy)]
 struct Bound(f64);
+impl PartialEq for Bound {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
 impl Eq for Bound {}
+impl PartialOrd for Bound {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for Bound {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
@@ -207,8 +217,11 @@ fn quantile(cumulative: &[(f64, u64)], q: f64) -> f64 {
     lower.0
 }
 
+/// A sample line's metric name, labels and value.
+type Sample<'a> = (&'a str, Vec<(&'a str, String)>, f64);
+
 /// `name{a="b",...} value` → its parts; `None` for comments and other lines.
-fn parse_line(line: &str) -> Option<(&str, Vec<(&str, String)>, f64)> {
+fn parse_line(line: &str) -> Option<Sample<'_>> {
     if line.starts_with('#') {
         return None;
     }

@@ -266,6 +266,9 @@ struct Session {
     tx: mpsc::Sender<Bytes>,
     /// The checksum the proxy has or was last sent.
     sent: Option<String>,
+    /// The proxy's hello reported a table it runs (`applied` not null): during the warm-up
+    /// it keeps that table rather than get a slice with a half-refilled registry.
+    returning: bool,
 }
 
 impl Session {
@@ -283,6 +286,7 @@ impl Session {
             id,
             tx,
             sent: None,
+            returning: false,
         }
     }
 
@@ -354,6 +358,7 @@ impl Session {
                     .hello(self.id, inbound, hello.healthy, hello.applied.clone());
                 if first {
                     *hello_seen = true;
+                    self.returning = hello.applied.is_some();
                     self.sent = hello.applied;
                     return self.push().await;
                 }
@@ -400,6 +405,13 @@ impl Session {
             return true;
         };
         if self.sent.as_deref() == Some(slice.checksum.as_str()) {
+            return true;
+        }
+        if self.returning && self.shared.warming_up() {
+            // The registry is still being refilled after a restart: the proxy's own table
+            // has the endpoints of before, this slice may lack some. The end of the warm-up
+            // wakes every session (`registry_loop`), and the current slice goes out then.
+            tracing::debug!(service = %self.service, id = self.id, "warming up; slice held");
             return true;
         }
         let header = frames::header(frames::TABLE, slice.bytes.len());

@@ -103,6 +103,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         traffic: traffic::Traffic::default(),
         slices: slices::SliceCache::default(),
         hub: shared::Hub::default(),
+        warm_until: std::time::Instant::now() + config.registry_grace,
         config,
     });
     // The saved version first, so that the same checksum keeps the same version.
@@ -180,11 +181,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 /// Drops expired registrations and pushes the slices that registry changes touch; changes
-/// are gathered for 100 ms so a burst of hellos costs one wake-up per subscriber.
+/// are gathered for 100 ms so a burst of hellos costs one wake-up per subscriber. When the
+/// warm-up ends, every subscriber is woken so that the slices held back during it are sent.
 async fn registry_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut warming = true;
     loop {
         tick.tick().await;
+        if warming && !shared.warming_up() {
+            warming = false;
+            tracing::info!("warm-up over; sending held slices");
+            shared.hub.notify_all();
+        }
         shared.registry.sweep(shared.config.registry_grace);
         let dirty = shared.registry.take_dirty();
         if !dirty.is_empty() {

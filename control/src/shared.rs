@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -122,9 +122,18 @@ pub struct Shared {
     pub slices: SliceCache,
     /// Change notifications.
     pub hub: Hub,
+    /// The end of the warm-up: start + `registry_grace`. Until then the registry is still
+    /// being refilled by reconnecting proxies, so proxies that already run a table are not
+    /// sent slices whose registry endpoints may be missing (docs/control.md, Registry).
+    pub warm_until: Instant,
 }
 
 impl Shared {
+    /// Whether the control plane is still warming up after its start.
+    pub fn warming_up(&self) -> bool {
+        Instant::now() < self.warm_until
+    }
+
     /// Records a failed compile; the served policy stays.
     pub fn reject(&self, source: &'static str, diagnostics: Value) {
         *self

@@ -518,3 +518,98 @@ async fn filter_modules_are_served_by_digest_over_mtls() {
         "modules need a client certificate"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_returning_proxy_keeps_its_endpoints_during_warm_up() {
+    const GRACE_MS: u64 = 1500;
+    let api_of = |t: &mesh_table::Table| {
+        t.services[t.service_id("api").expect("api") as usize]
+            .endpoints
+            .clone()
+    };
+    let env = Env::new();
+    let running = env.start(GRACE_MS).await;
+    let web = proxy_config(&env, &running, "web").await;
+    let api = proxy_config(&env, &running, "api").await;
+    let mut web_stream = subscribe(
+        running.proxies_addr,
+        web.clone(),
+        json!({"service": "web", "inbound": "127.0.0.1:7100", "healthy": true, "applied": null}),
+    )
+    .await;
+    let api_stream = subscribe(
+        running.proxies_addr,
+        api.clone(),
+        json!({"service": "api", "inbound": "127.0.0.1:7200", "healthy": true, "applied": null}),
+    )
+    .await;
+    // web's table with api's endpoint in it.
+    let applied = loop {
+        let (table, sum) = next_table(&mut web_stream).await;
+        if api_of(&table) == mesh_table::Endpoints::Static(vec!["127.0.0.1:7200".into()]) {
+            break sum;
+        }
+    };
+    web_stream
+        .send_json(ACK, &json!({ "checksum": applied }))
+        .await
+        .expect("ack");
+    drop((web_stream, api_stream));
+    drop(running);
+
+    // Restarted: the registry is empty. The caller reconnects first, with its table.
+    let running = env.start(GRACE_MS).await;
+    let started = std::time::Instant::now();
+    let mut web_stream = subscribe(
+        running.proxies_addr,
+        web,
+        json!({"service": "web", "inbound": "127.0.0.1:7100", "healthy": true, "applied": applied}),
+    )
+    .await;
+    let got = tokio::time::timeout(Duration::from_millis(500), web_stream.next_table()).await;
+    assert!(
+        got.is_err(),
+        "a returning proxy got a slice during the warm-up (api without endpoints): {got:?}"
+    );
+
+    // A new proxy (applied null) gets its slice at once, warm-up or not; api comes back on
+    // another address.
+    let mut api_stream = subscribe(
+        running.proxies_addr,
+        api,
+        json!({"service": "api", "inbound": "127.0.0.1:7201", "healthy": true, "applied": null}),
+    )
+    .await;
+    let api_first = tokio::time::timeout(Duration::from_millis(500), api_stream.next_table()).await;
+    assert!(
+        matches!(api_first, Ok(Ok(_))),
+        "a new proxy is served at once: {api_first:?}"
+    );
+
+    // The caller's next table is the complete one, never one without api's endpoints.
+    let (table, sum) = next_table(&mut web_stream).await;
+    assert_eq!(
+        api_of(&table),
+        mesh_table::Endpoints::Static(vec!["127.0.0.1:7201".into()])
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(GRACE_MS - 100),
+        "held until the warm-up ends"
+    );
+    web_stream
+        .send_json(ACK, &json!({ "checksum": sum }))
+        .await
+        .expect("ack");
+    assert!(
+        eventually(5, || async {
+            let (_, v) = op(running.api_addr, "GET", "/v1/proxies", None).await;
+            let list = v["proxies"].as_array().cloned().unwrap_or_default();
+            list.len() == 2
+                && list
+                    .iter()
+                    .filter(|p| p["service"] == "web")
+                    .all(|p| p["in_sync"] == true)
+        })
+        .await
+    );
+}

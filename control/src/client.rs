@@ -205,7 +205,7 @@ impl Stream {
     pub async fn next(&mut self) -> Result<Option<(u8, Bytes)>, Error> {
         loop {
             if let Some(f) = frames::next(&mut self.buf).map_err(|e| e.to_string())? {
-                return Ok(Some(f));
+                return Ok(Some((f.kind, f.payload)));
             }
             match self.rx.frame().await {
                 None => return Ok(None),

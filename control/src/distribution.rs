@@ -305,7 +305,7 @@ impl Session {
                     let mut closed = false;
                     loop {
                         match frames::next(&mut buf) {
-                            Ok(Some((kind, payload))) => {
+                            Ok(Some(frames::Frame { kind, payload })) => {
                                 if !self.handle(kind, &payload, &mut hello).await {
                                     closed = true;
                                     break;

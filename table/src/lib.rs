@@ -5,6 +5,7 @@
 //! the three can evolve separately as long as the format version agrees.
 
 mod codec;
+pub mod frames;
 mod model;
 pub mod precedence;
 pub mod slice;

@@ -19,11 +19,13 @@
 #   filters-0    no filter                                                (filters baseline)
 #   filters-1    service backend: filters [add1]             header_adder.wasm, failure closed
 #   filters-3    service backend: filters [add1, add2, add3]  (each sets one request header)
-#   observe-off  no observe block                                         (observe baseline)
+#   observe-none all of it off: no observe block, [admin] request_metrics = false (observe baseline)
+#   observe-off  no observe block: request metrics only
 #   observe-on   observe backend { access_log json sample 100%  trace sample 1% },
 #                [access_log] path = file, [tracing] otlp_endpoint = http://127.0.0.1:19999/v1/traces
 #                (nothing listens there: spans are dropped and counted)
-# Metrics are always on in the proxy (there is no switch), so observe-off includes them.
+# observe-on / observe-none is the cost of metrics + 100% access log + 1% tracing;
+# observe-off / observe-none the cost of the request metrics alone.
 # With SET=all, filters-0 and observe-off are the same configuration: their difference is
 # an A/A estimate of the noise.
 #
@@ -69,8 +71,9 @@ ALL_VARIANTS=(
   "filters-0|filters|filters-0|19401|19403|no filter"
   "filters-1|filters|filters-0|19411|19413|filters [add1] (header_adder.wasm, failure closed)"
   "filters-3|filters|filters-0|19421|19423|filters [add1, add2, add3]"
-  "observe-off|observe|observe-off|19431|19433|no observe block (metrics are always on)"
-  "observe-on|observe|observe-off|19441|19443|access_log json sample 100%, trace sample 1% (OTLP to :19999, nothing listens)"
+  "observe-none|observe|observe-none|19451|19453|all of it off: no observe block, [admin] request_metrics = false"
+  "observe-off|observe|observe-none|19431|19433|metrics only: no observe block (request metrics on, the default)"
+  "observe-on|observe|observe-none|19441|19443|metrics + access_log json sample 100% + trace sample 1% (OTLP to :19999, nothing listens)"
 )
 VARIANTS=()
 for v in "${ALL_VARIANTS[@]}"; do
@@ -246,6 +249,7 @@ app = "127.0.0.1:18080"
 listen = "127.0.0.1:$(( in + 1 ))"
 [admin]
 listen = "127.0.0.1:$admin"
+$( [ "$name" = observe-none ] && echo "request_metrics = false" )
 [identity]
 cert = "$RUN/certs/backend/cert.pem"
 key = "$RUN/certs/backend/key.pem"

@@ -217,12 +217,18 @@ pub struct Admin {
     /// Listen address; loopback by default.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Whether requests are counted in the request families of `/metrics` (requests,
+    /// latency, bytes, retries, timeouts, connect errors); `false` only to measure what
+    /// they cost.
+    #[serde(default = "default_true")]
+    pub request_metrics: bool,
 }
 
 impl Default for Admin {
     fn default() -> Admin {
         Admin {
             listen: default_admin_listen(),
+            request_metrics: true,
         }
     }
 }
@@ -249,6 +255,10 @@ impl Default for FiltersConfig {
             max_pause_ms: default_filter_max_pause_ms(),
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_filter_max_pause_ms() -> u64 {

@@ -202,6 +202,7 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
         Arc::clone(&registries),
         Arc::clone(&transport),
     );
+    metrics.record_requests = config.admin.request_metrics;
     let access_log = access_log::AccessLog::start(config.access_log.path.clone());
     metrics.register_access_log(&access_log);
     let tracer = config.tracing.endpoint().map(|endpoint| {

@@ -177,9 +177,14 @@ impl Observation {
     /// (call once the route and target are known).
     pub fn count_request_bytes(&self, metrics: &Metrics) -> Option<CountBytes> {
         let snapshot = self.snapshot.as_ref()?;
-        let labels = self.route_labels(snapshot);
+        let family = if metrics.record_requests {
+            let labels = self.route_labels(snapshot);
+            metrics.requests.request_bytes.get_or_create_owned(&labels)
+        } else {
+            Counter::default()
+        };
         Some(CountBytes {
-            family: metrics.requests.request_bytes.get_or_create_owned(&labels),
+            family,
             local: self.bytes_in.clone(),
         })
     }
@@ -210,7 +215,55 @@ impl Observation {
                 tracer.offer(span);
             }
         }
-        let labels = self.route_labels(&snapshot);
+        let family = if metrics.record_requests {
+            self.record(
+                metrics,
+                &snapshot,
+                status,
+                reason.as_deref(),
+                tries,
+                elapsed,
+            )
+        } else {
+            // `[admin] request_metrics = false`: the body's bytes still reach the access log.
+            Counter::default()
+        };
+        let ppm = self
+            .service
+            .and_then(|s| snapshot.names.access_log_ppm.get(s as usize))
+            .copied()
+            .unwrap_or(0);
+        let log = match access_log {
+            Some(log) if sampled(ppm) => Some(Pending {
+                log: log.clone(),
+                line: self.line(&snapshot, status, reason, tries),
+                bytes_in: self.bytes_in.clone(),
+                started: self.started,
+            }),
+            _ => None,
+        };
+        let (parts, body) = response.into_parts();
+        let body = Counted {
+            body,
+            family,
+            local: Counter::default(),
+            log,
+        }
+        .boxed();
+        Response::from_parts(parts, body)
+    }
+
+    /// Counts the request in the request families; returns its response-bytes counter.
+    fn record(
+        &self,
+        metrics: &Metrics,
+        snapshot: &Snapshot,
+        status: u16,
+        reason: Option<&str>,
+        tries: &Tries,
+        elapsed: std::time::Duration,
+    ) -> Counter {
+        let labels = self.route_labels(snapshot);
         let peer = self
             .peer
             .clone()
@@ -238,7 +291,7 @@ impl Observation {
         if tries.budget_exhausted {
             m.retries_refused.get_or_create(&labels).inc();
         }
-        match reason.as_deref() {
+        match reason {
             Some("timeout") => {
                 m.timeouts.get_or_create(&labels).inc();
             }
@@ -247,30 +300,7 @@ impl Observation {
             }
             _ => {}
         }
-        let family = m.response_bytes.get_or_create_owned(&labels);
-        let ppm = self
-            .service
-            .and_then(|s| snapshot.names.access_log_ppm.get(s as usize))
-            .copied()
-            .unwrap_or(0);
-        let log = match access_log {
-            Some(log) if sampled(ppm) => Some(Pending {
-                log: log.clone(),
-                line: self.line(&snapshot, status, reason, tries),
-                bytes_in: self.bytes_in.clone(),
-                started: self.started,
-            }),
-            _ => None,
-        };
-        let (parts, body) = response.into_parts();
-        let body = Counted {
-            body,
-            family,
-            local: Counter::default(),
-            log,
-        }
-        .boxed();
-        Response::from_parts(parts, body)
+        m.response_bytes.get_or_create_owned(&labels)
     }
 
     /// The access-log fields known at the response head: shared names and what the

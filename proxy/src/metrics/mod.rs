@@ -33,6 +33,8 @@ pub struct Metrics {
     pub authz: authz::AuthzMetrics,
     /// Open downstream connections per listener.
     pub connections: state::Connections,
+    /// Whether the request path records the request families (`[admin] request_metrics`).
+    pub record_requests: bool,
     registry: Registry,
 }
 
@@ -59,6 +61,7 @@ impl Metrics {
             requests,
             authz,
             connections,
+            record_requests: true,
             registry,
         }
     }

@@ -113,13 +113,26 @@ async fn once(
         .map_err(|e| e.to_string())?;
     let (key_pem, csr_pem) = key_and_csr(&id)?;
     let body = serde_json::json!({ "service": service, "token": token.trim(), "csr_pem": csr_pem });
+    request_certificate(&mut sender, control, "/v1/bootstrap", &body, &key_pem, dir).await
+}
+
+/// Sends a CSR request (`/v1/bootstrap` or `/v1/renew`), and writes the certificate the
+/// control plane answers with beside `key_pem`.
+pub(crate) async fn request_certificate(
+    sender: &mut client::Sender,
+    control: &str,
+    path: &str,
+    body: &serde_json::Value,
+    key_pem: &str,
+    dir: &Path,
+) -> Result<Issued, String> {
     let request = client::request(
         control,
         http::Method::POST,
-        "/v1/bootstrap",
+        path,
         crate::body::full(Bytes::from(body.to_string())),
     )?;
-    let (status, answer) = client::exchange(&mut sender, request).await?;
+    let (status, answer) = client::exchange(sender, request).await?;
     if !status.is_success() {
         return Err(format!(
             "the control plane refused ({status}): {}",
@@ -128,7 +141,7 @@ async fn once(
     }
     let issued: Issued = serde_json::from_slice(&answer)
         .map_err(|e| format!("the control plane's answer is not a certificate: {e}"))?;
-    write_credentials(dir, &issued, &key_pem)?;
+    write_credentials(dir, &issued, key_pem)?;
     Ok(issued)
 }
 

@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use mesh_identity::{Credentials, IdentityPaths};
 
 use super::backoff::Backoff;
-use super::bootstrap::{key_and_csr, write_credentials, Issued};
+use super::bootstrap::{key_and_csr, request_certificate, Issued};
 use super::client;
 
 /// Renews the credentials in `dir` before they expire, until the process ends.
@@ -76,23 +75,7 @@ async fn once(
     let mut sender = client::connect(control, tls).await?;
     let (key_pem, csr_pem) = key_and_csr(&credentials.spiffe_id())?;
     let body = serde_json::json!({ "csr_pem": csr_pem });
-    let request = client::request(
-        control,
-        http::Method::POST,
-        "/v1/renew",
-        crate::body::full(Bytes::from(body.to_string())),
-    )?;
-    let (status, answer) = client::exchange(&mut sender, request).await?;
-    if !status.is_success() {
-        return Err(format!(
-            "the control plane refused ({status}): {}",
-            client::error_text(&answer)
-        ));
-    }
-    let issued: Issued = serde_json::from_slice(&answer)
-        .map_err(|e| format!("the control plane's answer is not a certificate: {e}"))?;
-    write_credentials(dir, &issued, &key_pem)?;
-    Ok(issued)
+    request_certificate(&mut sender, control, "/v1/renew", &body, &key_pem, dir).await
 }
 
 #[cfg(test)]

@@ -45,6 +45,20 @@ pub(crate) mod stream {
     pub(crate) const RESPONSE: u32 = 1;
 }
 
+/// The mesh host's foreign function `mesh_unused_hooks`: a u32 (little-endian) of the
+/// hooks this filter leaves at their default, which the host may then skip.
+pub(crate) mod unused_hooks {
+    pub(crate) const FUNCTION: &str = "mesh_unused_hooks";
+    pub(crate) const REQUEST_HEADERS: u32 = 1;
+    pub(crate) const REQUEST_BODY: u32 = 1 << 1;
+    pub(crate) const REQUEST_TRAILERS: u32 = 1 << 2;
+    pub(crate) const RESPONSE_HEADERS: u32 = 1 << 3;
+    pub(crate) const RESPONSE_BODY: u32 = 1 << 4;
+    pub(crate) const RESPONSE_TRAILERS: u32 = 1 << 5;
+    /// `on_done` (the host's `proxy_on_log` and `proxy_on_done`).
+    pub(crate) const DONE: u32 = 1 << 6;
+}
+
 /// `MetricType`.
 pub(crate) mod metric {
     pub(crate) const COUNTER: u32 = 0;
@@ -157,6 +171,14 @@ extern "C" {
         return_token: *mut u32,
     ) -> u32;
     pub(crate) fn proxy_set_effective_context(context_id: u32) -> u32;
+    pub(crate) fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
     pub(crate) fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,

@@ -7,21 +7,46 @@
 //! (it continues) instead of aliasing the filter.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::abi::{buffer, map, stream as phase};
+use crate::abi::{buffer, map, stream as phase, unused_hooks as hook};
 use crate::filter::{Action, Filter, HttpFilter};
 use crate::hostcalls;
 use crate::log;
 use crate::stream::{CallResponse, Request, Response, Stream, Token};
 
+/// Hashes a context id with one multiplication: ids are small host-chosen integers, not
+/// attacker-chosen keys, and std's SipHash was a fifth of a header filter's guest time.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        // Fibonacci hashing: spreads consecutive ids over the high bits hashbrown uses.
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+
 /// The contexts of one instance.
 struct Dispatcher<F: Filter> {
     /// Root contexts: `None` until configured, or while a hook runs.
-    roots: HashMap<u32, Option<F>>,
-    /// Request contexts; absent while a hook runs.
-    streams: HashMap<u32, Slot<F>>,
+    roots: IdMap<Option<F>>,
+    /// Request contexts: `None` while a hook runs.
+    streams: IdMap<Option<Slot<F>>>,
 }
 
 struct Slot<F: Filter> {
@@ -36,30 +61,61 @@ thread_local! {
     static DISPATCH: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
+/// Runs `f` on the dispatcher. Each use costs a virtual `type_id` call in the guest, so
+/// the entry points below make as few as they can.
 fn with<F: Filter, R>(f: impl FnOnce(&mut Dispatcher<F>) -> R) -> R {
     DISPATCH.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if !slot.as_ref().is_some_and(|d| d.is::<Dispatcher<F>>()) {
-            *slot = Some(Box::new(Dispatcher::<F> {
-                roots: HashMap::new(),
-                streams: HashMap::new(),
-            }));
-        }
-        match slot
+        if let Some(dispatcher) = slot
             .as_mut()
             .and_then(|d| d.downcast_mut::<Dispatcher<F>>())
         {
-            Some(dispatcher) => f(dispatcher),
-            // Just made above with this type.
-            None => unreachable!("dispatcher of another type"),
+            return f(dispatcher);
         }
+        let mut dispatcher = Box::new(Dispatcher::<F> {
+            roots: IdMap::default(),
+            streams: IdMap::default(),
+        });
+        let r = f(&mut dispatcher);
+        *slot = Some(dispatcher);
+        r
     })
+}
+
+thread_local! {
+    /// Set by the default body of a hook: the filter left that hook alone.
+    static DEFAULTED: Cell<bool> = const { Cell::new(false) };
+    /// The hooks already reported unused to the host.
+    static UNUSED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Called by the default body of every [`HttpFilter`] hook.
+pub(crate) fn defaulted() {
+    DEFAULTED.with(|d| d.set(true));
+}
+
+/// Runs a hook; if it turned out to be a default body (which does nothing, on every
+/// request), tells the host once that it may skip that hook (`mesh_unused_hooks`; hosts
+/// without the function answer NotFound, and keep calling it).
+fn watching<R>(bit: u32, hook: impl FnOnce() -> R) -> R {
+    DEFAULTED.with(|d| d.set(false));
+    let result = hook();
+    if DEFAULTED.with(|d| d.replace(false)) {
+        let before = UNUSED.with(Cell::get);
+        if before & bit == 0 {
+            let all = before | bit;
+            UNUSED.with(|u| u.set(all));
+            let _ = hostcalls::call_foreign_function(hook::FUNCTION, &all.to_le_bytes());
+        }
+    }
+    result
 }
 
 /// Forgets every context (the mock host starts each harness afresh).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn reset() {
     DISPATCH.with(|cell| *cell.borrow_mut() = None);
+    UNUSED.with(|u| u.set(0));
 }
 
 fn action(action: Action) -> u32 {
@@ -85,11 +141,11 @@ pub fn on_context_create<F: Filter>(id: u32, parent: u32) {
         d.roots.insert(parent, Some(root));
         d.streams.insert(
             id,
-            Slot {
+            Some(Slot {
                 filter,
                 stream,
                 done: false,
-            },
+            }),
         );
     });
 }
@@ -137,17 +193,32 @@ fn parse_config<C: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<C, serde
     serde_json::from_slice(bytes)
 }
 
+/// Takes request `id`'s slot out of the table while its hook runs.
+fn take<F: Filter>(id: u32) -> Option<Slot<F>> {
+    with::<F, _>(|d| d.streams.get_mut(&id).and_then(Option::take))
+}
+
+/// Puts request `id`'s slot back after its hook (unless the context was deleted meanwhile).
+fn put_back<F: Filter>(id: u32, slot: Slot<F>) {
+    with::<F, _>(|d| {
+        if let Some(entry) = d.streams.get_mut(&id) {
+            *entry = Some(slot);
+        }
+    });
+}
+
 /// Runs one phase hook of request `id`; requests this instance does not know continue.
 fn phase<F: Filter>(
     id: u32,
     kind: u32,
+    bit: u32,
     hook: impl FnOnce(&mut F::Http, &mut Stream) -> Action,
 ) -> u32 {
-    let Some(mut slot) = with::<F, _>(|d| d.streams.remove(&id)) else {
+    let Some(mut slot) = take::<F>(id) else {
         return action(Action::Continue);
     };
     slot.stream.responded = false;
-    let mut verdict = hook(&mut slot.filter, &mut slot.stream);
+    let mut verdict = watching(bit, || hook(&mut slot.filter, &mut slot.stream));
     if slot.stream.responded {
         verdict = Action::Pause;
     }
@@ -155,13 +226,13 @@ fn phase<F: Filter>(
         Action::Pause => Some(kind),
         Action::Continue => None,
     };
-    with::<F, _>(|d| d.streams.insert(id, slot));
+    put_back::<F>(id, slot);
     action(verdict)
 }
 
 /// `proxy_on_request_headers`.
 pub fn on_request_headers<F: Filter>(id: u32, _headers: usize, end_of_stream: bool) -> u32 {
-    phase::<F>(id, phase::REQUEST, |f, stream| {
+    phase::<F>(id, phase::REQUEST, hook::REQUEST_HEADERS, |f, stream| {
         f.on_request_headers(&mut Request {
             stream,
             body_size: 0,
@@ -172,7 +243,7 @@ pub fn on_request_headers<F: Filter>(id: u32, _headers: usize, end_of_stream: bo
 
 /// `proxy_on_request_body`.
 pub fn on_request_body<F: Filter>(id: u32, body_size: usize, end_of_stream: bool) -> u32 {
-    phase::<F>(id, phase::REQUEST, |f, stream| {
+    phase::<F>(id, phase::REQUEST, hook::REQUEST_BODY, |f, stream| {
         f.on_request_body(&mut Request {
             stream,
             body_size,
@@ -183,7 +254,7 @@ pub fn on_request_body<F: Filter>(id: u32, body_size: usize, end_of_stream: bool
 
 /// `proxy_on_request_trailers`.
 pub fn on_request_trailers<F: Filter>(id: u32, _trailers: usize) -> u32 {
-    phase::<F>(id, phase::REQUEST, |f, stream| {
+    phase::<F>(id, phase::REQUEST, hook::REQUEST_TRAILERS, |f, stream| {
         f.on_request_trailers(&mut Request {
             stream,
             body_size: 0,
@@ -194,7 +265,7 @@ pub fn on_request_trailers<F: Filter>(id: u32, _trailers: usize) -> u32 {
 
 /// `proxy_on_response_headers`.
 pub fn on_response_headers<F: Filter>(id: u32, _headers: usize, end_of_stream: bool) -> u32 {
-    phase::<F>(id, phase::RESPONSE, |f, stream| {
+    phase::<F>(id, phase::RESPONSE, hook::RESPONSE_HEADERS, |f, stream| {
         f.on_response_headers(&mut Response {
             stream,
             body_size: 0,
@@ -205,7 +276,7 @@ pub fn on_response_headers<F: Filter>(id: u32, _headers: usize, end_of_stream: b
 
 /// `proxy_on_response_body`.
 pub fn on_response_body<F: Filter>(id: u32, body_size: usize, end_of_stream: bool) -> u32 {
-    phase::<F>(id, phase::RESPONSE, |f, stream| {
+    phase::<F>(id, phase::RESPONSE, hook::RESPONSE_BODY, |f, stream| {
         f.on_response_body(&mut Response {
             stream,
             body_size,
@@ -216,7 +287,7 @@ pub fn on_response_body<F: Filter>(id: u32, body_size: usize, end_of_stream: boo
 
 /// `proxy_on_response_trailers`.
 pub fn on_response_trailers<F: Filter>(id: u32, _trailers: usize) -> u32 {
-    phase::<F>(id, phase::RESPONSE, |f, stream| {
+    phase::<F>(id, phase::RESPONSE, hook::RESPONSE_TRAILERS, |f, stream| {
         f.on_response_trailers(&mut Response {
             stream,
             body_size: 0,
@@ -239,10 +310,16 @@ pub fn on_http_call_response<F: Filter>(
         let id = d
             .streams
             .iter()
-            .find(|(_, slot)| slot.stream.calls.contains(&token))
+            .find(|(_, slot)| {
+                slot.as_ref()
+                    .is_some_and(|slot| slot.stream.calls.contains(&token))
+            })
             .map(|(id, _)| *id)
             .or_else(|| d.streams.contains_key(&context).then_some(context))?;
-        d.streams.remove(&id).map(|slot| (id, slot))
+        d.streams
+            .get_mut(&id)
+            .and_then(Option::take)
+            .map(|slot| (id, slot))
     }) else {
         return;
     };
@@ -275,7 +352,7 @@ pub fn on_http_call_response<F: Filter>(
     if !slot.stream.responded && verdict == Action::Continue {
         let _ = slot.stream.resume();
     }
-    with::<F, _>(|d| d.streams.insert(id, slot));
+    put_back::<F>(id, slot);
 }
 
 /// `proxy_on_tick`.
@@ -288,17 +365,27 @@ pub fn on_tick<F: Filter>(root: u32) {
 }
 
 /// Runs `on_done` once for request `id` (at `proxy_on_log` or `proxy_on_done`, whichever
-/// the host calls first, or at `proxy_on_delete`).
+/// the host calls first, or at `proxy_on_delete`); `remove` forgets the request after.
 fn finish<F: Filter>(id: u32, remove: bool) {
-    let Some(mut slot) = with::<F, _>(|d| d.streams.remove(&id)) else {
+    // Take the slot unless it is already done (kept only for `proxy_on_delete`).
+    let slot = with::<F, _>(|d| {
+        let slot = match d.streams.get_mut(&id) {
+            Some(entry) if entry.as_ref().is_some_and(|s| !s.done) => entry.take(),
+            _ => None,
+        };
+        if remove {
+            d.streams.remove(&id);
+            d.roots.remove(&id);
+        }
+        slot
+    });
+    let Some(mut slot) = slot else {
         return;
     };
-    if !slot.done {
-        slot.done = true;
-        slot.filter.on_done(&mut slot.stream);
-    }
+    slot.done = true;
+    watching(hook::DONE, || slot.filter.on_done(&mut slot.stream));
     if !remove {
-        with::<F, _>(|d| d.streams.insert(id, slot));
+        put_back::<F>(id, slot);
     }
 }
 
@@ -316,5 +403,4 @@ pub fn on_done<F: Filter>(id: u32) -> bool {
 /// `proxy_on_delete`.
 pub fn on_delete<F: Filter>(id: u32) {
     finish::<F>(id, true);
-    with::<F, _>(|d| d.roots.remove(&id));
 }

@@ -34,41 +34,49 @@ pub trait Filter: Sized + 'static {
     fn on_tick(&mut self) {}
 }
 
-/// One request through a filter. Every hook defaults to continuing.
+/// One request through a filter. Every hook defaults to continuing; a hook left at its
+/// default does nothing, so the mesh's host stops calling it after the first request
+/// (other hosts keep calling it).
 pub trait HttpFilter: 'static {
     /// The request's headers arrived.
     fn on_request_headers(&mut self, req: &mut Request<'_>) -> Action {
         let _ = req;
+        crate::dispatch::defaulted();
         Action::Continue
     }
 
     /// Request body bytes arrived ([`Request::body`] has all of them so far).
     fn on_request_body(&mut self, req: &mut Request<'_>) -> Action {
         let _ = req;
+        crate::dispatch::defaulted();
         Action::Continue
     }
 
     /// The request's trailers arrived.
     fn on_request_trailers(&mut self, req: &mut Request<'_>) -> Action {
         let _ = req;
+        crate::dispatch::defaulted();
         Action::Continue
     }
 
     /// The response's headers arrived.
     fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Action {
         let _ = resp;
+        crate::dispatch::defaulted();
         Action::Continue
     }
 
     /// Response body bytes arrived.
     fn on_response_body(&mut self, resp: &mut Response<'_>) -> Action {
         let _ = resp;
+        crate::dispatch::defaulted();
         Action::Continue
     }
 
     /// The response's trailers arrived.
     fn on_response_trailers(&mut self, resp: &mut Response<'_>) -> Action {
         let _ = resp;
+        crate::dispatch::defaulted();
         Action::Continue
     }
 
@@ -82,5 +90,6 @@ pub trait HttpFilter: 'static {
     /// The request is over (after the response, or when it was reset).
     fn on_done(&mut self, stream: &mut Stream) {
         let _ = stream;
+        crate::dispatch::defaulted();
     }
 }

@@ -241,6 +241,26 @@ pub(crate) fn set_effective_context(context: u32) -> Result<(), HostError> {
     HostError::check(unsafe { abi::proxy_set_effective_context(context) })
 }
 
+/// `proxy_call_foreign_function`: the host's answer (hosts without the function answer
+/// `NotFound`).
+pub(crate) fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<Vec<u8>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0);
+    // SAFETY: name and arguments are live byte slices; out-parameters are live; the host
+    // allocates the returned bytes.
+    let code = unsafe {
+        abi::proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            arguments.as_ptr(),
+            arguments.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    let bytes = memory::take(data, size);
+    HostError::check(code).map(|()| bytes)
+}
+
 /// `proxy_define_metric`: the metric's id.
 pub(crate) fn define_metric(kind: u32, name: &str) -> Result<u32, HostError> {
     let mut id = 0;

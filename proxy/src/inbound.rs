@@ -219,7 +219,7 @@ async fn inbound(
         source: Some(conn.addr),
         destination: ctx.inbound_addr,
         peer_identity: match &conn.caller {
-            Caller::Mesh { spiffe_id, .. } => Some(spiffe_id.to_string()),
+            Caller::Mesh { spiffe_id, .. } => Some(spiffe_id.clone()),
             Caller::Plaintext => None,
         },
         mtls: matches!(conn.caller, Caller::Mesh { .. }),

@@ -194,6 +194,13 @@ async fn example_filters_act_on_requests_in_real_sidecars() {
         Some(audit_id),
         "each request gets its own audit id"
     );
+    // None of these filters has a body hook: once the first request showed the host so,
+    // bodies pass untouched, their length included (no re-framing as chunked).
+    assert!(
+        reply.header("content-length").is_some() && reply.header("transfer-encoding").is_none(),
+        "the response body was re-framed: {:?}",
+        reply.headers
+    );
 
     // ratelimit: a bucket of 3, refilled at 1/s.
     let mut statuses = Vec::new();

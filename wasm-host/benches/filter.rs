@@ -14,7 +14,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mesh_wasm::{Direction, Host, HostConfig, PluginSpec, StreamInfo};
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod support;
 
 /// The example filter built for wasm32, if `examples/filters/build.sh` ran.

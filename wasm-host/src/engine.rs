@@ -30,6 +30,11 @@ fn base_config() -> Config {
         .memory_reservation(MAX_MEMORY as u64)
         .memory_guard_size(32 << 20)
         .memory_reservation_for_growth(0);
+    // `MESH_WASM_PERFMAP=1`: name the filters' compiled functions in /tmp/perf-<pid>.map,
+    // so `perf report` shows guest frames (for profiling a filter's cost).
+    if std::env::var_os("MESH_WASM_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

@@ -97,7 +97,7 @@ impl Instance {
         let alloc = func::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")
             .or_else(|| func::<i32, i32>(&instance, &mut store, "malloc"));
         store.data_mut().memory = memory;
-        store.data_mut().alloc = alloc;
+        store.data_mut().alloc = alloc.map(std::sync::Arc::new);
         let funcs = Funcs {
             context_create: instance.get_typed_func(&mut store, "proxy_on_context_create")?,
             on_request_headers: func(&instance, &mut store, "proxy_on_request_headers"),
@@ -156,6 +156,19 @@ impl Instance {
             }
         }
         Ok(inst)
+    }
+
+    /// Calls the callback `pick` chooses, if the guest has it, with the filter's time limit.
+    /// (Borrowing it rather than cloning it: a `TypedFunc` clone touches the type registry.)
+    pub(crate) fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        pick: impl FnOnce(&Funcs) -> Option<&TypedFunc<P, R>>,
+        params: P,
+    ) -> Option<wasmtime::Result<R>> {
+        let f = pick(&self.funcs)?;
+        self.store.data_mut().budget.arm();
+        self.store.set_epoch_deadline(self.ticks);
+        Some(f.call(&mut self.store, params))
     }
 
     /// Gives the next guest call the filter's time limit (counted in epoch ticks).

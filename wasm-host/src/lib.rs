@@ -19,8 +19,10 @@ mod abi;
 mod budget;
 mod cache;
 mod engine;
+mod hooks;
 mod host;
 mod instance;
+mod mailbox;
 mod plugin;
 mod state;
 mod stream;
@@ -124,7 +126,7 @@ pub struct StreamInfo {
     /// The address the request arrived on.
     pub destination: Option<SocketAddr>,
     /// The caller's SPIFFE ID, when the transport proved one.
-    pub peer_identity: Option<String>,
+    pub peer_identity: Option<Arc<str>>,
     /// Whether the downstream connection is mTLS.
     pub mtls: bool,
 }

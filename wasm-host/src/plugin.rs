@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wasmtime::{InstancePre, Trap};
 
+use crate::hooks::{bit, UnusedHooks};
 use crate::instance::{Instance, ROOT_ID};
 use crate::state::HostState;
 use crate::{CallResponse, Failure, FailureReason, Host, StreamInfo};
@@ -76,6 +77,8 @@ pub struct Plugin {
     /// The time limit in epoch ticks (when the first CPU-time check happens).
     pub(crate) ticks: u64,
     slots: Vec<Slot>,
+    /// Callbacks the filter said it does nothing in.
+    pub(crate) unused: UnusedHooks,
     last_warning: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
 }
@@ -122,6 +125,14 @@ impl Plugin {
         time_limit: std::time::Duration,
     ) -> Arc<Plugin> {
         let ticks = crate::engine::deadline_ticks(time_limit);
+        // A callback the module does not export is as unused as one it declares so.
+        let unused = UnusedHooks::default();
+        let module = pre.module();
+        for (bits, exports) in bit::EXPORTS {
+            if exports.iter().all(|name| module.get_export(name).is_none()) {
+                unused.add(*bits);
+            }
+        }
         let slots = (0..host.config.slots.max(1))
             .map(|_| Slot {
                 instance: Mutex::new(None),
@@ -139,6 +150,7 @@ impl Plugin {
             memory_bytes,
             ticks,
             slots,
+            unused,
             last_warning: Mutex::new(None),
             suppressed: AtomicU64::new(0),
         })
@@ -167,7 +179,7 @@ impl Plugin {
             return Err(self.failure(FailureReason::Unavailable, "no instance".into()));
         };
         let ctx = inst.new_context_id();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (mailbox, tx) = crate::mailbox::Mailbox::new();
         let state = inst.store.data_mut();
         state.contexts.insert(
             ctx,
@@ -188,7 +200,13 @@ impl Plugin {
             Ok(()) => {
                 self.after_call(slot, &mut guard);
                 drop(guard);
-                Ok(crate::Stream::new(self.clone(), slot, generation, ctx, rx))
+                Ok(crate::Stream::new(
+                    self.clone(),
+                    slot,
+                    generation,
+                    ctx,
+                    mailbox,
+                ))
             }
             Err(err) => Err(self.fail(&mut guard, err)),
         }
@@ -383,19 +401,13 @@ impl Plugin {
         state.active = ctx;
         state.scope = Default::default();
         let id = ctx as i32;
+        let skip_done = self.unused.skips(bit::DONE);
         let result = (|| {
-            if let Some(f) = inst.funcs.on_log.clone() {
-                inst.arm();
-                f.call(&mut inst.store, id)?;
+            if !skip_done {
+                inst.call(|f| f.on_log.as_ref(), id).transpose()?;
+                inst.call(|f| f.on_done.as_ref(), id).transpose()?;
             }
-            if let Some(f) = inst.funcs.on_done.clone() {
-                inst.arm();
-                f.call(&mut inst.store, id)?;
-            }
-            if let Some(f) = inst.funcs.on_delete.clone() {
-                inst.arm();
-                f.call(&mut inst.store, id)?;
-            }
+            inst.call(|f| f.on_delete.as_ref(), id).transpose()?;
             wasmtime::Result::<()>::Ok(())
         })();
         let state = inst.store.data_mut();
@@ -444,17 +456,14 @@ impl Plugin {
         let Some(inst) = guard.as_mut().filter(|i| i.generation == generation) else {
             return false;
         };
-        let Some(f) = inst.funcs.on_tick.clone() else {
-            return false;
-        };
         inst.store.data_mut().active = ROOT_ID;
-        inst.arm();
-        match f.call(&mut inst.store, ROOT_ID as i32) {
-            Ok(()) => {
+        match inst.call(|f| f.on_tick.as_ref(), ROOT_ID as i32) {
+            None => false,
+            Some(Ok(())) => {
                 self.after_call(slot, &mut guard);
                 true
             }
-            Err(err) => {
+            Some(Err(err)) => {
                 self.fail(&mut guard, err);
                 false
             }
@@ -474,19 +483,20 @@ impl Plugin {
         let Some(inst) = guard.as_mut().filter(|i| i.generation == generation) else {
             return;
         };
-        let Some(f) = inst.funcs.on_http_call_response.clone() else {
+        if inst.funcs.on_http_call_response.is_none() {
             return;
-        };
+        }
         let response = result.unwrap_or_default();
         let counts = call_counts(&response);
         let state = inst.store.data_mut();
         state.active = ctx;
         state.scope.call_response = Some(response);
-        inst.arm();
-        let r = f.call(
-            &mut inst.store,
-            (ctx as i32, token as i32, counts.0, counts.1, counts.2),
-        );
+        let r = inst
+            .call(
+                |f| f.on_http_call_response.as_ref(),
+                (ctx as i32, token as i32, counts.0, counts.1, counts.2),
+            )
+            .unwrap_or(Ok(()));
         let state = inst.store.data_mut();
         state.scope.call_response = None;
         state.active = ROOT_ID;
@@ -505,7 +515,7 @@ fn wake_all(guard: &mut SlotGuard<'_>) {
     if let Some(inst) = guard.as_mut() {
         for ctx in inst.store.data().contexts.values() {
             if let Some(tx) = &ctx.events {
-                let _ = tx.send(crate::state::Event::Wake);
+                tx.send(crate::state::Event::Wake);
             }
         }
     }

@@ -6,7 +6,6 @@ use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
-use tokio::sync::mpsc::UnboundedSender;
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
 use crate::{CallResponse, Host, LocalResponse, Plugin, StreamInfo};
@@ -104,7 +103,7 @@ pub(crate) struct Context {
     /// `http_call`s dispatched by this context and not yet delivered.
     pub(crate) pending_calls: usize,
     /// Where this context's call results and wake-ups go (its `Stream`).
-    pub(crate) events: Option<UnboundedSender<Event>>,
+    pub(crate) events: Option<crate::mailbox::Sender>,
     /// The request head as the filter left it, for later phases (read-only there).
     pub(crate) req_snapshot: Option<ReqView>,
     /// The response head as the filter left it.
@@ -122,8 +121,9 @@ pub(crate) struct HostState {
     pub(crate) limits: Limits,
     /// The guest's `memory` export, once instantiated.
     pub(crate) memory: Option<Memory>,
-    /// The guest's allocator (`proxy_on_memory_allocate` or `malloc`).
-    pub(crate) alloc: Option<TypedFunc<i32, i32>>,
+    /// The guest's allocator (`proxy_on_memory_allocate` or `malloc`); in an `Arc` because a
+    /// `TypedFunc` clone touches the type registry.
+    pub(crate) alloc: Option<std::sync::Arc<TypedFunc<i32, i32>>>,
     /// This instance's slot in its plugin and its generation (to find it again later).
     pub(crate) slot: usize,
     pub(crate) generation: u64,

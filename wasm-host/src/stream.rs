@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::HeaderMap;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::abi::headers_consts::{REQUEST_TRAILERS, RESPONSE_TRAILERS};
+use crate::hooks::bit;
 use crate::instance::Instance;
+use crate::mailbox::Mailbox;
 use crate::plugin::call_counts;
 use crate::state::{Event, HostState, ReqView, RespView, Scope};
 use crate::{CallResponse, Failure, FailureReason, Plugin, Verdict};
@@ -35,8 +36,10 @@ struct Inner {
     slot: usize,
     generation: u64,
     ctx: u32,
-    /// Call results and wake-ups for this context; locked by the phase that waits.
-    events: tokio::sync::Mutex<UnboundedReceiver<Event>>,
+    /// Call results and wake-ups for this context.
+    events: Arc<Mailbox>,
+    /// Held by the phase that waits on `events` (others leave them to it).
+    waiting: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -78,8 +81,8 @@ fn count(n: usize) -> i32 {
 trait Head: Send {
     /// Moves the head into the scope; returns the number of headers (pseudo included).
     fn install(&mut self, scope: &mut Scope) -> i32;
-    /// Moves it back, and keeps a copy for later phases.
-    fn restore(&mut self, state: &mut HostState, ctx: u32);
+    /// Moves it back, and keeps a copy for later phases if `snapshot`.
+    fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool);
 }
 
 impl Head for http::request::Parts {
@@ -101,9 +104,9 @@ impl Head for http::request::Parts {
         n
     }
 
-    fn restore(&mut self, state: &mut HostState, ctx: u32) {
+    fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
         if let Some(view) = state.scope.req.take() {
-            if let Some(c) = state.contexts.get_mut(&ctx) {
+            if let Some(c) = state.contexts.get_mut(&ctx).filter(|_| snapshot) {
                 c.req_snapshot = Some(view.clone());
             }
             self.method = view.method;
@@ -124,9 +127,9 @@ impl Head for http::response::Parts {
         n
     }
 
-    fn restore(&mut self, state: &mut HostState, ctx: u32) {
+    fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
         if let Some(view) = state.scope.resp.take() {
-            if let Some(c) = state.contexts.get_mut(&ctx) {
+            if let Some(c) = state.contexts.get_mut(&ctx).filter(|_| snapshot) {
                 c.resp_snapshot = Some(view.clone());
             }
             self.status = view.status;
@@ -143,7 +146,7 @@ impl Head for NoHead {
         0
     }
 
-    fn restore(&mut self, _state: &mut HostState, _ctx: u32) {}
+    fn restore(&mut self, _state: &mut HostState, _ctx: u32, _snapshot: bool) {}
 }
 
 #[derive(Clone, Copy)]
@@ -158,7 +161,7 @@ impl Stream {
         slot: usize,
         generation: u64,
         ctx: u32,
-        events: UnboundedReceiver<Event>,
+        events: Arc<Mailbox>,
     ) -> Stream {
         Stream {
             inner: Arc::new(Inner {
@@ -166,7 +169,8 @@ impl Stream {
                 slot,
                 generation,
                 ctx,
-                events: tokio::sync::Mutex::new(events),
+                events,
+                waiting: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -174,10 +178,10 @@ impl Stream {
     /// Delivers `http_call` results that arrived while no phase was waiting (calls the
     /// filter made without pausing), before the next phase runs.
     fn drain_ready(&self) -> Result<(), Failure> {
-        let Ok(mut events) = self.inner.events.try_lock() else {
+        let Ok(_waiting) = self.inner.waiting.try_lock() else {
             return Ok(());
         };
-        while let Ok(event) = events.try_recv() {
+        while let Some(event) = self.inner.events.try_recv() {
             if let Event::CallDone(token, result) = event {
                 self.run(|inst, ctx| deliver(inst, ctx, &mut NoHead, token, result))?;
             }
@@ -203,6 +207,31 @@ impl Stream {
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
         self.head_phase(parts, Side::Request, end_of_stream).await
+    }
+
+    /// Whether the filter's request body callback does something (if not, the proxy may
+    /// pass the body's data along untouched, its length included).
+    pub fn wants_request_body(&self) -> bool {
+        !self.skips(bit::REQUEST_BODY)
+    }
+
+    /// Whether the filter's request trailers callback does something.
+    pub fn wants_request_trailers(&self) -> bool {
+        !self.skips(bit::REQUEST_TRAILERS)
+    }
+
+    /// Whether the filter's response body callback does something.
+    pub fn wants_response_body(&self) -> bool {
+        !self.skips(bit::RESPONSE_BODY)
+    }
+
+    /// Whether the filter's response trailers callback does something.
+    pub fn wants_response_trailers(&self) -> bool {
+        !self.skips(bit::RESPONSE_TRAILERS)
+    }
+
+    fn skips(&self, bits: u32) -> bool {
+        self.inner.plugin.unused.skips(bits)
     }
 
     /// `proxy_on_response_headers` (`:status` included).
@@ -249,26 +278,34 @@ impl Stream {
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
         self.drain_ready()?;
+        let (hook, later) = match side {
+            Side::Request => (bit::REQUEST_HEADERS, bit::AFTER_REQUEST_HEADERS),
+            Side::Response => (bit::RESPONSE_HEADERS, bit::AFTER_RESPONSE_HEADERS),
+        };
+        // Nothing later needs the head as it is now: no snapshot; and if this callback is
+        // unused too, nothing to do at all.
+        let snapshot = !self.skips(later);
+        if !snapshot && self.skips(hook) {
+            return Ok(Verdict::Continue);
+        }
         let first = self.run(|inst, ctx| {
-            let f = match side {
-                Side::Request => inst.funcs.on_request_headers.clone(),
-                Side::Response => inst.funcs.on_response_headers.clone(),
-            };
             let state = inst.store.data_mut();
             state.active = ctx;
             if let Some(c) = state.contexts.get_mut(&ctx) {
                 c.continued = false;
             }
             let n = head.install(&mut state.scope);
-            let result = match f {
-                Some(f) => {
-                    inst.arm();
-                    f.call(&mut inst.store, (ctx as i32, n, i32::from(end_of_stream)))
-                }
-                None => Ok(0),
-            };
+            let result = inst
+                .call(
+                    |f| match side {
+                        Side::Request => f.on_request_headers.as_ref(),
+                        Side::Response => f.on_response_headers.as_ref(),
+                    },
+                    (ctx as i32, n, i32::from(end_of_stream)),
+                )
+                .unwrap_or(Ok(0));
             // The head goes back to the caller whatever happened in the guest.
-            head.restore(inst.store.data_mut(), ctx);
+            head.restore(inst.store.data_mut(), ctx, snapshot);
             let action = result?;
             Ok(outcome(inst.store.data_mut(), ctx, Some(action)))
         })?;
@@ -284,9 +321,9 @@ impl Stream {
         let i = &self.inner;
         let max_pause = i.plugin.host.config.max_pause;
         let deadline = tokio::time::Instant::now() + max_pause;
-        let mut events = i.events.lock().await;
+        let _waiting = i.waiting.lock().await;
         loop {
-            let event = match tokio::time::timeout_at(deadline, events.recv()).await {
+            let event = match tokio::time::timeout_at(deadline, i.events.recv()).await {
                 Err(_) => {
                     return Err(i.plugin.discard(
                         i.slot,
@@ -322,14 +359,20 @@ impl Stream {
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
         self.drain_ready()?;
+        if self.skips(match side {
+            Side::Request => bit::REQUEST_BODY,
+            Side::Response => bit::RESPONSE_BODY,
+        }) {
+            return Ok(Verdict::Continue);
+        }
         self.run(|inst, ctx| {
-            let (f, kind) = match side {
-                Side::Request => (inst.funcs.on_request_body.clone(), 0),
-                Side::Response => (inst.funcs.on_response_body.clone(), 1),
+            let (present, kind) = match side {
+                Side::Request => (inst.funcs.on_request_body.is_some(), 0),
+                Side::Response => (inst.funcs.on_response_body.is_some(), 1),
             };
-            let Some(f) = f else {
+            if !present {
                 return Ok(Verdict::Continue);
-            };
+            }
             let state = inst.store.data_mut();
             state.active = ctx;
             if let Some(c) = state.contexts.get_mut(&ctx) {
@@ -337,11 +380,15 @@ impl Stream {
             }
             let size = count(body.len());
             state.scope.body = Some((kind, std::mem::take(body)));
-            inst.arm();
-            let result = f.call(
-                &mut inst.store,
-                (ctx as i32, size, i32::from(end_of_stream)),
-            );
+            let result = inst
+                .call(
+                    |f| match side {
+                        Side::Request => f.on_request_body.as_ref(),
+                        Side::Response => f.on_response_body.as_ref(),
+                    },
+                    (ctx as i32, size, i32::from(end_of_stream)),
+                )
+                .unwrap_or(Ok(0));
             if let Some((_, b)) = inst.store.data_mut().scope.body.take() {
                 *body = b;
             }
@@ -356,20 +403,33 @@ impl Stream {
 
     fn trailer_phase(&self, side: Side, trailers: &mut HeaderMap) -> Result<Verdict, Failure> {
         self.drain_ready()?;
+        if self.skips(match side {
+            Side::Request => bit::REQUEST_TRAILERS,
+            Side::Response => bit::RESPONSE_TRAILERS,
+        }) {
+            return Ok(Verdict::Continue);
+        }
         self.run(|inst, ctx| {
-            let (f, kind) = match side {
-                Side::Request => (inst.funcs.on_request_trailers.clone(), REQUEST_TRAILERS),
-                Side::Response => (inst.funcs.on_response_trailers.clone(), RESPONSE_TRAILERS),
+            let (present, kind) = match side {
+                Side::Request => (inst.funcs.on_request_trailers.is_some(), REQUEST_TRAILERS),
+                Side::Response => (inst.funcs.on_response_trailers.is_some(), RESPONSE_TRAILERS),
             };
-            let Some(f) = f else {
+            if !present {
                 return Ok(Verdict::Continue);
-            };
+            }
             let state = inst.store.data_mut();
             state.active = ctx;
             let n = count(trailers.len());
             state.scope.trailers = Some((kind, std::mem::take(trailers)));
-            inst.arm();
-            let result = f.call(&mut inst.store, (ctx as i32, n));
+            let result = inst
+                .call(
+                    |f| match side {
+                        Side::Request => f.on_request_trailers.as_ref(),
+                        Side::Response => f.on_response_trailers.as_ref(),
+                    },
+                    (ctx as i32, n),
+                )
+                .unwrap_or(Ok(0));
             if let Some((_, t)) = inst.store.data_mut().scope.trailers.take() {
                 *trailers = t;
             }
@@ -400,16 +460,20 @@ fn deliver<H: Head>(
     if let Some(c) = state.contexts.get_mut(&ctx) {
         c.pending_calls = c.pending_calls.saturating_sub(1);
     }
-    let Some(f) = inst.funcs.on_http_call_response.clone() else {
+    if inst.funcs.on_http_call_response.is_none() {
         return Ok(());
-    };
+    }
     state.active = ctx;
     state.scope.call_response = Some(response);
     head.install(&mut state.scope);
-    inst.arm();
-    let result = f.call(&mut inst.store, (ctx as i32, token as i32, nh, nb, nt));
+    let result = inst
+        .call(
+            |f| f.on_http_call_response.as_ref(),
+            (ctx as i32, token as i32, nh, nb, nt),
+        )
+        .unwrap_or(Ok(()));
     let state = inst.store.data_mut();
     state.scope.call_response = None;
-    head.restore(state, ctx);
+    head.restore(state, ctx, true);
     result
 }

@@ -526,6 +526,10 @@ async fn body_phases_buffer_until_the_end_and_may_rewrite_the_body() {
         spec("body"),
     );
     let stream = plugin.start(info()).expect("start");
+    assert!(
+        stream.wants_request_body(),
+        "it has a request body callback"
+    );
     let mut buf = BytesMut::from(&b"secret"[..]);
     assert!(matches!(
         stream.request_body(&mut buf, false).expect("runs"),
@@ -728,4 +732,72 @@ async fn the_last_clone_dropped_finishes_the_context() {
     assert_eq!(finished(), 0, "a clone is still alive");
     drop(clone);
     assert_eq!(finished(), 111, "on_log, on_done and on_delete once each");
+}
+
+const FOREIGN: &str = r#"
+  (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+"#;
+
+/// Declares the response body and `on_log`/`on_done` unused through the host's foreign
+/// function, yet counts every call it gets (1 body, 10 log, 100 done, 1000 delete).
+const UNUSED_HOOKS: &str = r#"
+  (data (i32.const 100) "calls")
+  (data (i32.const 120) "mesh_unused_hooks")
+  (data (i32.const 140) "\50\00\00\00")
+  (data (i32.const 150) "no_such_function")
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 5) (i32.const 200)))
+    ;; An unknown name is NOT_FOUND (1), as in Envoy; a short argument BAD_ARGUMENT (2).
+    (if (i32.ne (call $foreign (i32.const 150) (i32.const 16) (i32.const 140) (i32.const 4) (i32.const 210) (i32.const 214)) (i32.const 1))
+      (then unreachable))
+    (if (i32.ne (call $foreign (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 2) (i32.const 210) (i32.const 214)) (i32.const 2))
+      (then unreachable))
+    ;; 0x50 = response body (16) | log and done (64).
+    (if (i32.ne (call $foreign (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 4) (i32.const 210) (i32.const 214)) (i32.const 0))
+      (then unreachable))
+    (i32.const 1))
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 1)))
+    (i32.const 0))
+  (func (export "proxy_on_log") (param i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 10))))
+  (func (export "proxy_on_done") (param i32) (result i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 100)))
+    (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 1000))))
+"#;
+
+#[tokio::test]
+async fn callbacks_a_filter_declares_unused_are_skipped_and_the_rest_still_run() {
+    let host = host();
+    let plugin = plugin(
+        &host,
+        &module(&format!("{IMPORTS}{FOREIGN}"), UNUSED_HOOKS),
+        spec("unused"),
+    );
+    let calls = || {
+        host.metrics()
+            .into_iter()
+            .find(|m| m.name == "calls")
+            .expect("defined")
+            .value
+    };
+    let stream = plugin.start(info()).expect("start");
+    assert!(
+        !stream.wants_response_body(),
+        "the body callback is declared unused"
+    );
+    assert!(
+        !stream.wants_request_body() && !stream.wants_response_trailers(),
+        "callbacks the module does not export are unused"
+    );
+    let mut body = BytesMut::from(&b"data"[..]);
+    assert!(matches!(
+        stream.response_body(&mut body, true).expect("runs"),
+        Verdict::Continue
+    ));
+    assert_eq!(&body[..], b"data");
+    drop(stream);
+    assert_eq!(calls(), 1000, "only proxy_on_delete ran");
 }

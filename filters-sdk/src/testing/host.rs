@@ -443,6 +443,19 @@ pub(crate) mod abi {
         status::OK
     }
 
+    /// The mock knows no foreign function (it calls every hook, whatever the filter
+    /// declares unused), like a host without the mesh's extension.
+    pub(crate) unsafe fn proxy_call_foreign_function(
+        _name: *const u8,
+        _name_size: usize,
+        _arguments: *const u8,
+        _arguments_size: usize,
+        _results: *mut *mut u8,
+        _results_size: *mut usize,
+    ) -> u32 {
+        status::NOT_FOUND
+    }
+
     pub(crate) unsafe fn proxy_define_metric(
         kind: u32,
         name: *const u8,

@@ -61,10 +61,19 @@ pub(super) struct FilterBody {
     trailers: Option<HeaderMap>,
     /// The inner body ended and every buffer was flushed.
     done: bool,
+    /// Whether data goes through the body callbacks; if not (no filter has one that does
+    /// something), only trailers do, and data passes as it comes, its length known.
+    data: bool,
 }
 
 impl FilterBody {
-    pub(super) fn wrap(inner: Body, links: Vec<Link>, side: Side, aborted: Aborted) -> Body {
+    pub(super) fn wrap(
+        inner: Body,
+        links: Vec<Link>,
+        side: Side,
+        aborted: Aborted,
+        data: bool,
+    ) -> Body {
         let buffers = links.iter().map(|_| BytesMut::new()).collect();
         http_body_util::BodyExt::boxed(FilterBody {
             inner,
@@ -75,6 +84,7 @@ impl FilterBody {
             aborted,
             trailers: None,
             done: false,
+            data,
         })
     }
 
@@ -185,6 +195,7 @@ impl hyper::body::Body for FilterBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !this.data => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(data) => {
                         if let Some(first) = this.buffers.first_mut() {
                             first.extend_from_slice(&data);
@@ -200,9 +211,8 @@ impl hyper::body::Body for FilterBody {
                     Err(frame) => {
                         // Trailers end the body: flush the data first, then the trailers.
                         if let Ok(mut trailers) = frame.into_trailers() {
-                            if let Err(e) = this
-                                .run(true)
-                                .and_then(|()| this.run_trailers(&mut trailers))
+                            let flushed = if this.data { this.run(true) } else { Ok(()) };
+                            if let Err(e) = flushed.and_then(|()| this.run_trailers(&mut trailers))
                             {
                                 return Poll::Ready(Some(Err(e)));
                             }
@@ -212,8 +222,10 @@ impl hyper::body::Body for FilterBody {
                     }
                 },
                 Poll::Ready(None) => {
-                    if let Err(e) = this.run(true) {
-                        return Poll::Ready(Some(Err(e)));
+                    if this.data {
+                        if let Err(e) = this.run(true) {
+                            return Poll::Ready(Some(Err(e)));
+                        }
                     }
                     this.done = true;
                 }
@@ -222,6 +234,17 @@ impl hyper::body::Body for FilterBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if !self.data {
+            return self.trailers.is_none() && (self.done || self.inner.is_end_stream());
+        }
         self.done && self.ready.is_empty() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.data {
+            hyper::body::SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }

@@ -75,16 +75,18 @@ impl Chain {
             let Some(filter) = table.filters.get(id as usize) else {
                 continue;
             };
-            let name: Arc<str> = Arc::from(filter.name.as_str());
             let failure = filter.failure;
             let Some(plugin) = store.plugin(&filter.name) else {
                 // Not loaded (missing, refused, or still compiling): the failure mode decides.
-                tracing::debug!(filter = %name, "filter not loaded");
+                tracing::debug!(filter = %filter.name, "filter not loaded");
                 match failure {
                     FailureMode::Open => continue,
-                    FailureMode::Closed => return Err(ProxyError::FilterFailed(name.to_string())),
+                    FailureMode::Closed => {
+                        return Err(ProxyError::FilterFailed(filter.name.clone()))
+                    }
                 }
             };
+            let name = plugin.name().clone();
             let link = |stream| Link {
                 name: Arc::clone(&name),
                 stream,
@@ -105,17 +107,23 @@ impl Chain {
                 Err(failure) => link.on_failure(&failure)?,
             }
         }
-        if chain.links.is_empty() || end_of_stream {
+        // Only filters that do something with bodies or trailers see them; with none, the
+        // body passes untouched.
+        let body_links: Vec<Link> = chain
+            .links
+            .iter()
+            .filter(|l| l.stream.wants_request_body() || l.stream.wants_request_trailers())
+            .cloned()
+            .collect();
+        if body_links.is_empty() || end_of_stream {
             return Ok(Start::Forward(Request::from_parts(parts, body), chain));
         }
-        // Filters may change the body's length: let the next hop frame it.
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        let body = FilterBody::wrap(
-            body,
-            chain.links.clone(),
-            Side::Request,
-            chain.aborted.clone(),
-        );
+        let data = body_links.iter().any(|l| l.stream.wants_request_body());
+        if data {
+            // Filters may change the body's length: let the next hop frame it.
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        let body = FilterBody::wrap(body, body_links, Side::Request, chain.aborted.clone(), data);
         Ok(Start::Forward(Request::from_parts(parts, body), chain))
     }
 
@@ -145,11 +153,15 @@ impl Chain {
                 Err(failure) => link.on_failure(&failure)?,
             }
         }
+        kept.retain(|l| l.stream.wants_response_body() || l.stream.wants_response_trailers());
         if kept.is_empty() || end_of_stream {
             return Ok(Response::from_parts(parts, body));
         }
-        parts.headers.remove(http::header::CONTENT_LENGTH);
-        let body = FilterBody::wrap(body, kept, Side::Response, Aborted::default());
+        let data = kept.iter().any(|l| l.stream.wants_response_body());
+        if data {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        let body = FilterBody::wrap(body, kept, Side::Response, Aborted::default(), data);
         Ok(Response::from_parts(parts, body))
     }
 }

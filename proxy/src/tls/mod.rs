@@ -47,7 +47,7 @@ pub enum Caller {
     /// A verified mesh identity.
     Mesh {
         /// `spiffe://<trust domain>/<path>`.
-        spiffe_id: String,
+        spiffe_id: std::sync::Arc<str>,
         /// The request edit that gives the application this caller's identity
         /// (`x-forwarded-client-cert`, see `inbound`), made once per connection.
         xfcc: HeaderEdit,
@@ -197,7 +197,7 @@ impl Transport {
             }
         };
         self.stats.inbound_handshakes.fetch_add(1, Relaxed);
-        let spiffe_id = caller.to_string();
+        let spiffe_id: Arc<str> = caller.to_string().into();
         // Envoy's XFCC: who the proxy is (By) and whom the client certificate proved (URI).
         let xfcc = HeaderEdit::Set(
             crate::inbound::IDENTITY_HEADER.to_string(),

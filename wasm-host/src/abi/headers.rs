@@ -6,7 +6,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use wasmtime::{Caller, Linker};
 
-use super::{code, copy_out, read, status};
+use super::{code, copy_out, memory_and_state, read, slice, status};
 use crate::state::{HostState, ReqView, RespView};
 
 /// Map types of the ABI.
@@ -154,18 +154,18 @@ fn value(state: &HostState, map_type: u32, key: &[u8]) -> Result<Vec<u8>, i32> {
                 b":path" => Some(path(r).to_vec()),
                 b":authority" => authority(r).map(<[u8]>::to_vec),
                 b":scheme" => Some(r.uri.scheme_str().unwrap_or("http").as_bytes().to_vec()),
-                _ => joined(r.headers.get_all(name(key)?).iter()),
+                _ => joined(r.headers.get_all(lookup(key)?).iter()),
             }
         }
         RESPONSE_HEADERS => {
             let r = state.response().ok_or(status::NOT_FOUND)?;
             match key {
                 b":status" => Some(r.status.as_str().as_bytes().to_vec()),
-                _ => joined(r.headers.get_all(name(key)?).iter()),
+                _ => joined(r.headers.get_all(lookup(key)?).iter()),
             }
         }
         REQUEST_TRAILERS | RESPONSE_TRAILERS => match &state.scope.trailers {
-            Some((t, map)) if *t == map_type => joined(map.get_all(name(key)?).iter()),
+            Some((t, map)) if *t == map_type => joined(map.get_all(lookup(key)?).iter()),
             _ => return Err(status::NOT_FOUND),
         },
         CALL_RESPONSE_HEADERS | CALL_RESPONSE_TRAILERS => {
@@ -189,8 +189,15 @@ fn value(state: &HostState, map_type: u32, key: &[u8]) -> Result<Vec<u8>, i32> {
     found.ok_or(status::NOT_FOUND)
 }
 
+/// A header name to look up by, in place (the map's lookup lower-cases it, and a name
+/// no header can have finds nothing).
+fn lookup(key: &[u8]) -> Result<&str, i32> {
+    std::str::from_utf8(key).map_err(|_| status::BAD_ARGUMENT)
+}
+
+/// A header name from the guest (`from_bytes` lower-cases it).
 fn name(key: &[u8]) -> Result<HeaderName, i32> {
-    HeaderName::from_bytes(&key.to_ascii_lowercase()).map_err(|_| status::BAD_ARGUMENT)
+    HeaderName::from_bytes(key).map_err(|_| status::BAD_ARGUMENT)
 }
 
 fn header_value(v: &[u8]) -> Result<HeaderValue, i32> {
@@ -282,8 +289,8 @@ impl Target<'_> {
     }
 
     fn put(&mut self, key: &[u8], v: &[u8], op: Op) -> Result<(), i32> {
-        let key = key.to_ascii_lowercase();
         if key.starts_with(b":") {
+            let key = key.to_ascii_lowercase();
             // A pseudo-header has one value: adding one replaces it.
             return match self {
                 Target::Req(r) => set_request_pseudo(r, &key, v),
@@ -291,7 +298,7 @@ impl Target<'_> {
                 Target::Map(_) => Err(status::BAD_ARGUMENT),
             };
         }
-        let (n, v) = (name(&key)?, header_value(v)?);
+        let (n, v) = (name(key)?, header_value(v)?);
         match op {
             Op::Replace => {
                 self.headers().insert(n, v);
@@ -359,8 +366,14 @@ fn get_value(
     ret_ptr: i32,
     ret_len: i32,
 ) -> wasmtime::Result<i32> {
-    let found = read(&c, kptr, klen)
-        .and_then(|k| value(c.data(), map_type as u32, &k.to_ascii_lowercase()));
+    let found = memory_and_state(&mut c).and_then(|(mem, state)| {
+        let key = slice(mem, kptr, klen)?;
+        if key.starts_with(b":") {
+            value(state, map_type as u32, &key.to_ascii_lowercase())
+        } else {
+            value(state, map_type as u32, key)
+        }
+    });
     match found {
         Ok(v) => copy_out(&mut c, &v, ret_ptr, ret_len),
         Err(e) => Ok(e),
@@ -369,9 +382,9 @@ fn get_value(
 
 fn put(mut c: C<'_>, map_type: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32, op: Op) -> i32 {
     code((|| {
-        let k = read(&c, kptr, klen)?;
-        let v = read(&c, vptr, vlen)?;
-        target(c.data_mut(), map_type as u32)?.put(&k, &v, op)?;
+        let (mem, state) = memory_and_state(&mut c)?;
+        let (k, v) = (slice(mem, kptr, klen)?, slice(mem, vptr, vlen)?);
+        target(state, map_type as u32)?.put(k, v, op)?;
         Ok(status::OK)
     })())
 }
@@ -397,8 +410,8 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_remove_header_map_value",
         |mut c: C<'_>, t: i32, kp: i32, kl: i32| {
             code((|| {
-                let k = read(&c, kp, kl)?;
-                target(c.data_mut(), t as u32)?.remove(&k.to_ascii_lowercase())?;
+                let (mem, state) = memory_and_state(&mut c)?;
+                target(state, t as u32)?.remove(slice(mem, kp, kl)?)?;
                 Ok(status::OK)
             })())
         },

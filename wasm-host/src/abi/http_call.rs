@@ -79,7 +79,7 @@ fn http_call(
             };
             match stream {
                 Some(tx) => {
-                    let _ = tx.send(Event::CallDone(token, result));
+                    tx.send(Event::CallDone(token, result));
                 }
                 None => {
                     if let Some(plugin) = plugin.upgrade() {

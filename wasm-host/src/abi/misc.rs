@@ -1,12 +1,14 @@
 //! Logging, time, ticks, stream control (continue, close, local response), effective
-//! context, and the parts of the ABI the mesh does not offer (gRPC, foreign functions).
+//! context, the host's foreign function, and the parts of the ABI the mesh does not offer
+//! (gRPC).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
-use super::{code, deserialize_pairs, read, status, write, write_u32};
+use super::{code, deserialize_pairs, memory_and_state, read, slice, status, write, write_u32};
+use crate::hooks;
 use crate::state::{Event, HostState};
 use crate::LocalResponse;
 
@@ -54,12 +56,40 @@ fn flag(c: &mut C<'_>, set: impl FnOnce(&mut crate::state::Context)) -> i32 {
             set(ctx);
             if let Some(tx) = &ctx.events {
                 // A waiting phase re-reads the flags; nobody waiting is fine too.
-                let _ = tx.send(Event::Wake);
+                tx.send(Event::Wake);
             }
             status::OK
         }
         _ => status::NOT_FOUND,
     }
+}
+
+/// `proxy_call_foreign_function`: the host's one extension, `mesh_unused_hooks` (see
+/// `hooks`); any other name is NOT_FOUND, as in Envoy. Returns no data.
+fn foreign_function(
+    mut c: C<'_>,
+    name_ptr: i32,
+    name_len: i32,
+    args_ptr: i32,
+    args_len: i32,
+    ret_ptr: i32,
+    ret_len: i32,
+) -> i32 {
+    code((|| {
+        let (mem, state) = memory_and_state(&mut c)?;
+        if slice(mem, name_ptr, name_len)? != hooks::FOREIGN_FUNCTION {
+            return Err(status::NOT_FOUND);
+        }
+        let args: [u8; 4] = slice(mem, args_ptr, args_len)?
+            .try_into()
+            .map_err(|_| status::BAD_ARGUMENT)?;
+        if let Some(plugin) = state.plugin.upgrade() {
+            plugin.unused.add(u32::from_le_bytes(args));
+        }
+        write_u32(&mut c, ret_ptr, 0)?;
+        write_u32(&mut c, ret_len, 0)?;
+        Ok(status::OK)
+    })())
 }
 
 #[allow(clippy::too_many_arguments)] // the ABI's signature
@@ -158,7 +188,7 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_done", |_c: C<'_>| status::OK)?;
-    // gRPC calls and foreign functions are not offered by the mesh.
+    // gRPC calls are not offered by the mesh.
     linker.func_wrap(
         "env",
         "proxy_grpc_call",
@@ -206,10 +236,6 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_get_status",
         |_c: C<'_>, _a: i32, _b: i32, _d: i32| status::UNIMPLEMENTED,
     )?;
-    linker.func_wrap(
-        "env",
-        "proxy_call_foreign_function",
-        |_c: C<'_>, _a: i32, _b: i32, _d: i32, _e: i32, _f: i32, _g: i32| status::UNIMPLEMENTED,
-    )?;
+    linker.func_wrap("env", "proxy_call_foreign_function", foreign_function)?;
     Ok(())
 }

@@ -111,15 +111,26 @@ fn addr(v: i32) -> usize {
 /// Copies `len` bytes at `ptr` out of the guest's memory; `Err(status)` if out of bounds.
 pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, i32> {
     let memory = caller.data().memory.ok_or(status::INVALID_MEMORY_ACCESS)?;
+    slice(memory.data(caller), ptr, len).map(<[u8]>::to_vec)
+}
+
+/// The guest's memory and the store's data at once, so that host functions can read
+/// their arguments in place instead of copying them out first.
+pub(crate) fn memory_and_state<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Result<(&'a [u8], &'a mut HostState), i32> {
+    let memory = caller.data().memory.ok_or(status::INVALID_MEMORY_ACCESS)?;
+    let (bytes, state) = memory.data_and_store_mut(caller);
+    Ok((bytes, state))
+}
+
+/// `len` bytes at `ptr` of guest memory `mem`; `Err(status)` if out of bounds.
+pub(crate) fn slice(mem: &[u8], ptr: i32, len: i32) -> Result<&[u8], i32> {
     let (start, len) = (addr(ptr), addr(len));
     let end = start
         .checked_add(len)
         .ok_or(status::INVALID_MEMORY_ACCESS)?;
-    memory
-        .data(caller)
-        .get(start..end)
-        .map(<[u8]>::to_vec)
-        .ok_or(status::INVALID_MEMORY_ACCESS)
+    mem.get(start..end).ok_or(status::INVALID_MEMORY_ACCESS)
 }
 
 /// Like [`read`], as UTF-8 (`BAD_ARGUMENT` if it is not).

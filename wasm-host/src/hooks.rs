@@ -1,0 +1,56 @@
+//! Callbacks a filter does nothing in, which the host may skip. A filter says so through
+//! the foreign function `mesh_unused_hooks` (our SDK does it for hooks the filter left at
+//! their default); a skipped callback would have continued without touching anything, so
+//! skipping it cannot be observed, and saves a guest call per request (the body ones also
+//! let the proxy keep the body's framing untouched).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The foreign function's name.
+pub(crate) const FOREIGN_FUNCTION: &[u8] = b"mesh_unused_hooks";
+
+/// One bit per skippable callback, as the foreign function's argument (u32, little-endian).
+pub(crate) mod bit {
+    pub(crate) const REQUEST_HEADERS: u32 = 1;
+    pub(crate) const REQUEST_BODY: u32 = 1 << 1;
+    pub(crate) const REQUEST_TRAILERS: u32 = 1 << 2;
+    pub(crate) const RESPONSE_HEADERS: u32 = 1 << 3;
+    pub(crate) const RESPONSE_BODY: u32 = 1 << 4;
+    pub(crate) const RESPONSE_TRAILERS: u32 = 1 << 5;
+    /// `proxy_on_log` and `proxy_on_done` (`proxy_on_delete` always runs: it frees the
+    /// context in the guest).
+    pub(crate) const DONE: u32 = 1 << 6;
+
+    /// Each bit's callbacks, by export name.
+    pub(crate) const EXPORTS: &[(u32, &[&str])] = &[
+        (REQUEST_HEADERS, &["proxy_on_request_headers"]),
+        (REQUEST_BODY, &["proxy_on_request_body"]),
+        (REQUEST_TRAILERS, &["proxy_on_request_trailers"]),
+        (RESPONSE_HEADERS, &["proxy_on_response_headers"]),
+        (RESPONSE_BODY, &["proxy_on_response_body"]),
+        (RESPONSE_TRAILERS, &["proxy_on_response_trailers"]),
+        (DONE, &["proxy_on_log", "proxy_on_done"]),
+    ];
+
+    /// What may run after the response headers (and read the response head's snapshot).
+    pub(crate) const AFTER_RESPONSE_HEADERS: u32 = RESPONSE_BODY | RESPONSE_TRAILERS | DONE;
+    /// What may run after the request headers (and read the request head's snapshot).
+    pub(crate) const AFTER_REQUEST_HEADERS: u32 =
+        REQUEST_BODY | REQUEST_TRAILERS | RESPONSE_HEADERS | AFTER_RESPONSE_HEADERS;
+}
+
+/// The callbacks a plugin's filter declared unused (only ever grows: it is a property of
+/// the module's code).
+#[derive(Debug, Default)]
+pub(crate) struct UnusedHooks(AtomicU32);
+
+impl UnusedHooks {
+    pub(crate) fn add(&self, bits: u32) {
+        self.0.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// Whether every callback in `bits` may be skipped.
+    pub(crate) fn skips(&self, bits: u32) -> bool {
+        self.0.load(Ordering::Relaxed) & bits == bits
+    }
+}

@@ -1,0 +1,109 @@
+//! A request context's mailbox: its `http_call` results and wake-ups. Made for every
+//! request, used by few, so it is one small allocation (a channel would allocate a block
+//! of slots per request).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use crate::state::Event;
+
+/// The receiving side, held by the request's `Stream`.
+pub(crate) struct Mailbox {
+    queue: Mutex<VecDeque<Event>>,
+    notify: Notify,
+    /// Live [`Sender`]s; none left means nothing more can arrive.
+    senders: AtomicUsize,
+}
+
+/// A sending side: the context holds one, each `http_call` in flight another.
+pub(crate) struct Sender(Arc<Mailbox>);
+
+impl Mailbox {
+    /// A mailbox and its first sender.
+    pub(crate) fn new() -> (Arc<Mailbox>, Sender) {
+        let mailbox = Arc::new(Mailbox {
+            queue: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+            senders: AtomicUsize::new(1),
+        });
+        (mailbox.clone(), Sender(mailbox))
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next event if one is there.
+    pub(crate) fn try_recv(&self) -> Option<Event> {
+        self.queue().pop_front()
+    }
+
+    /// The next event; `None` once every sender is gone and the queue is empty.
+    pub(crate) async fn recv(&self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.try_recv() {
+                return Some(event);
+            }
+            if self.senders.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            // `notify_one` stores a permit when nobody waits, so a send between the checks
+            // above and this wait is not lost.
+            self.notify.notified().await;
+        }
+    }
+}
+
+impl Sender {
+    /// Queues an event and wakes the waiting phase, if any.
+    pub(crate) fn send(&self, event: Event) {
+        self.0.queue().push_back(event);
+        self.0.notify.notify_one();
+    }
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Sender {
+        self.0.senders.fetch_add(1, Ordering::AcqRel);
+        Sender(self.0.clone())
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.notify.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mailbox;
+    use crate::state::Event;
+
+    #[tokio::test]
+    async fn delivers_in_order_then_ends_when_every_sender_is_gone() {
+        let (mailbox, tx) = Mailbox::new();
+        let call = tx.clone();
+        tx.send(Event::Wake);
+        drop(tx);
+        let waiter = {
+            let mailbox = mailbox.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while let Some(event) = mailbox.recv().await {
+                    seen.push(matches!(event, Event::Wake));
+                }
+                seen
+            })
+        };
+        tokio::task::yield_now().await;
+        call.send(Event::CallDone(7, Err("x".into())));
+        drop(call);
+        assert_eq!(waiter.await.expect("waiter"), vec![true, false]);
+    }
+}

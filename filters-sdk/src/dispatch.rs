@@ -8,8 +8,6 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::abi::{buffer, map, stream as phase, unused_hooks as hook};
 use crate::filter::{Action, Filter, HttpFilter};
@@ -17,29 +15,9 @@ use crate::hostcalls;
 use crate::log;
 use crate::stream::{CallResponse, Request, Response, Stream, Token};
 
-/// Hashes a context id with one multiplication: ids are small host-chosen integers, not
-/// attacker-chosen keys, and std's SipHash was a fifth of a header filter's guest time.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        // Fibonacci hashing: spreads consecutive ids over the high bits hashbrown uses.
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
+/// Contexts by id; FxHash, because ids are small host-chosen integers, not attacker-chosen
+/// keys, and std's SipHash was a fifth of a header filter's guest time.
+type IdMap<V> = rustc_hash::FxHashMap<u32, V>;
 
 /// The contexts of one instance.
 struct Dispatcher<F: Filter> {

@@ -1,7 +1,6 @@
 //! One wasmtime instance of a filter: its store, its callbacks, and its start-up
 //! (`_initialize`, root context, `proxy_on_vm_start`, `proxy_on_configure`).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use wasmtime::{Store, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
@@ -9,7 +8,7 @@ use wasmtime::{Store, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 use crate::abi::wasi_exit_code;
 use crate::budget::CpuBudget;
 use crate::engine::deadline_ticks;
-use crate::state::{Context, HostState, Limits, Scope};
+use crate::state::{Context, Contexts, HostState, Limits, Scope};
 use crate::Plugin;
 
 /// The root context's id in every instance; request contexts count up from the next.
@@ -59,7 +58,7 @@ impl Instance {
     pub(crate) fn new(plugin: &Plugin, slot: usize) -> wasmtime::Result<Instance> {
         let host = &plugin.host;
         let generation = host.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut contexts = HashMap::new();
+        let mut contexts = Contexts::default();
         contexts.insert(ROOT_ID, Context::default());
         let state = HostState {
             budget: CpuBudget::new(plugin.time_limit),

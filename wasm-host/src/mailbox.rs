@@ -16,6 +16,8 @@ pub(crate) struct Mailbox {
     notify: Notify,
     /// Live [`Sender`]s; none left means nothing more can arrive.
     senders: AtomicUsize,
+    /// Events in `queue`, readable without its lock (most phases find none).
+    queued: AtomicUsize,
 }
 
 /// A sending side: the context holds one, each `http_call` in flight another.
@@ -28,6 +30,7 @@ impl Mailbox {
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             senders: AtomicUsize::new(1),
+            queued: AtomicUsize::new(0),
         });
         (mailbox.clone(), Sender(mailbox))
     }
@@ -38,7 +41,19 @@ impl Mailbox {
 
     /// The next event if one is there.
     pub(crate) fn try_recv(&self) -> Option<Event> {
-        self.queue().pop_front()
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let event = self.queue().pop_front();
+        if event.is_some() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        event
+    }
+
+    /// Whether nothing is queued (without taking the lock).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
     }
 
     /// The next event; `None` once every sender is gone and the queue is empty.
@@ -61,6 +76,7 @@ impl Sender {
     /// Queues an event and wakes the waiting phase, if any.
     pub(crate) fn send(&self, event: Event) {
         self.0.queue().push_back(event);
+        self.0.queued.fetch_add(1, Ordering::AcqRel);
         self.0.notify.notify_one();
     }
 }

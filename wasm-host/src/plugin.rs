@@ -2,7 +2,7 @@
 //! mutex) per worker thread; failures, ticks and context finishing live here.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ pub(crate) struct Slot {
     instance: Mutex<Option<Instance>>,
     /// (generation, context) of streams dropped while the slot was busy.
     deferred: Mutex<Vec<(u64, u32)>>,
+    /// Whether `deferred` may hold something (so that locking the slot need not lock it).
+    has_deferred: AtomicBool,
 }
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -137,6 +139,7 @@ impl Plugin {
             .map(|_| Slot {
                 instance: Mutex::new(None),
                 deferred: Mutex::new(Vec::new()),
+                has_deferred: AtomicBool::new(false),
             })
             .collect();
         Arc::new_cyclic(|me| Plugin {
@@ -241,12 +244,16 @@ impl Plugin {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let deferred = std::mem::take(
-            &mut *self.slots[slot]
-                .deferred
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let slot = &self.slots[slot];
+        // Usually false, sparing a lock per call. It is set after the push, so a context
+        // deferred now is finished by this lock or the next one.
+        if !slot.has_deferred.load(Ordering::Acquire)
+            || !slot.has_deferred.swap(false, Ordering::AcqRel)
+        {
+            return guard;
+        }
+        let deferred =
+            std::mem::take(&mut *slot.deferred.lock().unwrap_or_else(PoisonError::into_inner));
         for (generation, ctx) in deferred {
             self.finish_locked(&mut guard, generation, ctx);
         }
@@ -383,11 +390,14 @@ impl Plugin {
                 let mut guard = SlotGuard::new(p.into_inner());
                 self.finish_locked(&mut guard, generation, ctx);
             }
-            Err(TryLockError::WouldBlock) => self.slots[slot]
-                .deferred
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((generation, ctx)),
+            Err(TryLockError::WouldBlock) => {
+                let slot = &self.slots[slot];
+                slot.deferred
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((generation, ctx));
+                slot.has_deferred.store(true, Ordering::Release);
+            }
         }
     }
 

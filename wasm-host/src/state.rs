@@ -110,6 +110,10 @@ pub(crate) struct Context {
     pub(crate) resp_snapshot: Option<RespView>,
 }
 
+/// Contexts by id; FxHash, because ids are this host's own counter (not attacker-chosen
+/// keys) and SipHash showed in a filter's per-request cost.
+pub(crate) type Contexts = rustc_hash::FxHashMap<u32, Context>;
+
 /// The store's data.
 pub(crate) struct HostState {
     /// The CPU budget of the callback running now.
@@ -129,7 +133,7 @@ pub(crate) struct HostState {
     pub(crate) generation: u64,
     /// The effective context (`proxy_set_effective_context`, or the callback's).
     pub(crate) active: u32,
-    pub(crate) contexts: HashMap<u32, Context>,
+    pub(crate) contexts: Contexts,
     pub(crate) scope: Scope,
     pub(crate) next_token: u32,
     /// A tick period the root context asked for in the last call, to act on after it.

@@ -178,6 +178,9 @@ impl Stream {
     /// Delivers `http_call` results that arrived while no phase was waiting (calls the
     /// filter made without pausing), before the next phase runs.
     fn drain_ready(&self) -> Result<(), Failure> {
+        if self.inner.events.is_empty() {
+            return Ok(());
+        }
         let Ok(_waiting) = self.inner.waiting.try_lock() else {
             return Ok(());
         };

@@ -133,24 +133,29 @@ impl Chain {
     }
 
     /// Runs the response through the chain, last filter first.
-    pub async fn finish(mut self, response: Response<Body>) -> Result<Response<Body>, ProxyError> {
+    pub async fn finish(self, response: Response<Body>) -> Result<Response<Body>, ProxyError> {
         if self.links.is_empty() {
             return Ok(response);
         }
-        self.links.reverse();
+        let mut kept = self.links;
+        kept.reverse();
         let (mut parts, body) = response.into_parts();
         let end_of_stream = hyper::body::Body::is_end_stream(&body);
-        let mut kept = Vec::with_capacity(self.links.len());
-        for link in self.links {
+        let mut i = 0;
+        while i < kept.len() {
+            let link = &kept[i];
             match link
                 .stream
                 .response_headers(&mut parts, end_of_stream)
                 .await
             {
-                Ok(Verdict::Continue | Verdict::Buffer) => kept.push(link),
+                Ok(Verdict::Continue | Verdict::Buffer) => i += 1,
                 Ok(Verdict::Respond(local)) => return Ok(local_response(local)),
                 Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(link.name.to_string())),
-                Err(failure) => link.on_failure(&failure)?,
+                Err(failure) => {
+                    link.on_failure(&failure)?;
+                    kept.remove(i);
+                }
             }
         }
         kept.retain(|l| l.stream.wants_response_body() || l.stream.wants_response_trailers());

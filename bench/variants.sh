@@ -4,6 +4,7 @@
 #
 #   SET=filters bash bench/variants.sh    # filters-0 / filters-1 / filters-3 (header-adder WASM filters)
 #   SET=observe bash bench/variants.sh    # observe-off / observe-on (100% access log + 1% tracing)
+#   SET=sandbox bash bench/variants.sh    # sandbox-spin / sandbox-loop (a looping filter's cost to others)
 #   bash bench/variants.sh                # both sets in one run (SET=all)
 #   QUICK=1 SET=filters bash bench/variants.sh   # smoke test: 1 round x 2 s
 #
@@ -24,6 +25,10 @@
 #   observe-on   observe backend { access_log json sample 100%  trace sample 1% },
 #                [access_log] path = file, [tracing] otlp_endpoint = http://127.0.0.1:19999/v1/traces
 #                (nothing listens there: spans are dropped and counted)
+#   sandbox-spin service backend: filters [spin]  misbehave.wasm { mode: "loop", path_prefix: "/loop" },
+#                time_limit 20ms, failure open: only /loop requests loop (sandbox baseline)
+#   sandbox-loop the same, measured while a side client sends GET /loop every 50 ms (bench/loop_client.py)
+# sandbox-loop / sandbox-spin is what a filter that loops forever costs the other requests.
 # observe-on / observe-none is the cost of metrics + 100% access log + 1% tracing;
 # observe-off / observe-none the cost of the request metrics alone.
 # With SET=all, filters-0 and observe-off are the same configuration: their difference is
@@ -37,7 +42,7 @@
 # span counters are reported.
 #
 # Environment (all optional):
-#   SET=all|filters|observe   which variants (default all)
+#   SET=all|filters|observe|sandbox   which variants (default all)
 #   D=5 R=3                   seconds per run, rounds              QUICK=1  D=2 R=1
 #   CONNS=32                  wrk connections     WRK_THREADS=1
 #   WARMUP=1                  seconds of warm-up per case          SETTLE=0.5  pause between runs (s)
@@ -58,7 +63,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 PEERS=${PEERS:-/work/shared/bench/peers/peers.sh}
 SET=${SET:-all}
-case $SET in all|filters|observe) ;; *) echo "error: SET must be all, filters or observe" >&2; exit 2 ;; esac
+case $SET in all|filters|observe|sandbox) ;; *) echo "error: SET must be all, filters, observe or sandbox" >&2; exit 2 ;; esac
 
 if [ "${QUICK:-0}" = 1 ]; then D=${D:-2}; R=${R:-1}; RESULTS=${RESULTS:-variants-$SET-quick}; fi
 D=${D:-5}; R=${R:-3}; RESULTS=${RESULTS:-variants-$SET}
@@ -74,6 +79,8 @@ ALL_VARIANTS=(
   "observe-none|observe|observe-none|19451|19453|all of it off: no observe block, [admin] request_metrics = false"
   "observe-off|observe|observe-none|19431|19433|metrics only: no observe block (request metrics on, the default)"
   "observe-on|observe|observe-none|19441|19443|metrics + access_log json sample 100% + trace sample 1% (OTLP to :19999, nothing listens)"
+  "sandbox-spin|sandbox|sandbox-spin|19461|19463|filters [spin] (misbehave.wasm loop on /loop only, 20ms, failure open), no /loop traffic"
+  "sandbox-loop|sandbox|sandbox-spin|19471|19473|filters [spin], while GET /loop every 50 ms"
 )
 VARIANTS=()
 for v in "${ALL_VARIANTS[@]}"; do
@@ -173,10 +180,12 @@ if [ "$NEED_WASM" = 1 ]; then
         || { tail -n 20 "$RUN/wasm-build.log" >&2; die "filter build failed"; }
     fi
   fi
-  [ -f "$WASM_DIR/header_adder.wasm" ] || die "no header_adder.wasm in $WASM_DIR (bash examples/filters/build.sh)"
-  # A private copy: meshc pins its digest, and a rebuild of the shared one mid-run must not
-  # make the proxies refuse it.
-  cp "$WASM_DIR/header_adder.wasm" "$RUN/modules/"
+  for m in header_adder misbehave; do
+    [ -f "$WASM_DIR/$m.wasm" ] || die "no $m.wasm in $WASM_DIR (bash examples/filters/build.sh)"
+    # A private copy: meshc pins its digest, and a rebuild of the shared one mid-run must
+    # not make the proxies refuse it.
+    cp "$WASM_DIR/$m.wasm" "$RUN/modules/"
+  done
 fi
 
 # ---------------------------------------------------------------- peers (the nginx backend)
@@ -197,7 +206,7 @@ BACKEND_WORKERS=$(pgrep -P "$BACKEND_MASTER" | tr '\n' ' ')
 
 write_policy() { # variant inbound-port -> $RUN/NAME/bench.mesh
   local name=$1 in=$2 f=$RUN/$1/bench.mesh filters="" i
-  case $name in filters-1) filters="add1" ;; filters-3) filters="add1, add2, add3" ;; esac
+  case $name in filters-1) filters="add1" ;; filters-3) filters="add1, add2, add3" ;; sandbox-*) filters="spin" ;; esac
   cat >"$f" <<EOF
 // variants.sh, variant $name: the backend's sidecar listens on :$in and forwards to the
 // nginx backend (:18080); permissive so that plain clients (wrk) may call it.
@@ -223,7 +232,9 @@ route all on backend {
   timeout 5s
 }
 EOF
-  if [ -n "$filters" ]; then
+  if [[ $name == sandbox-* ]]; then
+    printf '\nfilter spin {\n  module "misbehave.wasm"\n  config { mode: "loop", path_prefix: "/loop" }\n  failure open\n  time_limit 20ms\n}\n' >>"$f"
+  elif [ -n "$filters" ]; then
     for i in ${filters//,/}; do
       printf '\nfilter %s {\n  module "header_adder.wasm"\n  config { name: "x-add-%s", value: "%s" }\n  failure closed\n}\n' \
         "$i" "${i#add}" "${i#add}" >>"$f"
@@ -268,6 +279,7 @@ for v in "${VARIANTS[@]}"; do
     >"$RUN/$name/meshc.log" 2>&1 || { cat "$RUN/$name/meshc.log" >&2; die "meshc compile failed for $name"; }
   # The proxy looks for modules beside its table (no `[filters] modules` needed).
   [[ $name == filters-[1-9]* ]] && cp "$RUN/modules/header_adder.wasm" "$RUN/$name/"
+  [[ $name == sandbox-* ]] && cp "$RUN/modules/misbehave.wasm" "$RUN/$name/"
   write_config "$name" "$in" "$admin"
   "$PROXY_BIN" --config "$RUN/$name/proxy.toml" >"$RUN/$name/proxy.log" 2>&1 &
   VPID[$name]=$!
@@ -370,7 +382,8 @@ for c in "${CASES[@]}"; do
   case $name in filters-1) want="add1" ;; filters-3) want="add3,add2,add1" ;; esac
   [ "$(tr -d ' ' <<<"$chain")" = "$want" ] || die "case $name: x-filter-chain is '$chain', expected '$want'"
   echo "$name: 200 ok, x-filter-chain: '${chain}'" >>"$CHECKS"
-  if [[ $name == filters-* ]]; then
+  [[ $name == sandbox-* ]] && want="spin"
+  if [[ $name == filters-* || $name == sandbox-* ]]; then
     admin=$(admin_of "$name")
     if ! curl -fs --max-time 3 "http://127.0.0.1:$admin/filters" >"$RUN/$name/filters.json"; then
       [ -z "$want" ] || die "$name: GET /filters failed"
@@ -420,9 +433,19 @@ for (( round = 1; round <= R; round++ )); do
     out=$RUN/r$round-$name.txt
     check_alive
     sleep "$SETTLE"
+    side=""
+    if [ "$name" = sandbox-loop ]; then
+      timeout -k 5 $(( D + 20 )) python3 "$HERE/loop_client.py" "http://127.0.0.1:$port/loop" "$D" 0.05 \
+        >"$RUN/r$round-$name-side.txt" 2>&1 &
+      side=$!
+    fi
     snapshot t0
     loadgen "$port" "$D" "$out" || die "wrk failed for $name: $(tail -n 5 "$out")"
     snapshot t1
+    if [ -n "$side" ]; then
+      wait "$side" || log "warning: the /loop side client failed: $(tail -n 3 "$RUN/r$round-$name-side.txt")"
+      echo "$name round $round: side client: $(tail -n 1 "$RUN/r$round-$name-side.txt")" >>"$CHECKS"
+    fi
     cpu=""
     for g in "${GROUPS_ORDER[@]}"; do
       cpu+="$g=$(( SNAP[t1.$g.u] - SNAP[t0.$g.u] )):$(( SNAP[t1.$g.s] - SNAP[t0.$g.s] )):$(( SNAP[t1.$g.c] - SNAP[t0.$g.c] )),"

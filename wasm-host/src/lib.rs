@@ -18,6 +18,7 @@
 mod abi;
 mod budget;
 mod cache;
+mod cooldown;
 mod engine;
 mod hooks;
 mod host;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use wasmtime::{InstancePre, Trap};
 
+use crate::cooldown::Cooldown;
 use crate::hooks::{bit, UnusedHooks};
 use crate::instance::{Instance, ROOT_ID};
 use crate::state::HostState;
@@ -81,6 +82,8 @@ pub struct Plugin {
     slots: Vec<Slot>,
     /// Callbacks the filter said it does nothing in.
     pub(crate) unused: UnusedHooks,
+    /// Rest after repeated timeouts.
+    cooldown: Cooldown,
     last_warning: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
 }
@@ -154,6 +157,7 @@ impl Plugin {
             ticks,
             slots,
             unused,
+            cooldown: Cooldown::new(),
             last_warning: Mutex::new(None),
             suppressed: AtomicU64::new(0),
         })
@@ -172,6 +176,12 @@ impl Plugin {
     /// Starts a request's context in this thread's warm instance (a fresh instance where
     /// the last one failed).
     pub fn start(self: &Arc<Self>, info: StreamInfo) -> Result<crate::Stream, Failure> {
+        if let Some(left) = self.cooldown.resting() {
+            return Err(self.failure(
+                FailureReason::Unavailable,
+                format!("resting after repeated timeouts ({left:?} left)"),
+            ));
+        }
         let slot = self.worker_slot();
         let mut guard = self.lock(slot);
         if guard.is_none() {
@@ -332,6 +342,11 @@ impl Plugin {
     /// Discards the instance in `guard` after `err`, counts and logs the failure.
     pub(crate) fn fail(&self, guard: &mut SlotGuard<'_>, err: wasmtime::Error) -> Failure {
         let reason = classify(&err, guard.as_ref());
+        if reason == FailureReason::Timeout {
+            if let Some(rest) = self.cooldown.timed_out() {
+                tracing::warn!(filter = %self.name, ?rest, "WASM filter timed out again: it rests before it runs again");
+            }
+        }
         wake_all(guard);
         // Dropping the store frees the pool slot and ends the instance's tick task and
         // its streams' channels.

@@ -801,3 +801,28 @@ async fn callbacks_a_filter_declares_unused_are_skipped_and_the_rest_still_run()
     drop(stream);
     assert_eq!(calls(), 1000, "only proxy_on_delete ran");
 }
+
+#[tokio::test]
+async fn a_filter_that_keeps_timing_out_rests_and_its_requests_fail_at_once() {
+    let host = host();
+    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (loop $l (br $l)) (i32.const 0))"#;
+    let mut s = spec("spin");
+    s.time_limit = Duration::from_millis(5);
+    let plugin = plugin(&host, &wat(body), s);
+    for _ in 0..2 {
+        let stream = plugin.start(info()).expect("a fresh instance");
+        let failure = stream
+            .request_headers(&mut request("/"), true)
+            .await
+            .expect_err("must time out");
+        assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    }
+    // The second timeout in a row: the filter rests; a request fails without running it.
+    let created = host.instances_created();
+    let resting = plugin.start(info()).expect_err("resting");
+    assert_eq!(resting.reason, FailureReason::Unavailable, "{resting}");
+    assert!(resting.message.contains("resting"), "{resting}");
+    assert_eq!(host.instances_created(), created, "no instance was made");
+    assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 2);
+}

@@ -2,6 +2,8 @@
 //! allocates without bound, traps (a panic: `unreachable` in a `panic = "abort"` build), or
 //! behaves (adds `x-misbehave: ok`).
 
+use std::rc::Rc;
+
 use filters_sdk::{Action, Filter, HttpFilter, Request, Response, Stream};
 
 filters_sdk::filter!(Misbehave);
@@ -13,7 +15,8 @@ filters_sdk::config_schema!(
   "type": "object",
   "properties": {
     "mode": { "enum": ["loop", "grow", "trap", "ok"] },
-    "on": { "enum": ["configure", "request_headers", "response_headers"], "default": "request_headers" }
+    "on": { "enum": ["configure", "request_headers", "response_headers"], "default": "request_headers" },
+    "path_prefix": { "type": "string", "description": "Only requests whose path starts with this misbehave; the others pass." }
   },
   "required": ["mode"],
   "additionalProperties": false
@@ -48,7 +51,7 @@ pub enum On {
 }
 
 /// The config.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// What to do.
@@ -56,12 +59,15 @@ pub struct Config {
     /// When.
     #[serde(default)]
     pub on: On,
+    /// Only requests whose path starts with this misbehave (all when absent).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
 }
 
 /// The filter.
 #[derive(Debug)]
 pub struct Misbehave {
-    config: Config,
+    config: Rc<Config>,
 }
 
 impl Filter for Misbehave {
@@ -72,12 +78,15 @@ impl Filter for Misbehave {
         if config.on == On::Configure {
             act(config.mode);
         }
-        Ok(Misbehave { config })
+        Ok(Misbehave {
+            config: Rc::new(config),
+        })
     }
 
     fn http(&mut self, _stream: &Stream) -> Misbehaving {
         Misbehaving {
-            config: self.config,
+            config: self.config.clone(),
+            chosen: false,
         }
     }
 }
@@ -85,7 +94,9 @@ impl Filter for Misbehave {
 /// One request.
 #[derive(Debug)]
 pub struct Misbehaving {
-    config: Config,
+    config: Rc<Config>,
+    /// Whether this request's path matched `path_prefix` (set in the request phase).
+    chosen: bool,
 }
 
 /// Misbehaves as `mode` says; returns only for `Mode::Ok`.
@@ -112,7 +123,15 @@ fn act(mode: Mode) {
 
 impl HttpFilter for Misbehaving {
     fn on_request_headers(&mut self, req: &mut Request<'_>) -> Action {
-        if self.config.on == On::RequestHeaders {
+        self.chosen = match &self.config.path_prefix {
+            None => true,
+            Some(prefix) => req
+                .path()
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.starts_with(prefix.as_str())),
+        };
+        if self.chosen && self.config.on == On::RequestHeaders {
             act(self.config.mode);
             let _ = req.headers().set("x-misbehave", "ok");
         }
@@ -120,7 +139,7 @@ impl HttpFilter for Misbehaving {
     }
 
     fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Action {
-        if self.config.on == On::ResponseHeaders {
+        if self.chosen && self.config.on == On::ResponseHeaders {
             act(self.config.mode);
             let _ = resp.headers().set("x-misbehave", "ok");
         }
@@ -155,6 +174,27 @@ mod tests {
         assert_eq!(ex.request_header("x-misbehave"), None);
         ex.respond(TestResponse::new(200));
         assert_eq!(ex.response_header("x-misbehave").as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn only_paths_under_the_prefix_misbehave() {
+        let config = r#"{"mode": "ok", "path_prefix": "/x"}"#;
+        let mut h = Harness::<Misbehave>::new(config).expect("accepted");
+        assert_eq!(
+            h.request(TestRequest::get("/y"))
+                .request_header("x-misbehave"),
+            None
+        );
+        assert_eq!(
+            h.request(TestRequest::get("/x/1"))
+                .request_header("x-misbehave")
+                .as_deref(),
+            Some("ok")
+        );
+        // A trap elsewhere does not fire for other paths.
+        let mut h = Harness::<Misbehave>::new(r#"{"mode": "trap", "path_prefix": "/bad"}"#)
+            .expect("accepted");
+        drop(h.request(TestRequest::get("/fine")));
     }
 
     #[test]

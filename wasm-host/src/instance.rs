@@ -17,14 +17,17 @@ pub(crate) const ROOT_ID: u32 = 1;
 /// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
 pub(crate) type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
 
+/// A phase callback: `(context, headers or body size, end_of_stream) -> action`.
+pub(crate) type PhaseFn = TypedFunc<(i32, i32, i32), i32>;
+
 /// The guest's callbacks, looked up once (absent or mistyped ones are `None`).
 pub(crate) struct Funcs {
     pub(crate) context_create: TypedFunc<(i32, i32), ()>,
-    pub(crate) on_request_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
-    pub(crate) on_request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub(crate) on_request_headers: Option<PhaseFn>,
+    pub(crate) on_request_body: Option<PhaseFn>,
     pub(crate) on_request_trailers: Option<TypedFunc<(i32, i32), i32>>,
-    pub(crate) on_response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
-    pub(crate) on_response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub(crate) on_response_headers: Option<PhaseFn>,
+    pub(crate) on_response_body: Option<PhaseFn>,
     pub(crate) on_response_trailers: Option<TypedFunc<(i32, i32), i32>>,
     pub(crate) on_http_call_response: Option<CallResponseFn>,
     pub(crate) on_tick: Option<TypedFunc<i32, ()>>,

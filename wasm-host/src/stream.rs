@@ -8,7 +8,7 @@ use http::HeaderMap;
 
 use crate::abi::headers_consts::{REQUEST_TRAILERS, RESPONSE_TRAILERS};
 use crate::hooks::bit;
-use crate::instance::Instance;
+use crate::instance::{Funcs, Instance, PhaseFn};
 use crate::mailbox::Mailbox;
 use crate::plugin::call_counts;
 use crate::state::{Event, HostState, ReqView, RespView, Scope};
@@ -155,6 +155,31 @@ enum Side {
     Response,
 }
 
+impl Side {
+    fn headers(self, f: &Funcs) -> Option<&PhaseFn> {
+        match self {
+            Side::Request => f.on_request_headers.as_ref(),
+            Side::Response => f.on_response_headers.as_ref(),
+        }
+    }
+
+    fn body(self, f: &Funcs) -> Option<&PhaseFn> {
+        match self {
+            Side::Request => f.on_request_body.as_ref(),
+            Side::Response => f.on_response_body.as_ref(),
+        }
+    }
+}
+
+/// Context `ctx` is about to get a phase callback: it is the effective context, and has
+/// not continued yet.
+fn enter(state: &mut HostState, ctx: u32) {
+    state.active = ctx;
+    if let Some(c) = state.contexts.get_mut(&ctx) {
+        c.continued = false;
+    }
+}
+
 impl Stream {
     pub(crate) fn new(
         plugin: Arc<Plugin>,
@@ -293,17 +318,11 @@ impl Stream {
         }
         let first = self.run(|inst, ctx| {
             let state = inst.store.data_mut();
-            state.active = ctx;
-            if let Some(c) = state.contexts.get_mut(&ctx) {
-                c.continued = false;
-            }
+            enter(state, ctx);
             let n = head.install(&mut state.scope);
             let result = inst
                 .call(
-                    |f| match side {
-                        Side::Request => f.on_request_headers.as_ref(),
-                        Side::Response => f.on_response_headers.as_ref(),
-                    },
+                    |f| side.headers(f),
                     (ctx as i32, n, i32::from(end_of_stream)),
                 )
                 .unwrap_or(Ok(0));
@@ -369,26 +388,20 @@ impl Stream {
             return Ok(Verdict::Continue);
         }
         self.run(|inst, ctx| {
-            let (present, kind) = match side {
-                Side::Request => (inst.funcs.on_request_body.is_some(), 0),
-                Side::Response => (inst.funcs.on_response_body.is_some(), 1),
-            };
-            if !present {
+            if side.body(&inst.funcs).is_none() {
                 return Ok(Verdict::Continue);
             }
+            let kind = match side {
+                Side::Request => 0,
+                Side::Response => 1,
+            };
             let state = inst.store.data_mut();
-            state.active = ctx;
-            if let Some(c) = state.contexts.get_mut(&ctx) {
-                c.continued = false;
-            }
+            enter(state, ctx);
             let size = count(body.len());
             state.scope.body = Some((kind, std::mem::take(body)));
             let result = inst
                 .call(
-                    |f| match side {
-                        Side::Request => f.on_request_body.as_ref(),
-                        Side::Response => f.on_response_body.as_ref(),
-                    },
+                    |f| side.body(f),
                     (ctx as i32, size, i32::from(end_of_stream)),
                 )
                 .unwrap_or(Ok(0));

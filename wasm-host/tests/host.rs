@@ -131,14 +131,19 @@ async fn send_local_response_answers_instead_of_the_upstream() {
     assert_eq!(r.details, "policy");
 }
 
-#[tokio::test]
-async fn a_callback_that_loops_forever_times_out_and_the_next_start_gets_a_fresh_instance() {
-    let host = host();
+/// Filter `spin`, whose request headers callback loops forever, with a 5 ms time limit.
+fn spinning(host: &Arc<mesh_wasm::Host>) -> Arc<mesh_wasm::Plugin> {
     let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
         (loop $l (br $l)) (i32.const 0))"#;
     let mut s = spec("spin");
     s.time_limit = Duration::from_millis(5);
-    let plugin = plugin(&host, &wat(body), s);
+    plugin(host, &wat(body), s)
+}
+
+#[tokio::test]
+async fn a_callback_that_loops_forever_times_out_and_the_next_start_gets_a_fresh_instance() {
+    let host = host();
+    let plugin = spinning(&host);
     let stream = plugin.start(info()).expect("start");
     let created = host.instances_created();
     let began = Instant::now();
@@ -697,11 +702,9 @@ async fn a_stream_paused_in_an_instance_that_fails_is_unavailable_at_once() {
     );
 }
 
-const FINISH: &str = r#"
-  (data (i32.const 100) "finished")
-  (func (export "proxy_on_configure") (param i32 i32) (result i32)
-    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 8) (i32.const 200)))
-    (i32.const 1))
+/// `proxy_on_log`, `proxy_on_done` and `proxy_on_delete` add 1, 10 and 100 to the metric
+/// whose id is at address 200.
+const COUNT_FINISHING: &str = r#"
   (func (export "proxy_on_log") (param i32)
     (drop (call $inc (i32.load (i32.const 200)) (i64.const 1))))
   (func (export "proxy_on_done") (param i32) (result i32)
@@ -711,17 +714,30 @@ const FINISH: &str = r#"
     (drop (call $inc (i32.load (i32.const 200)) (i64.const 100))))
 "#;
 
+const FINISH: &str = r#"
+  (data (i32.const 100) "finished")
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 8) (i32.const 200)))
+    (i32.const 1))
+"#;
+
+/// The value of the host's metric `name` (which must be defined).
+fn metric_value(host: &mesh_wasm::Host, name: &str) -> i64 {
+    host.metrics()
+        .into_iter()
+        .find(|m| m.name == name)
+        .expect("defined")
+        .value
+}
+
 #[tokio::test]
 async fn the_last_clone_dropped_finishes_the_context() {
     let host = host();
-    let plugin = plugin(&host, &wat(FINISH), spec("finish"));
-    let finished = || {
-        host.metrics()
-            .into_iter()
-            .find(|m| m.name == "finished")
-            .expect("defined")
-            .value
-    };
+    let plugin = plugin(
+        &host,
+        &wat(&format!("{FINISH}{COUNT_FINISHING}")),
+        spec("finish"),
+    );
     let stream = plugin.start(info()).expect("start");
     let clone = stream.clone();
     stream
@@ -729,9 +745,13 @@ async fn the_last_clone_dropped_finishes_the_context() {
         .await
         .expect("runs");
     drop(stream);
-    assert_eq!(finished(), 0, "a clone is still alive");
+    assert_eq!(metric_value(&host, "finished"), 0, "a clone is still alive");
     drop(clone);
-    assert_eq!(finished(), 111, "on_log, on_done and on_delete once each");
+    assert_eq!(
+        metric_value(&host, "finished"),
+        111,
+        "on_log, on_done and on_delete once each"
+    );
 }
 
 const FOREIGN: &str = r#"
@@ -739,7 +759,8 @@ const FOREIGN: &str = r#"
 "#;
 
 /// Declares the response body and `on_log`/`on_done` unused through the host's foreign
-/// function, yet counts every call it gets (1 body, 10 log, 100 done, 1000 delete).
+/// function, yet counts every call it gets (with `COUNT_FINISHING`: 1 log, 10 done, 100
+/// delete; 1000 a response body).
 const UNUSED_HOOKS: &str = r#"
   (data (i32.const 100) "calls")
   (data (i32.const 120) "mesh_unused_hooks")
@@ -757,15 +778,8 @@ const UNUSED_HOOKS: &str = r#"
       (then unreachable))
     (i32.const 1))
   (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
-    (drop (call $inc (i32.load (i32.const 200)) (i64.const 1)))
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 1000)))
     (i32.const 0))
-  (func (export "proxy_on_log") (param i32)
-    (drop (call $inc (i32.load (i32.const 200)) (i64.const 10))))
-  (func (export "proxy_on_done") (param i32) (result i32)
-    (drop (call $inc (i32.load (i32.const 200)) (i64.const 100)))
-    (i32.const 1))
-  (func (export "proxy_on_delete") (param i32)
-    (drop (call $inc (i32.load (i32.const 200)) (i64.const 1000))))
 "#;
 
 #[tokio::test]
@@ -773,16 +787,12 @@ async fn callbacks_a_filter_declares_unused_are_skipped_and_the_rest_still_run()
     let host = host();
     let plugin = plugin(
         &host,
-        &module(&format!("{IMPORTS}{FOREIGN}"), UNUSED_HOOKS),
+        &module(
+            &format!("{IMPORTS}{FOREIGN}"),
+            &format!("{UNUSED_HOOKS}{COUNT_FINISHING}"),
+        ),
         spec("unused"),
     );
-    let calls = || {
-        host.metrics()
-            .into_iter()
-            .find(|m| m.name == "calls")
-            .expect("defined")
-            .value
-    };
     let stream = plugin.start(info()).expect("start");
     assert!(
         !stream.wants_response_body(),
@@ -799,17 +809,17 @@ async fn callbacks_a_filter_declares_unused_are_skipped_and_the_rest_still_run()
     ));
     assert_eq!(&body[..], b"data");
     drop(stream);
-    assert_eq!(calls(), 1000, "only proxy_on_delete ran");
+    assert_eq!(
+        metric_value(&host, "calls"),
+        100,
+        "only proxy_on_delete ran"
+    );
 }
 
 #[tokio::test]
 async fn a_filter_that_keeps_timing_out_rests_and_its_requests_fail_at_once() {
     let host = host();
-    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
-        (loop $l (br $l)) (i32.const 0))"#;
-    let mut s = spec("spin");
-    s.time_limit = Duration::from_millis(5);
-    let plugin = plugin(&host, &wat(body), s);
+    let plugin = spinning(&host);
     for _ in 0..2 {
         let stream = plugin.start(info()).expect("a fresh instance");
         let failure = stream

@@ -18,6 +18,8 @@ pub(crate) struct Mailbox {
     senders: AtomicUsize,
     /// Events in `queue`, readable without its lock (most phases find none).
     queued: AtomicUsize,
+    /// `http_call`s made and not answered yet.
+    in_flight: AtomicUsize,
 }
 
 /// A sending side: the context holds one, each `http_call` in flight another.
@@ -31,6 +33,7 @@ impl Mailbox {
             notify: Notify::new(),
             senders: AtomicUsize::new(1),
             queued: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
         });
         (mailbox.clone(), Sender(mailbox))
     }
@@ -56,6 +59,12 @@ impl Mailbox {
         self.queued.load(Ordering::Acquire) == 0
     }
 
+    /// Whether nothing is queued and no call is awaited: a phase skipped now cannot be the
+    /// one that would have delivered a call's result.
+    pub(crate) fn idle(&self) -> bool {
+        self.is_empty() && self.in_flight.load(Ordering::Acquire) == 0
+    }
+
     /// The next event; `None` once every sender is gone and the queue is empty.
     pub(crate) async fn recv(&self) -> Option<Event> {
         loop {
@@ -75,9 +84,21 @@ impl Mailbox {
 impl Sender {
     /// Queues an event and wakes the waiting phase, if any.
     pub(crate) fn send(&self, event: Event) {
+        let answers_a_call = matches!(event, Event::CallDone(..));
         self.0.queue().push_back(event);
+        // Queued before the call stops counting as in flight: `idle` never sees neither.
         self.0.queued.fetch_add(1, Ordering::AcqRel);
+        if answers_a_call {
+            self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
         self.0.notify.notify_one();
+    }
+}
+
+impl Sender {
+    /// An `http_call` was made: its answer is awaited (until [`Sender::send`] brings it).
+    pub(crate) fn call_started(&self) {
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -118,8 +139,11 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
+        call.call_started();
+        assert!(!mailbox.idle(), "a call is awaited");
         call.send(Event::CallDone(7, Err("x".into())));
         drop(call);
         assert_eq!(waiter.await.expect("waiter"), vec![true, false]);
+        assert!(mailbox.idle(), "answered and delivered");
     }
 }

@@ -258,8 +258,10 @@ impl Stream {
         !self.skips(bit::RESPONSE_TRAILERS)
     }
 
+    /// Whether the callbacks `bits` may be skipped now: the filter does nothing in them,
+    /// and no `http_call` result is waiting for a callback to be delivered in.
     fn skips(&self, bits: u32) -> bool {
-        self.inner.plugin.unused.skips(bits)
+        self.inner.plugin.unused.skips(bits) && self.inner.events.idle()
     }
 
     /// `proxy_on_response_headers` (`:status` included).

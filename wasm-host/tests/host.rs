@@ -836,3 +836,68 @@ async fn a_filter_that_keeps_timing_out_rests_and_its_requests_fail_at_once() {
     assert_eq!(host.instances_created(), created, "no instance was made");
     assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 2);
 }
+
+/// Calls `auth` without pausing, counts answers (`answers`), and declares its response
+/// headers callback unused (mask 8): the answer must still be delivered, in that phase.
+const FIRE_AND_FORGET: &str = r#"
+  (data (i32.const 100) "auth")
+  (data (i32.const 200) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\04\00\00\00:method\00GET\00:path\00/check\00:authority\00auth\00")
+  (data (i32.const 500) "answers")
+  (data (i32.const 520) "mesh_unused_hooks")
+  (data (i32.const 540) "\08\00\00\00")
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 500) (i32.const 7) (i32.const 600)))
+    (drop (call $foreign (i32.const 520) (i32.const 17) (i32.const 540) (i32.const 4) (i32.const 610) (i32.const 614)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $call (i32.const 100) (i32.const 4) (i32.const 200) (i32.const 69)
+      (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 300)))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (i32.const 0))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (drop (call $inc (i32.load (i32.const 600)) (i64.const 1))))
+"#;
+
+#[tokio::test]
+async fn an_unused_phase_still_runs_while_a_call_result_is_awaited() {
+    let caller = Arc::new(MockCaller::default());
+    *caller.status.lock().expect("lock") = "200".into();
+    let host = host_with(caller.clone(), Duration::from_secs(5));
+    let plugin = plugin(
+        &host,
+        &module(&format!("{IMPORTS}{FOREIGN}"), FIRE_AND_FORGET),
+        spec("forget"),
+    );
+    let stream = plugin.start(info()).expect("start");
+    let verdict = stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect("runs");
+    assert!(matches!(verdict, Verdict::Continue), "it does not pause");
+    // The mock answers after 5 ms; the response phase is where the answer is delivered.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut resp = http::Response::new(()).into_parts().0;
+    stream
+        .response_headers(&mut resp, true)
+        .await
+        .expect("runs");
+    assert_eq!(
+        metric_value(&host, "answers"),
+        1,
+        "the answer was delivered"
+    );
+    assert!(
+        !stream.wants_response_body(),
+        "nothing awaited: a callback the module lacks is not wanted"
+    );
+    // While a call is awaited, even callbacks the filter does not use count as wanted: one
+    // of them may be where its answer is delivered.
+    drop(stream);
+    let stream = plugin.start(info()).expect("start");
+    stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect("runs");
+    assert!(stream.wants_response_body(), "a call is in flight");
+}

@@ -68,6 +68,9 @@ fn http_call(
         let stream = match state.ctx() {
             Some(ctx) if ctx.info.is_some() => {
                 ctx.pending_calls += 1;
+                if let Some(events) = &ctx.events {
+                    events.call_started();
+                }
                 ctx.events.clone()
             }
             _ => None,

@@ -24,6 +24,10 @@ pub struct Config {
     pub cert_ttl: Duration,
     /// How long a disconnected proxy stays in the registry.
     pub registry_grace: Duration,
+    /// How long after a start returning proxies keep their own tables (see `warming_up`):
+    /// by default the registry's grace plus the proxies' longest reconnect backoff, so that
+    /// every proxy connected before a restart is back before slices go out.
+    pub warm_up: Duration,
     /// Where join tokens and the last good table are kept.
     pub state: PathBuf,
     /// The proxies' listener (mTLS HTTP/2).
@@ -47,6 +51,7 @@ struct Raw {
     module_paths: Vec<PathBuf>,
     cert_ttl: Option<String>,
     registry_grace_ms: Option<u64>,
+    warm_up_ms: Option<u64>,
     state: Option<PathBuf>,
     token: Option<String>,
     token_file: Option<PathBuf>,
@@ -138,12 +143,17 @@ impl Config {
                 "key `token`: the bearer token must be at least 8 characters".into(),
             ));
         }
+        let registry_grace = Duration::from_millis(raw.registry_grace_ms.unwrap_or(10_000));
         Ok(Config {
             policies: at(&raw.policies),
             module_paths: raw.module_paths.iter().map(|p| at(p)).collect(),
             ca: at(&raw.ca),
             cert_ttl,
-            registry_grace: Duration::from_millis(raw.registry_grace_ms.unwrap_or(10_000)),
+            registry_grace,
+            warm_up: raw.warm_up_ms.map_or(
+                registry_grace + mesh_table::frames::MAX_RECONNECT_BACKOFF,
+                Duration::from_millis,
+            ),
             state: raw.state.as_deref().map_or_else(|| base.join("state"), at),
             proxies_listen,
             api_listen,
@@ -176,6 +186,11 @@ token = "secret-token"
         assert_eq!(c.state, Path::new("/srv/control/state"));
         assert_eq!(c.cert_ttl, Duration::from_secs(86_400));
         assert_eq!(c.registry_grace, Duration::from_secs(10));
+        assert_eq!(
+            c.warm_up,
+            Duration::from_secs(20),
+            "the grace plus the proxies' longest reconnect backoff"
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         traffic: traffic::Traffic::default(),
         slices: slices::SliceCache::default(),
         hub: shared::Hub::default(),
-        warm_until: std::time::Instant::now() + config.registry_grace,
+        warm_until: std::time::Instant::now() + config.warm_up,
         config,
     });
     // The saved version first, so that the same checksum keeps the same version.

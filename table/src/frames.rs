@@ -7,6 +7,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// The largest length field accepted (kind + payload).
 pub const MAX_FRAME: usize = 64 << 20;
 
+/// The longest a proxy waits between two attempts to open its stream (its backoff doubles
+/// from 100 ms up to this, with full jitter): after a restart, the control plane allows
+/// this long beyond the registry's grace for the proxies to come back.
+pub const MAX_RECONNECT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Control plane → proxy: a rule table (`mesh_table::encode`).
 pub const TABLE: u8 = 1;
 /// Control plane → proxy: keep-alive.

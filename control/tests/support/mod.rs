@@ -65,7 +65,7 @@ impl Env {
     /// Writes control.toml with these listeners; its path.
     pub fn config(&self, proxies: SocketAddr, api: SocketAddr, grace_ms: u64) -> PathBuf {
         let text = format!(
-            "policies = \"policies\"\nca = \"ca\"\ncert_ttl = \"1h\"\nregistry_grace_ms = {grace_ms}\n\
+            "policies = \"policies\"\nca = \"ca\"\ncert_ttl = \"1h\"\nregistry_grace_ms = {grace_ms}\nwarm_up_ms = {grace_ms}\n\
              [proxies]\nlisten = \"{proxies}\"\n[api]\nlisten = \"{api}\"\ntoken = \"{TOKEN}\"\n"
         );
         let path = self.dir.path().join("control.toml");

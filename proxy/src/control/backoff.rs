@@ -21,9 +21,13 @@ impl Backoff {
         }
     }
 
-    /// The reconnect backoff of the subscription stream: 100 ms to 10 s.
+    /// The reconnect backoff of the subscription stream: 100 ms to 10 s (the control plane
+    /// counts on that bound after its restarts).
     pub fn reconnect() -> Backoff {
-        Backoff::new(Duration::from_millis(100), Duration::from_secs(10))
+        Backoff::new(
+            Duration::from_millis(100),
+            mesh_table::frames::MAX_RECONNECT_BACKOFF,
+        )
     }
 
     /// The bound of the next delay: `base * 2^attempt`, at most `cap`.

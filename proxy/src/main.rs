@@ -6,12 +6,6 @@ use std::process::ExitCode;
 use mesh_proxy::config::{Config, LogFormat};
 use mesh_proxy::LogFilter;
 
-/// mimalloc: a request allocates and frees dozens of small objects (headers, futures,
-/// filter contexts) across worker threads, where glibc's malloc showed as several percent
-/// of the proxy's CPU (`bench/variants.sh`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let Some(path) = config_path() else {
         eprintln!("usage: mesh-proxy --config proxy.toml");

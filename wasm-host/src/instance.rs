@@ -168,15 +168,13 @@ impl Instance {
         params: P,
     ) -> Option<wasmtime::Result<R>> {
         let f = pick(&self.funcs)?;
-        self.store.data_mut().budget.arm();
-        self.store.set_epoch_deadline(self.ticks);
+        arm(&mut self.store, self.ticks);
         Some(f.call(&mut self.store, params))
     }
 
     /// Gives the next guest call the filter's time limit (counted in epoch ticks).
     pub(crate) fn arm(&mut self) {
-        self.store.data_mut().budget.arm();
-        self.store.set_epoch_deadline(self.ticks);
+        arm(&mut self.store, self.ticks);
     }
 
     /// A fresh request-context id (never the root's, never 0).
@@ -185,6 +183,13 @@ impl Instance {
         self.next_ctx = self.next_ctx.wrapping_add(1).max(ROOT_ID + 1);
         id
     }
+}
+
+/// Starts a callback's CPU budget and sets its epoch deadline (`ticks` from now); a free
+/// function so that `Instance::call` can use it while it borrows the callback.
+fn arm(store: &mut Store<HostState>, ticks: u64) {
+    store.data_mut().budget.arm();
+    store.set_epoch_deadline(ticks);
 }
 
 impl Drop for Instance {

@@ -80,6 +80,7 @@ impl Instance {
             active: ROOT_ID,
             contexts,
             scope: Scope::default(),
+            header_cache: Default::default(),
             next_token: 1,
             tick_change: None,
         };

@@ -20,6 +20,7 @@ mod budget;
 mod cache;
 mod cooldown;
 mod engine;
+mod header_cache;
 mod hooks;
 mod host;
 mod instance;

@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
+use crate::abi::{Frozen, Visible};
 use crate::{CallResponse, Host, LocalResponse, Plugin, StreamInfo};
 
 /// Something for a paused stream: a finished `http_call`, or a nudge to look at its flags.
@@ -62,7 +63,7 @@ impl ResourceLimiter for Limits {
 }
 
 /// A request's head while a filter may look at it.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct ReqView {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
@@ -71,7 +72,7 @@ pub(crate) struct ReqView {
 }
 
 /// A response's head while a filter may look at it.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct RespView {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
@@ -105,9 +106,9 @@ pub(crate) struct Context {
     /// Where this context's call results and wake-ups go (its `Stream`).
     pub(crate) events: Option<crate::mailbox::Sender>,
     /// The request head as the filter left it, for later phases (read-only there).
-    pub(crate) req_snapshot: Option<ReqView>,
+    pub(crate) req_snapshot: Option<Frozen>,
     /// The response head as the filter left it.
-    pub(crate) resp_snapshot: Option<RespView>,
+    pub(crate) resp_snapshot: Option<Frozen>,
 }
 
 /// Contexts by id; FxHash, because ids are this host's own counter (not attacker-chosen
@@ -135,6 +136,8 @@ pub(crate) struct HostState {
     pub(crate) active: u32,
     pub(crate) contexts: Contexts,
     pub(crate) scope: Scope,
+    /// Header names and values the filter set recently.
+    pub(crate) header_cache: crate::header_cache::HeaderCache,
     pub(crate) next_token: u32,
     /// A tick period the root context asked for in the last call, to act on after it.
     pub(crate) tick_change: Option<u32>,
@@ -148,20 +151,23 @@ impl HostState {
     }
 
     /// The request head visible now: live in a request-headers call, the snapshot later.
-    pub(crate) fn request(&self) -> Option<&ReqView> {
-        self.scope.req.as_ref().or_else(|| {
-            self.contexts
-                .get(&self.active)
-                .and_then(|c| c.req_snapshot.as_ref())
-        })
+    pub(crate) fn request(&self) -> Option<Visible<'_, ReqView>> {
+        match &self.scope.req {
+            Some(live) => Some(Visible::Live(live)),
+            None => self.frozen(|c| &c.req_snapshot),
+        }
     }
 
     /// The response head visible now.
-    pub(crate) fn response(&self) -> Option<&RespView> {
-        self.scope.resp.as_ref().or_else(|| {
-            self.contexts
-                .get(&self.active)
-                .and_then(|c| c.resp_snapshot.as_ref())
-        })
+    pub(crate) fn response(&self) -> Option<Visible<'_, RespView>> {
+        match &self.scope.resp {
+            Some(live) => Some(Visible::Live(live)),
+            None => self.frozen(|c| &c.resp_snapshot),
+        }
+    }
+
+    fn frozen<V>(&self, which: impl Fn(&Context) -> &Option<Frozen>) -> Option<Visible<'_, V>> {
+        let context = self.contexts.get(&self.active)?;
+        which(context).as_ref().map(Visible::Frozen)
     }
 }

@@ -1,12 +1,14 @@
 //! A request's context in one filter: the phases, the wait while the filter is paused on
 //! `http_call`s, and finishing the context when the last clone drops.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::HeaderMap;
 
 use crate::abi::headers_consts::{REQUEST_TRAILERS, RESPONSE_TRAILERS};
+use crate::abi::Frozen;
 use crate::hooks::bit;
 use crate::instance::{Funcs, Instance, PhaseFn};
 use crate::mailbox::Mailbox;
@@ -40,6 +42,9 @@ struct Inner {
     events: Arc<Mailbox>,
     /// Held by the phase that waits on `events` (others leave them to it).
     waiting: tokio::sync::Mutex<()>,
+    /// Callbacks this request's messages cannot reach (a body or trailers that cannot
+    /// come): skipped like unused ones, and nothing is kept for them.
+    ruled_out: AtomicU32,
 }
 
 impl Drop for Inner {
@@ -107,7 +112,7 @@ impl Head for http::request::Parts {
     fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
         if let Some(view) = state.scope.req.take() {
             if let Some(c) = state.contexts.get_mut(&ctx).filter(|_| snapshot) {
-                c.req_snapshot = Some(view.clone());
+                c.req_snapshot = Some(Frozen::request(&view));
             }
             self.method = view.method;
             self.uri = view.uri;
@@ -130,7 +135,7 @@ impl Head for http::response::Parts {
     fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
         if let Some(view) = state.scope.resp.take() {
             if let Some(c) = state.contexts.get_mut(&ctx).filter(|_| snapshot) {
-                c.resp_snapshot = Some(view.clone());
+                c.resp_snapshot = Some(Frozen::response(&view));
             }
             self.status = view.status;
             self.headers = view.headers;
@@ -196,6 +201,7 @@ impl Stream {
                 ctx,
                 events,
                 waiting: tokio::sync::Mutex::new(()),
+                ruled_out: AtomicU32::new(0),
             }),
         }
     }
@@ -258,10 +264,28 @@ impl Stream {
         !self.skips(bit::RESPONSE_TRAILERS)
     }
 
-    /// Whether the callbacks `bits` may be skipped now: the filter does nothing in them,
-    /// and no `http_call` result is waiting for a callback to be delivered in.
+    /// The request cannot carry trailers (the proxy knows it from its framing: HTTP/1 with
+    /// a length). Its trailers callback will not run, so a filter that needs nothing else
+    /// later keeps no copy of the request head.
+    pub fn no_request_trailers(&self) {
+        self.rule_out(bit::REQUEST_TRAILERS);
+    }
+
+    /// The response cannot carry trailers.
+    pub fn no_response_trailers(&self) {
+        self.rule_out(bit::RESPONSE_TRAILERS);
+    }
+
+    fn rule_out(&self, bits: u32) {
+        self.inner.ruled_out.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// Whether the callbacks `bits` may be skipped now: the message cannot reach them, or
+    /// the filter does nothing in them and no `http_call` result is waiting for a callback
+    /// to be delivered in.
     fn skips(&self, bits: u32) -> bool {
-        self.inner.plugin.unused.skips(bits) && self.inner.events.idle()
+        let left = bits & !self.inner.ruled_out.load(Ordering::Relaxed);
+        left == 0 || (self.inner.plugin.unused.skips(left) && self.inner.events.idle())
     }
 
     /// `proxy_on_response_headers` (`:status` included).
@@ -308,10 +332,22 @@ impl Stream {
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
         self.drain_ready()?;
-        let (hook, later) = match side {
-            Side::Request => (bit::REQUEST_HEADERS, bit::AFTER_REQUEST_HEADERS),
-            Side::Response => (bit::RESPONSE_HEADERS, bit::AFTER_RESPONSE_HEADERS),
+        let (hook, later, rest) = match side {
+            Side::Request => (
+                bit::REQUEST_HEADERS,
+                bit::AFTER_REQUEST_HEADERS,
+                bit::REQUEST_BODY | bit::REQUEST_TRAILERS,
+            ),
+            Side::Response => (
+                bit::RESPONSE_HEADERS,
+                bit::AFTER_RESPONSE_HEADERS,
+                bit::RESPONSE_BODY | bit::RESPONSE_TRAILERS,
+            ),
         };
+        if end_of_stream {
+            // No body and no trailers follow this head.
+            self.rule_out(rest);
+        }
         // Nothing later needs the head as it is now: no snapshot; and if this callback is
         // unused too, nothing to do at all.
         let snapshot = !self.skips(later);

@@ -901,3 +901,92 @@ async fn an_unused_phase_still_runs_while_a_call_result_is_awaited() {
         .expect("runs");
     assert!(stream.wants_response_body(), "a call is in flight");
 }
+
+/// The request phase adds `x-seen: a`, `x-seen: b` and rewrites the path; the response
+/// phase copies what it reads of the request into the response; `on_log` records the
+/// status it reads (`response.code`) in the gauge `logged_status`, and counts in `logged_header`
+/// whether the response's `x-req-seen` is still visible there.
+const LATER_PHASES: &str = r#"
+  (data (i32.const 100) "x-seen")
+  (data (i32.const 110) "a")
+  (data (i32.const 112) "b")
+  (data (i32.const 120) "X-Seen")
+  (data (i32.const 130) "x-req-seen")
+  (data (i32.const 144) ":path")
+  (data (i32.const 150) "x-req-path")
+  (data (i32.const 164) "/rewritten?q=1")
+  (data (i32.const 180) "request\00url_path")
+  (data (i32.const 200) "x-req-url")
+  (data (i32.const 212) "request\00method")
+  (data (i32.const 230) "x-req-method")
+  (data (i32.const 250) "response\00code")
+  (data (i32.const 270) "logged_status")
+  (data (i32.const 290) "logged_header")
+  (func $h2h (param $kp i32) (param $kl i32) (param $hp i32) (param $hl i32)
+    (if (i32.ne (call $get (i32.const 0) (local.get $kp) (local.get $kl) (i32.const 400) (i32.const 404)) (i32.const 0))
+      (then unreachable))
+    (drop (call $add (i32.const 2) (local.get $hp) (local.get $hl) (i32.load (i32.const 400)) (i32.load (i32.const 404)))))
+  (func $p2h (param $pp i32) (param $pl i32) (param $hp i32) (param $hl i32)
+    (if (i32.ne (call $prop (local.get $pp) (local.get $pl) (i32.const 400) (i32.const 404)) (i32.const 0))
+      (then unreachable))
+    (drop (call $add (i32.const 2) (local.get $hp) (local.get $hl) (i32.load (i32.const 400)) (i32.load (i32.const 404)))))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 1) (i32.const 270) (i32.const 13) (i32.const 410)))
+    (drop (call $define (i32.const 0) (i32.const 290) (i32.const 13) (i32.const 414)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $add (i32.const 0) (i32.const 100) (i32.const 6) (i32.const 110) (i32.const 1)))
+    (drop (call $add (i32.const 0) (i32.const 100) (i32.const 6) (i32.const 112) (i32.const 1)))
+    (drop (call $replace (i32.const 0) (i32.const 144) (i32.const 5) (i32.const 164) (i32.const 14)))
+    (i32.const 0))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (call $h2h (i32.const 120) (i32.const 6) (i32.const 130) (i32.const 10))
+    (call $h2h (i32.const 144) (i32.const 5) (i32.const 150) (i32.const 10))
+    (call $p2h (i32.const 180) (i32.const 16) (i32.const 200) (i32.const 9))
+    (call $p2h (i32.const 212) (i32.const 14) (i32.const 230) (i32.const 12))
+    ;; The request's pairs: 4 pseudo-headers, host, x-request-id and two x-seen.
+    (if (i32.ne (call $pairs (i32.const 0) (i32.const 400) (i32.const 404)) (i32.const 0)) (then unreachable))
+    (if (i32.ne (i32.load (i32.load (i32.const 400))) (i32.const 8)) (then unreachable))
+    (i32.const 0))
+  (func (export "proxy_on_log") (param i32)
+    (if (i32.ne (call $prop (i32.const 250) (i32.const 13) (i32.const 400) (i32.const 404)) (i32.const 0))
+      (then unreachable))
+    (drop (call $record (i32.load (i32.const 410)) (i64.load (i32.load (i32.const 400)))))
+    (if (i32.eq (call $get (i32.const 2) (i32.const 130) (i32.const 10) (i32.const 400) (i32.const 404)) (i32.const 0))
+      (then (drop (call $inc (i32.load (i32.const 414)) (i64.const 1))))))
+"#;
+
+#[tokio::test]
+async fn later_phases_read_the_heads_as_their_own_phases_left_them() {
+    let host = host();
+    let plugin = plugin(&host, &wat(LATER_PHASES), spec("later"));
+    let stream = plugin.start(info()).expect("start");
+    let mut parts = request("/original");
+    stream
+        .request_headers(&mut parts, true)
+        .await
+        .expect("request phase");
+    assert_eq!(parts.uri, "/rewritten?q=1");
+    let mut response = http::Response::builder()
+        .status(202)
+        .body(())
+        .expect("response")
+        .into_parts()
+        .0;
+    stream
+        .response_headers(&mut response, true)
+        .await
+        .expect("response phase");
+    let h = |n: &str| response.headers.get(n).map(|v| v.to_str().expect("ascii"));
+    assert_eq!(
+        h("x-req-seen"),
+        Some("a,b"),
+        "repeated headers joined, any case"
+    );
+    assert_eq!(h("x-req-path"), Some("/rewritten?q=1"));
+    assert_eq!(h("x-req-url"), Some("/rewritten"));
+    assert_eq!(h("x-req-method"), Some("GET"));
+    drop(stream);
+    assert_eq!(metric_value(&host, "logged_status"), 202);
+    assert_eq!(metric_value(&host, "logged_header"), 1);
+}

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use mesh_table::{FailureMode, FilterId, Table};
 use mesh_wasm::{Failure, LocalResponse, Stream, StreamInfo, Verdict};
 
@@ -70,6 +70,7 @@ impl Chain {
     ) -> Result<Start, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let end_of_stream = hyper::body::Body::is_end_stream(&body);
+        let no_trailers = cannot_carry_trailers(parts.version, &body);
         let mut chain = Chain::default();
         for &id in filters {
             let Some(filter) = table.filters.get(id as usize) else {
@@ -99,6 +100,9 @@ impl Chain {
                     continue;
                 }
             };
+            if no_trailers {
+                stream.no_request_trailers();
+            }
             let link = link(stream);
             match link.stream.request_headers(&mut parts, end_of_stream).await {
                 Ok(Verdict::Continue | Verdict::Buffer) => chain.links.push(link),
@@ -141,6 +145,9 @@ impl Chain {
         kept.reverse();
         let (mut parts, body) = response.into_parts();
         let end_of_stream = hyper::body::Body::is_end_stream(&body);
+        if cannot_carry_trailers(parts.version, &body) {
+            kept.iter().for_each(|l| l.stream.no_response_trailers());
+        }
         let mut i = 0;
         while i < kept.len() {
             let link = &kept[i];
@@ -169,6 +176,12 @@ impl Chain {
         let body = FilterBody::wrap(body, kept, Side::Response, Aborted::default(), data);
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// Whether a message cannot carry trailers: HTTP/1 sends them only with chunked framing,
+/// so a body of known length has none (HTTP/2 may send them after any body).
+fn cannot_carry_trailers(version: Version, body: &Body) -> bool {
+    version <= Version::HTTP_11 && hyper::body::Body::size_hint(body).exact().is_some()
 }
 
 fn link_failure(name: &str, mode: FailureMode, failure: &Failure) -> Result<(), ProxyError> {

@@ -3,10 +3,11 @@
 
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use wasmtime::{Caller, Linker};
 
 use super::{code, copy_out, memory_and_state, read, slice, status};
+use crate::header_cache::HeaderCache;
 use crate::state::{HostState, ReqView, RespView};
 
 /// Map types of the ABI.
@@ -20,23 +21,97 @@ const CALL_RESPONSE_TRAILERS: u32 = 7;
 type Pair = (Vec<u8>, Vec<u8>);
 
 /// The ABI's map encoding: count, then (key length, value length) for each pair, then each
-/// key and value NUL-terminated; all integers u32 little-endian.
-pub(crate) fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
-    let pairs: Vec<(&[u8], &[u8])> = pairs.collect();
-    let size: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
-    let mut out = Vec::with_capacity(4 + size);
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (k, v) in &pairs {
+/// key and value NUL-terminated; all integers u32 little-endian. `pairs` is called twice
+/// (to size the buffer, then to fill it), so the result is one exact allocation.
+pub(crate) fn serialize_pairs<'a, I>(pairs: impl Fn() -> I) -> Vec<u8>
+where
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    let (count, data) = pairs().fold((0, 0), |(n, size), (k, v)| {
+        (n + 1, size + k.len() + v.len() + 2)
+    });
+    let mut out = Vec::with_capacity(4 + count * 8 + data);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for (k, v) in pairs() {
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
     }
-    for (k, v) in &pairs {
+    for (k, v) in pairs() {
         out.extend_from_slice(k);
         out.push(0);
         out.extend_from_slice(v);
         out.push(0);
     }
     out
+}
+
+/// The pairs of a buffer this host serialized (so well-formed; a short one ends early).
+fn pairs_in(bytes: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let u32_at = move |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let count = u32_at(0);
+    let mut data = 4 + count * 8;
+    (0..count).map_while(move |i| {
+        let (klen, vlen) = (u32_at(4 + i * 8), u32_at(8 + i * 8));
+        let key = bytes.get(data..data + klen)?;
+        let value = bytes.get(data + klen + 1..data + klen + 1 + vlen)?;
+        data += klen + vlen + 2;
+        Some((key, value))
+    })
+}
+
+/// A head as the phases after its own see it: its pairs (pseudo-headers first) serialized
+/// once, as `proxy_get_header_map_pairs` returns them. One buffer of its own: keeping the
+/// head's `HeaderMap` instead would keep its values, which are slices of the connection's
+/// read buffer, and the connection would then allocate a new buffer for the next request.
+pub(crate) struct Frozen {
+    pairs: Vec<u8>,
+    version: Version,
+}
+
+impl Frozen {
+    pub(crate) fn request(r: &ReqView) -> Frozen {
+        Frozen {
+            pairs: serialize_pairs(|| request_pairs(r)),
+            version: r.version,
+        }
+    }
+
+    pub(crate) fn response(r: &RespView) -> Frozen {
+        Frozen {
+            pairs: serialize_pairs(|| response_pairs(r)),
+            version: Version::default(),
+        }
+    }
+
+    /// The values of `key` (any case) joined with `,`.
+    fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        joined(
+            pairs_in(&self.pairs)
+                .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v),
+        )
+    }
+}
+
+/// A request or response head as a filter may read it now.
+pub(crate) enum Visible<'a, V> {
+    /// Lent by the caller for this phase.
+    Live(&'a V),
+    /// A later phase: what the head's own phase left.
+    Frozen(&'a Frozen),
+}
+
+impl Visible<'_, ReqView> {
+    pub(crate) fn version(&self) -> Version {
+        match self {
+            Visible::Live(r) => r.version,
+            Visible::Frozen(f) => f.version,
+        }
+    }
 }
 
 /// Parses the ABI's map encoding; `None` if it is malformed (never panics on bad input).
@@ -87,32 +162,34 @@ fn header_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
         .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes()))
 }
 
+/// A request head's pairs: pseudo-headers, then headers.
+fn request_pairs(r: &ReqView) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let pseudo: [Option<(&[u8], &[u8])>; 4] = [
+        Some((b":method", r.method.as_str().as_bytes())),
+        Some((b":path", path(r))),
+        authority(r).map(|a| (&b":authority"[..], a)),
+        Some((b":scheme", r.uri.scheme_str().unwrap_or("http").as_bytes())),
+    ];
+    pseudo.into_iter().flatten().chain(header_pairs(&r.headers))
+}
+
+fn response_pairs(r: &RespView) -> impl Iterator<Item = (&[u8], &[u8])> {
+    std::iter::once((&b":status"[..], r.status.as_str().as_bytes())).chain(header_pairs(&r.headers))
+}
+
 /// The serialized map `map_type` as the filter sees it now; `None` if it has none now.
 fn serialized(state: &HostState, map_type: u32) -> Option<Vec<u8>> {
     match map_type {
-        REQUEST_HEADERS => {
-            let r = state.request()?;
-            let mut pseudo: Vec<(&[u8], &[u8])> = vec![
-                (b":method", r.method.as_str().as_bytes()),
-                (b":path", path(r)),
-            ];
-            if let Some(a) = authority(r) {
-                pseudo.push((b":authority", a));
-            }
-            pseudo.push((b":scheme", r.uri.scheme_str().unwrap_or("http").as_bytes()));
-            Some(serialize_pairs(
-                pseudo.iter().copied().chain(header_pairs(&r.headers)),
-            ))
-        }
-        RESPONSE_HEADERS => {
-            let r = state.response()?;
-            let pseudo: [(&[u8], &[u8]); 1] = [(b":status", r.status.as_str().as_bytes())];
-            Some(serialize_pairs(
-                pseudo.iter().copied().chain(header_pairs(&r.headers)),
-            ))
-        }
+        REQUEST_HEADERS => Some(match state.request()? {
+            Visible::Live(r) => serialize_pairs(|| request_pairs(r)),
+            Visible::Frozen(f) => f.pairs.clone(),
+        }),
+        RESPONSE_HEADERS => Some(match state.response()? {
+            Visible::Live(r) => serialize_pairs(|| response_pairs(r)),
+            Visible::Frozen(f) => f.pairs.clone(),
+        }),
         REQUEST_TRAILERS | RESPONSE_TRAILERS => match &state.scope.trailers {
-            Some((t, map)) if *t == map_type => Some(serialize_pairs(header_pairs(map))),
+            Some((t, map)) if *t == map_type => Some(serialize_pairs(|| header_pairs(map))),
             _ => None,
         },
         CALL_RESPONSE_HEADERS | CALL_RESPONSE_TRAILERS => {
@@ -122,50 +199,57 @@ fn serialized(state: &HostState, map_type: u32) -> Option<Vec<u8>> {
             } else {
                 &resp.trailers
             };
-            Some(serialize_pairs(
-                pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())),
-            ))
+            Some(serialize_pairs(|| {
+                pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))
+            }))
         }
         _ => None,
     }
 }
 
-fn joined<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<Vec<u8>> {
+fn joined<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
     let mut out: Option<Vec<u8>> = None;
     for v in values {
         match &mut out {
-            None => out = Some(v.as_bytes().to_vec()),
+            None => out = Some(v.to_vec()),
             Some(o) => {
                 o.push(b',');
-                o.extend_from_slice(v.as_bytes());
+                o.extend_from_slice(v);
             }
         }
     }
     out
 }
 
-/// One value of map `map_type` (repeated headers joined with `,`, as Envoy does).
-fn value(state: &HostState, map_type: u32, key: &[u8]) -> Result<Vec<u8>, i32> {
+fn live_values<'a>(map: &'a HeaderMap, key: &[u8]) -> Result<Option<Vec<u8>>, i32> {
+    Ok(joined(
+        map.get_all(lookup(key)?).iter().map(HeaderValue::as_bytes),
+    ))
+}
+
+/// One value of map `map_type` (repeated headers joined with `,`, as Envoy does); `key`
+/// lower-cased if it is a pseudo-header.
+pub(crate) fn value(state: &HostState, map_type: u32, key: &[u8]) -> Result<Vec<u8>, i32> {
     let found = match map_type {
-        REQUEST_HEADERS => {
-            let r = state.request().ok_or(status::NOT_FOUND)?;
-            match key {
+        REQUEST_HEADERS => match state.request().ok_or(status::NOT_FOUND)? {
+            Visible::Frozen(f) => f.value(key),
+            Visible::Live(r) => match key {
                 b":method" => Some(r.method.as_str().as_bytes().to_vec()),
                 b":path" => Some(path(r).to_vec()),
                 b":authority" => authority(r).map(<[u8]>::to_vec),
                 b":scheme" => Some(r.uri.scheme_str().unwrap_or("http").as_bytes().to_vec()),
-                _ => joined(r.headers.get_all(lookup(key)?).iter()),
-            }
-        }
-        RESPONSE_HEADERS => {
-            let r = state.response().ok_or(status::NOT_FOUND)?;
-            match key {
+                _ => live_values(&r.headers, key)?,
+            },
+        },
+        RESPONSE_HEADERS => match state.response().ok_or(status::NOT_FOUND)? {
+            Visible::Frozen(f) => f.value(key),
+            Visible::Live(r) => match key {
                 b":status" => Some(r.status.as_str().as_bytes().to_vec()),
-                _ => joined(r.headers.get_all(lookup(key)?).iter()),
-            }
-        }
+                _ => live_values(&r.headers, key)?,
+            },
+        },
         REQUEST_TRAILERS | RESPONSE_TRAILERS => match &state.scope.trailers {
-            Some((t, map)) if *t == map_type => joined(map.get_all(lookup(key)?).iter()),
+            Some((t, map)) if *t == map_type => live_values(map, key)?,
             _ => return Err(status::NOT_FOUND),
         },
         CALL_RESPONSE_HEADERS | CALL_RESPONSE_TRAILERS => {
@@ -289,6 +373,17 @@ impl Target<'_> {
     }
 
     fn put(&mut self, key: &[u8], v: &[u8], op: Op) -> Result<(), i32> {
+        self.put_with(&mut HeaderCache::default(), key, v, op)
+    }
+
+    /// `put`, with names and values from (and into) `cache`.
+    fn put_with(
+        &mut self,
+        cache: &mut HeaderCache,
+        key: &[u8],
+        v: &[u8],
+        op: Op,
+    ) -> Result<(), i32> {
         if key.starts_with(b":") {
             let key = key.to_ascii_lowercase();
             // A pseudo-header has one value: adding one replaces it.
@@ -298,7 +393,8 @@ impl Target<'_> {
                 Target::Map(_) => Err(status::BAD_ARGUMENT),
             };
         }
-        let (n, v) = (name(key)?, header_value(v)?);
+        let n = cache.name(key).ok_or(status::BAD_ARGUMENT)?;
+        let v = cache.value(v).ok_or(status::BAD_ARGUMENT)?;
         match op {
             Op::Replace => {
                 self.headers().insert(n, v);
@@ -384,7 +480,10 @@ fn put(mut c: C<'_>, map_type: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32, 
     code((|| {
         let (mem, state) = memory_and_state(&mut c)?;
         let (k, v) = (slice(mem, kptr, klen)?, slice(mem, vptr, vlen)?);
-        target(state, map_type as u32)?.put(k, v, op)?;
+        let mut cache = std::mem::take(&mut state.header_cache);
+        let put = target(state, map_type as u32).and_then(|mut t| t.put_with(&mut cache, k, v, op));
+        state.header_cache = cache;
+        put?;
         Ok(status::OK)
     })())
 }
@@ -426,7 +525,7 @@ mod tests {
     #[test]
     fn pairs_round_trip_and_garbage_is_refused() {
         let pairs: Vec<(&[u8], &[u8])> = vec![(b":path", b"/a"), (b"x", b"")];
-        let bytes = serialize_pairs(pairs.iter().copied());
+        let bytes = serialize_pairs(|| pairs.iter().copied());
         let back = deserialize_pairs(&bytes).expect("valid");
         assert_eq!(
             back,

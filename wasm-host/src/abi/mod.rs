@@ -14,7 +14,7 @@ pub(crate) mod properties;
 mod shared;
 mod wasi;
 
-pub(crate) use headers::deserialize_pairs;
+pub(crate) use headers::{deserialize_pairs, Frozen, Visible};
 
 /// Map types the phases need.
 pub(crate) mod headers_consts {

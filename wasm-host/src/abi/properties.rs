@@ -1,11 +1,10 @@
 //! Properties (`proxy_get_property`/`proxy_set_property`): the request, connection, plugin
 //! and mesh facts Envoy's attribute names expose, plus whatever the filter set itself.
 
-use http::header::HeaderValue;
 use http::Version;
 use wasmtime::{Caller, Linker};
 
-use super::{code, copy_out, read, status};
+use super::{code, copy_out, headers, read, status};
 use crate::state::HostState;
 use crate::Direction;
 
@@ -40,34 +39,25 @@ pub(crate) fn lookup(state: &HostState, name: &str) -> Option<Vec<u8>> {
         _ => {}
     }
     if let Some(rest) = name.strip_prefix("request.") {
-        let r = state.request()?;
+        let request = |key: &[u8]| headers::value(state, headers::REQUEST_HEADERS, key).ok();
         return match rest {
-            "path" => s(r.uri.path_and_query().map_or("/", |p| p.as_str())),
-            "url_path" => s(r.uri.path()),
-            "host" => r
-                .uri
-                .authority()
-                .map(|a| a.as_str().as_bytes().to_vec())
-                .or_else(|| {
-                    r.headers
-                        .get(http::header::HOST)
-                        .map(|h| h.as_bytes().to_vec())
-                }),
-            "method" => s(r.method.as_str()),
-            "scheme" => s(r.uri.scheme_str().unwrap_or("http")),
-            "protocol" => s(protocol(r.version)),
-            "id" => r
-                .headers
-                .get("x-request-id")
-                .map(HeaderValue::as_bytes)
-                .map(<[u8]>::to_vec),
+            "path" => request(b":path"),
+            "url_path" => request(b":path").map(|mut p| {
+                p.truncate(p.iter().position(|&b| b == b'?').unwrap_or(p.len()));
+                p
+            }),
+            "host" => request(b":authority"),
+            "method" => request(b":method"),
+            "scheme" => request(b":scheme"),
+            "protocol" => s(protocol(state.request()?.version())),
+            "id" => request(b"x-request-id"),
             _ => None,
         };
     }
     if name == "response.code" {
-        return state
-            .response()
-            .map(|r| u64::from(r.status.as_u16()).to_le_bytes().to_vec());
+        let status = headers::value(state, headers::RESPONSE_HEADERS, b":status").ok()?;
+        let code: u16 = std::str::from_utf8(&status).ok()?.parse().ok()?;
+        return Some(u64::from(code).to_le_bytes().to_vec());
     }
     let info = ctx?.info.as_ref()?;
     match name {

@@ -990,3 +990,35 @@ async fn later_phases_read_the_heads_as_their_own_phases_left_them() {
     assert_eq!(metric_value(&host, "logged_status"), 202);
     assert_eq!(metric_value(&host, "logged_header"), 1);
 }
+
+#[tokio::test]
+async fn trailers_a_message_cannot_carry_and_a_body_after_end_of_stream_are_not_wanted() {
+    let host = host();
+    let body = r#"
+      (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) (i32.const 0))
+      (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) (i32.const 0))
+      (func (export "proxy_on_request_trailers") (param i32 i32) (result i32) (i32.const 0))
+      (func (export "proxy_on_response_trailers") (param i32 i32) (result i32) (i32.const 0))"#;
+    let plugin = plugin(&host, &wat(body), spec("trailers"));
+    let stream = plugin.start(info()).expect("start");
+    assert!(stream.wants_request_trailers() && stream.wants_response_trailers());
+    stream.no_response_trailers();
+    assert!(!stream.wants_response_trailers());
+    assert!(stream.wants_request_trailers(), "the other side is unchanged");
+    stream
+        .request_headers(&mut request("/"), false)
+        .await
+        .expect("runs");
+    assert!(stream.wants_request_body(), "a body follows");
+    let mut response = http::Response::new(()).into_parts().0;
+    stream
+        .response_headers(&mut response, true)
+        .await
+        .expect("runs");
+    assert!(
+        !stream.wants_response_body(),
+        "nothing follows a head at end of stream"
+    );
+    let other = plugin.start(info()).expect("start");
+    assert!(other.wants_response_trailers(), "ruled out per request only");
+}

@@ -38,8 +38,9 @@ impl Link {
 #[derive(Default)]
 pub struct Chain {
     links: Vec<Link>,
-    /// A local response a request-body phase asked for (the body was aborted for it).
-    aborted: Aborted,
+    /// A local response a request-body phase asked for (the body was aborted for it); only
+    /// when the request body goes through filters.
+    aborted: Option<Aborted>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -71,13 +72,17 @@ impl Chain {
         let (mut parts, body) = request.into_parts();
         let end_of_stream = hyper::body::Body::is_end_stream(&body);
         let no_trailers = cannot_carry_trailers(parts.version, &body);
-        let mut chain = Chain::default();
+        let mut chain = Chain {
+            links: Vec::with_capacity(filters.len()),
+            aborted: None,
+        };
+        let plugins = store.plugins();
         for &id in filters {
             let Some(filter) = table.filters.get(id as usize) else {
                 continue;
             };
             let failure = filter.failure;
-            let Some(plugin) = store.plugin(&filter.name) else {
+            let Some(plugin) = plugins.get(filter.name.as_str()) else {
                 // Not loaded (missing, refused, or still compiling): the failure mode decides.
                 tracing::debug!(filter = %filter.name, "filter not loaded");
                 match failure {
@@ -127,13 +132,14 @@ impl Chain {
             // Filters may change the body's length: let the next hop frame it.
             parts.headers.remove(http::header::CONTENT_LENGTH);
         }
-        let body = FilterBody::wrap(body, body_links, Side::Request, chain.aborted.clone(), data);
+        let aborted = chain.aborted.insert(Aborted::default()).clone();
+        let body = FilterBody::wrap(body, body_links, Side::Request, aborted, data);
         Ok(Start::Forward(Request::from_parts(parts, body), chain))
     }
 
     /// The local response a request-body phase asked for, if the forward failed for it.
     pub fn aborted_response(&self) -> Option<Response<Body>> {
-        self.aborted.take().map(local_response)
+        self.aborted.as_ref()?.take().map(local_response)
     }
 
     /// Runs the response through the chain, last filter first.

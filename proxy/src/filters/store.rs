@@ -79,12 +79,16 @@ pub struct LoadCounts {
     pub refused: AtomicU64,
 }
 
+/// Loaded plugins by filter name; FxHash, because names come from the operator's table
+/// (not from requests) and each filter of a request looks its plugin up.
+pub type Plugins = rustc_hash::FxHashMap<String, Arc<Plugin>>;
+
 /// The filters this proxy runs, by name.
 pub struct FilterStore {
     host: Arc<Host>,
     dirs: Vec<PathBuf>,
     /// Read on the request path: the plugin of each loaded filter.
-    current: ArcSwap<HashMap<String, Arc<Plugin>>>,
+    current: ArcSwap<Plugins>,
     entries: Mutex<HashMap<String, Entry>>,
     /// One reconciliation at a time (the poll loop and the admin endpoint).
     busy: tokio::sync::Mutex<()>,
@@ -109,7 +113,7 @@ impl FilterStore {
         FilterStore {
             host,
             dirs,
-            current: ArcSwap::from_pointee(HashMap::new()),
+            current: ArcSwap::from_pointee(Plugins::default()),
             entries: Mutex::new(HashMap::new()),
             busy: tokio::sync::Mutex::new(()),
             settled: AtomicBool::new(false),
@@ -122,9 +126,9 @@ impl FilterStore {
         &self.host
     }
 
-    /// The plugin serving filter `name` now, if one is loaded.
-    pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.current.load().get(name).cloned()
+    /// The plugin of each loaded filter now (one load for a request's whole chain).
+    pub fn plugins(&self) -> Arc<Plugins> {
+        self.current.load_full()
     }
 
     /// Whether every filter of the table has been loaded or refused (for `/ready`).
@@ -181,7 +185,7 @@ impl FilterStore {
             .keys()
             .any(|n| !wanted.iter().any(|f| f.name == *n))
         {
-            let kept: HashMap<String, Arc<Plugin>> = self
+            let kept: Plugins = self
                 .current
                 .load()
                 .iter()
@@ -276,7 +280,7 @@ impl FilterStore {
     }
 
     fn swap_in(&self, name: &str, plugin: Arc<Plugin>) {
-        let mut next: HashMap<String, Arc<Plugin>> = (**self.current.load()).clone();
+        let mut next: Plugins = (**self.current.load()).clone();
         next.insert(name.to_string(), plugin);
         self.current.store(Arc::new(next));
         self.counts.loaded.fetch_add(1, Ordering::Relaxed);

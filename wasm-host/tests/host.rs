@@ -1004,7 +1004,10 @@ async fn trailers_a_message_cannot_carry_and_a_body_after_end_of_stream_are_not_
     assert!(stream.wants_request_trailers() && stream.wants_response_trailers());
     stream.no_response_trailers();
     assert!(!stream.wants_response_trailers());
-    assert!(stream.wants_request_trailers(), "the other side is unchanged");
+    assert!(
+        stream.wants_request_trailers(),
+        "the other side is unchanged"
+    );
     stream
         .request_headers(&mut request("/"), false)
         .await
@@ -1020,5 +1023,8 @@ async fn trailers_a_message_cannot_carry_and_a_body_after_end_of_stream_are_not_
         "nothing follows a head at end of stream"
     );
     let other = plugin.start(info()).expect("start");
-    assert!(other.wants_response_trailers(), "ruled out per request only");
+    assert!(
+        other.wants_response_trailers(),
+        "ruled out per request only"
+    );
 }

@@ -2,7 +2,7 @@
 //! kept per instance: setting one again clones it, a reference count, instead of building
 //! it; and the proxy's later copies of the head (a retry's) share it too.
 
-use std::hash::{BuildHasher, BuildHasherDefault};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use http::header::{HeaderName, HeaderValue};
 use rustc_hash::FxHasher;
@@ -12,7 +12,9 @@ const ENTRIES: usize = 16;
 
 #[derive(Default)]
 pub(crate) struct HeaderCache {
-    names: Ring<HeaderName>,
+    /// Names with the hash of their (lower-case) bytes beside them: a lookup compares the
+    /// hashes, in one buffer, and touches a name's own bytes only when its hash matches.
+    names: Ring<(u64, HeaderName)>,
     values: Ring<HeaderValue>,
     /// Hashes of values seen once: a value is kept from its second time on, so that a value
     /// new on every request (an id) costs no more than it did without the cache.
@@ -22,15 +24,22 @@ pub(crate) struct HeaderCache {
 impl HeaderCache {
     /// The header name `key` (any case), or `None` if it is not a valid name.
     pub(crate) fn name(&mut self, key: &[u8]) -> Option<HeaderName> {
-        if let Some(n) = self
+        let hash = key
+            .iter()
+            .fold(FxHasher::default(), |mut h, b| {
+                h.write_u8(b.to_ascii_lowercase());
+                h
+            })
+            .finish();
+        if let Some((_, n)) = self
             .names
-            .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(key))
+            .find(|(h, n)| *h == hash && n.as_str().as_bytes().eq_ignore_ascii_case(key))
         {
             return Some(n.clone());
         }
         let name = HeaderName::from_bytes(key).ok()?;
         // The first clone of a name built from bytes moves it to a shared buffer, once.
-        self.names.push(name.clone());
+        self.names.push((hash, name.clone()));
         Some(name)
     }
 

@@ -221,7 +221,7 @@ fn joined<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
     out
 }
 
-fn live_values<'a>(map: &'a HeaderMap, key: &[u8]) -> Result<Option<Vec<u8>>, i32> {
+fn live_values(map: &HeaderMap, key: &[u8]) -> Result<Option<Vec<u8>>, i32> {
     Ok(joined(
         map.get_all(lookup(key)?).iter().map(HeaderValue::as_bytes),
     ))

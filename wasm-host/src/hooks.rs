@@ -34,6 +34,10 @@ pub(crate) mod bit {
 
     /// What may run after the response headers (and read the response head's snapshot).
     pub(crate) const AFTER_RESPONSE_HEADERS: u32 = RESPONSE_BODY | RESPONSE_TRAILERS | DONE;
+    /// What may still run after a response head: the rest of the response, the request's
+    /// body (a server may answer before it has read it all), `on_log`/`on_done`.
+    pub(crate) const MAY_FOLLOW_RESPONSE_HEADERS: u32 =
+        AFTER_RESPONSE_HEADERS | REQUEST_BODY | REQUEST_TRAILERS;
     /// What may run after the request headers (and read the request head's snapshot).
     pub(crate) const AFTER_REQUEST_HEADERS: u32 =
         REQUEST_BODY | REQUEST_TRAILERS | RESPONSE_HEADERS | AFTER_RESPONSE_HEADERS;

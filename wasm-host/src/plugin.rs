@@ -422,6 +422,13 @@ impl Plugin {
         let Some(inst) = guard.as_mut().filter(|i| i.generation == generation) else {
             return;
         };
+        if let Err(err) = self.finish_context(inst, ctx) {
+            self.fail(guard, err);
+        }
+    }
+
+    /// Runs the context's last callbacks in `inst` and forgets it.
+    pub(crate) fn finish_context(&self, inst: &mut Instance, ctx: u32) -> wasmtime::Result<()> {
         let state = inst.store.data_mut();
         state.active = ctx;
         state.scope = Default::default();
@@ -438,9 +445,7 @@ impl Plugin {
         let state = inst.store.data_mut();
         state.contexts.remove(&ctx);
         state.active = ROOT_ID;
-        if let Err(err) = result {
-            self.fail(guard, err);
-        }
+        result
     }
 
     /// (Re)starts the instance's `proxy_on_tick` task; period 0 stops it.

@@ -1,7 +1,7 @@
 //! A request's context in one filter: the phases, the wait while the filter is paused on
 //! `http_call`s, and finishing the context when the last clone drops.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -45,11 +45,15 @@ struct Inner {
     /// Callbacks this request's messages cannot reach (a body or trailers that cannot
     /// come): skipped like unused ones, and nothing is kept for them.
     ruled_out: AtomicU32,
+    /// The context was finished by the last phase that could run (see `head_phase`).
+    finished: AtomicBool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.plugin.finish(self.slot, self.generation, self.ctx);
+        if !self.finished.load(Ordering::Relaxed) {
+            self.plugin.finish(self.slot, self.generation, self.ctx);
+        }
     }
 }
 
@@ -202,6 +206,7 @@ impl Stream {
                 events,
                 waiting: tokio::sync::Mutex::new(()),
                 ruled_out: AtomicU32::new(0),
+                finished: AtomicBool::new(false),
             }),
         }
     }
@@ -354,6 +359,10 @@ impl Stream {
         if !snapshot && self.skips(hook) {
             return Ok(Verdict::Continue);
         }
+        // After a response head that continues, if no callback of this context can run any
+        // more, its last callbacks run now, under the same lock, rather than when the last
+        // clone of the stream drops.
+        let last = matches!(side, Side::Response) && self.skips(bit::MAY_FOLLOW_RESPONSE_HEADERS);
         let first = self.run(|inst, ctx| {
             let state = inst.store.data_mut();
             enter(state, ctx);
@@ -367,7 +376,12 @@ impl Stream {
             // The head goes back to the caller whatever happened in the guest.
             head.restore(inst.store.data_mut(), ctx, snapshot);
             let action = result?;
-            Ok(outcome(inst.store.data_mut(), ctx, Some(action)))
+            let outcome = outcome(inst.store.data_mut(), ctx, Some(action));
+            if last && matches!(outcome, Outcome::Done(Verdict::Continue)) {
+                self.inner.plugin.finish_context(inst, ctx)?;
+                self.inner.finished.store(true, Ordering::Relaxed);
+            }
+            Ok(outcome)
         })?;
         match first {
             Outcome::Done(verdict) => Ok(verdict),

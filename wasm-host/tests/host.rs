@@ -1028,3 +1028,60 @@ async fn trailers_a_message_cannot_carry_and_a_body_after_end_of_stream_are_not_
         "ruled out per request only"
     );
 }
+
+/// Counts `proxy_on_delete` (100 each) in `finished`; with `proxy_on_response_headers`.
+const DELETE_ONLY: &str = r#"
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_delete") (param i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 100))))
+"#;
+
+#[tokio::test]
+async fn a_context_with_nothing_left_to_run_finishes_with_its_response_head() {
+    let host = host();
+    let plugin = plugin(
+        &host,
+        &wat(&format!("{FINISH}{DELETE_ONLY}")),
+        spec("early"),
+    );
+    let stream = plugin.start(info()).expect("start");
+    stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect("runs");
+    let mut response = http::Response::new(()).into_parts().0;
+    stream
+        .response_headers(&mut response, false)
+        .await
+        .expect("runs");
+    assert_eq!(
+        metric_value(&host, "finished"),
+        100,
+        "no body, trailers or log callback can follow: finished at once"
+    );
+    drop(stream);
+    assert_eq!(metric_value(&host, "finished"), 100, "and only once");
+
+    // A request body callback may still run after the response head (a server may answer
+    // before it has read the body): the context lives until the stream drops.
+    let body =
+        r#"(func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) (i32.const 0))"#;
+    let host = support::host();
+    let plugin = support::plugin(
+        &host,
+        &wat(&format!("{FINISH}{DELETE_ONLY}{body}")),
+        spec("late"),
+    );
+    let stream = plugin.start(info()).expect("start");
+    stream
+        .request_headers(&mut request("/"), false)
+        .await
+        .expect("runs");
+    stream
+        .response_headers(&mut response, false)
+        .await
+        .expect("runs");
+    assert_eq!(metric_value(&host, "finished"), 0, "not yet");
+    drop(stream);
+    assert_eq!(metric_value(&host, "finished"), 100);
+}

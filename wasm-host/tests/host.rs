@@ -1085,3 +1085,61 @@ async fn a_context_with_nothing_left_to_run_finishes_with_its_response_head() {
     drop(stream);
     assert_eq!(metric_value(&host, "finished"), 100);
 }
+
+/// Replaces the request's headers with `:path: /new`, `x-a: 1`, `x-a: 2` (twice: the second
+/// time the names and values come from the instance's cache); on the response, a map with
+/// a bad value is refused (BAD_ARGUMENT, 2).
+const SET_PAIRS: &str = r#"
+  (import "env" "proxy_set_header_map_pairs" (func $set_pairs (param i32 i32 i32) (result i32)))
+"#;
+const SET_PAIRS_BODY: &str = r#"
+  (data (i32.const 100) "\03\00\00\00\05\00\00\00\04\00\00\00\03\00\00\00\01\00\00\00\03\00\00\00\01\00\00\00:path\00/new\00x-a\001\00x-a\002\00")
+  (data (i32.const 200) "\01\00\00\00\03\00\00\00\03\00\00\00x-b\00a\nb\00")
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.ne (call $set_pairs (i32.const 2) (i32.const 200) (i32.const 20)) (i32.const 2))
+      (then unreachable))
+    (i32.const 0))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (if (i32.ne (call $set_pairs (i32.const 0) (i32.const 100) (i32.const 51)) (i32.const 0))
+      (then unreachable))
+    (if (i32.ne (call $set_pairs (i32.const 0) (i32.const 100) (i32.const 51)) (i32.const 0))
+      (then unreachable))
+    (i32.const 0))
+"#;
+
+#[tokio::test]
+async fn set_header_map_pairs_replaces_the_whole_map_or_nothing() {
+    let host = host();
+    let plugin = plugin(
+        &host,
+        &module(&format!("{IMPORTS}{SET_PAIRS}"), SET_PAIRS_BODY),
+        spec("pairs"),
+    );
+    for _ in 0..2 {
+        let stream = plugin.start(info()).expect("start");
+        let mut parts = request("/old");
+        stream
+            .request_headers(&mut parts, true)
+            .await
+            .expect("runs");
+        assert_eq!(parts.uri, "/new");
+        let values: Vec<_> = parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert!(parts.headers.get("x-request-id").is_none(), "replaced");
+        let mut response = http::Response::builder()
+            .header("x-kept", "yes")
+            .body(())
+            .expect("response")
+            .into_parts()
+            .0;
+        stream
+            .response_headers(&mut response, true)
+            .await
+            .expect("runs");
+        assert_eq!(
+            response.headers["x-kept"], "yes",
+            "the bad map changed nothing"
+        );
+        assert!(response.headers.get("x-b").is_none());
+    }
+}

@@ -309,6 +309,19 @@ fn target(state: &mut HostState, map_type: u32) -> Result<Target<'_>, i32> {
     .ok_or(status::NOT_FOUND)
 }
 
+/// Runs `f` on map `map_type` with the instance's header cache (taken out of the state
+/// meanwhile, since the map borrows the state too).
+fn with_target(
+    state: &mut HostState,
+    map_type: u32,
+    f: impl FnOnce(&mut Target<'_>, &mut HeaderCache) -> Result<(), i32>,
+) -> Result<(), i32> {
+    let mut cache = std::mem::take(&mut state.header_cache);
+    let result = target(state, map_type).and_then(|mut t| f(&mut t, &mut cache));
+    state.header_cache = cache;
+    result
+}
+
 fn rebuild(uri: &Uri, f: impl FnOnce(&mut http::uri::Parts)) -> Result<Uri, i32> {
     let mut parts = uri.clone().into_parts();
     f(&mut parts);
@@ -372,18 +385,8 @@ impl Target<'_> {
         }
     }
 
-    fn put(&mut self, key: &[u8], v: &[u8], op: Op) -> Result<(), i32> {
-        self.put_with(&mut HeaderCache::default(), key, v, op)
-    }
-
-    /// `put`, with names and values from (and into) `cache`.
-    fn put_with(
-        &mut self,
-        cache: &mut HeaderCache,
-        key: &[u8],
-        v: &[u8],
-        op: Op,
-    ) -> Result<(), i32> {
+    /// Sets or adds one header, its name and value from (and into) `cache`.
+    fn put(&mut self, cache: &mut HeaderCache, key: &[u8], v: &[u8], op: Op) -> Result<(), i32> {
         if key.starts_with(b":") {
             let key = key.to_ascii_lowercase();
             // A pseudo-header has one value: adding one replaces it.
@@ -415,7 +418,7 @@ impl Target<'_> {
         Ok(())
     }
 
-    fn replace_all(&mut self, pairs: &[Pair]) -> Result<(), i32> {
+    fn replace_all(&mut self, cache: &mut HeaderCache, pairs: &[Pair]) -> Result<(), i32> {
         // Validate everything first so a bad pair leaves the map as it was.
         for (k, v) in pairs {
             if !k.starts_with(b":") {
@@ -426,7 +429,7 @@ impl Target<'_> {
         let saved = self.headers().clone();
         self.headers().clear();
         for (k, v) in pairs {
-            if let Err(e) = self.put(k, v, Op::Add) {
+            if let Err(e) = self.put(cache, k, v, Op::Add) {
                 *self.headers() = saved;
                 return Err(e);
             }
@@ -449,7 +452,9 @@ fn set_pairs(mut c: C<'_>, map_type: i32, ptr: i32, len: i32) -> i32 {
     code((|| {
         let bytes = read(&c, ptr, len)?;
         let pairs = deserialize_pairs(&bytes).ok_or(status::BAD_ARGUMENT)?;
-        target(c.data_mut(), map_type as u32)?.replace_all(&pairs)?;
+        with_target(c.data_mut(), map_type as u32, |t, cache| {
+            t.replace_all(cache, &pairs)
+        })?;
         Ok(status::OK)
     })())
 }
@@ -480,10 +485,7 @@ fn put(mut c: C<'_>, map_type: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32, 
     code((|| {
         let (mem, state) = memory_and_state(&mut c)?;
         let (k, v) = (slice(mem, kptr, klen)?, slice(mem, vptr, vlen)?);
-        let mut cache = std::mem::take(&mut state.header_cache);
-        let put = target(state, map_type as u32).and_then(|mut t| t.put_with(&mut cache, k, v, op));
-        state.header_cache = cache;
-        put?;
+        with_target(state, map_type as u32, |t, cache| t.put(cache, k, v, op))?;
         Ok(status::OK)
     })())
 }

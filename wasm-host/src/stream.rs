@@ -359,10 +359,6 @@ impl Stream {
         if !snapshot && self.skips(hook) {
             return Ok(Verdict::Continue);
         }
-        // After a response head that continues, if no callback of this context can run any
-        // more, its last callbacks run now, under the same lock, rather than when the last
-        // clone of the stream drops.
-        let last = matches!(side, Side::Response) && self.skips(bit::MAY_FOLLOW_RESPONSE_HEADERS);
         let first = self.run(|inst, ctx| {
             let state = inst.store.data_mut();
             enter(state, ctx);
@@ -377,7 +373,15 @@ impl Stream {
             head.restore(inst.store.data_mut(), ctx, snapshot);
             let action = result?;
             let outcome = outcome(inst.store.data_mut(), ctx, Some(action));
-            if last && matches!(outcome, Outcome::Done(Verdict::Continue)) {
+            // After a response head that continues, if no callback of this context can run
+            // any more, its last callbacks run now, under the same lock, rather than when the
+            // last clone of the stream drops. Decided after the call: the call may have
+            // dispatched an `http_call` whose answer needs the context.
+            if matches!(
+                (side, &outcome),
+                (Side::Response, Outcome::Done(Verdict::Continue))
+            ) && self.skips(bit::MAY_FOLLOW_RESPONSE_HEADERS)
+            {
                 self.inner.plugin.finish_context(inst, ctx)?;
                 self.inner.finished.store(true, Ordering::Relaxed);
             }

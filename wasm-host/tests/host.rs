@@ -1143,3 +1143,45 @@ async fn set_header_map_pairs_replaces_the_whole_map_or_nothing() {
         assert!(response.headers.get("x-b").is_none());
     }
 }
+
+/// Dispatches an `http_call` in the response phase and continues without waiting for it.
+const CALL_IN_RESPONSE: &str = r#"
+  (data (i32.const 300) "auth")
+  (data (i32.const 320) "\03\00\00\00\07\00\00\00\03\00\00\00\05\00\00\00\06\00\00\00\0a\00\00\00\04\00\00\00:method\00GET\00:path\00/check\00:authority\00auth\00")
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (if (i32.ne (call $call (i32.const 300) (i32.const 4) (i32.const 320) (i32.const 69)
+          (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 1000) (i32.const 500))
+        (i32.const 0))
+      (then unreachable))
+    (i32.const 0))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32))
+  (func (export "proxy_on_delete") (param i32)
+    (drop (call $inc (i32.load (i32.const 200)) (i64.const 100))))
+"#;
+
+#[tokio::test]
+async fn a_call_made_in_the_response_phase_keeps_its_context_alive() {
+    let host = host();
+    let plugin = plugin(
+        &host,
+        &wat(&format!("{FINISH}{CALL_IN_RESPONSE}")),
+        spec("caller"),
+    );
+    let stream = plugin.start(info()).expect("start");
+    stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect("runs");
+    let mut response = http::Response::new(()).into_parts().0;
+    stream
+        .response_headers(&mut response, false)
+        .await
+        .expect("runs");
+    assert_eq!(
+        metric_value(&host, "finished"),
+        0,
+        "a call is in flight: its answer needs the context"
+    );
+    drop(stream);
+    assert_eq!(metric_value(&host, "finished"), 100);
+}

@@ -221,6 +221,15 @@ fn joined<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
     out
 }
 
+/// Pseudo-header `key` of a head's pairs (they come first, and header names cannot start
+/// with `:`).
+fn pseudo<'a>(
+    mut pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    key: &[u8],
+) -> Option<Vec<u8>> {
+    pairs.find(|(k, _)| *k == key).map(|(_, v)| v.to_vec())
+}
+
 fn live_values(map: &HeaderMap, key: &[u8]) -> Result<Option<Vec<u8>>, i32> {
     Ok(joined(
         map.get_all(lookup(key)?).iter().map(HeaderValue::as_bytes),
@@ -233,20 +242,13 @@ pub(crate) fn value(state: &HostState, map_type: u32, key: &[u8]) -> Result<Vec<
     let found = match map_type {
         REQUEST_HEADERS => match state.request().ok_or(status::NOT_FOUND)? {
             Visible::Frozen(f) => f.value(key),
-            Visible::Live(r) => match key {
-                b":method" => Some(r.method.as_str().as_bytes().to_vec()),
-                b":path" => Some(path(r).to_vec()),
-                b":authority" => authority(r).map(<[u8]>::to_vec),
-                b":scheme" => Some(r.uri.scheme_str().unwrap_or("http").as_bytes().to_vec()),
-                _ => live_values(&r.headers, key)?,
-            },
+            Visible::Live(r) if key.starts_with(b":") => pseudo(request_pairs(r), key),
+            Visible::Live(r) => live_values(&r.headers, key)?,
         },
         RESPONSE_HEADERS => match state.response().ok_or(status::NOT_FOUND)? {
             Visible::Frozen(f) => f.value(key),
-            Visible::Live(r) => match key {
-                b":status" => Some(r.status.as_str().as_bytes().to_vec()),
-                _ => live_values(&r.headers, key)?,
-            },
+            Visible::Live(r) if key.starts_with(b":") => pseudo(response_pairs(r), key),
+            Visible::Live(r) => live_values(&r.headers, key)?,
         },
         REQUEST_TRAILERS | RESPONSE_TRAILERS => match &state.scope.trailers {
             Some((t, map)) if *t == map_type => live_values(map, key)?,

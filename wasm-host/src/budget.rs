@@ -2,28 +2,27 @@
 //! is not charged for the wait. The epoch ticker only says when to look.
 //!
 //! Reading a thread's CPU clock is a system call (no vDSO for `CLOCK_THREAD_CPUTIME_ID`),
-//! and a request makes several guest calls per filter; so arming a callback reads a
-//! per-thread reading at most 1 ms old, and the check at the deadline subtracts the wall
-//! time since that reading (the CPU spent then cannot exceed it). The estimate is a lower
-//! bound of the callback's CPU: a callback is never stopped early, and a runaway one is
-//! stopped at most about 1 ms of CPU late.
+//! and even a wall-clock read at each of the several guest calls of a request showed in a
+//! filter's cost; yet almost every callback ends within a tick. So arming a callback reads
+//! no clock: its first deadline is the next epoch tick, and only a callback still running
+//! then takes its starting CPU reading, and gets its whole limit from there. The CPU it
+//! spent before that first tick (at most a tick's worth of wall time) is not counted: a
+//! callback is never stopped early, and a runaway one is stopped about a tick late.
 
-use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How old a cached CPU reading may be when a callback is armed.
-const MAX_STALENESS: Duration = Duration::from_millis(1);
-
-thread_local! {
-    /// This thread's last CPU-time reading and when (wall clock) it was taken.
-    static LAST: Cell<Option<(Duration, Instant)>> = const { Cell::new(None) };
+/// The thread's CPU time now (a system call).
+fn thread_cpu() -> Duration {
+    cpu_time::ThreadTime::now().as_duration()
 }
 
-/// The thread's CPU time now (a system call), remembered for [`CpuBudget::arm`].
-fn read_cpu() -> (Duration, Instant) {
-    let reading = (cpu_time::ThreadTime::now().as_duration(), Instant::now());
-    LAST.with(|last| last.set(Some(reading)));
-    reading
+/// What a deadline of the running callback comes to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Look again when this much more CPU could be spent.
+    Continue(Duration),
+    /// The budget is spent.
+    Spent,
 }
 
 /// The budget of the callback running in a store.
@@ -31,8 +30,8 @@ fn read_cpu() -> (Duration, Instant) {
 pub(crate) struct CpuBudget {
     /// The filter's `time_limit`.
     pub(crate) limit: Duration,
-    /// A CPU reading of this thread, when it was taken, and when the callback started.
-    start: Option<(Duration, Instant, Instant)>,
+    /// The thread's CPU time at the callback's first deadline (`None` before it).
+    start: Option<Duration>,
 }
 
 impl CpuBudget {
@@ -41,33 +40,27 @@ impl CpuBudget {
         CpuBudget { limit, start: None }
     }
 
-    /// A callback starts on this thread now (a callback is synchronous: it ends on the
-    /// thread it started on).
+    /// A callback starts (a callback is synchronous: it ends on the thread it started on).
     pub(crate) fn arm(&mut self) {
-        let now = Instant::now();
-        let (cpu, at) = match LAST.with(Cell::get) {
-            Some((cpu, at)) if now.saturating_duration_since(at) <= MAX_STALENESS => (cpu, at),
-            _ => read_cpu(),
-        };
-        self.start = Some((cpu, at, now));
+        self.start = None;
     }
 
-    /// What is left of the budget, or `None` when it is spent.
-    pub(crate) fn remaining(&self) -> Option<Duration> {
-        let used = self.start.map_or(Duration::ZERO, |(cpu, at, armed)| {
-            let (cpu_now, _) = read_cpu();
-            // CPU since the reading, less what may have been spent before the callback.
-            cpu_now
-                .saturating_sub(cpu)
-                .saturating_sub(armed.saturating_duration_since(at))
-        });
-        self.limit.checked_sub(used).filter(|left| !left.is_zero())
+    /// A deadline of the running callback passed: at the first, the CPU count starts and
+    /// the whole limit is left; after that, what is left of it, or `Spent`.
+    pub(crate) fn check(&mut self) -> Check {
+        let now = thread_cpu();
+        let start = *self.start.get_or_insert(now);
+        let used = now.saturating_sub(start);
+        match self.limit.checked_sub(used).filter(|left| !left.is_zero()) {
+            Some(left) => Check::Continue(left),
+            None => Check::Spent,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::CpuBudget;
+    use super::{Check, CpuBudget};
     use std::time::{Duration, Instant};
 
     fn spin(for_: Duration) {
@@ -81,16 +74,26 @@ mod tests {
     fn spinning_spends_the_budget_and_sleeping_does_not() {
         let mut budget = CpuBudget::new(Duration::from_millis(20));
         budget.arm();
+        assert_eq!(
+            budget.check(),
+            Check::Continue(Duration::from_millis(20)),
+            "the first deadline starts the count with the whole limit"
+        );
         std::thread::sleep(Duration::from_millis(40));
         assert!(
-            budget.remaining().is_some(),
+            matches!(budget.check(), Check::Continue(_)),
             "a sleeping thread is not charged"
         );
-        budget.arm();
         spin(Duration::from_millis(45));
-        assert!(
-            budget.remaining().is_none(),
+        assert_eq!(
+            budget.check(),
+            Check::Spent,
             "45 ms of spinning spends 20 ms"
+        );
+        budget.arm();
+        assert!(
+            matches!(budget.check(), Check::Continue(_)),
+            "the next callback starts afresh"
         );
     }
 }

@@ -6,13 +6,16 @@ use std::sync::atomic::Ordering;
 use wasmtime::{Store, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 
 use crate::abi::wasi_exit_code;
-use crate::budget::CpuBudget;
+use crate::budget::{Check, CpuBudget};
 use crate::engine::deadline_ticks;
 use crate::state::{Context, Contexts, HostState, Limits, Scope};
 use crate::Plugin;
 
 /// The root context's id in every instance; request contexts count up from the next.
 pub(crate) const ROOT_ID: u32 = 1;
+
+/// Every callback's first deadline, in epoch ticks: the next tick (see `budget`).
+const FIRST_DEADLINE: u64 = 1;
 
 /// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
 pub(crate) type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
@@ -42,7 +45,6 @@ pub(crate) struct Instance {
     pub(crate) funcs: Funcs,
     /// Unique across the host: tells a stream whether its instance is still this one.
     pub(crate) generation: u64,
-    ticks: u64,
     next_ctx: u32,
     /// The `proxy_on_tick` task, stopped with the instance.
     pub(crate) tick: Option<tokio::task::AbortHandle>,
@@ -88,13 +90,13 @@ impl Instance {
         store.limiter(|s| &mut s.limits);
         // At each deadline, charge the callback its thread's CPU time: trap when the budget
         // is spent, otherwise look again when the rest of it could be.
-        store.epoch_deadline_callback(|store| {
-            Ok(match store.data().budget.remaining() {
-                Some(left) => UpdateDeadline::Continue(deadline_ticks(left)),
-                None => UpdateDeadline::Interrupt,
+        store.epoch_deadline_callback(|mut store| {
+            Ok(match store.data_mut().budget.check() {
+                Check::Continue(left) => UpdateDeadline::Continue(deadline_ticks(left)),
+                Check::Spent => UpdateDeadline::Interrupt,
             })
         });
-        store.set_epoch_deadline(plugin.ticks);
+        store.set_epoch_deadline(FIRST_DEADLINE);
         let instance = plugin.pre.instantiate(&mut store)?;
         let memory = instance.get_memory(&mut store, "memory");
         let alloc = func::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")
@@ -126,7 +128,6 @@ impl Instance {
             store,
             funcs,
             generation,
-            ticks: plugin.ticks,
             next_ctx: ROOT_ID + 1,
             tick: None,
         };
@@ -169,13 +170,13 @@ impl Instance {
         params: P,
     ) -> Option<wasmtime::Result<R>> {
         let f = pick(&self.funcs)?;
-        arm(&mut self.store, self.ticks);
+        arm(&mut self.store);
         Some(f.call(&mut self.store, params))
     }
 
-    /// Gives the next guest call the filter's time limit (counted in epoch ticks).
+    /// Gives the next guest call the filter's time limit.
     pub(crate) fn arm(&mut self) {
-        arm(&mut self.store, self.ticks);
+        arm(&mut self.store);
     }
 
     /// A fresh request-context id (never the root's, never 0).
@@ -186,11 +187,11 @@ impl Instance {
     }
 }
 
-/// Starts a callback's CPU budget and sets its epoch deadline (`ticks` from now); a free
-/// function so that `Instance::call` can use it while it borrows the callback.
-fn arm(store: &mut Store<HostState>, ticks: u64) {
+/// Starts a callback's CPU budget and sets its first deadline; a free function so that
+/// `Instance::call` can use it while it borrows the callback.
+fn arm(store: &mut Store<HostState>) {
     store.data_mut().budget.arm();
-    store.set_epoch_deadline(ticks);
+    store.set_epoch_deadline(FIRST_DEADLINE);
 }
 
 impl Drop for Instance {

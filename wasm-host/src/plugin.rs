@@ -77,8 +77,6 @@ pub struct Plugin {
     pub(crate) memory_bytes: usize,
     /// The CPU time limit of one callback.
     pub(crate) time_limit: std::time::Duration,
-    /// The time limit in epoch ticks (when the first CPU-time check happens).
-    pub(crate) ticks: u64,
     slots: Vec<Slot>,
     /// Callbacks the filter said it does nothing in.
     pub(crate) unused: UnusedHooks,
@@ -129,7 +127,6 @@ impl Plugin {
         memory_bytes: usize,
         time_limit: std::time::Duration,
     ) -> Arc<Plugin> {
-        let ticks = crate::engine::deadline_ticks(time_limit);
         // A callback the module does not export is as unused as one it declares so.
         let unused = UnusedHooks::default();
         let module = pre.module();
@@ -154,7 +151,6 @@ impl Plugin {
             time_limit,
             config,
             memory_bytes,
-            ticks,
             slots,
             unused,
             cooldown: Cooldown::new(),

@@ -149,10 +149,41 @@ pub async fn forward(
     upstreams: &Upstreams,
     peer: SocketAddr,
     to: Destination<'_>,
-    mut request: Request<Body>,
+    request: Request<Body>,
     edits: Edits<'_>,
     tries: &mut Tries,
 ) -> Result<Response<Body>, ProxyError> {
+    let (response, _) = send_request(upstreams, peer, to, request, edits, tries, false).await?;
+    Ok(response)
+}
+
+/// [`forward`], and the request head as the last try sent it: the method, URI and version
+/// the caller gave, and the headers with the proxy's own (filters read the request as sent
+/// in their response phase, as in Envoy). Moved, not copied, except for an upgrade.
+pub async fn forward_keeping(
+    upstreams: &Upstreams,
+    peer: SocketAddr,
+    to: Destination<'_>,
+    request: Request<Body>,
+    edits: Edits<'_>,
+    tries: &mut Tries,
+) -> Result<(Response<Body>, http::request::Parts), ProxyError> {
+    let (response, sent) = send_request(upstreams, peer, to, request, edits, tries, true).await?;
+    // `send_request` keeps the head when asked (on every path that returns a response).
+    let sent = sent.unwrap_or_else(|| Request::new(()).into_parts().0);
+    Ok((response, sent))
+}
+
+/// Forwards the request; with `keep`, returns its head as sent too.
+async fn send_request(
+    upstreams: &Upstreams,
+    peer: SocketAddr,
+    to: Destination<'_>,
+    mut request: Request<Body>,
+    edits: Edits<'_>,
+    tries: &mut Tries,
+    keep: bool,
+) -> Result<(Response<Body>, Option<http::request::Parts>), ProxyError> {
     let upgrade = request.version() == Version::HTTP_11 && is_upgrade(request.headers());
     let headers = request.headers_mut();
     strip_hop_by_hop(headers, upgrade);
@@ -166,10 +197,11 @@ pub async fn forward(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
     if upgrade {
+        let sent = keep.then(|| copy_head(&request));
         let (addr, endpoint) = to.target.pick(&[])?;
         tries.endpoint = Some(addr);
         let in_flight = endpoint.as_ref().map(Endpoint::start);
-        return tunnel(
+        let response = tunnel(
             upstreams,
             addr,
             to.target.remote(),
@@ -179,7 +211,8 @@ pub async fn forward(
             to.timeout,
             in_flight,
         )
-        .await;
+        .await?;
+        return Ok((response, sent));
     }
     let (mut parts, body) = request.into_parts();
     // Body bytes are counted as they stream through (`observe`), never buffered for it.
@@ -194,13 +227,30 @@ pub async fn forward(
         body: Replay::new(body, MAX_REPLAY),
     };
     let (response, in_flight) = crate::retry::send(upstreams, &to, &message, tries).await?;
+    let sent = if keep {
+        parts.method = message.method;
+        parts.headers = message.headers;
+        Some(parts)
+    } else {
+        None
+    };
     let mut response = finish(response, edits.response, in_flight);
     if tries.retries > 0 {
         response
             .headers_mut()
             .insert(RETRIES_HEADER, HeaderValue::from(tries.retries));
     }
-    Ok(response)
+    Ok((response, sent))
+}
+
+/// A copy of a request's head (its extensions left behind).
+fn copy_head<B>(request: &Request<B>) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = request.method().clone();
+    head.uri = request.uri().clone();
+    head.version = request.version();
+    head.headers = request.headers().clone();
+    head
 }
 
 fn millis(d: Duration) -> u64 {

@@ -17,7 +17,9 @@ use mesh_table::{Action, MtlsMode, Protocol, ServiceId, Table};
 use crate::body::{boxed, Body};
 use crate::errors::ProxyError;
 use crate::filters::{Chain, Start};
-use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
+use crate::forward::{
+    forward, forward_keeping, request_authority, Destination, Edits, NextHop, Target,
+};
 use crate::headers::EngineHeaders;
 use crate::metrics::authz::DeniedLabels;
 use crate::observe::Observation;
@@ -229,8 +231,8 @@ async fn inbound(
             Start::Forward(request, chain) => (request, chain),
             Start::Respond(response) => return Ok(response),
         };
-    match forward(&ctx.upstreams, conn.addr, to, request, edits, tries).await {
-        Ok(response) => chain.finish(response).await,
+    match forward_keeping(&ctx.upstreams, conn.addr, to, request, edits, tries).await {
+        Ok((response, sent)) => chain.finish(response, sent).await,
         Err(error) => chain.aborted_response().ok_or(error),
     }
 }

@@ -14,7 +14,9 @@ use mesh_table::{Route, ServiceId};
 use crate::body::{boxed, Body};
 use crate::errors::ProxyError;
 use crate::filters::{Chain, Start};
-use crate::forward::{forward, request_authority, Destination, Edits, NextHop, Target};
+use crate::forward::{
+    forward, forward_keeping, request_authority, Destination, Edits, NextHop, Target,
+};
 use crate::headers::EngineHeaders;
 use crate::observe::Observation;
 use crate::retry::Tries;
@@ -192,8 +194,8 @@ async fn outbound(
             Start::Forward(request, chain) => (request, chain),
             Start::Respond(response) => return Ok(response),
         };
-    match forward(&ctx.upstreams, peer, to, request, edits, tries).await {
-        Ok(response) => chain.finish(response).await,
+    match forward_keeping(&ctx.upstreams, peer, to, request, edits, tries).await {
+        Ok((response, sent)) => chain.finish(response, sent).await,
         Err(error) => chain.aborted_response().ok_or(error),
     }
 }

@@ -262,6 +262,11 @@ async fn filters_built_with_the_public_proxy_wasm_crate_run_unchanged() {
         reply.echoed_header("x-pw-header").as_deref(),
         Some("from-proxy-wasm")
     );
+    // The response phase reads the request as it was sent: with the request id the proxy
+    // added after the filter's request phase.
+    let sent_id = reply.echoed_header("x-request-id");
+    assert!(sent_id.is_some(), "the proxy sends a request id");
+    assert_eq!(reply.header("x-pw-request-id"), sent_id.as_deref());
     // http_call to the authz service through the mesh, then resume or answer 403.
     let reply = conn.get("web", "/allowed").await;
     assert_eq!(reply.status, 200, "the call answered 200: {}", reply.text());

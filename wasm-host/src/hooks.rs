@@ -38,6 +38,8 @@ pub(crate) mod bit {
     /// body (a server may answer before it has read it all), `on_log`/`on_done`.
     pub(crate) const MAY_FOLLOW_RESPONSE_HEADERS: u32 =
         AFTER_RESPONSE_HEADERS | REQUEST_BODY | REQUEST_TRAILERS;
+    /// What may run between the request head and the response head.
+    pub(crate) const BEFORE_RESPONSE_HEADERS: u32 = REQUEST_BODY | REQUEST_TRAILERS;
     /// What may run after the request headers (and read the request head's snapshot).
     pub(crate) const AFTER_REQUEST_HEADERS: u32 =
         REQUEST_BODY | REQUEST_TRAILERS | RESPONSE_HEADERS | AFTER_RESPONSE_HEADERS;

@@ -47,6 +47,9 @@ struct Inner {
     ruled_out: AtomicU32,
     /// The context was finished by the last phase that could run (see `head_phase`).
     finished: AtomicBool,
+    /// The caller lends the request head as sent to the response phase
+    /// ([`Stream::will_lend_sent_request`]).
+    lends_sent_request: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -92,6 +95,26 @@ trait Head: Send {
     fn install(&mut self, scope: &mut Scope) -> i32;
     /// Moves it back, and keeps a copy for later phases if `snapshot`.
     fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool);
+}
+
+/// A response head, with the request head as it was sent lent beside it (read-only in
+/// effect: the request is gone).
+struct WithSentRequest<'a> {
+    response: &'a mut http::response::Parts,
+    request: &'a mut http::request::Parts,
+}
+
+impl Head for WithSentRequest<'_> {
+    fn install(&mut self, scope: &mut Scope) -> i32 {
+        self.request.install(scope);
+        self.response.install(scope)
+    }
+
+    fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
+        // The sent request replaces what the request phase left for the phases after this.
+        self.request.restore(state, ctx, snapshot);
+        self.response.restore(state, ctx, snapshot);
+    }
 }
 
 impl Head for http::request::Parts {
@@ -207,6 +230,7 @@ impl Stream {
                 waiting: tokio::sync::Mutex::new(()),
                 ruled_out: AtomicU32::new(0),
                 finished: AtomicBool::new(false),
+                lends_sent_request: AtomicBool::new(false),
             }),
         }
     }
@@ -302,6 +326,31 @@ impl Stream {
         self.head_phase(parts, Side::Response, end_of_stream).await
     }
 
+    /// The caller will lend the request head, as it sent it upstream, to the response phase
+    /// ([`Stream::response_headers_after`]), as Envoy shows its filters the request
+    /// headers the router sent. The request phase then keeps no copy of the head for the
+    /// response phase: only for a request body or trailers phase, `proxy_on_log`, or the
+    /// answer to an `http_call`, which may come before the response.
+    pub fn will_lend_sent_request(&self) {
+        self.inner.lends_sent_request.store(true, Ordering::Relaxed);
+    }
+
+    /// `proxy_on_response_headers`, with the request head as it was sent: what the filter
+    /// reads of the request from here on (changing it has no effect).
+    pub async fn response_headers_after(
+        &self,
+        request: &mut http::request::Parts,
+        parts: &mut http::response::Parts,
+        end_of_stream: bool,
+    ) -> Result<Verdict, Failure> {
+        let mut head = WithSentRequest {
+            response: parts,
+            request,
+        };
+        self.head_phase(&mut head, Side::Response, end_of_stream)
+            .await
+    }
+
     /// `proxy_on_request_body` with every byte buffered so far (the filter may change it).
     pub fn request_body(
         &self,
@@ -338,6 +387,11 @@ impl Stream {
     ) -> Result<Verdict, Failure> {
         self.drain_ready()?;
         let (hook, later, rest) = match side {
+            Side::Request if self.inner.lends_sent_request.load(Ordering::Relaxed) => (
+                bit::REQUEST_HEADERS,
+                bit::BEFORE_RESPONSE_HEADERS | bit::DONE,
+                bit::REQUEST_BODY | bit::REQUEST_TRAILERS,
+            ),
             Side::Request => (
                 bit::REQUEST_HEADERS,
                 bit::AFTER_REQUEST_HEADERS,
@@ -353,10 +407,9 @@ impl Stream {
             // No body and no trailers follow this head.
             self.rule_out(rest);
         }
-        // Nothing later needs the head as it is now: no snapshot; and if this callback is
-        // unused too, nothing to do at all.
-        let snapshot = !self.skips(later);
-        if !snapshot && self.skips(hook) {
+        // Nothing later needs the head as it is now, and this callback is unused too:
+        // nothing to do at all.
+        if self.skips(later) && self.skips(hook) {
             return Ok(Verdict::Continue);
         }
         let first = self.run(|inst, ctx| {
@@ -369,7 +422,10 @@ impl Stream {
                     (ctx as i32, n, i32::from(end_of_stream)),
                 )
                 .unwrap_or(Ok(0));
-            // The head goes back to the caller whatever happened in the guest.
+            // The head goes back to the caller whatever happened in the guest, copied only if
+            // a later phase may read it (decided after the call, which may have made an
+            // `http_call` whose answer comes in a later phase).
+            let snapshot = !self.skips(later);
             head.restore(inst.store.data_mut(), ctx, snapshot);
             let action = result?;
             let outcome = outcome(inst.store.data_mut(), ctx, Some(action));

@@ -991,6 +991,77 @@ async fn later_phases_read_the_heads_as_their_own_phases_left_them() {
     assert_eq!(metric_value(&host, "logged_header"), 1);
 }
 
+/// The response phase copies the request's `x-request-id` and `:path` into the response
+/// (`x-req-id`, `x-req-path`); it traps if it cannot read them. Nothing else: no `on_log`.
+const SENT_REQUEST: &str = r#"
+  (data (i32.const 100) "x-request-id")
+  (data (i32.const 120) "x-req-id")
+  (data (i32.const 144) ":path")
+  (data (i32.const 150) "x-req-path")
+  (func $h2h (param $kp i32) (param $kl i32) (param $hp i32) (param $hl i32)
+    (if (i32.ne (call $get (i32.const 0) (local.get $kp) (local.get $kl) (i32.const 400) (i32.const 404)) (i32.const 0))
+      (then unreachable))
+    (drop (call $add (i32.const 2) (local.get $hp) (local.get $hl) (i32.load (i32.const 400)) (i32.load (i32.const 404)))))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+    (call $h2h (i32.const 100) (i32.const 12) (i32.const 120) (i32.const 8))
+    (call $h2h (i32.const 144) (i32.const 5) (i32.const 150) (i32.const 10))
+    (i32.const 0))
+"#;
+
+#[tokio::test]
+async fn a_response_phase_lent_the_sent_request_reads_it_as_sent() {
+    let host = host();
+    let plugin = plugin(&host, &wat(SENT_REQUEST), spec("sent"));
+    let response_phase = |stream: mesh_wasm::Stream, mut sent: Option<http::request::Parts>| async move {
+        let mut response = http::Response::new(()).into_parts().0;
+        match &mut sent {
+            Some(sent) => {
+                stream
+                    .response_headers_after(sent, &mut response, true)
+                    .await
+            }
+            None => stream.response_headers(&mut response, true).await,
+        }
+        .expect("the response phase reads the request");
+        let h = |n: &str| {
+            response
+                .headers
+                .get(n)
+                .map(|v| v.to_str().expect("ascii").to_string())
+        };
+        (h("x-req-id"), h("x-req-path"))
+    };
+
+    // Lent: the request as the proxy sent it (its own request id, a rewritten path).
+    let stream = plugin.start(info()).expect("start");
+    stream.will_lend_sent_request();
+    let mut parts = request("/asked");
+    stream
+        .request_headers(&mut parts, true)
+        .await
+        .expect("request phase");
+    parts
+        .headers
+        .insert("x-request-id", http::HeaderValue::from_static("sent-1"));
+    parts.uri = http::Uri::from_static("/sent?x=1");
+    assert_eq!(
+        response_phase(stream, Some(parts)).await,
+        (Some("sent-1".into()), Some("/sent?x=1".into()))
+    );
+
+    // Not lent: the copy the request phase kept, as the filter left it.
+    let stream = plugin.start(info()).expect("start");
+    stream
+        .request_headers(&mut request("/asked"), true)
+        .await
+        .expect("request phase");
+    assert_eq!(
+        response_phase(stream, None).await,
+        (Some("req-1".into()), Some("/asked".into()))
+    );
+    assert_eq!(failure_count(&host, "sent", FailureReason::Trap), 0);
+}
+
 #[tokio::test]
 async fn trailers_a_message_cannot_carry_and_a_body_after_end_of_stream_are_not_wanted() {
     let host = host();

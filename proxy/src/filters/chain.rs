@@ -108,6 +108,8 @@ impl Chain {
             if no_trailers {
                 stream.no_request_trailers();
             }
+            // `finish` lends the request as sent (`forward_keeping`).
+            stream.will_lend_sent_request();
             let link = link(stream);
             match link.stream.request_headers(&mut parts, end_of_stream).await {
                 Ok(Verdict::Continue | Verdict::Buffer) => chain.links.push(link),
@@ -142,8 +144,13 @@ impl Chain {
         self.aborted.as_ref()?.take().map(local_response)
     }
 
-    /// Runs the response through the chain, last filter first.
-    pub async fn finish(self, response: Response<Body>) -> Result<Response<Body>, ProxyError> {
+    /// Runs the response through the chain, last filter first; the filters read the
+    /// request as it was `sent` (`forward_keeping`).
+    pub async fn finish(
+        self,
+        response: Response<Body>,
+        mut sent: http::request::Parts,
+    ) -> Result<Response<Body>, ProxyError> {
         if self.links.is_empty() {
             return Ok(response);
         }
@@ -157,11 +164,11 @@ impl Chain {
         let mut i = 0;
         while i < kept.len() {
             let link = &kept[i];
-            match link
+            let verdict = link
                 .stream
-                .response_headers(&mut parts, end_of_stream)
-                .await
-            {
+                .response_headers_after(&mut sent, &mut parts, end_of_stream)
+                .await;
+            match verdict {
                 Ok(Verdict::Continue | Verdict::Buffer) => i += 1,
                 Ok(Verdict::Respond(local)) => return Ok(local_response(local)),
                 Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(link.name.to_string())),

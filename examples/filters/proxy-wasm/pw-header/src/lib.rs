@@ -1,5 +1,7 @@
 //! `pw-header`, on the public `proxy-wasm` crate: adds `x-pw-header: <value>` (config
-//! `{"value": "..."}`, default `hello`) to every request and every response.
+//! `{"value": "..."}`, default `hello`) to every request and every response, and
+//! `x-pw-request-id: <the request's x-request-id>` to the response, as it reads the request
+//! in the response phase.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -71,6 +73,10 @@ impl HttpContext for AddHeader {
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.set_http_response_header("x-pw-header", Some(&self.value));
+        // The request as the proxy sent it: with the request id it added (as in Envoy).
+        if let Some(id) = self.get_http_request_header("x-request-id") {
+            self.set_http_response_header("x-pw-request-id", Some(&id));
+        }
         Action::Continue
     }
 }

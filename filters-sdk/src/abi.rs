@@ -57,6 +57,9 @@ pub(crate) mod unused_hooks {
     pub(crate) const RESPONSE_TRAILERS: u32 = 1 << 5;
     /// `on_done` (the host's `proxy_on_log` and `proxy_on_done`).
     pub(crate) const DONE: u32 = 1 << 6;
+    /// `proxy_on_context_create` for requests: the filter makes a request's context at its
+    /// first callback for it.
+    pub(crate) const CONTEXT_CREATE: u32 = 1 << 7;
 }
 
 /// `MetricType`.

@@ -82,14 +82,19 @@ fn watching<R>(bit: u32, hook: impl FnOnce() -> R) -> R {
     DEFAULTED.with(|d| d.set(false));
     let result = hook();
     if DEFAULTED.with(|d| d.replace(false)) {
-        let before = UNUSED.with(Cell::get);
-        if before & bit == 0 {
-            let all = before | bit;
-            UNUSED.with(|u| u.set(all));
-            let _ = hostcalls::call_foreign_function(hook::FUNCTION, &all.to_le_bytes());
-        }
+        declare_unused(bit);
     }
     result
+}
+
+/// Tells the host, once, that it may skip the callbacks `bit`.
+fn declare_unused(bit: u32) {
+    let before = UNUSED.with(Cell::get);
+    if before & bit == 0 {
+        let all = before | bit;
+        UNUSED.with(|u| u.set(all));
+        let _ = hostcalls::call_foreign_function(hook::FUNCTION, &all.to_le_bytes());
+    }
 }
 
 /// Forgets every context (the mock host starts each harness afresh).
@@ -112,6 +117,11 @@ pub fn on_context_create<F: Filter>(id: u32, parent: u32) {
         with::<F, _>(|d| d.roots.insert(id, None));
         return;
     }
+    create::<F>(id, parent);
+}
+
+/// Makes request `id`'s filter from root `parent`'s.
+fn create<F: Filter>(id: u32, parent: u32) {
     let Some(mut root) = with::<F, _>(|d| d.roots.get_mut(&parent).and_then(Option::take)) else {
         // An unconfigured (refused) or unknown root: the request runs without this filter.
         return;
@@ -155,7 +165,15 @@ pub fn on_configure<F: Filter>(root: u32, config_size: usize) -> bool {
     };
     match F::configure(config) {
         Ok(filter) => {
-            with::<F, _>(|d| d.roots.insert(root, Some(filter)));
+            let only_root = with::<F, _>(|d| {
+                d.roots.insert(root, Some(filter));
+                d.roots.len() == 1
+            });
+            // With one root, a request's filter can be made at its first callback
+            // (`take`), so a host that can may skip `proxy_on_context_create` for requests.
+            if only_root {
+                declare_unused(hook::CONTEXT_CREATE);
+            }
             true
         }
         Err(why) => {
@@ -174,9 +192,23 @@ fn parse_config<C: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<C, serde
     serde_json::from_slice(bytes)
 }
 
-/// Takes request `id`'s slot out of the table while its hook runs.
+/// Takes request `id`'s slot out of the table while its hook runs; a request not seen
+/// before (its `proxy_on_context_create` skipped) gets its filter from the only root.
 fn take<F: Filter>(id: u32) -> Option<Slot<F>> {
-    with::<F, _>(|d| d.streams.get_mut(&id).and_then(Option::take))
+    let found = with::<F, _>(|d| match d.streams.get_mut(&id) {
+        Some(entry) => Ok(entry.take()),
+        None => Err((d.roots.len() == 1)
+            .then(|| d.roots.keys().next().copied())
+            .flatten()),
+    });
+    match found {
+        Ok(slot) => slot,
+        Err(Some(root)) => {
+            create::<F>(id, root);
+            with::<F, _>(|d| d.streams.get_mut(&id).and_then(Option::take))
+        }
+        Err(None) => None,
+    }
 }
 
 /// Puts request `id`'s slot back after its hook (unless the context was deleted meanwhile).
@@ -348,6 +380,12 @@ pub fn on_tick<F: Filter>(root: u32) {
 /// Runs `on_done` once for request `id` (at `proxy_on_log` or `proxy_on_done`, whichever
 /// the host calls first, or at `proxy_on_delete`); `remove` forgets the request after.
 fn finish<F: Filter>(id: u32, remove: bool) {
+    if !remove && with::<F, _>(|d| !d.streams.contains_key(&id) && !d.roots.contains_key(&id)) {
+        // A request that reached no hook before: its filter is made for `on_done`.
+        if let Some(slot) = take::<F>(id) {
+            put_back::<F>(id, slot);
+        }
+    }
     // Take the slot unless it is already done (kept only for `proxy_on_delete`).
     let slot = with::<F, _>(|d| {
         let slot = match d.streams.get_mut(&id) {
@@ -384,4 +422,81 @@ pub fn on_done<F: Filter>(id: u32) -> bool {
 /// `proxy_on_delete`.
 pub fn on_delete<F: Filter>(id: u32) {
     finish::<F>(id, true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::HttpFilter;
+    use crate::testing::host;
+
+    /// Counts the requests it made a filter for; each sets `x-made` on its request.
+    struct Maker {
+        made: u32,
+    }
+
+    struct Made;
+
+    #[derive(serde::Deserialize)]
+    struct NoConfig {}
+
+    impl Filter for Maker {
+        type Config = NoConfig;
+        type Http = Made;
+
+        fn configure(_: NoConfig) -> Result<Self, String> {
+            Ok(Maker { made: 0 })
+        }
+
+        fn http(&mut self, _stream: &Stream) -> Made {
+            self.made += 1;
+            Made
+        }
+    }
+
+    impl HttpFilter for Made {
+        fn on_request_headers(&mut self, req: &mut Request<'_>) -> Action {
+            let _ = req.headers().set("x-made", "1");
+            Action::Continue
+        }
+    }
+
+    fn made() -> u32 {
+        with::<Maker, _>(|d| d.roots.values().flatten().map(|r| r.made).sum())
+    }
+
+    #[test]
+    fn a_request_whose_context_create_was_skipped_gets_its_filter_at_its_first_hook() {
+        host::with(|h| {
+            *h = host::MockHost::default();
+            h.context = 1;
+            h.buffers
+                .insert(buffer::PLUGIN_CONFIGURATION, b"{}".to_vec());
+        });
+        reset();
+        on_context_create::<Maker>(1, 0);
+        assert!(on_configure::<Maker>(1, 2));
+
+        // Request 2: no `proxy_on_context_create`, straight to its request headers.
+        host::with(|h| {
+            h.context = 2;
+            h.maps.insert(map::REQUEST_HEADERS, Vec::new());
+        });
+        assert_eq!(on_request_headers::<Maker>(2, 0, true), 0);
+        let set = host::with(|h| h.maps[&map::REQUEST_HEADERS].clone());
+        assert_eq!(set, vec![("x-made".to_string(), "1".to_string())]);
+        assert_eq!(made(), 1, "made once, at its first hook");
+        assert_eq!(on_response_headers::<Maker>(2, 0, true), 0);
+        assert_eq!(made(), 1, "the same filter for its later hooks");
+
+        // Request 3 reaches no hook before `proxy_on_log`: its filter is made for `on_done`.
+        on_log::<Maker>(3);
+        assert_eq!(made(), 2);
+        on_delete::<Maker>(2);
+        on_delete::<Maker>(3);
+        assert!(with::<Maker, _>(|d| d.streams.is_empty()), "both forgotten");
+        // A request deleted without any callback is not made at all.
+        on_delete::<Maker>(4);
+        assert_eq!(made(), 2);
+    }
 }

@@ -20,6 +20,9 @@ pub(crate) mod bit {
     /// `proxy_on_log` and `proxy_on_done` (`proxy_on_delete` always runs: it frees the
     /// context in the guest).
     pub(crate) const DONE: u32 = 1 << 6;
+    /// `proxy_on_context_create` for request contexts: the filter makes a request's
+    /// context at the first callback it gets for it (our SDK does, with one root context).
+    pub(crate) const CONTEXT_CREATE: u32 = 1 << 7;
 
     /// Each bit's callbacks, by export name.
     pub(crate) const EXPORTS: &[(u32, &[&str])] = &[

@@ -199,11 +199,15 @@ impl Plugin {
             },
         );
         state.active = ctx;
-        inst.arm();
-        let created = inst
-            .funcs
-            .context_create
-            .call(&mut inst.store, (ctx as i32, ROOT_ID as i32));
+        let created = if self.unused.skips(bit::CONTEXT_CREATE) {
+            // The filter makes the context at its first callback for it.
+            Ok(())
+        } else {
+            inst.arm();
+            inst.funcs
+                .context_create
+                .call(&mut inst.store, (ctx as i32, ROOT_ID as i32))
+        };
         let generation = inst.generation;
         match created {
             Ok(()) => {

@@ -816,6 +816,54 @@ async fn callbacks_a_filter_declares_unused_are_skipped_and_the_rest_still_run()
     );
 }
 
+/// Declares `proxy_on_context_create` for requests unused (mask 0x80), as our SDK does with
+/// one root context, and counts the request contexts it is asked to create (`created`) and
+/// the request head phases it gets (`phases`).
+fn lazy_create_module() -> String {
+    format!(
+        r#"(module
+  {IMPORTS}{FOREIGN}
+  (memory (export "memory") 1)
+  (data (i32.const 100) "created")
+  (data (i32.const 110) "phases")
+  (data (i32.const 120) "mesh_unused_hooks")
+  (data (i32.const 140) "\80\00\00\00")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_on_context_create") (param $id i32) (param $parent i32)
+    (if (i32.ne (local.get $parent) (i32.const 0))
+      (then (drop (call $inc (i32.load (i32.const 200)) (i64.const 1))))))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 7) (i32.const 200)))
+    (drop (call $define (i32.const 0) (i32.const 110) (i32.const 6) (i32.const 204)))
+    (drop (call $foreign (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 4) (i32.const 210) (i32.const 214)))
+    (i32.const 1))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $inc (i32.load (i32.const 204)) (i64.const 1)))
+    (i32.const 0))
+)"#
+    )
+}
+
+#[tokio::test]
+async fn a_filter_that_makes_its_contexts_itself_is_not_asked_to_create_them() {
+    let host = host();
+    let plugin = plugin(&host, &lazy_create_module(), spec("lazy"));
+    for _ in 0..3 {
+        let stream = plugin.start(info()).expect("start");
+        stream
+            .request_headers(&mut request("/"), true)
+            .await
+            .expect("runs");
+    }
+    assert_eq!(metric_value(&host, "phases"), 3, "every request ran");
+    assert_eq!(
+        metric_value(&host, "created"),
+        0,
+        "no proxy_on_context_create for a request"
+    );
+}
+
 #[tokio::test]
 async fn a_filter_that_keeps_timing_out_rests_and_its_requests_fail_at_once() {
     let host = host();

@@ -15,7 +15,8 @@ const POOL_MAX: usize = 512;
 const POOL_PER_SLOT: usize = 16;
 /// Largest linear memory any filter may have; `PluginSpec::memory_bytes` caps below this.
 pub(crate) const MAX_MEMORY: usize = 256 << 20;
-/// The epoch ticker's period: the granularity of the CPU time limit.
+/// The epoch ticker's pace while a callback runs long: the granularity of the CPU time
+/// limit.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
 
 fn base_config() -> Config {
@@ -69,37 +70,78 @@ pub(crate) fn make_engine(slots: usize) -> Result<(Engine, bool), String> {
     }
 }
 
-/// Increments the engine's epoch every [`TICK`] until dropped.
+/// Increments the engine's epoch until dropped: every [`IDLE_TICK`], and every [`TICK`]
+/// while some callback runs long (`hurry`).
+///
+/// Each tick wakes a thread, and under load that thread takes a core from a worker: ticking
+/// every millisecond cost about 0.3 µs of CPU per request at 40 000 requests a second,
+/// for callbacks that almost all end within microseconds. So the ticker idles at a slower
+/// pace, which only delays when a callback's CPU count starts (see `budget`).
 pub(crate) struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    state: Arc<TickerState>,
+    thread: std::thread::Thread,
 }
+
+struct TickerState {
+    stop: AtomicBool,
+    /// A callback has run for a tick: tick at the fine pace for a while.
+    hurry: AtomicBool,
+}
+
+/// The ticker's pace while nothing runs long.
+pub(crate) const IDLE_TICK: Duration = Duration::from_millis(4);
+/// Fine ticks go on this many ticks after the last `hurry`.
+const FINE_TICKS: u32 = 20;
 
 impl EpochTicker {
     pub(crate) fn start(engine: &Engine) -> Result<EpochTicker, String> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let state = Arc::new(TickerState {
+            stop: AtomicBool::new(false),
+            hurry: AtomicBool::new(false),
+        });
+        let shared = state.clone();
         let engine = engine.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("mesh-wasm-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
+                let mut fine_left = 0;
+                while !shared.stop.load(Ordering::Relaxed) {
+                    let pace = if fine_left > 0 { TICK } else { IDLE_TICK };
+                    // Woken early by `hurry` (or spuriously): an early tick only makes a
+                    // callback's next look at its budget come sooner.
+                    std::thread::park_timeout(pace);
                     engine.increment_epoch();
+                    if shared.hurry.swap(false, Ordering::AcqRel) {
+                        fine_left = FINE_TICKS;
+                    } else {
+                        fine_left = fine_left.saturating_sub(1);
+                    }
                 }
             })
             .map_err(|err| err.to_string())?;
-        Ok(EpochTicker { stop })
+        Ok(EpochTicker {
+            state,
+            thread: thread.thread().clone(),
+        })
+    }
+
+    /// A callback is running long: tick at the fine pace, from now.
+    pub(crate) fn hurry(&self) {
+        if !self.state.hurry.swap(true, Ordering::AcqRel) {
+            self.thread.unpark();
+        }
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.state.stop.store(true, Ordering::Relaxed);
+        self.thread.unpark();
     }
 }
 
-/// Epoch ticks a callback may run: its time limit rounded up, plus one because the deadline
-/// counts from a tick that may be about to happen.
+/// Fine epoch ticks a callback may run: its time limit rounded up, plus one because the
+/// deadline counts from a tick that may be about to happen.
 pub(crate) fn deadline_ticks(limit: Duration) -> u64 {
     let tick = TICK.as_nanos();
     let ticks = limit.as_nanos().div_ceil(tick).max(1);

@@ -35,7 +35,7 @@ pub struct Host {
     pub(crate) created: AtomicU64,
     compiled: AtomicU64,
     pooled: bool,
-    _ticker: EpochTicker,
+    pub(crate) ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Host {
@@ -107,7 +107,7 @@ impl Host {
             created: AtomicU64::new(0),
             compiled: AtomicU64::new(0),
             pooled,
-            _ticker: ticker,
+            ticker,
         }))
     }
 

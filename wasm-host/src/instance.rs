@@ -91,8 +91,13 @@ impl Instance {
         // At each deadline, charge the callback its thread's CPU time: trap when the budget
         // is spent, otherwise look again when the rest of it could be.
         store.epoch_deadline_callback(|mut store| {
-            Ok(match store.data_mut().budget.check() {
-                Check::Continue(left) => UpdateDeadline::Continue(deadline_ticks(left)),
+            let state = store.data_mut();
+            Ok(match state.budget.check() {
+                Check::Started => UpdateDeadline::Continue(1),
+                Check::Continue(left) => {
+                    state.host.ticker.hurry();
+                    UpdateDeadline::Continue(deadline_ticks(left))
+                }
                 Check::Spent => UpdateDeadline::Interrupt,
             })
         });

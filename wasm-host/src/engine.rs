@@ -140,10 +140,13 @@ impl Drop for EpochTicker {
     }
 }
 
-/// Fine epoch ticks a callback may run: its time limit rounded up, plus one because the
-/// deadline counts from a tick that may be about to happen.
-pub(crate) fn deadline_ticks(limit: Duration) -> u64 {
+/// Fine epoch ticks until a long callback's next look at its budget: what is left of it
+/// rounded up, plus one because the deadline counts from a tick that may be about to
+/// happen; at most half of [`FINE_TICKS`], so that each look hurries the ticker again
+/// before it would slow down (a slow tick would make the look come late).
+pub(crate) fn deadline_ticks(left: Duration) -> u64 {
     let tick = TICK.as_nanos();
-    let ticks = limit.as_nanos().div_ceil(tick).max(1);
-    u64::try_from(ticks).unwrap_or(u64::MAX / 2) + 1
+    let ticks = left.as_nanos().div_ceil(tick).max(1);
+    let ticks = u64::try_from(ticks).unwrap_or(u64::MAX / 2) + 1;
+    ticks.min(u64::from(FINE_TICKS / 2))
 }

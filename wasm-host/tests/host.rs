@@ -166,6 +166,32 @@ async fn a_callback_that_loops_forever_times_out_and_the_next_start_gets_a_fresh
 }
 
 #[tokio::test]
+async fn a_long_time_limit_is_kept_at_the_fine_tick_pace() {
+    // The ticker slows down when no callback hurries it: a callback with a long limit must
+    // keep hurrying it, or its budget would be looked at only every idle tick (a 100 ms
+    // limit stopped after about 340 ms). Generous bound; the bench measures it precisely.
+    let host = host();
+    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (loop $l (br $l)) (i32.const 0))"#;
+    let mut s = spec("spin");
+    s.time_limit = Duration::from_millis(100);
+    let plugin = plugin(&host, &wat(body), s);
+    let stream = plugin.start(info()).expect("start");
+    let began = Instant::now();
+    let failure = stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect_err("must time out");
+    let elapsed = began.elapsed();
+    assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    assert!(
+        elapsed >= Duration::from_millis(100),
+        "never stopped early: {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_millis(250), "took {elapsed:?}");
+}
+
+#[tokio::test]
 async fn growing_memory_past_the_cap_is_a_memory_failure() {
     let host = host();
     let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)

@@ -976,6 +976,15 @@ async fn an_unused_phase_still_runs_while_a_call_result_is_awaited() {
     assert!(stream.wants_response_body(), "a call is in flight");
 }
 
+/// `$h2h`: copies request header (or pseudo-header) `k` into response header `h`; traps if
+/// the request has no `k`.
+const H2H: &str = r#"
+  (func $h2h (param $kp i32) (param $kl i32) (param $hp i32) (param $hl i32)
+    (if (i32.ne (call $get (i32.const 0) (local.get $kp) (local.get $kl) (i32.const 400) (i32.const 404)) (i32.const 0))
+      (then unreachable))
+    (drop (call $add (i32.const 2) (local.get $hp) (local.get $hl) (i32.load (i32.const 400)) (i32.load (i32.const 404)))))
+"#;
+
 /// The request phase adds `x-seen: a`, `x-seen: b` and rewrites the path; the response
 /// phase copies what it reads of the request into the response; `on_log` records the
 /// status it reads (`response.code`) in the gauge `logged_status`, and counts in `logged_header`
@@ -996,10 +1005,6 @@ const LATER_PHASES: &str = r#"
   (data (i32.const 250) "response\00code")
   (data (i32.const 270) "logged_status")
   (data (i32.const 290) "logged_header")
-  (func $h2h (param $kp i32) (param $kl i32) (param $hp i32) (param $hl i32)
-    (if (i32.ne (call $get (i32.const 0) (local.get $kp) (local.get $kl) (i32.const 400) (i32.const 404)) (i32.const 0))
-      (then unreachable))
-    (drop (call $add (i32.const 2) (local.get $hp) (local.get $hl) (i32.load (i32.const 400)) (i32.load (i32.const 404)))))
   (func $p2h (param $pp i32) (param $pl i32) (param $hp i32) (param $hl i32)
     (if (i32.ne (call $prop (local.get $pp) (local.get $pl) (i32.const 400) (i32.const 404)) (i32.const 0))
       (then unreachable))
@@ -1033,7 +1038,7 @@ const LATER_PHASES: &str = r#"
 #[tokio::test]
 async fn later_phases_read_the_heads_as_their_own_phases_left_them() {
     let host = host();
-    let plugin = plugin(&host, &wat(LATER_PHASES), spec("later"));
+    let plugin = plugin(&host, &wat(&format!("{H2H}{LATER_PHASES}")), spec("later"));
     let stream = plugin.start(info()).expect("start");
     let mut parts = request("/original");
     stream
@@ -1072,10 +1077,6 @@ const SENT_REQUEST: &str = r#"
   (data (i32.const 120) "x-req-id")
   (data (i32.const 144) ":path")
   (data (i32.const 150) "x-req-path")
-  (func $h2h (param $kp i32) (param $kl i32) (param $hp i32) (param $hl i32)
-    (if (i32.ne (call $get (i32.const 0) (local.get $kp) (local.get $kl) (i32.const 400) (i32.const 404)) (i32.const 0))
-      (then unreachable))
-    (drop (call $add (i32.const 2) (local.get $hp) (local.get $hl) (i32.load (i32.const 400)) (i32.load (i32.const 404)))))
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
     (call $h2h (i32.const 100) (i32.const 12) (i32.const 120) (i32.const 8))
     (call $h2h (i32.const 144) (i32.const 5) (i32.const 150) (i32.const 10))
@@ -1085,7 +1086,7 @@ const SENT_REQUEST: &str = r#"
 #[tokio::test]
 async fn a_response_phase_lent_the_sent_request_reads_it_as_sent() {
     let host = host();
-    let plugin = plugin(&host, &wat(SENT_REQUEST), spec("sent"));
+    let plugin = plugin(&host, &wat(&format!("{H2H}{SENT_REQUEST}")), spec("sent"));
     let response_phase = |stream: mesh_wasm::Stream, mut sent: Option<http::request::Parts>| async move {
         let mut response = http::Response::new(()).into_parts().0;
         match &mut sent {

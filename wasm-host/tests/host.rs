@@ -133,10 +133,15 @@ async fn send_local_response_answers_instead_of_the_upstream() {
 
 /// Filter `spin`, whose request headers callback loops forever, with a 5 ms time limit.
 fn spinning(host: &Arc<mesh_wasm::Host>) -> Arc<mesh_wasm::Plugin> {
+    spinning_for(host, Duration::from_millis(5))
+}
+
+/// Filter `spin` with time limit `limit`.
+fn spinning_for(host: &Arc<mesh_wasm::Host>, limit: Duration) -> Arc<mesh_wasm::Plugin> {
     let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
         (loop $l (br $l)) (i32.const 0))"#;
     let mut s = spec("spin");
-    s.time_limit = Duration::from_millis(5);
+    s.time_limit = limit;
     plugin(host, &wat(body), s)
 }
 
@@ -171,11 +176,7 @@ async fn a_long_time_limit_is_kept_at_the_fine_tick_pace() {
     // keep hurrying it, or its budget would be looked at only every idle tick (a 100 ms
     // limit stopped after about 340 ms). Generous bound; the bench measures it precisely.
     let host = host();
-    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
-        (loop $l (br $l)) (i32.const 0))"#;
-    let mut s = spec("spin");
-    s.time_limit = Duration::from_millis(100);
-    let plugin = plugin(&host, &wat(body), s);
+    let plugin = spinning_for(&host, Duration::from_millis(100));
     let stream = plugin.start(info()).expect("start");
     let began = Instant::now();
     let failure = stream

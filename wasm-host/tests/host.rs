@@ -145,19 +145,24 @@ fn spinning_for(host: &Arc<mesh_wasm::Host>, limit: Duration) -> Arc<mesh_wasm::
     plugin(host, &wat(body), s)
 }
 
+/// Runs the stream's request headers phase, which must time out; how long it ran.
+async fn timed_out(stream: &mesh_wasm::Stream) -> Duration {
+    let began = Instant::now();
+    let failure = stream
+        .request_headers(&mut request("/"), true)
+        .await
+        .expect_err("must time out");
+    assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    began.elapsed()
+}
+
 #[tokio::test]
 async fn a_callback_that_loops_forever_times_out_and_the_next_start_gets_a_fresh_instance() {
     let host = host();
     let plugin = spinning(&host);
     let stream = plugin.start(info()).expect("start");
     let created = host.instances_created();
-    let began = Instant::now();
-    let failure = stream
-        .request_headers(&mut request("/"), true)
-        .await
-        .expect_err("must time out");
-    let elapsed = began.elapsed();
-    assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    let elapsed = timed_out(&stream).await;
     assert!(elapsed < Duration::from_millis(55), "took {elapsed:?}");
     assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 1);
 
@@ -178,13 +183,7 @@ async fn a_long_time_limit_is_kept_at_the_fine_tick_pace() {
     let host = host();
     let plugin = spinning_for(&host, Duration::from_millis(100));
     let stream = plugin.start(info()).expect("start");
-    let began = Instant::now();
-    let failure = stream
-        .request_headers(&mut request("/"), true)
-        .await
-        .expect_err("must time out");
-    let elapsed = began.elapsed();
-    assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    let elapsed = timed_out(&stream).await;
     assert!(
         elapsed >= Duration::from_millis(100),
         "never stopped early: {elapsed:?}"

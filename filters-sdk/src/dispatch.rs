@@ -117,28 +117,27 @@ pub fn on_context_create<F: Filter>(id: u32, parent: u32) {
         with::<F, _>(|d| d.roots.insert(id, None));
         return;
     }
-    create::<F>(id, parent);
+    if let Some(slot) = create::<F>(id, parent) {
+        with::<F, _>(|d| d.streams.insert(id, Some(slot)));
+    }
 }
 
-/// Makes request `id`'s filter from root `parent`'s.
-fn create<F: Filter>(id: u32, parent: u32) {
-    let Some(mut root) = with::<F, _>(|d| d.roots.get_mut(&parent).and_then(Option::take)) else {
-        // An unconfigured (refused) or unknown root: the request runs without this filter.
-        return;
-    };
+/// Makes request `id`'s filter from root `parent`'s, and returns it taken (its entry in
+/// the table left empty, as while a hook runs). `None` for an unconfigured (refused) or
+/// unknown root: the request runs without this filter.
+fn create<F: Filter>(id: u32, parent: u32) -> Option<Slot<F>> {
+    let mut root = with::<F, _>(|d| d.roots.get_mut(&parent).and_then(Option::take))?;
     let stream = Stream::new(id);
     let filter = root.http(&stream);
     with::<F, _>(|d| {
         d.roots.insert(parent, Some(root));
-        d.streams.insert(
-            id,
-            Some(Slot {
-                filter,
-                stream,
-                done: false,
-            }),
-        );
+        d.streams.insert(id, None);
     });
+    Some(Slot {
+        filter,
+        stream,
+        done: false,
+    })
 }
 
 /// `proxy_on_vm_start`.
@@ -203,10 +202,7 @@ fn take<F: Filter>(id: u32) -> Option<Slot<F>> {
     });
     match found {
         Ok(slot) => slot,
-        Err(Some(root)) => {
-            create::<F>(id, root);
-            with::<F, _>(|d| d.streams.get_mut(&id).and_then(Option::take))
-        }
+        Err(Some(root)) => create::<F>(id, root),
         Err(None) => None,
     }
 }

@@ -85,16 +85,15 @@ impl HttpFilter for Adding {
     fn on_response_headers(&mut self, resp: &mut Response<'_>) -> Action {
         let label = &self.config.1;
         let mut headers = resp.headers();
-        let chain = match headers.get(CHAIN_HEADER) {
-            Ok(Some(chain)) if !chain.is_empty() => {
-                let mut chain = chain;
+        // The first filter of a chain sets its label as it is (no copy of it to extend).
+        let _ = match headers.get(CHAIN_HEADER) {
+            Ok(Some(mut chain)) if !chain.is_empty() => {
                 chain.push_str(", ");
                 chain.push_str(label);
-                chain
+                headers.set(CHAIN_HEADER, &chain)
             }
-            _ => label.clone(),
+            _ => headers.set(CHAIN_HEADER, label),
         };
-        let _ = headers.set(CHAIN_HEADER, &chain);
         Action::Continue
     }
 }

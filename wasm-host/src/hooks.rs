@@ -40,12 +40,13 @@ pub(crate) mod bit {
     /// What may still run after a response head: the rest of the response, the request's
     /// body (a server may answer before it has read it all), `on_log`/`on_done`.
     pub(crate) const MAY_FOLLOW_RESPONSE_HEADERS: u32 =
-        AFTER_RESPONSE_HEADERS | REQUEST_BODY | REQUEST_TRAILERS;
-    /// What may run between the request head and the response head.
+        AFTER_RESPONSE_HEADERS | BEFORE_RESPONSE_HEADERS;
+    /// What may run between the request head and the response head: the rest of the
+    /// request.
     pub(crate) const BEFORE_RESPONSE_HEADERS: u32 = REQUEST_BODY | REQUEST_TRAILERS;
     /// What may run after the request headers (and read the request head's snapshot).
     pub(crate) const AFTER_REQUEST_HEADERS: u32 =
-        REQUEST_BODY | REQUEST_TRAILERS | RESPONSE_HEADERS | AFTER_RESPONSE_HEADERS;
+        BEFORE_RESPONSE_HEADERS | RESPONSE_HEADERS | AFTER_RESPONSE_HEADERS;
 }
 
 /// The callbacks a plugin's filter declared unused (only ever grows: it is a property of

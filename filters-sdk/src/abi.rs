@@ -60,6 +60,14 @@ pub(crate) mod unused_hooks {
     /// `proxy_on_context_create` for requests: the filter makes a request's context at its
     /// first callback for it.
     pub(crate) const CONTEXT_CREATE: u32 = 1 << 7;
+    /// `proxy_on_delete` after a last callback: the filter forgets a request when its
+    /// response headers callback, flagged [`LAST_CALLBACK`], continues with no call in
+    /// flight.
+    pub(crate) const FORGETS_AFTER_LAST: u32 = 1 << 8;
+    /// Bit 2 of `proxy_on_response_headers`' `end_of_stream`, from a host that knows
+    /// [`FORGETS_AFTER_LAST`]: nothing follows for this request unless the filter pauses,
+    /// answers or makes a call.
+    pub(crate) const LAST_CALLBACK: u32 = 2;
 }
 
 /// `MetricType`.

@@ -4,27 +4,69 @@
 //!
 //! Objects are taken out of the table while their hook runs, so a hook that calls the host
 //! never meets a borrowed table, and a re-entrant callback for the same context is ignored
-//! (it continues) instead of aliasing the filter.
+//! (it continues) instead of aliasing the filter. Only `Filter::http`, a constructor, runs
+//! with the table borrowed: the host calls nothing in the guest during a host call but its
+//! allocator, which does not use the table.
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 
 use crate::abi::{buffer, map, stream as phase, unused_hooks as hook};
+use crate::contexts::Contexts;
 use crate::filter::{Action, Filter, HttpFilter};
 use crate::hostcalls;
 use crate::log;
 use crate::stream::{CallResponse, Request, Response, Stream, Token};
 
-/// Contexts by id; FxHash, because ids are small host-chosen integers, not attacker-chosen
-/// keys, and std's SipHash was a fifth of a header filter's guest time.
-type IdMap<V> = rustc_hash::FxHashMap<u32, V>;
-
 /// The contexts of one instance.
 struct Dispatcher<F: Filter> {
-    /// Root contexts: `None` until configured, or while a hook runs.
-    roots: IdMap<Option<F>>,
+    /// Root contexts (usually one): `None` until configured, or while a hook runs.
+    roots: Vec<(u32, Option<F>)>,
     /// Request contexts: `None` while a hook runs.
-    streams: IdMap<Option<Slot<F>>>,
+    streams: Contexts<Slot<F>>,
+}
+
+impl<F: Filter> Dispatcher<F> {
+    fn root(&mut self, id: u32) -> Option<&mut Option<F>> {
+        self.roots
+            .iter_mut()
+            .find(|(r, _)| *r == id)
+            .map(|(_, f)| f)
+    }
+
+    fn set_root(&mut self, id: u32, filter: Option<F>) {
+        match self.root(id) {
+            Some(entry) => *entry = filter,
+            None => self.roots.push((id, filter)),
+        }
+    }
+
+    fn remove_root(&mut self, id: u32) {
+        self.roots.retain(|(r, _)| *r != id);
+    }
+
+    /// The root a request with no `proxy_on_context_create` belongs to: the only one.
+    fn only_root(&self) -> Option<u32> {
+        match self.roots.as_slice() {
+            [(id, _)] => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Makes request `id`'s filter from root `parent`'s, and returns it taken (its entry in
+    /// the table left empty, as while a hook runs). `None` for an unconfigured (refused) or
+    /// unknown root: the request runs without this filter.
+    fn create(&mut self, id: u32, parent: u32) -> Option<Slot<F>> {
+        let root = self.root(parent)?.as_mut()?;
+        let stream = Stream::new(id);
+        let filter = root.http(&stream);
+        self.streams.insert(id, None);
+        Some(Slot {
+            filter,
+            stream,
+            done: false,
+        })
+    }
 }
 
 struct Slot<F: Filter> {
@@ -54,8 +96,8 @@ fn with<F: Filter, R>(f: impl FnOnce(&mut Dispatcher<F>) -> R) -> R {
             }
         }
         let mut dispatcher = Box::new(Dispatcher::<F> {
-            roots: IdMap::default(),
-            streams: IdMap::default(),
+            roots: Vec::new(),
+            streams: Contexts::default(),
         });
         let r = f(&mut dispatcher);
         *slot = Some((TypeId::of::<Dispatcher<F>>(), dispatcher));
@@ -90,7 +132,7 @@ fn watching<R>(bit: u32, hook: impl FnOnce() -> R) -> R {
 /// Tells the host, once, that it may skip the callbacks `bit`.
 fn declare_unused(bit: u32) {
     let before = UNUSED.with(Cell::get);
-    if before & bit == 0 {
+    if before & bit != bit {
         let all = before | bit;
         UNUSED.with(|u| u.set(all));
         let _ = hostcalls::call_foreign_function(hook::FUNCTION, &all.to_le_bytes());
@@ -114,30 +156,14 @@ fn action(action: Action) -> u32 {
 /// `proxy_on_context_create`: a root context when `parent` is 0, else a request of `parent`.
 pub fn on_context_create<F: Filter>(id: u32, parent: u32) {
     if parent == 0 {
-        with::<F, _>(|d| d.roots.insert(id, None));
+        with::<F, _>(|d| d.set_root(id, None));
         return;
     }
-    if let Some(slot) = create::<F>(id, parent) {
-        with::<F, _>(|d| d.streams.insert(id, Some(slot)));
-    }
-}
-
-/// Makes request `id`'s filter from root `parent`'s, and returns it taken (its entry in
-/// the table left empty, as while a hook runs). `None` for an unconfigured (refused) or
-/// unknown root: the request runs without this filter.
-fn create<F: Filter>(id: u32, parent: u32) -> Option<Slot<F>> {
-    let mut root = with::<F, _>(|d| d.roots.get_mut(&parent).and_then(Option::take))?;
-    let stream = Stream::new(id);
-    let filter = root.http(&stream);
     with::<F, _>(|d| {
-        d.roots.insert(parent, Some(root));
-        d.streams.insert(id, None);
+        if let Some(slot) = d.create(id, parent) {
+            d.streams.insert(id, Some(slot));
+        }
     });
-    Some(Slot {
-        filter,
-        stream,
-        done: false,
-    })
 }
 
 /// `proxy_on_vm_start`.
@@ -165,14 +191,15 @@ pub fn on_configure<F: Filter>(root: u32, config_size: usize) -> bool {
     match F::configure(config) {
         Ok(filter) => {
             let only_root = with::<F, _>(|d| {
-                d.roots.insert(root, Some(filter));
+                d.set_root(root, Some(filter));
                 d.roots.len() == 1
             });
-            // With one root, a request's filter can be made at its first callback
-            // (`take`), so a host that can may skip `proxy_on_context_create` for requests.
-            if only_root {
-                declare_unused(hook::CONTEXT_CREATE);
-            }
+            // A request that was told its response headers were its last callback is
+            // forgotten then (`phase`), so a host that knows may skip its
+            // `proxy_on_delete`. With one root, a request's filter can be made at its first
+            // callback (`take`), so such a host may skip `proxy_on_context_create` too.
+            let creates = if only_root { hook::CONTEXT_CREATE } else { 0 };
+            declare_unused(hook::FORGETS_AFTER_LAST | creates);
             true
         }
         Err(why) => {
@@ -194,33 +221,33 @@ fn parse_config<C: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<C, serde
 /// Takes request `id`'s slot out of the table while its hook runs; a request not seen
 /// before (its `proxy_on_context_create` skipped) gets its filter from the only root.
 fn take<F: Filter>(id: u32) -> Option<Slot<F>> {
-    let found = with::<F, _>(|d| match d.streams.get_mut(&id) {
-        Some(entry) => Ok(entry.take()),
-        None => Err((d.roots.len() == 1)
-            .then(|| d.roots.keys().next().copied())
-            .flatten()),
-    });
-    match found {
-        Ok(slot) => slot,
-        Err(Some(root)) => create::<F>(id, root),
-        Err(None) => None,
-    }
+    with::<F, _>(|d| match d.streams.get_mut(id) {
+        Some(entry) => entry.take(),
+        None => {
+            let root = d.only_root()?;
+            d.create(id, root)
+        }
+    })
 }
 
 /// Puts request `id`'s slot back after its hook (unless the context was deleted meanwhile).
 fn put_back<F: Filter>(id: u32, slot: Slot<F>) {
     with::<F, _>(|d| {
-        if let Some(entry) = d.streams.get_mut(&id) {
+        if let Some(entry) = d.streams.get_mut(id) {
             *entry = Some(slot);
         }
     });
 }
 
 /// Runs one phase hook of request `id`; requests this instance does not know continue.
+/// `last`: the host said nothing follows unless the hook pauses, answers or makes a call;
+/// if it does none of these, the request is forgotten now (the host sends no
+/// `proxy_on_delete` for it).
 fn phase<F: Filter>(
     id: u32,
     kind: u32,
     bit: u32,
+    last: bool,
     hook: impl FnOnce(&mut F::Http, &mut Stream) -> Action,
 ) -> u32 {
     let Some(mut slot) = take::<F>(id) else {
@@ -235,74 +262,117 @@ fn phase<F: Filter>(
         Action::Pause => Some(kind),
         Action::Continue => None,
     };
-    put_back::<F>(id, slot);
+    if last && verdict == Action::Continue && slot.stream.calls.is_empty() {
+        with::<F, _>(|d| d.streams.remove(id));
+    } else {
+        put_back::<F>(id, slot);
+    }
     action(verdict)
 }
 
 /// `proxy_on_request_headers`.
 pub fn on_request_headers<F: Filter>(id: u32, _headers: usize, end_of_stream: bool) -> u32 {
-    phase::<F>(id, phase::REQUEST, hook::REQUEST_HEADERS, |f, stream| {
-        f.on_request_headers(&mut Request {
-            stream,
-            body_size: 0,
-            end_of_stream,
-        })
-    })
+    phase::<F>(
+        id,
+        phase::REQUEST,
+        hook::REQUEST_HEADERS,
+        false,
+        |f, stream| {
+            f.on_request_headers(&mut Request {
+                stream,
+                body_size: 0,
+                end_of_stream,
+            })
+        },
+    )
 }
 
 /// `proxy_on_request_body`.
 pub fn on_request_body<F: Filter>(id: u32, body_size: usize, end_of_stream: bool) -> u32 {
-    phase::<F>(id, phase::REQUEST, hook::REQUEST_BODY, |f, stream| {
-        f.on_request_body(&mut Request {
-            stream,
-            body_size,
-            end_of_stream,
-        })
-    })
+    phase::<F>(
+        id,
+        phase::REQUEST,
+        hook::REQUEST_BODY,
+        false,
+        |f, stream| {
+            f.on_request_body(&mut Request {
+                stream,
+                body_size,
+                end_of_stream,
+            })
+        },
+    )
 }
 
 /// `proxy_on_request_trailers`.
 pub fn on_request_trailers<F: Filter>(id: u32, _trailers: usize) -> u32 {
-    phase::<F>(id, phase::REQUEST, hook::REQUEST_TRAILERS, |f, stream| {
-        f.on_request_trailers(&mut Request {
-            stream,
-            body_size: 0,
-            end_of_stream: true,
-        })
-    })
+    phase::<F>(
+        id,
+        phase::REQUEST,
+        hook::REQUEST_TRAILERS,
+        false,
+        |f, stream| {
+            f.on_request_trailers(&mut Request {
+                stream,
+                body_size: 0,
+                end_of_stream: true,
+            })
+        },
+    )
 }
 
-/// `proxy_on_response_headers`.
-pub fn on_response_headers<F: Filter>(id: u32, _headers: usize, end_of_stream: bool) -> u32 {
-    phase::<F>(id, phase::RESPONSE, hook::RESPONSE_HEADERS, |f, stream| {
-        f.on_response_headers(&mut Response {
-            stream,
-            body_size: 0,
-            end_of_stream,
-        })
-    })
+/// `proxy_on_response_headers`; `flags`: `end_of_stream` (1), and from the mesh host
+/// [`hook::LAST_CALLBACK`] (2).
+pub fn on_response_headers<F: Filter>(id: u32, _headers: usize, flags: u32) -> u32 {
+    let end_of_stream = flags & 1 != 0;
+    let last = flags & hook::LAST_CALLBACK != 0;
+    phase::<F>(
+        id,
+        phase::RESPONSE,
+        hook::RESPONSE_HEADERS,
+        last,
+        |f, stream| {
+            f.on_response_headers(&mut Response {
+                stream,
+                body_size: 0,
+                end_of_stream,
+            })
+        },
+    )
 }
 
 /// `proxy_on_response_body`.
 pub fn on_response_body<F: Filter>(id: u32, body_size: usize, end_of_stream: bool) -> u32 {
-    phase::<F>(id, phase::RESPONSE, hook::RESPONSE_BODY, |f, stream| {
-        f.on_response_body(&mut Response {
-            stream,
-            body_size,
-            end_of_stream,
-        })
-    })
+    phase::<F>(
+        id,
+        phase::RESPONSE,
+        hook::RESPONSE_BODY,
+        false,
+        |f, stream| {
+            f.on_response_body(&mut Response {
+                stream,
+                body_size,
+                end_of_stream,
+            })
+        },
+    )
 }
 
 /// `proxy_on_response_trailers`.
 pub fn on_response_trailers<F: Filter>(id: u32, _trailers: usize) -> u32 {
-    phase::<F>(id, phase::RESPONSE, hook::RESPONSE_TRAILERS, |f, stream| {
-        f.on_response_trailers(&mut Response {
-            stream,
-            body_size: 0,
-            end_of_stream: true,
-        })
-    })
+    phase::<F>(
+        id,
+        phase::RESPONSE,
+        hook::RESPONSE_TRAILERS,
+        false,
+        |f, stream| {
+            f.on_response_trailers(&mut Response {
+                stream,
+                body_size: 0,
+                end_of_stream: true,
+            })
+        },
+    )
 }
 
 /// `proxy_on_http_call_response`: finds the request that made call `token` (the host may
@@ -323,10 +393,10 @@ pub fn on_http_call_response<F: Filter>(
                 slot.as_ref()
                     .is_some_and(|slot| slot.stream.calls.contains(&token))
             })
-            .map(|(id, _)| *id)
-            .or_else(|| d.streams.contains_key(&context).then_some(context))?;
+            .map(|(id, _)| id)
+            .or_else(|| d.streams.contains(context).then_some(context))?;
         d.streams
-            .get_mut(&id)
+            .get_mut(id)
             .and_then(Option::take)
             .map(|slot| (id, slot))
     }) else {
@@ -366,17 +436,17 @@ pub fn on_http_call_response<F: Filter>(
 
 /// `proxy_on_tick`.
 pub fn on_tick<F: Filter>(root: u32) {
-    let Some(mut filter) = with::<F, _>(|d| d.roots.get_mut(&root).and_then(Option::take)) else {
+    let Some(mut filter) = with::<F, _>(|d| d.root(root).and_then(Option::take)) else {
         return;
     };
     filter.on_tick();
-    with::<F, _>(|d| d.roots.insert(root, Some(filter)));
+    with::<F, _>(|d| d.set_root(root, Some(filter)));
 }
 
 /// Runs `on_done` once for request `id` (at `proxy_on_log` or `proxy_on_done`, whichever
 /// the host calls first, or at `proxy_on_delete`); `remove` forgets the request after.
 fn finish<F: Filter>(id: u32, remove: bool) {
-    if !remove && with::<F, _>(|d| !d.streams.contains_key(&id) && !d.roots.contains_key(&id)) {
+    if !remove && with::<F, _>(|d| !d.streams.contains(id) && d.root(id).is_none()) {
         // A request that reached no hook before: its filter is made for `on_done`.
         if let Some(slot) = take::<F>(id) {
             put_back::<F>(id, slot);
@@ -384,15 +454,19 @@ fn finish<F: Filter>(id: u32, remove: bool) {
     }
     // Take the slot unless it is already done (kept only for `proxy_on_delete`).
     let slot = with::<F, _>(|d| {
-        let slot = match d.streams.get_mut(&id) {
+        if remove {
+            return match d.streams.remove(id) {
+                Some(slot) => slot.filter(|s| !s.done),
+                None => {
+                    d.remove_root(id);
+                    None
+                }
+            };
+        }
+        match d.streams.get_mut(id) {
             Some(entry) if entry.as_ref().is_some_and(|s| !s.done) => entry.take(),
             _ => None,
-        };
-        if remove {
-            d.streams.remove(&id);
-            d.roots.remove(&id);
         }
-        slot
     });
     let Some(mut slot) = slot else {
         return;
@@ -458,7 +532,7 @@ mod tests {
     }
 
     fn made() -> u32 {
-        with::<Maker, _>(|d| d.roots.values().flatten().map(|r| r.made).sum())
+        with::<Maker, _>(|d| d.roots.iter().flat_map(|(_, r)| r).map(|r| r.made).sum())
     }
 
     #[test]
@@ -482,8 +556,12 @@ mod tests {
         let set = host::with(|h| h.maps[&map::REQUEST_HEADERS].clone());
         assert_eq!(set, vec![("x-made".to_string(), "1".to_string())]);
         assert_eq!(made(), 1, "made once, at its first hook");
-        assert_eq!(on_response_headers::<Maker>(2, 0, true), 0);
+        assert_eq!(on_response_headers::<Maker>(2, 0, 1), 0);
         assert_eq!(made(), 1, "the same filter for its later hooks");
+        assert!(
+            with::<Maker, _>(|d| d.streams.contains(2)),
+            "kept for on_delete"
+        );
 
         // Request 3 reaches no hook before `proxy_on_log`: its filter is made for `on_done`.
         on_log::<Maker>(3);
@@ -494,5 +572,42 @@ mod tests {
         // A request deleted without any callback is not made at all.
         on_delete::<Maker>(4);
         assert_eq!(made(), 2);
+    }
+
+    #[test]
+    fn a_request_told_its_response_headers_are_its_last_callback_is_forgotten_then() {
+        host::with(|h| {
+            *h = host::MockHost::default();
+            h.context = 1;
+            h.buffers
+                .insert(buffer::PLUGIN_CONFIGURATION, b"{}".to_vec());
+        });
+        reset();
+        on_context_create::<Maker>(1, 0);
+        assert!(on_configure::<Maker>(1, 2));
+        let declared = host::with(|h| h.foreign_calls.clone());
+        let bits = declared
+            .last()
+            .and_then(|(_, arg)| <[u8; 4]>::try_from(arg.as_slice()).ok())
+            .map(u32::from_le_bytes);
+        assert_eq!(
+            bits.map(|b| b & (hook::FORGETS_AFTER_LAST | hook::CONTEXT_CREATE)),
+            Some(hook::FORGETS_AFTER_LAST | hook::CONTEXT_CREATE),
+            "declared when configured"
+        );
+        host::with(|h| {
+            h.context = 2;
+            h.maps.insert(map::REQUEST_HEADERS, Vec::new());
+        });
+        assert_eq!(on_request_headers::<Maker>(2, 0, true), 0);
+        // Flagged last (and end of stream): continued with no call, so forgotten.
+        assert_eq!(on_response_headers::<Maker>(2, 0, 3), 0);
+        assert!(
+            with::<Maker, _>(|d| d.streams.is_empty()),
+            "forgotten at once"
+        );
+        // A host that sends `proxy_on_delete` anyway finds nothing to do.
+        on_delete::<Maker>(2);
+        assert_eq!(made(), 1);
     }
 }

@@ -12,6 +12,7 @@
 
 mod abi;
 mod codec;
+mod contexts;
 mod dispatch;
 mod error;
 mod filter;
@@ -115,8 +116,8 @@ macro_rules! filter {
             }
 
             #[no_mangle]
-            pub extern "C" fn proxy_on_response_headers(id: u32, n: usize, eos: bool) -> u32 {
-                d::on_response_headers::<$filter>(id, n, eos)
+            pub extern "C" fn proxy_on_response_headers(id: u32, n: usize, flags: u32) -> u32 {
+                d::on_response_headers::<$filter>(id, n, flags)
             }
 
             #[no_mangle]

@@ -226,11 +226,11 @@ async fn inbound(
         },
         mtls: matches!(conn.caller, Caller::Mesh { .. }),
     };
-    let (request, chain) =
-        match Chain::start(store, table, &service.filters, &info, request).await? {
-            Start::Forward(request, chain) => (request, chain),
-            Start::Respond(response) => return Ok(response),
-        };
+    let (request, chain) = match Chain::start(store, table, &service.filters, info, request).await?
+    {
+        Start::Forward(request, chain) => (request, chain),
+        Start::Respond(response) => return Ok(response),
+    };
     match forward_keeping(&ctx.upstreams, conn.addr, to, request, edits, tries).await {
         Ok((response, sent)) => chain.finish(response, sent).await,
         Err(error) => chain.aborted_response().ok_or(error),

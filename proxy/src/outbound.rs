@@ -190,7 +190,7 @@ async fn outbound(
         mtls: false,
     };
     let (request, chain) =
-        match Chain::start(store, snapshot.table(), route_filters, &info, request).await? {
+        match Chain::start(store, snapshot.table(), route_filters, info, request).await? {
             Start::Forward(request, chain) => (request, chain),
             Start::Respond(response) => return Ok(response),
         };

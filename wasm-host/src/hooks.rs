@@ -23,6 +23,11 @@ pub(crate) mod bit {
     /// `proxy_on_context_create` for request contexts: the filter makes a request's
     /// context at the first callback it gets for it (our SDK does, with one root context).
     pub(crate) const CONTEXT_CREATE: u32 = 1 << 7;
+    /// `proxy_on_delete` after a last callback: the filter understands bit 2 of
+    /// `proxy_on_response_headers`' `end_of_stream` ("nothing follows unless you pause,
+    /// answer or make a call"), and forgets the request when that callback continues with
+    /// no call in flight, so the host skips its `proxy_on_delete` (our SDK does).
+    pub(crate) const FORGETS_AFTER_LAST: u32 = 1 << 8;
 
     /// Each bit's callbacks, by export name.
     pub(crate) const EXPORTS: &[(u32, &[&str])] = &[
@@ -48,6 +53,10 @@ pub(crate) mod bit {
     pub(crate) const AFTER_REQUEST_HEADERS: u32 =
         BEFORE_RESPONSE_HEADERS | RESPONSE_HEADERS | AFTER_RESPONSE_HEADERS;
 }
+
+/// Bit 2 of `end_of_stream` in `proxy_on_response_headers`, for filters that declared
+/// [`bit::FORGETS_AFTER_LAST`] (bit 1 is the ABI's own `end_of_stream`).
+pub(crate) const LAST_CALLBACK: i32 = 2;
 
 /// The callbacks a plugin's filter declared unused (only ever grows: it is a property of
 /// the module's code).

@@ -172,6 +172,17 @@ impl Plugin {
     /// Starts a request's context in this thread's warm instance (a fresh instance where
     /// the last one failed).
     pub fn start(self: &Arc<Self>, info: StreamInfo) -> Result<crate::Stream, Failure> {
+        self.start_then(info, |_, _, _| Ok(()))
+            .map(|(stream, ())| stream)
+    }
+
+    /// Starts a request's context, then runs `first` on its stream in the same hold of the
+    /// instance; an error from either discards the instance.
+    pub(crate) fn start_then<R>(
+        self: &Arc<Self>,
+        info: StreamInfo,
+        first: impl FnOnce(&crate::Stream, &mut Instance, u32) -> wasmtime::Result<R>,
+    ) -> Result<(crate::Stream, R), Failure> {
         if let Some(left) = self.cooldown.resting() {
             return Err(self.failure(
                 FailureReason::Unavailable,
@@ -188,13 +199,11 @@ impl Plugin {
             return Err(self.failure(FailureReason::Unavailable, "no instance".into()));
         };
         let ctx = inst.new_context_id();
-        let (mailbox, tx) = crate::mailbox::Mailbox::new();
         let state = inst.store.data_mut();
         state.contexts.insert(
             ctx,
             crate::state::Context {
                 info: Some(info),
-                events: Some(tx),
                 ..Default::default()
             },
         );
@@ -208,20 +217,18 @@ impl Plugin {
                 .context_create
                 .call(&mut inst.store, (ctx as i32, ROOT_ID as i32))
         };
-        let generation = inst.generation;
-        match created {
-            Ok(()) => {
+        let stream = crate::Stream::new(self.clone(), slot, inst.generation, ctx);
+        match created.and_then(|()| first(&stream, inst, ctx)) {
+            Ok(r) => {
                 self.after_call(slot, &mut guard);
                 drop(guard);
-                Ok(crate::Stream::new(
-                    self.clone(),
-                    slot,
-                    generation,
-                    ctx,
-                    mailbox,
-                ))
+                Ok((stream, r))
             }
-            Err(err) => Err(self.fail(&mut guard, err)),
+            Err(err) => {
+                // Its instance goes with the failure: nothing is left to finish.
+                stream.abandon();
+                Err(self.fail(&mut guard, err))
+            }
         }
     }
 
@@ -422,13 +429,20 @@ impl Plugin {
         let Some(inst) = guard.as_mut().filter(|i| i.generation == generation) else {
             return;
         };
-        if let Err(err) = self.finish_context(inst, ctx) {
+        if let Err(err) = self.finish_context(inst, ctx, false) {
             self.fail(guard, err);
         }
     }
 
-    /// Runs the context's last callbacks in `inst` and forgets it.
-    pub(crate) fn finish_context(&self, inst: &mut Instance, ctx: u32) -> wasmtime::Result<()> {
+    /// Runs the context's last callbacks in `inst` and forgets it; `forgotten`: the guest
+    /// has forgotten it already (see [`bit::FORGETS_AFTER_LAST`]), so it gets no
+    /// `proxy_on_delete`.
+    pub(crate) fn finish_context(
+        &self,
+        inst: &mut Instance,
+        ctx: u32,
+        forgotten: bool,
+    ) -> wasmtime::Result<()> {
         let state = inst.store.data_mut();
         state.active = ctx;
         state.scope = Default::default();
@@ -439,7 +453,9 @@ impl Plugin {
                 inst.call(|f| f.on_log.as_ref(), id).transpose()?;
                 inst.call(|f| f.on_done.as_ref(), id).transpose()?;
             }
-            inst.call(|f| f.on_delete.as_ref(), id).transpose()?;
+            if !forgotten {
+                inst.call(|f| f.on_delete.as_ref(), id).transpose()?;
+            }
             wasmtime::Result::<()>::Ok(())
         })();
         let state = inst.store.data_mut();

@@ -103,12 +103,28 @@ pub(crate) struct Context {
     pub(crate) continued: bool,
     /// `http_call`s dispatched by this context and not yet delivered.
     pub(crate) pending_calls: usize,
-    /// Where this context's call results and wake-ups go (its `Stream`).
+    /// Where this context's call results and wake-ups go (its `Stream`): made when the
+    /// request first pauses or makes an `http_call` (most never do).
     pub(crate) events: Option<crate::mailbox::Sender>,
+    /// A mailbox made by an `http_call`, until the request's `Stream` takes it.
+    pub(crate) new_mailbox: Option<Arc<crate::mailbox::Mailbox>>,
     /// The request head as the filter left it, for later phases (read-only there).
     pub(crate) req_snapshot: Option<Frozen>,
     /// The response head as the filter left it.
     pub(crate) resp_snapshot: Option<Frozen>,
+}
+
+impl Context {
+    /// The sender to this request's mailbox, making the mailbox if it has none yet (its
+    /// `Stream` takes it after the call, see `Stream::run`).
+    pub(crate) fn sender(&mut self) -> &crate::mailbox::Sender {
+        let new_mailbox = &mut self.new_mailbox;
+        self.events.get_or_insert_with(|| {
+            let (mailbox, tx) = crate::mailbox::Mailbox::new();
+            *new_mailbox = Some(mailbox);
+            tx
+        })
+    }
 }
 
 /// Contexts by id; FxHash, because ids are this host's own counter (not attacker-chosen

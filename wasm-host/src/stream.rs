@@ -2,14 +2,14 @@
 //! `http_call`s, and finishing the context when the last clone drops.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use http::HeaderMap;
 
 use crate::abi::headers_consts::{REQUEST_TRAILERS, RESPONSE_TRAILERS};
 use crate::abi::Frozen;
-use crate::hooks::bit;
+use crate::hooks::{bit, LAST_CALLBACK};
 use crate::instance::{Funcs, Instance, PhaseFn};
 use crate::mailbox::Mailbox;
 use crate::plugin::call_counts;
@@ -38,8 +38,9 @@ struct Inner {
     slot: usize,
     generation: u64,
     ctx: u32,
-    /// Call results and wake-ups for this context.
-    events: Arc<Mailbox>,
+    /// Call results and wake-ups for this context: made when it first pauses or makes an
+    /// `http_call` (see `Stream::run`), so that most requests allocate none.
+    events: OnceLock<Arc<Mailbox>>,
     /// Held by the phase that waits on `events` (others leave them to it).
     waiting: tokio::sync::Mutex<()>,
     /// Callbacks this request's messages cannot reach (a body or trailers that cannot
@@ -58,6 +59,16 @@ impl Drop for Inner {
             self.plugin.finish(self.slot, self.generation, self.ctx);
         }
     }
+}
+
+/// What a head phase decided before its call.
+struct HeadPlan {
+    /// The callbacks that may read the head's snapshot later.
+    later: u32,
+    /// The filter is told this is its last callback (see `bit::FORGETS_AFTER_LAST`).
+    last: bool,
+    /// The callback's `end_of_stream` argument.
+    flags: i32,
 }
 
 /// Where a callback left the stream.
@@ -213,20 +224,14 @@ fn enter(state: &mut HostState, ctx: u32) {
 }
 
 impl Stream {
-    pub(crate) fn new(
-        plugin: Arc<Plugin>,
-        slot: usize,
-        generation: u64,
-        ctx: u32,
-        events: Arc<Mailbox>,
-    ) -> Stream {
+    pub(crate) fn new(plugin: Arc<Plugin>, slot: usize, generation: u64, ctx: u32) -> Stream {
         Stream {
             inner: Arc::new(Inner {
                 plugin,
                 slot,
                 generation,
                 ctx,
-                events,
+                events: OnceLock::new(),
                 waiting: tokio::sync::Mutex::new(()),
                 ruled_out: AtomicU32::new(0),
                 finished: AtomicBool::new(false),
@@ -235,16 +240,21 @@ impl Stream {
         }
     }
 
+    /// The filter's name.
+    pub fn filter(&self) -> &Arc<str> {
+        self.inner.plugin.name()
+    }
+
     /// Delivers `http_call` results that arrived while no phase was waiting (calls the
     /// filter made without pausing), before the next phase runs.
     fn drain_ready(&self) -> Result<(), Failure> {
-        if self.inner.events.is_empty() {
+        let Some(events) = self.inner.events.get().filter(|e| !e.is_empty()) else {
             return Ok(());
-        }
+        };
         let Ok(_waiting) = self.inner.waiting.try_lock() else {
             return Ok(());
         };
-        while let Some(event) = self.inner.events.try_recv() {
+        while let Some(event) = events.try_recv() {
             if let Event::CallDone(token, result) = event {
                 self.run(|inst, ctx| deliver(inst, ctx, &mut NoHead, token, result))?;
             }
@@ -259,6 +269,34 @@ impl Stream {
         let i = &self.inner;
         i.plugin
             .with_instance(i.slot, i.generation, |inst| f(inst, i.ctx))
+    }
+
+    /// Takes the mailbox an `http_call` made for the context during the last guest call,
+    /// before anything looks at what is in flight.
+    fn adopt_mailbox(&self, state: &mut HostState) {
+        let i = &self.inner;
+        if i.events.get().is_none() {
+            let context = state.contexts.get_mut(&i.ctx);
+            if let Some(mailbox) = context.and_then(|c| c.new_mailbox.take()) {
+                let _ = i.events.set(mailbox);
+            }
+        }
+    }
+
+    /// Makes the context's mailbox if it has none: a phase is about to wait on it.
+    fn make_mailbox(&self, inst: &mut Instance) {
+        let i = &self.inner;
+        i.events.get_or_init(|| {
+            let context = inst.store.data_mut().contexts.get_mut(&i.ctx);
+            // Without a context (or a sender whose mailbox was lost, which `run` rules out),
+            // a mailbox nobody sends to ends the wait at once, as an unavailable instance.
+            context
+                .and_then(|c| {
+                    c.sender();
+                    c.new_mailbox.take()
+                })
+                .unwrap_or_else(|| Mailbox::new().0)
+        });
     }
 
     /// `proxy_on_request_headers`: the filter may read and change the method, path,
@@ -314,7 +352,9 @@ impl Stream {
     /// to be delivered in.
     fn skips(&self, bits: u32) -> bool {
         let left = bits & !self.inner.ruled_out.load(Ordering::Relaxed);
-        left == 0 || (self.inner.plugin.unused.skips(left) && self.inner.events.idle())
+        left == 0
+            || (self.inner.plugin.unused.skips(left)
+                && self.inner.events.get().is_none_or(|e| e.idle()))
     }
 
     /// `proxy_on_response_headers` (`:status` included).
@@ -386,6 +426,15 @@ impl Stream {
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
         self.drain_ready()?;
+        let Some(plan) = self.head_plan(side, end_of_stream) else {
+            return Ok(Verdict::Continue);
+        };
+        let first = self.run(|inst, ctx| self.head_call(inst, ctx, head, side, &plan))?;
+        self.after_head(first, head).await
+    }
+
+    /// What a head phase needs to know before its call; `None`: nothing to do at all.
+    fn head_plan(&self, side: Side, end_of_stream: bool) -> Option<HeadPlan> {
         let (hook, later, rest) = match side {
             Side::Request if self.inner.lends_sent_request.load(Ordering::Relaxed) => (
                 bit::REQUEST_HEADERS,
@@ -410,43 +459,105 @@ impl Stream {
         // Nothing later needs the head as it is now, and this callback is unused too:
         // nothing to do at all.
         if self.skips(later) && self.skips(hook) {
-            return Ok(Verdict::Continue);
+            return None;
         }
-        let first = self.run(|inst, ctx| {
-            let state = inst.store.data_mut();
-            enter(state, ctx);
-            let n = head.install(&mut state.scope);
-            let result = inst
-                .call(
-                    |f| side.headers(f),
-                    (ctx as i32, n, i32::from(end_of_stream)),
-                )
-                .unwrap_or(Ok(0));
-            // The head goes back to the caller whatever happened in the guest, copied only if
-            // a later phase may read it (decided after the call, which may have made an
-            // `http_call` whose answer comes in a later phase).
-            let snapshot = !self.skips(later);
-            head.restore(inst.store.data_mut(), ctx, snapshot);
-            let action = result?;
-            let outcome = outcome(inst.store.data_mut(), ctx, Some(action));
-            // After a response head that continues, if no callback of this context can run
-            // any more, its last callbacks run now, under the same lock, rather than when the
-            // last clone of the stream drops. Decided after the call: the call may have
-            // dispatched an `http_call` whose answer needs the context.
-            if matches!(
-                (side, &outcome),
-                (Side::Response, Outcome::Done(Verdict::Continue))
-            ) && self.skips(bit::MAY_FOLLOW_RESPONSE_HEADERS)
-            {
-                self.inner.plugin.finish_context(inst, ctx)?;
-                self.inner.finished.store(true, Ordering::Relaxed);
-            }
-            Ok(outcome)
-        })?;
+        // A filter that forgets a request by itself is told when this is its last callback.
+        let last = matches!(side, Side::Response)
+            && self.inner.plugin.unused.skips(bit::FORGETS_AFTER_LAST)
+            && self.skips(bit::MAY_FOLLOW_RESPONSE_HEADERS);
+        Some(HeadPlan {
+            later,
+            last,
+            flags: i32::from(end_of_stream) | if last { LAST_CALLBACK } else { 0 },
+        })
+    }
+
+    /// A head phase's callback, in its locked instance.
+    fn head_call<H: Head>(
+        &self,
+        inst: &mut Instance,
+        ctx: u32,
+        head: &mut H,
+        side: Side,
+        plan: &HeadPlan,
+    ) -> wasmtime::Result<Outcome> {
+        let state = inst.store.data_mut();
+        enter(state, ctx);
+        let n = head.install(&mut state.scope);
+        let result = inst
+            .call(|f| side.headers(f), (ctx as i32, n, plan.flags))
+            .unwrap_or(Ok(0));
+        self.adopt_mailbox(inst.store.data_mut());
+        // The head goes back to the caller whatever happened in the guest, copied only if
+        // a later phase may read it (decided after the call, which may have made an
+        // `http_call` whose answer comes in a later phase).
+        let snapshot = !self.skips(plan.later);
+        head.restore(inst.store.data_mut(), ctx, snapshot);
+        let action = result?;
+        let outcome = outcome(inst.store.data_mut(), ctx, Some(action));
+        // After a response head that continues, if no callback of this context can run
+        // any more, its last callbacks run now, under the same lock, rather than when the
+        // last clone of the stream drops. Decided after the call: the call may have
+        // dispatched an `http_call` whose answer needs the context.
+        if matches!(
+            (side, &outcome),
+            (Side::Response, Outcome::Done(Verdict::Continue))
+        ) && self.skips(bit::MAY_FOLLOW_RESPONSE_HEADERS)
+        {
+            // Told it was its last callback, the filter forgot the request if it
+            // continued itself (not resumed from a pause); no call is in flight (above).
+            let forgotten = plan.last && action == 0;
+            self.inner.plugin.finish_context(inst, ctx, forgotten)?;
+            self.inner.finished.store(true, Ordering::Relaxed);
+        }
+        if matches!(outcome, Outcome::Paused) {
+            self.make_mailbox(inst);
+        }
+        Ok(outcome)
+    }
+
+    /// The verdict of a head phase whose call ended in `first`: waits if it paused.
+    async fn after_head<H: Head>(&self, first: Outcome, head: &mut H) -> Result<Verdict, Failure> {
         match first {
             Outcome::Done(verdict) => Ok(verdict),
             Outcome::Paused => self.wait(head).await,
         }
+    }
+
+    /// Starts a request's context in `plugin` and runs its request-headers phase in the
+    /// same hold of the instance (as [`crate::Plugin::start`] then
+    /// [`Stream::request_headers`], one lock fewer). `no_trailers` and
+    /// `lends_sent_request`: as [`Stream::no_request_trailers`] and
+    /// [`Stream::will_lend_sent_request`], said before the phase. An `Err` is a failure
+    /// to start or in the phase; either way the request goes on without this filter.
+    pub async fn start_request(
+        plugin: &Arc<Plugin>,
+        info: crate::StreamInfo,
+        parts: &mut http::request::Parts,
+        end_of_stream: bool,
+        no_trailers: bool,
+        lends_sent_request: bool,
+    ) -> Result<(Stream, Verdict), Failure> {
+        let (stream, first) = plugin.start_then(info, |stream, inst, ctx| {
+            if no_trailers {
+                stream.no_request_trailers();
+            }
+            if lends_sent_request {
+                stream.will_lend_sent_request();
+            }
+            match stream.head_plan(Side::Request, end_of_stream) {
+                Some(plan) => stream.head_call(inst, ctx, parts, Side::Request, &plan),
+                None => Ok(Outcome::Done(Verdict::Continue)),
+            }
+        })?;
+        let verdict = stream.after_head(first, parts).await?;
+        Ok((stream, verdict))
+    }
+
+    /// Marks the context finished without its last callbacks: its instance is being
+    /// discarded.
+    pub(crate) fn abandon(&self) {
+        self.inner.finished.store(true, Ordering::Relaxed);
     }
 
     /// Waits for the paused filter: delivers its `http_call` results (lending it the head
@@ -456,8 +567,14 @@ impl Stream {
         let max_pause = i.plugin.host.config.max_pause;
         let deadline = tokio::time::Instant::now() + max_pause;
         let _waiting = i.waiting.lock().await;
+        let Some(events) = i.events.get() else {
+            return Err(i.plugin.failure(
+                FailureReason::Unavailable,
+                "the paused request has no mailbox".into(),
+            ));
+        };
         loop {
-            let event = match tokio::time::timeout_at(deadline, i.events.recv()).await {
+            let event = match tokio::time::timeout_at(deadline, events.recv()).await {
                 Err(_) => {
                     return Err(i.plugin.discard(
                         i.slot,
@@ -517,6 +634,7 @@ impl Stream {
                     (ctx as i32, size, i32::from(end_of_stream)),
                 )
                 .unwrap_or(Ok(0));
+            self.adopt_mailbox(inst.store.data_mut());
             if let Some((_, b)) = inst.store.data_mut().scope.body.take() {
                 *body = b;
             }
@@ -558,6 +676,7 @@ impl Stream {
                     (ctx as i32, n),
                 )
                 .unwrap_or(Ok(0));
+            self.adopt_mailbox(inst.store.data_mut());
             if let Some((_, t)) = inst.store.data_mut().scope.trailers.take() {
                 *trailers = t;
             }

@@ -890,6 +890,76 @@ async fn a_filter_that_makes_its_contexts_itself_is_not_asked_to_create_them() {
     );
 }
 
+/// Declares bit 256 (it forgets a request after a callback flagged last) with every
+/// callback after the response headers unused (2, 4, 16, 32, 64); counts the response
+/// headers callbacks flagged last (`flagged`) and its `proxy_on_delete`s (`deletes`). A
+/// response head without `end_of_stream` pauses and resumes itself in the same callback
+/// (so it does not forget the request: it did not continue by itself).
+fn forgetting_module() -> String {
+    format!(
+        r#"(module
+  {IMPORTS}{FOREIGN}
+  (memory (export "memory") 1)
+  (data (i32.const 100) "flagged")
+  (data (i32.const 110) "deletes")
+  (data (i32.const 120) "mesh_unused_hooks")
+  (data (i32.const 140) "\76\01\00\00")
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_configure") (param i32 i32) (result i32)
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 7) (i32.const 200)))
+    (drop (call $define (i32.const 0) (i32.const 110) (i32.const 7) (i32.const 204)))
+    (drop (call $foreign (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 4) (i32.const 210) (i32.const 214)))
+    (i32.const 1))
+  (func (export "proxy_on_response_headers") (param $id i32) (param $n i32) (param $flags i32) (result i32)
+    (drop (call $inc (i32.load (i32.const 200))
+      (i64.extend_i32_u (i32.and (i32.shr_u (local.get $flags) (i32.const 1)) (i32.const 1)))))
+    (if (result i32) (i32.and (local.get $flags) (i32.const 1))
+      (then (i32.const 0))
+      (else (drop (call $continue (i32.const 1))) (i32.const 1))))
+  (func (export "proxy_on_delete") (param i32)
+    (drop (call $inc (i32.load (i32.const 204)) (i64.const 1))))
+)"#
+    )
+}
+
+#[tokio::test]
+async fn a_filter_that_forgets_a_request_after_its_last_callback_gets_no_delete_for_it() {
+    let host = host();
+    let plugin = plugin(&host, &forgetting_module(), spec("forgets"));
+    for end_of_stream in [true, false] {
+        let stream = plugin.start(info()).expect("start");
+        stream
+            .request_headers(&mut request("/"), true)
+            .await
+            .expect("runs");
+        let mut response = http::Response::builder()
+            .status(200)
+            .body(())
+            .expect("response")
+            .into_parts()
+            .0;
+        stream.no_response_trailers();
+        let verdict = stream
+            .response_headers(&mut response, end_of_stream)
+            .await
+            .expect("runs");
+        assert!(matches!(verdict, Verdict::Continue), "{verdict:?}");
+        drop(stream);
+    }
+    assert_eq!(
+        metric_value(&host, "flagged"),
+        2,
+        "both response heads were flagged last"
+    );
+    assert_eq!(
+        metric_value(&host, "deletes"),
+        1,
+        "only the request resumed from a pause got proxy_on_delete"
+    );
+}
+
 #[tokio::test]
 async fn a_filter_that_keeps_timing_out_rests_and_its_requests_fail_at_once() {
     let host = host();

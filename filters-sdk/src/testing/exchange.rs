@@ -311,7 +311,7 @@ impl<'h, F: Filter> Exchange<'h, F> {
             h.buffers.insert(buffer::RESPONSE_BODY, response.body);
         });
         if self.run(Side::Response, |id| {
-            dispatch::on_response_headers::<F>(id, n, !has_body)
+            dispatch::on_response_headers::<F>(id, n, u32::from(!has_body))
         }) {
             self.response_body(has_body);
         } else if let Some((_, body)) = self.paused.as_mut() {

@@ -60,6 +60,8 @@ pub(crate) struct MockHost {
     /// The context the host is calling into (set by the harness, or by the guest with
     /// `proxy_set_effective_context`).
     pub(crate) context: u32,
+    /// `proxy_call_foreign_function` calls: (name, argument).
+    pub(crate) foreign_calls: Vec<(String, Vec<u8>)>,
 }
 
 thread_local! {
@@ -444,15 +446,23 @@ pub(crate) mod abi {
     }
 
     /// The mock knows no foreign function (it calls every hook, whatever the filter
-    /// declares unused), like a host without the mesh's extension.
+    /// declares unused), like a host without the mesh's extension; it records the calls.
     pub(crate) unsafe fn proxy_call_foreign_function(
-        _name: *const u8,
-        _name_size: usize,
-        _arguments: *const u8,
-        _arguments_size: usize,
+        name: *const u8,
+        name_size: usize,
+        arguments: *const u8,
+        arguments_size: usize,
         _results: *mut *mut u8,
         _results_size: *mut usize,
     ) -> u32 {
+        // SAFETY: forwarded contract.
+        let call = unsafe {
+            (
+                text(name, name_size),
+                slice(arguments, arguments_size).to_vec(),
+            )
+        };
+        with(|h| h.foreign_calls.push(call));
         status::NOT_FOUND
     }
 

@@ -116,13 +116,13 @@ impl FilterBody {
                     if self.side == Side::Request {
                         self.aborted.set(local);
                     }
-                    return Err(FilterAborted(link.name.to_string()).into());
+                    return Err(FilterAborted(link.name().to_string()).into());
                 }
-                Ok(Verdict::Reset) => return Err(FilterAborted(link.name.to_string()).into()),
+                Ok(Verdict::Reset) => return Err(FilterAborted(link.name().to_string()).into()),
                 Err(failure) => {
-                    tracing::debug!(filter = %link.name, %failure, "filter failed on a body");
+                    tracing::debug!(filter = %link.name(), %failure, "filter failed on a body");
                     if link.failure == FailureMode::Closed {
-                        return Err(FilterAborted(link.name.to_string()).into());
+                        return Err(FilterAborted(link.name().to_string()).into());
                     }
                     // Failed open: the filter is out; what it held goes on.
                     let held = std::mem::take(&mut self.buffers[i]);
@@ -158,10 +158,10 @@ impl FilterBody {
             match verdict {
                 Ok(Verdict::Continue | Verdict::Buffer) => {}
                 Ok(Verdict::Respond(_) | Verdict::Reset) => {
-                    return Err(FilterAborted(link.name.to_string()).into())
+                    return Err(FilterAborted(link.name().to_string()).into())
                 }
                 Err(_) if link.failure == FailureMode::Closed => {
-                    return Err(FilterAborted(link.name.to_string()).into())
+                    return Err(FilterAborted(link.name().to_string()).into())
                 }
                 Err(_) => {}
             }

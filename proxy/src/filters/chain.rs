@@ -18,19 +18,19 @@ use crate::errors::ProxyError;
 /// One filter's stream within a request.
 #[derive(Clone)]
 pub(super) struct Link {
-    pub(super) name: Arc<str>,
     pub(super) stream: Stream,
     pub(super) failure: FailureMode,
 }
 
 impl Link {
+    /// The filter's name (its plugin's).
+    pub(super) fn name(&self) -> &Arc<str> {
+        self.stream.filter()
+    }
+
     /// What a failure comes to: `Ok(())` to skip the filter (open), the error otherwise.
     pub(super) fn on_failure(&self, failure: &Failure) -> Result<(), ProxyError> {
-        tracing::debug!(filter = %self.name, %failure, "filter failed on a request");
-        match self.failure {
-            FailureMode::Open => Ok(()),
-            FailureMode::Closed => Err(ProxyError::FilterFailed(self.name.to_string())),
-        }
+        on_failure(self.name(), self.failure, failure)
     }
 }
 
@@ -46,7 +46,7 @@ pub struct Chain {
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.links.iter().map(|l| &l.name))
+            .entries(self.links.iter().map(Link::name))
             .finish()
     }
 }
@@ -66,7 +66,7 @@ impl Chain {
         store: &FilterStore,
         table: &Table,
         filters: &[FilterId],
-        info: &StreamInfo,
+        info: StreamInfo,
         request: Request<Body>,
     ) -> Result<Start, ProxyError> {
         let (mut parts, body) = request.into_parts();
@@ -77,45 +77,49 @@ impl Chain {
             aborted: None,
         };
         let plugins = store.plugins();
-        for &id in filters {
+        // Each filter's context gets the facts; the last one takes them.
+        let mut info = Some(info);
+        for (i, &id) in filters.iter().enumerate() {
             let Some(filter) = table.filters.get(id as usize) else {
                 continue;
             };
-            let failure = filter.failure;
+            let mode = filter.failure;
             let Some(plugin) = plugins.get(filter.name.as_str()) else {
                 // Not loaded (missing, refused, or still compiling): the failure mode decides.
                 tracing::debug!(filter = %filter.name, "filter not loaded");
-                match failure {
+                match mode {
                     FailureMode::Open => continue,
                     FailureMode::Closed => {
                         return Err(ProxyError::FilterFailed(filter.name.clone()))
                     }
                 }
             };
-            let name = plugin.name().clone();
-            let link = |stream| Link {
-                name: Arc::clone(&name),
-                stream,
-                failure,
+            let last = i + 1 == filters.len();
+            let Some(facts) = (if last { info.take() } else { info.clone() }) else {
+                break; // taken by the last filter: no filter is left
             };
-            let stream = match plugin.start(info.clone()) {
-                Ok(stream) => stream,
-                Err(failure) => {
-                    link_failure(&name, filter.failure, &failure)?;
-                    continue;
-                }
-            };
-            if no_trailers {
-                stream.no_request_trailers();
-            }
             // `finish` lends the request as sent (`forward_keeping`).
-            stream.will_lend_sent_request();
-            let link = link(stream);
-            match link.stream.request_headers(&mut parts, end_of_stream).await {
-                Ok(Verdict::Continue | Verdict::Buffer) => chain.links.push(link),
-                Ok(Verdict::Respond(local)) => return Ok(Start::Respond(local_response(local))),
-                Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(name.to_string())),
-                Err(failure) => link.on_failure(&failure)?,
+            let lends_sent_request = true;
+            let started = Stream::start_request(
+                plugin,
+                facts,
+                &mut parts,
+                end_of_stream,
+                no_trailers,
+                lends_sent_request,
+            );
+            match started.await {
+                Ok((stream, Verdict::Continue | Verdict::Buffer)) => chain.links.push(Link {
+                    stream,
+                    failure: mode,
+                }),
+                Ok((_, Verdict::Respond(local))) => {
+                    return Ok(Start::Respond(local_response(local)))
+                }
+                Ok((_, Verdict::Reset)) => {
+                    return Err(ProxyError::FilterReset(plugin.name().to_string()))
+                }
+                Err(failure) => on_failure(plugin.name(), mode, &failure)?,
             }
         }
         // Only filters that do something with bodies or trailers see them; with none, the
@@ -171,7 +175,7 @@ impl Chain {
             match verdict {
                 Ok(Verdict::Continue | Verdict::Buffer) => i += 1,
                 Ok(Verdict::Respond(local)) => return Ok(local_response(local)),
-                Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(link.name.to_string())),
+                Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(link.name().to_string())),
                 Err(failure) => {
                     link.on_failure(&failure)?;
                     kept.remove(i);
@@ -197,8 +201,8 @@ fn cannot_carry_trailers(version: Version, body: &Body) -> bool {
     version <= Version::HTTP_11 && hyper::body::Body::size_hint(body).exact().is_some()
 }
 
-fn link_failure(name: &str, mode: FailureMode, failure: &Failure) -> Result<(), ProxyError> {
-    tracing::debug!(filter = %name, %failure, "filter could not start on a request");
+fn on_failure(name: &str, mode: FailureMode, failure: &Failure) -> Result<(), ProxyError> {
+    tracing::debug!(filter = %name, %failure, "filter failed on a request");
     match mode {
         FailureMode::Open => Ok(()),
         FailureMode::Closed => Err(ProxyError::FilterFailed(name.to_string())),

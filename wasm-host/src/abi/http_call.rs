@@ -68,10 +68,9 @@ fn http_call(
         let stream = match state.ctx() {
             Some(ctx) if ctx.info.is_some() => {
                 ctx.pending_calls += 1;
-                if let Some(events) = &ctx.events {
-                    events.call_started();
-                }
-                ctx.events.clone()
+                let events = ctx.sender();
+                events.call_started();
+                Some(events.clone())
             }
             _ => None,
         };

@@ -45,6 +45,9 @@
 #   SET=all|filters|observe|sandbox   which variants (default all)
 #   D=5 R=3                   seconds per run, rounds              QUICK=1  D=2 R=1
 #   CONNS=32                  wrk connections     WRK_THREADS=1
+#   PIN=1                     with 2+ CPUs and taskset: the proxies on the last CPU, wrk, the
+#                             backend nginx and the side client on the others (PIN=0: the
+#                             scheduler places them; results then move more between rounds)
 #   WARMUP=1                  seconds of warm-up per case          SETTLE=0.5  pause between runs (s)
 #   BIN_DIR=DIR               mesh-proxy and meshc from DIR (no build); default: cargo build
 #                             --release, then target/release (SKIP_BUILD=1: no build)
@@ -68,6 +71,16 @@ case $SET in all|filters|observe|sandbox) ;; *) echo "error: SET must be all, fi
 if [ "${QUICK:-0}" = 1 ]; then D=${D:-2}; R=${R:-1}; RESULTS=${RESULTS:-variants-$SET-quick}; fi
 D=${D:-5}; R=${R:-3}; RESULTS=${RESULTS:-variants-$SET}
 CONNS=${CONNS:-32}; WRK_THREADS=${WRK_THREADS:-1}
+# Pinning: where the scheduler puts the proxy's one worker against wrk and nginx changed a
+# round's proxy CPU per request by up to 10% on this 2-CPU machine; pinned, rounds agree.
+# The prefixes are arrays, not a function: a backgrounded function would be a subshell,
+# and `$!` its PID rather than the proxy's (taskset execs, so with it `$!` is the proxy).
+PIN=${PIN:-1}; PROXY_CPU=""; LOAD_CPUS=""; ON_PROXY_CPU=(); ON_LOAD_CPUS=()
+NCPU=$(nproc)
+if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+  PROXY_CPU=$(( NCPU - 1 )); LOAD_CPUS="0-$(( NCPU - 2 ))"
+  ON_PROXY_CPU=(taskset -c "$PROXY_CPU"); ON_LOAD_CPUS=(taskset -c "$LOAD_CPUS")
+fi
 WARMUP=${WARMUP:-1}; SETTLE=${SETTLE:-0.5}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 
@@ -198,6 +211,10 @@ PEER_PIDS=("$BACKEND_MASTER")
 for p in nginx-proxy haproxy; do pp=$(pid_of "$p") && PEER_PIDS+=("$pp"); done
 BACKEND_WORKERS=$(pgrep -P "$BACKEND_MASTER" | tr '\n' ' ')
 [ -n "$BACKEND_WORKERS" ] || die "nginx backend workers not found"
+if [ -n "$LOAD_CPUS" ]; then
+  for pid in "$BACKEND_MASTER" $BACKEND_WORKERS; do taskset -apc "$LOAD_CPUS" "$pid" >/dev/null; done
+  log "pinned: proxies on CPU $PROXY_CPU; wrk, the nginx backend and side clients on CPUs $LOAD_CPUS"
+fi
 
 # ---------------------------------------------------------------- certificates, policies, proxies
 { timeout 60 "$MESHC" ca init "$RUN/ca" --trust-domain bench.local --force \
@@ -281,7 +298,7 @@ for v in "${VARIANTS[@]}"; do
   [[ $name == filters-[1-9]* ]] && cp "$RUN/modules/header_adder.wasm" "$RUN/$name/"
   [[ $name == sandbox-* ]] && cp "$RUN/modules/misbehave.wasm" "$RUN/$name/"
   write_config "$name" "$in" "$admin"
-  "$PROXY_BIN" --config "$RUN/$name/proxy.toml" >"$RUN/$name/proxy.log" 2>&1 &
+  "${ON_PROXY_CPU[@]}" "$PROXY_BIN" --config "$RUN/$name/proxy.toml" >"$RUN/$name/proxy.log" 2>&1 &
   VPID[$name]=$!
 done
 for v in "${VARIANTS[@]}"; do
@@ -355,7 +372,7 @@ snapshot() { # prefix
 }
 
 loadgen() { # port seconds out
-  timeout -k 5 $(( $2 + 20 )) wrk "-t$WRK_THREADS" "-c$CONNS" "-d${2}s" --latency "http://127.0.0.1:$1/" >"$3" 2>&1 &
+  "${ON_LOAD_CPUS[@]}" timeout -k 5 $(( $2 + 20 )) wrk "-t$WRK_THREADS" "-c$CONNS" "-d${2}s" --latency "http://127.0.0.1:$1/" >"$3" 2>&1 &
   LOAD_PID=$!
   wait "$LOAD_PID" || { local rc=$?; LOAD_PID=; return $rc; }
   LOAD_PID=
@@ -435,7 +452,7 @@ for (( round = 1; round <= R; round++ )); do
     sleep "$SETTLE"
     side=""
     if [ "$name" = sandbox-loop ]; then
-      timeout -k 5 $(( D + 20 )) python3 "$HERE/loop_client.py" "http://127.0.0.1:$port/loop" "$D" 0.05 \
+      "${ON_LOAD_CPUS[@]}" timeout -k 5 $(( D + 20 )) python3 "$HERE/loop_client.py" "http://127.0.0.1:$port/loop" "$D" 0.05 \
         >"$RUN/r$round-$name-side.txt" 2>&1 &
       side=$!
     fi
@@ -466,7 +483,7 @@ log "done measuring; load average $LOAD_END"
 # ---------------------------------------------------------------- report
 variants_tsv=$(printf '%s\n' "${VARIANTS[@]}")
 cases_tsv=$(printf '%s\n' "${CASES[@]}")
-export D R CONNS WRK_THREADS WARMUP SETTLE LOAD_START LOAD_END GIT_REV GIT_DIRTY RUN SET BIN_DIR HERE RESULTS
+export PROXY_CPU LOAD_CPUS D R CONNS WRK_THREADS WARMUP SETTLE LOAD_START LOAD_END GIT_REV GIT_DIRTY RUN SET BIN_DIR HERE RESULTS
 python3 - "$RUNS" "$variants_tsv" "$cases_tsv" <<'EOF'
 import datetime, json, os, platform, re, statistics, subprocess, sys
 e = os.environ
@@ -569,6 +586,7 @@ meta = {
     "set": e["SET"], "host": platform.node(), "nproc": os.cpu_count(), "kernel": platform.release(),
     "duration_s": int(e["D"]), "rounds": int(e["R"]), "warmup_s": e["WARMUP"], "settle_s": e["SETTLE"],
     "wrk_threads": int(e["WRK_THREADS"]), "wrk_conns": int(e["CONNS"]),
+    "pinning": {"proxy_cpu": e["PROXY_CPU"], "load_cpus": e["LOAD_CPUS"]} if e["PROXY_CPU"] else None,
     "loadavg_start": e["LOAD_START"], "loadavg_end": e["LOAD_END"],
     "git_rev": e["GIT_REV"], "proxy_tree_dirty": e["GIT_DIRTY"] != "0", "bin_dir": e["BIN_DIR"], "run_dir": RUN,
     "versions": {"nginx": ver(["nginx", "-v"]), "wrk": ver(["wrk", "--version"])},
@@ -593,7 +611,9 @@ L.append(f"One-hop h1 (wrk -t{meta['wrk_threads']} -c{meta['wrk_conns']} --laten
          f"every variant its own proxy process (`workers = 1`, mTLS identity, `mtls permissive`), {meta['rounds']} round(s) x "
          f"{meta['duration_s']} s per case, interleaved round-robin (each round starts one case later). "
          f"Rev {meta['git_rev']}{' (proxy tree dirty)' if meta['proxy_tree_dirty'] else ''}; {meta['nproc']} CPUs, shared; "
-         f"load average {meta['loadavg_start']} at the start, {meta['loadavg_end']} at the end.")
+         f"load average {meta['loadavg_start']} at the start, {meta['loadavg_end']} at the end. "
+         + (f"Pinned: the proxies on CPU {meta['pinning']['proxy_cpu']}, wrk and the nginx backend on CPUs {meta['pinning']['load_cpus']}."
+            if meta["pinning"] else "Not pinned (PIN=0, one CPU, or no taskset)."))
 L.append("")
 L.append("**How to read.** Each ratio is variant / baseline measured in the same run (filters-0 for the filter set, observe-off for the "
          "observe set). Proxy CPU per request (utime+stime of the variant's process / requests) is the primary figure: it is what the "

@@ -24,13 +24,7 @@ pub(crate) struct HeaderCache {
 impl HeaderCache {
     /// The header name `key` (any case), or `None` if it is not a valid name.
     pub(crate) fn name(&mut self, key: &[u8]) -> Option<HeaderName> {
-        let hash = key
-            .iter()
-            .fold(FxHasher::default(), |mut h, b| {
-                h.write_u8(b.to_ascii_lowercase());
-                h
-            })
-            .finish();
+        let hash = lowercase_hash(key);
         if let Some((_, n)) = self
             .names
             .find(|(h, n)| *h == hash && n.as_str().as_bytes().eq_ignore_ascii_case(key))
@@ -57,6 +51,23 @@ impl HeaderCache {
         self.values.push(value.clone());
         Some(value)
     }
+}
+
+/// The hash of `key` in lower case: a word at a time (names are usually lower case
+/// already; a byte at a time was a visible part of setting a header).
+fn lowercase_hash(key: &[u8]) -> u64 {
+    let mut hasher = FxHasher::default();
+    if !key.iter().any(u8::is_ascii_uppercase) {
+        hasher.write(key);
+    } else if key.len() <= 64 {
+        let mut lower = [0u8; 64];
+        lower[..key.len()].copy_from_slice(key);
+        lower[..key.len()].make_ascii_lowercase();
+        hasher.write(&lower[..key.len()]);
+    } else {
+        hasher.write(&key.to_ascii_lowercase());
+    }
+    hasher.finish()
 }
 
 /// A fixed number of entries, the oldest replaced first.
@@ -98,6 +109,16 @@ mod tests {
         let mut cache = HeaderCache::default();
         assert_eq!(cache.name(b"X-Added").expect("valid"), "x-added");
         assert_eq!(cache.name(b"x-ADDED").expect("cached"), "x-added");
+        assert_eq!(cache.name(b"x-added").expect("cached"), "x-added");
+        assert_eq!(cache.names.entries.len(), 1, "one entry for every case");
+        let long = format!("X-{}", "a".repeat(80));
+        let lower = long.to_lowercase();
+        assert_eq!(cache.name(long.as_bytes()).expect("valid"), lower.as_str());
+        assert_eq!(
+            cache.name(lower.as_bytes()).expect("cached"),
+            lower.as_str()
+        );
+        assert_eq!(cache.names.entries.len(), 2);
         assert!(cache.name(b"bad name").is_none());
         assert!(cache.value(b"a\nb").is_none());
         assert!(

@@ -20,6 +20,8 @@ pub(crate) struct Mailbox {
     queued: AtomicUsize,
     /// `http_call`s made and not answered yet.
     in_flight: AtomicUsize,
+    /// Held by the phase that waits on the mailbox (others leave its events to it).
+    pub(crate) waiting: tokio::sync::Mutex<()>,
 }
 
 /// A sending side: the context holds one, each `http_call` in flight another.
@@ -34,6 +36,7 @@ impl Mailbox {
             senders: AtomicUsize::new(1),
             queued: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            waiting: tokio::sync::Mutex::new(()),
         });
         (mailbox.clone(), Sender(mailbox))
     }

@@ -41,8 +41,6 @@ struct Inner {
     /// Call results and wake-ups for this context: made when it first pauses or makes an
     /// `http_call` (see `Stream::run`), so that most requests allocate none.
     events: OnceLock<Arc<Mailbox>>,
-    /// Held by the phase that waits on `events` (others leave them to it).
-    waiting: tokio::sync::Mutex<()>,
     /// Callbacks this request's messages cannot reach (a body or trailers that cannot
     /// come): skipped like unused ones, and nothing is kept for them.
     ruled_out: AtomicU32,
@@ -117,7 +115,8 @@ struct WithSentRequest<'a> {
 
 impl Head for WithSentRequest<'_> {
     fn install(&mut self, scope: &mut Scope) -> i32 {
-        self.request.install(scope);
+        // Only the response's headers are counted for the callback.
+        scope.req = Some(request_view(self.request));
         self.response.install(scope)
     }
 
@@ -128,14 +127,19 @@ impl Head for WithSentRequest<'_> {
     }
 }
 
+/// The request head moved out of `parts` into a view (moved back by `restore`).
+fn request_view(parts: &mut http::request::Parts) -> ReqView {
+    ReqView {
+        method: std::mem::take(&mut parts.method),
+        uri: std::mem::take(&mut parts.uri),
+        version: parts.version,
+        headers: std::mem::take(&mut parts.headers),
+    }
+}
+
 impl Head for http::request::Parts {
     fn install(&mut self, scope: &mut Scope) -> i32 {
-        let view = ReqView {
-            method: std::mem::take(&mut self.method),
-            uri: std::mem::take(&mut self.uri),
-            version: self.version,
-            headers: std::mem::take(&mut self.headers),
-        };
+        let view = request_view(self);
         let pseudo =
             if view.uri.authority().is_some() || view.headers.contains_key(http::header::HOST) {
                 4
@@ -232,7 +236,6 @@ impl Stream {
                 generation,
                 ctx,
                 events: OnceLock::new(),
-                waiting: tokio::sync::Mutex::new(()),
                 ruled_out: AtomicU32::new(0),
                 finished: AtomicBool::new(false),
                 lends_sent_request: AtomicBool::new(false),
@@ -251,7 +254,7 @@ impl Stream {
         let Some(events) = self.inner.events.get().filter(|e| !e.is_empty()) else {
             return Ok(());
         };
-        let Ok(_waiting) = self.inner.waiting.try_lock() else {
+        let Ok(_waiting) = events.waiting.try_lock() else {
             return Ok(());
         };
         while let Some(event) = events.try_recv() {
@@ -520,7 +523,9 @@ impl Stream {
     async fn after_head<H: Head>(&self, first: Outcome, head: &mut H) -> Result<Verdict, Failure> {
         match first {
             Outcome::Done(verdict) => Ok(verdict),
-            Outcome::Paused => self.wait(head).await,
+            // Boxed: rare, and it would make every phase's future (and the proxy's request
+            // future around it) as large as its timer and lock.
+            Outcome::Paused => Box::pin(self.wait(head)).await,
         }
     }
 
@@ -566,13 +571,13 @@ impl Stream {
         let i = &self.inner;
         let max_pause = i.plugin.host.config.max_pause;
         let deadline = tokio::time::Instant::now() + max_pause;
-        let _waiting = i.waiting.lock().await;
         let Some(events) = i.events.get() else {
             return Err(i.plugin.failure(
                 FailureReason::Unavailable,
                 "the paused request has no mailbox".into(),
             ));
         };
+        let _waiting = events.waiting.lock().await;
         loop {
             let event = match tokio::time::timeout_at(deadline, events.recv()).await {
                 Err(_) => {

@@ -116,7 +116,7 @@ pub(crate) struct Context {
 
 impl Context {
     /// The sender to this request's mailbox, making the mailbox if it has none yet (its
-    /// `Stream` takes it after the call, see `Stream::run`).
+    /// `Stream` takes it after the call: `Stream::adopt_mailbox`).
     pub(crate) fn sender(&mut self) -> &crate::mailbox::Sender {
         let new_mailbox = &mut self.new_mailbox;
         self.events.get_or_insert_with(|| {

@@ -39,7 +39,7 @@ struct Inner {
     generation: u64,
     ctx: u32,
     /// Call results and wake-ups for this context: made when it first pauses or makes an
-    /// `http_call` (see `Stream::run`), so that most requests allocate none.
+    /// `http_call` (`make_mailbox`, `adopt_mailbox`), so that most requests allocate none.
     events: OnceLock<Arc<Mailbox>>,
     /// Callbacks this request's messages cannot reach (a body or trailers that cannot
     /// come): skipped like unused ones, and nothing is kept for them.
@@ -291,7 +291,8 @@ impl Stream {
         let i = &self.inner;
         i.events.get_or_init(|| {
             let context = inst.store.data_mut().contexts.get_mut(&i.ctx);
-            // Without a context (or a sender whose mailbox was lost, which `run` rules out),
+            // Without a context (or a sender whose mailbox was lost, which `adopt_mailbox`
+            // rules out),
             // a mailbox nobody sends to ends the wait at once, as an unavailable instance.
             context
                 .and_then(|c| {

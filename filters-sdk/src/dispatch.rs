@@ -535,8 +535,8 @@ mod tests {
         with::<Maker, _>(|d| d.roots.iter().flat_map(|(_, r)| r).map(|r| r.made).sum())
     }
 
-    #[test]
-    fn a_request_whose_context_create_was_skipped_gets_its_filter_at_its_first_hook() {
+    /// A fresh mock host with a `Maker` configured as root context 1.
+    fn configured_maker() {
         host::with(|h| {
             *h = host::MockHost::default();
             h.context = 1;
@@ -546,6 +546,11 @@ mod tests {
         reset();
         on_context_create::<Maker>(1, 0);
         assert!(on_configure::<Maker>(1, 2));
+    }
+
+    #[test]
+    fn a_request_whose_context_create_was_skipped_gets_its_filter_at_its_first_hook() {
+        configured_maker();
 
         // Request 2: no `proxy_on_context_create`, straight to its request headers.
         host::with(|h| {
@@ -576,15 +581,7 @@ mod tests {
 
     #[test]
     fn a_request_told_its_response_headers_are_its_last_callback_is_forgotten_then() {
-        host::with(|h| {
-            *h = host::MockHost::default();
-            h.context = 1;
-            h.buffers
-                .insert(buffer::PLUGIN_CONFIGURATION, b"{}".to_vec());
-        });
-        reset();
-        on_context_create::<Maker>(1, 0);
-        assert!(on_configure::<Maker>(1, 2));
+        configured_maker();
         let declared = host::with(|h| h.foreign_calls.clone());
         let bits = declared
             .last()

@@ -886,29 +886,43 @@ async fn callbacks_a_filter_declares_unused_are_skipped_and_the_rest_still_run()
 /// Declares `proxy_on_context_create` for requests unused (mask 0x80), as our SDK does with
 /// one root context, and counts the request contexts it is asked to create (`created`) and
 /// the request head phases it gets (`phases`).
-fn lazy_create_module() -> String {
+/// A module that declares `mask` (a WAT data string: the u32's four bytes) unused when
+/// configured and defines two counters, `first` (its id at 200) and `second` (at 204),
+/// followed by `funcs`.
+fn declaring_module(mask: &str, first: &str, second: &str, funcs: &str) -> String {
     format!(
         r#"(module
   {IMPORTS}{FOREIGN}
   (memory (export "memory") 1)
-  (data (i32.const 100) "created")
-  (data (i32.const 110) "phases")
+  (data (i32.const 100) "{first}")
+  (data (i32.const 110) "{second}")
   (data (i32.const 120) "mesh_unused_hooks")
-  (data (i32.const 140) "\80\00\00\00")
+  (data (i32.const 140) "{mask}")
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
-  (func (export "proxy_on_context_create") (param $id i32) (param $parent i32)
-    (if (i32.ne (local.get $parent) (i32.const 0))
-      (then (drop (call $inc (i32.load (i32.const 200)) (i64.const 1))))))
   (func (export "proxy_on_configure") (param i32 i32) (result i32)
-    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 7) (i32.const 200)))
-    (drop (call $define (i32.const 0) (i32.const 110) (i32.const 6) (i32.const 204)))
+    (drop (call $define (i32.const 0) (i32.const 100) (i32.const {}) (i32.const 200)))
+    (drop (call $define (i32.const 0) (i32.const 110) (i32.const {}) (i32.const 204)))
     (drop (call $foreign (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 4) (i32.const 210) (i32.const 214)))
     (i32.const 1))
+  {funcs}
+)"#,
+        first.len(),
+        second.len(),
+    )
+}
+
+fn lazy_create_module() -> String {
+    declaring_module(
+        "\\80\\00\\00\\00",
+        "created",
+        "phases",
+        r#"(func (export "proxy_on_context_create") (param $id i32) (param $parent i32)
+    (if (i32.ne (local.get $parent) (i32.const 0))
+      (then (drop (call $inc (i32.load (i32.const 200)) (i64.const 1))))))
   (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
     (drop (call $inc (i32.load (i32.const 204)) (i64.const 1)))
-    (i32.const 0))
-)"#
+    (i32.const 0))"#,
     )
 }
 
@@ -937,22 +951,11 @@ async fn a_filter_that_makes_its_contexts_itself_is_not_asked_to_create_them() {
 /// response head without `end_of_stream` pauses and resumes itself in the same callback
 /// (so it does not forget the request: it did not continue by itself).
 fn forgetting_module() -> String {
-    format!(
-        r#"(module
-  {IMPORTS}{FOREIGN}
-  (memory (export "memory") 1)
-  (data (i32.const 100) "flagged")
-  (data (i32.const 110) "deletes")
-  (data (i32.const 120) "mesh_unused_hooks")
-  (data (i32.const 140) "\76\01\00\00")
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32)
-    (drop (call $define (i32.const 0) (i32.const 100) (i32.const 7) (i32.const 200)))
-    (drop (call $define (i32.const 0) (i32.const 110) (i32.const 7) (i32.const 204)))
-    (drop (call $foreign (i32.const 120) (i32.const 17) (i32.const 140) (i32.const 4) (i32.const 210) (i32.const 214)))
-    (i32.const 1))
+    declaring_module(
+        "\\76\\01\\00\\00",
+        "flagged",
+        "deletes",
+        r#"(func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_response_headers") (param $id i32) (param $n i32) (param $flags i32) (result i32)
     (drop (call $inc (i32.load (i32.const 200))
       (i64.extend_i32_u (i32.and (i32.shr_u (local.get $flags) (i32.const 1)) (i32.const 1)))))
@@ -960,8 +963,7 @@ fn forgetting_module() -> String {
       (then (i32.const 0))
       (else (drop (call $continue (i32.const 1))) (i32.const 1))))
   (func (export "proxy_on_delete") (param i32)
-    (drop (call $inc (i32.load (i32.const 204)) (i64.const 1))))
-)"#
+    (drop (call $inc (i32.load (i32.const 204)) (i64.const 1))))"#,
     )
 }
 

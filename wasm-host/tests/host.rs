@@ -34,6 +34,13 @@ fn wat(body: &str) -> String {
     module(IMPORTS, body)
 }
 
+/// A response head with `status`.
+fn response_head(status: u16) -> http::response::Parts {
+    let mut head = http::Response::new(()).into_parts().0;
+    head.status = http::StatusCode::from_u16(status).expect("a valid status");
+    head
+}
+
 fn failure_count(host: &mesh_wasm::Host, filter: &str, reason: FailureReason) -> u64 {
     host.failures()
         .into_iter()
@@ -89,12 +96,7 @@ async fn a_filter_adds_headers_reads_and_rewrites_the_path_and_the_status() {
     assert_eq!(parts.uri.path(), "/rewritten");
     assert_eq!(parts.headers["host"], "payments");
 
-    let mut resp = http::Response::builder()
-        .status(200)
-        .body(())
-        .expect("response")
-        .into_parts()
-        .0;
+    let mut resp = response_head(200);
     let verdict = stream
         .response_headers(&mut resp, true)
         .await
@@ -247,12 +249,7 @@ async fn a_request_started_with_its_request_phase_runs_it_once_and_a_trap_fails_
         "one call"
     );
     assert_eq!(parts.uri.path(), "/rewritten");
-    let mut response = http::Response::builder()
-        .status(200)
-        .body(())
-        .expect("response")
-        .into_parts()
-        .0;
+    let mut response = response_head(200);
     stream
         .response_headers_after(&mut parts, &mut response, true)
         .await
@@ -977,12 +974,7 @@ async fn a_filter_that_forgets_a_request_after_its_last_callback_gets_no_delete_
             .request_headers(&mut request("/"), true)
             .await
             .expect("runs");
-        let mut response = http::Response::builder()
-            .status(200)
-            .body(())
-            .expect("response")
-            .into_parts()
-            .0;
+        let mut response = response_head(200);
         stream.no_response_trailers();
         let verdict = stream
             .response_headers(&mut response, end_of_stream)

@@ -71,8 +71,8 @@ case $SET in all|filters|observe|sandbox) ;; *) echo "error: SET must be all, fi
 if [ "${QUICK:-0}" = 1 ]; then D=${D:-2}; R=${R:-1}; RESULTS=${RESULTS:-variants-$SET-quick}; fi
 D=${D:-5}; R=${R:-3}; RESULTS=${RESULTS:-variants-$SET}
 CONNS=${CONNS:-32}; WRK_THREADS=${WRK_THREADS:-1}
-# Pinning: where the scheduler puts the proxy's one worker against wrk and nginx changed a
-# round's proxy CPU per request by up to 10% on this 2-CPU machine; pinned, rounds agree.
+# Pinning: the proxy's one worker gets a CPU of its own (wrk and nginx never preempt it), so
+# the proxy limits the rate in every round.
 # The prefixes are arrays, not a function: a backgrounded function would be a subshell,
 # and `$!` its PID rather than the proxy's (taskset execs, so with it `$!` is the proxy).
 PIN=${PIN:-1}; PROXY_CPU=""; LOAD_CPUS=""; ON_PROXY_CPU=(); ON_LOAD_CPUS=()
@@ -549,6 +549,10 @@ for name, vset, base, *_ in variants:
         "p50": loadstat.ratio(s["p50_us"], b["p50_us"]),
         "p99": loadstat.ratio(s["p99_us"], b["p99_us"]),
         "p99_per_round": p99_r,
+        # The median of the same-round ratios: a drift of the machine across the run moves
+        # a variant and its baseline of the same round together, the pooled medians apart.
+        "rps_paired_median": statistics.median(rps_r) if rps_r else None,
+        "proxy_us_per_req_paired_median": statistics.median(cpu_r) if cpu_r else None,
     }
     if name == "filters-1":
         ratios[name]["target"] = "one filter costs under 5% throughput: rps ratio >= 0.95"
@@ -645,7 +649,8 @@ if "filters-1" in ratios:
     verdict = {True: "MET", False: "NOT MET", None: "n/a"}
     L.append(f"- Target \"one filter costs under 5% throughput\": req/s ratio {fr(r['rps'])} -> {verdict[r['meets_target_rps']]} "
              f"(per round {', '.join(f'{x:.3f}' for x in r['rps_per_round'])}); by proxy CPU (requests per CPU-second ratio "
-             f"{fr(r['req_per_cpu_s'])}) -> {verdict[r['meets_target_cpu']]}.")
+             f"{fr(r['req_per_cpu_s'])}) -> {verdict[r['meets_target_cpu']]}. Medians of the same-round ratios: req/s "
+             f"{fr(r['rps_paired_median'])}, proxy CPU/req {fr(r['proxy_us_per_req_paired_median'])}.")
 L.append("- For req/s higher is better (ratio < 1: the variant is slower); for CPU/req, p50 and p99 lower is better (ratio > 1: the variant costs more).")
 L.append("")
 L.append("## Checks")

@@ -37,8 +37,10 @@ impl<T> Contexts<T> {
         if self.table.is_empty() {
             return false;
         }
-        matches!(&self.table[self.place(id)], Some((k, _)) if *k == id)
-            || (!self.spill.is_empty() && self.spill.contains_key(&id))
+        match &self.table[self.place(id)] {
+            Some((k, _)) if *k == id => true,
+            _ => !self.spill.is_empty() && self.spill.contains_key(&id),
+        }
     }
 
     /// `id`'s entry.
@@ -65,6 +67,11 @@ impl<T> Contexts<T> {
             self.grow();
         }
         self.live += 1;
+        self.put(id, value);
+    }
+
+    /// Puts a new entry in its place, or in the spill map if another id holds the place.
+    fn put(&mut self, id: u32, value: Option<T>) {
         let place = self.place(id);
         match &mut self.table[place] {
             free @ None => *free = Some((id, value)),
@@ -111,13 +118,7 @@ impl<T> Contexts<T> {
         let spilled = std::mem::take(&mut self.spill);
         let entries = old.into_iter().flatten().chain(spilled);
         for (id, value) in entries {
-            let place = self.place(id);
-            match &mut self.table[place] {
-                free @ None => *free = Some((id, value)),
-                Some(_) => {
-                    self.spill.insert(id, value);
-                }
-            }
+            self.put(id, value);
         }
     }
 }

@@ -192,7 +192,8 @@ impl Upstreams {
                 return Ok(Arc::clone(conn));
             }
         }
-        let conn = self.connect_h2(addr, remote, Arc::downgrade(slot)).await?;
+        // Boxed: connecting is rare, and inline its future would enlarge every request's.
+        let conn = Box::pin(self.connect_h2(addr, remote, Arc::downgrade(slot))).await?;
         *guard = Some(Arc::clone(&conn));
         Ok(conn)
     }

@@ -229,7 +229,24 @@ service web { port 8001 endpoints ["{{web}}"] }
 route header on web { match { path prefix "/header" } filters [pw-header] }
 route allowed on web { match { path prefix "/allowed" } filters [call-ok] }
 route refused on web { match { path prefix "/refused" } filters [call-no] }
+route checked on web { match { path prefix "/checked" } filters [call-ok, call-ok2, ask-late, pw-header] }
+route late-no on web { match { path prefix "/late-no" } filters [pw-header, refuse-late] }
 filter pw-header { module "pw-header.wasm" config { value: "from-proxy-wasm" } }
+filter call-ok2 {
+  module "pw-authcall.wasm"
+  config { upstream: "authz", path: "/status/200" }
+  failure closed
+}
+filter ask-late {
+  module "pw-authcall.wasm"
+  config { upstream: "authz", path: "/status/200", phase: "response" }
+  failure closed
+}
+filter refuse-late {
+  module "pw-authcall.wasm"
+  config { upstream: "authz", path: "/status/403", phase: "response" }
+  failure closed
+}
 filter call-ok {
   module "pw-authcall.wasm"
   config { upstream: "authz", path: "/status/200" }
@@ -282,6 +299,37 @@ async fn filters_built_with_the_public_proxy_wasm_crate_run_unchanged() {
         web.stats().requests.load(Ordering::Relaxed),
         2,
         "the refused request never reached web"
+    );
+    // Filters that pause one after another: two in the request phase, then one in the
+    // response phase, with a filter after each pause.
+    let reply = conn.get("web", "/checked").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.echoed_service(), "web");
+    assert_eq!(
+        reply.echoed_header("x-pw-header").as_deref(),
+        Some("from-proxy-wasm"),
+        "the filter after the request pauses ran"
+    );
+    assert_eq!(
+        reply.header("x-pw-authcall"),
+        Some("checked"),
+        "the response paused, then went on with the filter's header"
+    );
+    assert_eq!(authz.stats().requests.load(Ordering::Relaxed), 5);
+    // A filter that pauses on the response and then answers by itself.
+    let reply = conn.get("web", "/late-no").await;
+    assert_eq!(
+        reply.status,
+        403,
+        "the late call answered 403: {}",
+        reply.text()
+    );
+    assert_eq!(reply.header("x-pw-authcall"), Some("denied"));
+    assert_eq!(authz.stats().requests.load(Ordering::Relaxed), 6);
+    assert_eq!(
+        web.stats().requests.load(Ordering::Relaxed),
+        4,
+        "a response-phase refusal comes after the request reached web"
     );
 }
 

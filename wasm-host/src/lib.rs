@@ -267,4 +267,4 @@ pub enum MetricKind {
 
 pub use host::Host;
 pub use plugin::Plugin;
-pub use stream::Stream;
+pub use stream::{Step, Stream};

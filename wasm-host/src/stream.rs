@@ -69,29 +69,33 @@ struct HeadPlan {
     flags: i32,
 }
 
-/// Where a callback left the stream.
-enum Outcome {
+/// Where a head phase's callback left the request.
+#[derive(Debug)]
+pub enum Step {
+    /// The filter decided.
     Done(Verdict),
+    /// The filter paused on `http_call`s: its verdict comes from [`Stream::resume_request`]
+    /// or [`Stream::resume_response`].
     Paused,
 }
 
 /// What the context's flags and the callback's action come to.
-fn outcome(state: &mut HostState, ctx: u32, action: Option<i32>) -> Outcome {
+fn outcome(state: &mut HostState, ctx: u32, action: Option<i32>) -> Step {
     let Some(c) = state.contexts.get_mut(&ctx) else {
-        return Outcome::Done(Verdict::Continue);
+        return Step::Done(Verdict::Continue);
     };
     if let Some(response) = c.local_response.take() {
         c.continued = false;
-        return Outcome::Done(Verdict::Respond(response));
+        return Step::Done(Verdict::Respond(response));
     }
     if c.close {
-        return Outcome::Done(Verdict::Reset);
+        return Step::Done(Verdict::Reset);
     }
     if action == Some(0) || c.continued {
         c.continued = false;
-        return Outcome::Done(Verdict::Continue);
+        return Step::Done(Verdict::Continue);
     }
-    Outcome::Paused
+    Step::Paused
 }
 
 fn count(n: usize) -> i32 {
@@ -153,7 +157,7 @@ impl Head for http::request::Parts {
 
     fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
         if let Some(view) = state.scope.req.take() {
-            if let Some(c) = state.contexts.get_mut(&ctx).filter(|_| snapshot) {
+            if let Some(c) = snapshot.then(|| state.contexts.get_mut(&ctx)).flatten() {
                 c.req_snapshot = Some(Frozen::request(&view));
             }
             self.method = view.method;
@@ -176,7 +180,7 @@ impl Head for http::response::Parts {
 
     fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
         if let Some(view) = state.scope.resp.take() {
-            if let Some(c) = state.contexts.get_mut(&ctx).filter(|_| snapshot) {
+            if let Some(c) = snapshot.then(|| state.contexts.get_mut(&ctx)).flatten() {
                 c.resp_snapshot = Some(Frozen::response(&view));
             }
             self.status = view.status;
@@ -429,12 +433,60 @@ impl Stream {
         side: Side,
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
+        let first = self.begin_head(head, side, end_of_stream)?;
+        self.after_head(first, head).await
+    }
+
+    /// A head phase up to its callback's return.
+    fn begin_head<H: Head>(
+        &self,
+        head: &mut H,
+        side: Side,
+        end_of_stream: bool,
+    ) -> Result<Step, Failure> {
         self.drain_ready()?;
         let Some(plan) = self.head_plan(side, end_of_stream) else {
-            return Ok(Verdict::Continue);
+            return Ok(Step::Done(Verdict::Continue));
         };
-        let first = self.run(|inst, ctx| self.head_call(inst, ctx, head, side, &plan))?;
-        self.after_head(first, head).await
+        self.run(|inst, ctx| self.head_call(inst, ctx, head, side, &plan))
+    }
+
+    /// [`Stream::response_headers_after`] without waiting: the verdict, or
+    /// [`Step::Paused`] (then [`Stream::resume_response`] gives it). A caller that is rarely
+    /// paused keeps the wait's future out of its own this way.
+    pub fn begin_response(
+        &self,
+        request: &mut http::request::Parts,
+        parts: &mut http::response::Parts,
+        end_of_stream: bool,
+    ) -> Result<Step, Failure> {
+        let mut head = WithSentRequest {
+            response: parts,
+            request,
+        };
+        self.begin_head(&mut head, Side::Response, end_of_stream)
+    }
+
+    /// The verdict of a response-headers phase that paused: delivers the filter's
+    /// `http_call` answers, lending it the heads again, until it decides.
+    pub async fn resume_response(
+        &self,
+        request: &mut http::request::Parts,
+        parts: &mut http::response::Parts,
+    ) -> Result<Verdict, Failure> {
+        let mut head = WithSentRequest {
+            response: parts,
+            request,
+        };
+        self.wait(&mut head).await
+    }
+
+    /// The verdict of a request-headers phase that paused ([`Stream::begin_request`]).
+    pub async fn resume_request(
+        &self,
+        parts: &mut http::request::Parts,
+    ) -> Result<Verdict, Failure> {
+        self.wait(parts).await
     }
 
     /// What a head phase needs to know before its call; `None`: nothing to do at all.
@@ -484,7 +536,7 @@ impl Stream {
         head: &mut H,
         side: Side,
         plan: &HeadPlan,
-    ) -> wasmtime::Result<Outcome> {
+    ) -> wasmtime::Result<Step> {
         let state = inst.store.data_mut();
         enter(state, ctx);
         let n = head.install(&mut state.scope);
@@ -505,7 +557,7 @@ impl Stream {
         // dispatched an `http_call` whose answer needs the context.
         if matches!(
             (side, &outcome),
-            (Side::Response, Outcome::Done(Verdict::Continue))
+            (Side::Response, Step::Done(Verdict::Continue))
         ) && self.skips(bit::MAY_FOLLOW_RESPONSE_HEADERS)
         {
             // Told it was its last callback, the filter forgot the request if it
@@ -514,19 +566,19 @@ impl Stream {
             self.inner.plugin.finish_context(inst, ctx, forgotten)?;
             self.inner.finished.store(true, Ordering::Relaxed);
         }
-        if matches!(outcome, Outcome::Paused) {
+        if matches!(outcome, Step::Paused) {
             self.make_mailbox(inst);
         }
         Ok(outcome)
     }
 
     /// The verdict of a head phase whose call ended in `first`: waits if it paused.
-    async fn after_head<H: Head>(&self, first: Outcome, head: &mut H) -> Result<Verdict, Failure> {
+    async fn after_head<H: Head>(&self, first: Step, head: &mut H) -> Result<Verdict, Failure> {
         match first {
-            Outcome::Done(verdict) => Ok(verdict),
+            Step::Done(verdict) => Ok(verdict),
             // Boxed: rare, and it would make every phase's future (and the proxy's request
             // future around it) as large as its timer and lock.
-            Outcome::Paused => Box::pin(self.wait(head)).await,
+            Step::Paused => Box::pin(self.wait(head)).await,
         }
     }
 
@@ -544,7 +596,29 @@ impl Stream {
         no_trailers: bool,
         lends_sent_request: bool,
     ) -> Result<(Stream, Verdict), Failure> {
-        let (stream, first) = plugin.start_then(info, |stream, inst, ctx| {
+        let (stream, first) = Stream::begin_request(
+            plugin,
+            info,
+            parts,
+            end_of_stream,
+            no_trailers,
+            lends_sent_request,
+        )?;
+        let verdict = stream.after_head(first, parts).await?;
+        Ok((stream, verdict))
+    }
+
+    /// [`Stream::start_request`] without waiting: the stream and the verdict, or
+    /// [`Step::Paused`] (then [`Stream::resume_request`] gives it).
+    pub fn begin_request(
+        plugin: &Arc<Plugin>,
+        info: crate::StreamInfo,
+        parts: &mut http::request::Parts,
+        end_of_stream: bool,
+        no_trailers: bool,
+        lends_sent_request: bool,
+    ) -> Result<(Stream, Step), Failure> {
+        plugin.start_then(info, |stream, inst, ctx| {
             if no_trailers {
                 stream.no_request_trailers();
             }
@@ -553,11 +627,9 @@ impl Stream {
             }
             match stream.head_plan(Side::Request, end_of_stream) {
                 Some(plan) => stream.head_call(inst, ctx, parts, Side::Request, &plan),
-                None => Ok(Outcome::Done(Verdict::Continue)),
+                None => Ok(Step::Done(Verdict::Continue)),
             }
-        })?;
-        let verdict = stream.after_head(first, parts).await?;
-        Ok((stream, verdict))
+        })
     }
 
     /// Marks the context finished without its last callbacks: its instance is being
@@ -603,7 +675,7 @@ impl Stream {
                 }
                 Ok(outcome(inst.store.data_mut(), ctx, None))
             })?;
-            if let Outcome::Done(verdict) = out {
+            if let Step::Done(verdict) = out {
                 return Ok(verdict);
             }
         }
@@ -646,9 +718,9 @@ impl Stream {
             }
             let action = result?;
             Ok(match outcome(inst.store.data_mut(), ctx, Some(action)) {
-                Outcome::Done(v) => v,
+                Step::Done(v) => v,
                 // A body phase pauses by asking for more of the body.
-                Outcome::Paused => Verdict::Buffer,
+                Step::Paused => Verdict::Buffer,
             })
         })
     }
@@ -688,9 +760,9 @@ impl Stream {
             }
             let action = result?;
             Ok(match outcome(inst.store.data_mut(), ctx, Some(action)) {
-                Outcome::Done(v) => v,
+                Step::Done(v) => v,
                 // Trailers end the stream: there is nothing more to wait for.
-                Outcome::Paused => Verdict::Continue,
+                Step::Paused => Verdict::Continue,
             })
         })
     }

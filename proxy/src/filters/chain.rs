@@ -3,15 +3,18 @@
 //! `failure open` and answers 503 `filter-failed` when it is `failure closed`; either way its
 //! instance was discarded by the host.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use mesh_table::{FailureMode, FilterId, Table};
-use mesh_wasm::{Failure, LocalResponse, Stream, StreamInfo, Verdict};
+use mesh_wasm::{Failure, LocalResponse, Step, Stream, StreamInfo, Verdict};
 
 use super::body::{Aborted, FilterBody, Side};
-use super::store::FilterStore;
+use super::store::{FilterStore, Plugins};
 use crate::body::{full, Body};
 use crate::errors::ProxyError;
 
@@ -62,88 +65,66 @@ pub enum Start {
     Respond(Response<Body>),
 }
 
+/// A phase's result: at once when no filter paused (the usual case), or when the paused
+/// filter decides. Awaiting it costs nothing more in the first case, and the caller's
+/// future holds no space for the rare wait (it is boxed), so every request's future stays
+/// small: each request moves its future whole a few times.
+pub enum Ready<'a, T> {
+    /// Decided already (taken by the first poll).
+    Now(Option<Result<T, ProxyError>>),
+    /// A filter paused: the rest of the phase.
+    Later(Pin<Box<dyn Future<Output = Result<T, ProxyError>> + Send + 'a>>),
+}
+
+impl<T: Unpin> Future for Ready<'_, T> {
+    type Output = Result<T, ProxyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Ready::Now(result) => Poll::Ready(result.take().expect("polled after it was ready")),
+            Ready::Later(rest) => rest.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Why a phase stopped before its last filter.
+enum Stop {
+    /// A filter answered by itself.
+    Respond(Response<Body>),
+    /// A filter paused: wait for its verdict.
+    Paused,
+}
+
 impl Chain {
     /// Runs the request headers through `filters` (table ids, in declaration order) and
     /// wraps the body so its chunks go through them too.
-    pub async fn start(
+    pub fn start<'a>(
         store: &FilterStore,
-        table: &Table,
-        filters: &[FilterId],
+        table: &'a Table,
+        filters: &'a [FilterId],
         info: StreamInfo,
         request: Request<Body>,
-    ) -> Result<Start, ProxyError> {
-        let (mut parts, body) = request.into_parts();
-        let end_of_stream = hyper::body::Body::is_end_stream(&body);
-        let no_trailers = cannot_carry_trailers(parts.version, &body);
-        let mut chain = Chain {
-            links: Links::new(),
-            aborted: None,
+    ) -> Ready<'a, Start> {
+        let (parts, body) = request.into_parts();
+        let mut run = Starting {
+            plugins: store.plugins(),
+            table,
+            filters,
+            next: 0,
+            info: Some(info),
+            end_of_stream: hyper::body::Body::is_end_stream(&body),
+            no_trailers: cannot_carry_trailers(parts.version, &body),
+            parts,
+            body,
+            chain: Chain::default(),
+            paused: None,
         };
-        let plugins = store.plugins();
-        // Each filter's context gets the facts; the last one takes them.
-        let mut info = Some(info);
-        for (i, &id) in filters.iter().enumerate() {
-            let Some(filter) = table.filters.get(id as usize) else {
-                continue;
-            };
-            let mode = filter.failure;
-            let Some(plugin) = plugins.get(filter.name.as_str()) else {
-                // Not loaded (missing, refused, or still compiling): the failure mode decides.
-                tracing::debug!(filter = %filter.name, "filter not loaded");
-                match mode {
-                    FailureMode::Open => continue,
-                    FailureMode::Closed => {
-                        return Err(ProxyError::FilterFailed(filter.name.clone()))
-                    }
-                }
-            };
-            let last = i + 1 == filters.len();
-            let Some(facts) = (if last { info.take() } else { info.clone() }) else {
-                break; // taken by the last filter: no filter is left
-            };
-            // `finish` lends the request as sent (`forward_keeping`).
-            let lends_sent_request = true;
-            let started = Stream::start_request(
-                plugin,
-                facts,
-                &mut parts,
-                end_of_stream,
-                no_trailers,
-                lends_sent_request,
-            );
-            match started.await {
-                Ok((stream, Verdict::Continue | Verdict::Buffer)) => chain.links.push(Link {
-                    stream,
-                    failure: mode,
-                }),
-                Ok((_, Verdict::Respond(local))) => {
-                    return Ok(Start::Respond(local_response(local)))
-                }
-                Ok((_, Verdict::Reset)) => {
-                    return Err(ProxyError::FilterReset(plugin.name().to_string()))
-                }
-                Err(failure) => on_failure(plugin.name(), mode, &failure)?,
-            }
+        match run.advance() {
+            Ok(None) => Ready::Now(Some(Ok(run.forward()))),
+            Ok(Some(Stop::Respond(response))) => Ready::Now(Some(Ok(Start::Respond(response)))),
+            Ok(Some(Stop::Paused)) => Ready::Later(Box::pin(run.after_pause())),
+            Err(error) => Ready::Now(Some(Err(error))),
         }
-        // Only filters that do something with bodies or trailers see them; with none, the
-        // body passes untouched.
-        let body_links: Vec<Link> = chain
-            .links
-            .iter()
-            .filter(|l| l.stream.wants_request_body() || l.stream.wants_request_trailers())
-            .cloned()
-            .collect();
-        if body_links.is_empty() || end_of_stream {
-            return Ok(Start::Forward(Request::from_parts(parts, body), chain));
-        }
-        let data = body_links.iter().any(|l| l.stream.wants_request_body());
-        if data {
-            // Filters may change the body's length: let the next hop frame it.
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-        }
-        let aborted = chain.aborted.insert(Aborted::default()).clone();
-        let body = FilterBody::wrap(body, body_links, Side::Request, aborted, data);
-        Ok(Start::Forward(Request::from_parts(parts, body), chain))
     }
 
     /// The local response a request-body phase asked for, if the forward failed for it.
@@ -153,41 +134,252 @@ impl Chain {
 
     /// Runs the response through the chain, last filter first; the filters read the
     /// request as it was `sent` (`forward_keeping`).
-    pub async fn finish(
+    pub fn finish(
         self,
         response: Response<Body>,
-        mut sent: http::request::Parts,
-    ) -> Result<Response<Body>, ProxyError> {
+        sent: http::request::Parts,
+    ) -> Ready<'static, Response<Body>> {
         if self.links.is_empty() {
-            return Ok(response);
+            return Ready::Now(Some(Ok(response)));
         }
         let mut kept = self.links;
         kept.reverse();
-        let (mut parts, body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         let end_of_stream = hyper::body::Body::is_end_stream(&body);
         if cannot_carry_trailers(parts.version, &body) {
             kept.iter().for_each(|l| l.stream.no_response_trailers());
         }
-        let mut i = 0;
-        while i < kept.len() {
-            let link = &kept[i];
-            let verdict = link
-                .stream
-                .response_headers_after(&mut sent, &mut parts, end_of_stream)
-                .await;
-            match verdict {
-                Ok(Verdict::Continue | Verdict::Buffer) => i += 1,
-                Ok(Verdict::Respond(local)) => return Ok(local_response(local)),
-                Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(link.name().to_string())),
-                Err(failure) => {
-                    link.on_failure(&failure)?;
-                    kept.remove(i);
+        let mut run = Finishing {
+            kept,
+            next: 0,
+            sent,
+            parts,
+            body,
+            end_of_stream,
+        };
+        match run.advance() {
+            Ok(None) => Ready::Now(Some(Ok(run.response()))),
+            Ok(Some(Stop::Respond(response))) => Ready::Now(Some(Ok(response))),
+            Ok(Some(Stop::Paused)) => Ready::Later(Box::pin(run.after_pause())),
+            Err(error) => Ready::Now(Some(Err(error))),
+        }
+    }
+}
+
+/// The request phase under way: the filters run one after another on the head.
+struct Starting<'a> {
+    plugins: Arc<Plugins>,
+    table: &'a Table,
+    filters: &'a [FilterId],
+    /// The next filter to start.
+    next: usize,
+    /// Each filter's context gets the facts; the last one takes them.
+    info: Option<StreamInfo>,
+    end_of_stream: bool,
+    no_trailers: bool,
+    parts: http::request::Parts,
+    body: Body,
+    chain: Chain,
+    /// The filter that paused, and its failure mode.
+    paused: Option<(Stream, FailureMode)>,
+}
+
+impl Starting<'_> {
+    /// Starts the filters from `next` on until all ran (`None`), one answered, or one
+    /// paused.
+    fn advance(&mut self) -> Result<Option<Stop>, ProxyError> {
+        while let Some(&id) = self.filters.get(self.next) {
+            self.next += 1;
+            let Some(filter) = self.table.filters.get(id as usize) else {
+                continue;
+            };
+            let mode = filter.failure;
+            let Some(plugin) = self.plugins.get(filter.name.as_str()) else {
+                // Not loaded (missing, refused, or still compiling): the failure mode decides.
+                tracing::debug!(filter = %filter.name, "filter not loaded");
+                match mode {
+                    FailureMode::Open => continue,
+                    FailureMode::Closed => {
+                        return Err(ProxyError::FilterFailed(filter.name.clone()))
+                    }
                 }
+            };
+            let last = self.next == self.filters.len();
+            let Some(facts) = (if last {
+                self.info.take()
+            } else {
+                self.info.clone()
+            }) else {
+                break; // taken by the last filter: no filter is left
+            };
+            // `finish` lends the request as sent (`forward_keeping`).
+            let lends_sent_request = true;
+            let started = Stream::begin_request(
+                plugin,
+                facts,
+                &mut self.parts,
+                self.end_of_stream,
+                self.no_trailers,
+                lends_sent_request,
+            );
+            match started {
+                Ok((stream, Step::Done(verdict))) => {
+                    if let Some(stop) = self.decided(stream, mode, Ok(verdict))? {
+                        return Ok(Some(stop));
+                    }
+                }
+                Ok((stream, Step::Paused)) => {
+                    self.paused = Some((stream, mode));
+                    return Ok(Some(Stop::Paused));
+                }
+                Err(failure) => on_failure(plugin.name(), mode, &failure)?,
             }
         }
+        Ok(None)
+    }
+
+    /// A filter's verdict on the request head.
+    fn decided(
+        &mut self,
+        stream: Stream,
+        mode: FailureMode,
+        verdict: Result<Verdict, Failure>,
+    ) -> Result<Option<Stop>, ProxyError> {
+        match verdict {
+            Ok(Verdict::Continue | Verdict::Buffer) => self.chain.links.push(Link {
+                stream,
+                failure: mode,
+            }),
+            Ok(Verdict::Respond(local)) => return Ok(Some(Stop::Respond(local_response(local)))),
+            Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(stream.filter().to_string())),
+            Err(failure) => on_failure(stream.filter(), mode, &failure)?,
+        }
+        Ok(None)
+    }
+
+    /// The rest of the phase after a filter paused: its verdict, then the filters after it
+    /// (which may pause too).
+    async fn after_pause(mut self) -> Result<Start, ProxyError> {
+        while let Some((stream, mode)) = self.paused.take() {
+            let verdict = stream.resume_request(&mut self.parts).await;
+            let stop = match self.decided(stream, mode, verdict)? {
+                Some(stop) => Some(stop),
+                None => self.advance()?,
+            };
+            if let Some(Stop::Respond(response)) = stop {
+                return Ok(Start::Respond(response));
+            }
+        }
+        Ok(self.forward())
+    }
+
+    /// The request to forward once every filter continued. Only filters that do
+    /// something with bodies or trailers see them; with none, the body passes untouched.
+    fn forward(self) -> Start {
+        let Starting {
+            mut parts,
+            body,
+            mut chain,
+            end_of_stream,
+            ..
+        } = self;
+        let body_links: Vec<Link> = chain
+            .links
+            .iter()
+            .filter(|l| l.stream.wants_request_body() || l.stream.wants_request_trailers())
+            .cloned()
+            .collect();
+        if body_links.is_empty() || end_of_stream {
+            return Start::Forward(Request::from_parts(parts, body), chain);
+        }
+        let data = body_links.iter().any(|l| l.stream.wants_request_body());
+        if data {
+            // Filters may change the body's length: let the next hop frame it.
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        let aborted = chain.aborted.insert(Aborted::default()).clone();
+        let body = FilterBody::wrap(body, body_links, Side::Request, aborted, data);
+        Start::Forward(Request::from_parts(parts, body), chain)
+    }
+}
+
+/// The response phase under way: the filters run last first on the head.
+struct Finishing {
+    /// The chain's links, last filter first; a filter that failed open is removed.
+    kept: Links,
+    /// The next link to run.
+    next: usize,
+    sent: http::request::Parts,
+    parts: http::response::Parts,
+    body: Body,
+    end_of_stream: bool,
+}
+
+impl Finishing {
+    /// Runs the links from `next` on until all ran (`None`), one answered, or one paused.
+    fn advance(&mut self) -> Result<Option<Stop>, ProxyError> {
+        while let Some(link) = self.kept.get(self.next) {
+            let verdict =
+                link.stream
+                    .begin_response(&mut self.sent, &mut self.parts, self.end_of_stream);
+            let stop = match verdict {
+                Ok(Step::Done(verdict)) => self.decided(Ok(verdict))?,
+                Ok(Step::Paused) => Some(Stop::Paused),
+                Err(failure) => self.decided(Err(failure))?,
+            };
+            if stop.is_some() {
+                return Ok(stop);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The verdict of the link at `next`.
+    fn decided(&mut self, verdict: Result<Verdict, Failure>) -> Result<Option<Stop>, ProxyError> {
+        let link = &self.kept[self.next];
+        match verdict {
+            Ok(Verdict::Continue | Verdict::Buffer) => self.next += 1,
+            Ok(Verdict::Respond(local)) => return Ok(Some(Stop::Respond(local_response(local)))),
+            Ok(Verdict::Reset) => return Err(ProxyError::FilterReset(link.name().to_string())),
+            Err(failure) => {
+                link.on_failure(&failure)?;
+                self.kept.remove(self.next);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The rest of the phase after a filter paused.
+    async fn after_pause(mut self) -> Result<Response<Body>, ProxyError> {
+        loop {
+            let stream = self.kept[self.next].stream.clone();
+            let verdict = stream
+                .resume_response(&mut self.sent, &mut self.parts)
+                .await;
+            let stop = match self.decided(verdict)? {
+                Some(stop) => Some(stop),
+                None => self.advance()?,
+            };
+            match stop {
+                None => return Ok(self.response()),
+                Some(Stop::Respond(response)) => return Ok(response),
+                Some(Stop::Paused) => {}
+            }
+        }
+    }
+
+    /// The response once every filter continued, its body through those that want it.
+    fn response(self) -> Response<Body> {
+        let Finishing {
+            mut kept,
+            mut parts,
+            body,
+            end_of_stream,
+            ..
+        } = self;
         kept.retain(|l| l.stream.wants_response_body() || l.stream.wants_response_trailers());
         if kept.is_empty() || end_of_stream {
-            return Ok(Response::from_parts(parts, body));
+            return Response::from_parts(parts, body);
         }
         let data = kept.iter().any(|l| l.stream.wants_response_body());
         if data {
@@ -200,7 +392,7 @@ impl Chain {
             Aborted::default(),
             data,
         );
-        Ok(Response::from_parts(parts, body))
+        Response::from_parts(parts, body)
     }
 }
 

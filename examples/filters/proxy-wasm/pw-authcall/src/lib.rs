@@ -1,7 +1,8 @@
 //! `pw-authcall`, on the public `proxy-wasm` crate: on each request's headers, asks the
 //! service `upstream` (config `{"upstream": "authz", "path": "/check"}`) with
 //! `dispatch_http_call` and pauses; a 200 resumes the request, anything else (or a failed
-//! call) answers 403.
+//! call) answers 403. With `"phase": "response"` it asks on the response's headers instead,
+//! and marks the responses it let through with `x-pw-authcall: checked`.
 
 use std::time::Duration;
 
@@ -23,6 +24,17 @@ struct Config {
     path: String,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    #[serde(default)]
+    phase: Phase,
+}
+
+/// The phase the filter asks in.
+#[derive(Clone, Copy, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Phase {
+    #[default]
+    Request,
+    Response,
 }
 
 fn default_path() -> String {
@@ -77,6 +89,10 @@ impl Context for AuthCall {
         _trailers: usize,
     ) {
         match self.get_http_call_response_header(":status").as_deref() {
+            Some("200") if self.config.phase == Phase::Response => {
+                self.set_http_response_header("x-pw-authcall", Some("checked"));
+                self.resume_http_response();
+            }
             Some("200") => self.resume_http_request(),
             status => {
                 log::info!("pw-authcall: denied ({})", status.unwrap_or("no response"));
@@ -88,6 +104,23 @@ impl Context for AuthCall {
 
 impl HttpContext for AuthCall {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        match self.config.phase {
+            Phase::Request => self.ask(),
+            Phase::Response => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        match self.config.phase {
+            Phase::Request => Action::Continue,
+            Phase::Response => self.ask(),
+        }
+    }
+}
+
+impl AuthCall {
+    /// Asks `upstream` about the request, and pauses until it answers.
+    fn ask(&mut self) -> Action {
         let method = self.get_http_request_header(":method").unwrap_or_default();
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let headers = vec![

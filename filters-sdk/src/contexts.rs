@@ -56,28 +56,33 @@ impl<T> Contexts<T> {
         }
     }
 
-    /// Sets `id`'s entry.
-    pub(crate) fn insert(&mut self, id: u32, value: Option<T>) {
-        if let Some(entry) = self.get_mut(id) {
-            *entry = value;
-            return;
+    /// Sets `id`'s entry; returns it.
+    pub(crate) fn insert(&mut self, id: u32, value: Option<T>) -> &mut Option<T> {
+        if !self.contains(id) {
+            // Kept at most half full, so that a window of ids mostly finds its places free.
+            if (self.live + 1) * 2 > self.table.len() {
+                self.grow();
+            }
+            self.live += 1;
+            return self.put(id, value);
         }
-        // Kept at most half full, so that a window of ids mostly finds its places free.
-        if (self.live + 1) * 2 > self.table.len() {
-            self.grow();
+        let place = self.place(id);
+        match &mut self.table[place] {
+            Some((k, entry)) if *k == id => {
+                *entry = value;
+                entry
+            }
+            // Known and not in its place: spilled.
+            _ => self.spill.entry(id).insert_entry(value).into_mut(),
         }
-        self.live += 1;
-        self.put(id, value);
     }
 
     /// Puts a new entry in its place, or in the spill map if another id holds the place.
-    fn put(&mut self, id: u32, value: Option<T>) {
+    fn put(&mut self, id: u32, value: Option<T>) -> &mut Option<T> {
         let place = self.place(id);
         match &mut self.table[place] {
-            free @ None => *free = Some((id, value)),
-            Some(_) => {
-                self.spill.insert(id, value);
-            }
+            free @ None => &mut free.insert((id, value)).1,
+            Some(_) => self.spill.entry(id).insert_entry(value).into_mut(),
         }
     }
 

@@ -2,11 +2,11 @@
 //! [`Filter`] of each plugin and the [`HttpFilter`] of each request. The `filter!` macro
 //! exports thin `extern "C"` functions that call these, monomorphised for the filter.
 //!
-//! Objects are taken out of the table while their hook runs, so a hook that calls the host
-//! never meets a borrowed table, and a re-entrant callback for the same context is ignored
-//! (it continues) instead of aliasing the filter. Only `Filter::http`, a constructor, runs
-//! with the table borrowed: the host calls nothing in the guest during a host call but its
-//! allocator, which does not use the table.
+//! A request's phase hooks run in place, with the table borrowed: the host calls nothing in
+//! the guest during a host call but its allocator, which does not use the table, and a
+//! callback that re-entered anyway would find the table in use and be ignored (it
+//! continues) instead of aliasing the filter. The rarer callbacks (`on_done`, call
+//! answers, ticks) take their object out of the table while their hook runs.
 
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
@@ -53,19 +53,28 @@ impl<F: Filter> Dispatcher<F> {
         }
     }
 
-    /// Makes request `id`'s filter from root `parent`'s, and returns it taken (its entry in
-    /// the table left empty, as while a hook runs). `None` for an unconfigured (refused) or
-    /// unknown root: the request runs without this filter.
-    fn create(&mut self, id: u32, parent: u32) -> Option<Slot<F>> {
+    /// Makes request `id`'s filter from root `parent`'s and puts it in the table. `None`
+    /// for an unconfigured (refused) or unknown root: the request runs without this filter.
+    fn create(&mut self, id: u32, parent: u32) -> Option<&mut Option<Slot<F>>> {
         let root = self.root(parent)?.as_mut()?;
         let stream = Stream::new(id);
         let filter = root.http(&stream);
-        self.streams.insert(id, None);
-        Some(Slot {
+        let slot = Slot {
             filter,
             stream,
             done: false,
-        })
+        };
+        Some(self.streams.insert(id, Some(slot)))
+    }
+
+    /// Request `id`'s entry; a request not seen before (its `proxy_on_context_create`
+    /// skipped) gets its filter from the only root.
+    fn stream(&mut self, id: u32) -> Option<&mut Option<Slot<F>>> {
+        if self.streams.contains(id) {
+            return self.streams.get_mut(id);
+        }
+        let root = self.only_root()?;
+        self.create(id, root)
     }
 }
 
@@ -84,15 +93,21 @@ thread_local! {
 }
 
 /// Runs `f` on the dispatcher.
-#[allow(unsafe_code)]
 fn with<F: Filter, R>(f: impl FnOnce(&mut Dispatcher<F>) -> R) -> R {
+    try_with::<F, R>(f).expect("the dispatcher is not in use outside a phase hook")
+}
+
+/// Runs `f` on the dispatcher unless a phase hook is running (a callback that re-entered
+/// from a host call, which no host does): `None` then.
+#[allow(unsafe_code)]
+fn try_with<F: Filter, R>(f: impl FnOnce(&mut Dispatcher<F>) -> R) -> Option<R> {
     DISPATCH.with(|cell| {
-        let mut slot = cell.borrow_mut();
+        let mut slot = cell.try_borrow_mut().ok()?;
         if let Some((id, dispatcher)) = slot.as_mut() {
             if *id == TypeId::of::<Dispatcher<F>>() {
                 let dispatcher: *mut dyn Any = &mut **dispatcher;
                 // SAFETY: the box holds a `Dispatcher<F>`: its type id was stored with it.
-                return f(unsafe { &mut *dispatcher.cast::<Dispatcher<F>>() });
+                return Some(f(unsafe { &mut *dispatcher.cast::<Dispatcher<F>>() }));
             }
         }
         let mut dispatcher = Box::new(Dispatcher::<F> {
@@ -101,7 +116,7 @@ fn with<F: Filter, R>(f: impl FnOnce(&mut Dispatcher<F>) -> R) -> R {
         });
         let r = f(&mut dispatcher);
         *slot = Some((TypeId::of::<Dispatcher<F>>(), dispatcher));
-        r
+        Some(r)
     })
 }
 
@@ -159,11 +174,7 @@ pub fn on_context_create<F: Filter>(id: u32, parent: u32) {
         with::<F, _>(|d| d.set_root(id, None));
         return;
     }
-    with::<F, _>(|d| {
-        if let Some(slot) = d.create(id, parent) {
-            d.streams.insert(id, Some(slot));
-        }
-    });
+    with::<F, _>(|d| d.create(id, parent).map(drop));
 }
 
 /// `proxy_on_vm_start`.
@@ -218,18 +229,6 @@ fn parse_config<C: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<C, serde
     serde_json::from_slice(bytes)
 }
 
-/// Takes request `id`'s slot out of the table while its hook runs; a request not seen
-/// before (its `proxy_on_context_create` skipped) gets its filter from the only root.
-fn take<F: Filter>(id: u32) -> Option<Slot<F>> {
-    with::<F, _>(|d| match d.streams.get_mut(id) {
-        Some(entry) => entry.take(),
-        None => {
-            let root = d.only_root()?;
-            d.create(id, root)
-        }
-    })
-}
-
 /// Puts request `id`'s slot back after its hook (unless the context was deleted meanwhile).
 fn put_back<F: Filter>(id: u32, slot: Slot<F>) {
     with::<F, _>(|d| {
@@ -250,24 +249,25 @@ fn phase<F: Filter>(
     last: bool,
     hook: impl FnOnce(&mut F::Http, &mut Stream) -> Action,
 ) -> u32 {
-    let Some(mut slot) = take::<F>(id) else {
-        return action(Action::Continue);
-    };
-    slot.stream.responded = false;
-    let mut verdict = watching(bit, || hook(&mut slot.filter, &mut slot.stream));
-    if slot.stream.responded {
-        verdict = Action::Pause;
-    }
-    slot.stream.paused = match verdict {
-        Action::Pause => Some(kind),
-        Action::Continue => None,
-    };
-    if last && verdict == Action::Continue && slot.stream.calls.is_empty() {
-        with::<F, _>(|d| d.streams.remove(id));
-    } else {
-        put_back::<F>(id, slot);
-    }
-    action(verdict)
+    let verdict = try_with::<F, _>(|d| {
+        // `None` in the table: another callback of the request has it (`on_done`, a call's
+        // answer), which cannot be running now.
+        let slot = d.stream(id)?.as_mut()?;
+        slot.stream.responded = false;
+        let mut verdict = watching(bit, || hook(&mut slot.filter, &mut slot.stream));
+        if slot.stream.responded {
+            verdict = Action::Pause;
+        }
+        slot.stream.paused = match verdict {
+            Action::Pause => Some(kind),
+            Action::Continue => None,
+        };
+        if last && verdict == Action::Continue && slot.stream.calls.is_empty() {
+            d.streams.remove(id);
+        }
+        Some(verdict)
+    });
+    action(verdict.flatten().unwrap_or(Action::Continue))
 }
 
 /// `proxy_on_request_headers`.
@@ -448,9 +448,7 @@ pub fn on_tick<F: Filter>(root: u32) {
 fn finish<F: Filter>(id: u32, remove: bool) {
     if !remove && with::<F, _>(|d| !d.streams.contains(id) && d.root(id).is_none()) {
         // A request that reached no hook before: its filter is made for `on_done`.
-        if let Some(slot) = take::<F>(id) {
-            put_back::<F>(id, slot);
-        }
+        with::<F, _>(|d| d.stream(id).map(drop));
     }
     // Take the slot unless it is already done (kept only for `proxy_on_delete`).
     let slot = with::<F, _>(|d| {
@@ -577,6 +575,24 @@ mod tests {
         // A request deleted without any callback is not made at all.
         on_delete::<Maker>(4);
         assert_eq!(made(), 2);
+    }
+
+    #[test]
+    fn a_phase_callback_that_re_enters_a_running_hook_continues_without_the_filter() {
+        configured_maker();
+        host::with(|h| {
+            h.context = 2;
+            h.maps.insert(map::REQUEST_HEADERS, Vec::new());
+        });
+        // As if the host called the guest back during a hook (the table is in use then).
+        let nested = with::<Maker, _>(|_| on_request_headers::<Maker>(2, 0, true));
+        assert_eq!(nested, 0, "continues");
+        assert_eq!(made(), 0, "no filter was made for it");
+        let set = host::with(|h| h.maps[&map::REQUEST_HEADERS].clone());
+        assert!(set.is_empty(), "the filter did not run: {set:?}");
+        // The request's own callbacks work as usual afterwards.
+        assert_eq!(on_request_headers::<Maker>(2, 0, true), 0);
+        assert_eq!(made(), 1);
     }
 
     #[test]

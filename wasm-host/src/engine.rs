@@ -7,9 +7,10 @@ use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Instances the pool holds at least and at most (all filters, all slots): a sidecar runs
-/// a few filters on a few worker threads; each instance reserves (not commits) 288 MiB of
-/// address space, so the ceiling keeps the reservation in the low hundreds of GiB.
-const POOL_MIN: usize = 128;
+/// a few filters on a few worker threads. Each pooled memory reserves (not commits) 4 GiB of
+/// address space plus its guard (see [`Reservation`]), so the ceiling keeps the pool's
+/// reservation within a few TiB of the 128 TiB a process may address.
+const POOL_MIN: usize = 64;
 const POOL_MAX: usize = 512;
 /// Pool instances per slot: room for a dozen filters plus the old versions of a reload.
 const POOL_PER_SLOT: usize = 16;
@@ -19,18 +20,30 @@ pub(crate) const MAX_MEMORY: usize = 256 << 20;
 /// limit.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
 
-fn base_config() -> Config {
+/// How much address space a linear memory reserves.
+#[derive(Clone, Copy)]
+enum Reservation {
+    /// 4 GiB and a guard region, wasmtime's default on 64-bit hosts: every 32-bit address
+    /// lands in the reservation, so compiled code needs no bounds check on loads and stores
+    /// (they were about a quarter of a header filter's guest instructions).
+    Full,
+    /// Only the cap, and explicit bounds checks in the code: for when the full reservation
+    /// was refused (an address-space limit such as `ulimit -v`).
+    Capped,
+}
+
+fn base_config(reservation: Reservation) -> Config {
     let mut config = Config::new();
     config
         .strategy(wasmtime::Strategy::Cranelift)
         .epoch_interruption(true)
-        .parallel_compilation(true)
-        // A reservation the size of the cap (not the 4 GiB default) keeps the pool's
-        // virtual footprint at 128 × (256 MiB + guard) instead of half a terabyte, at the
-        // price of explicit bounds checks.
-        .memory_reservation(MAX_MEMORY as u64)
-        .memory_guard_size(32 << 20)
-        .memory_reservation_for_growth(0);
+        .parallel_compilation(true);
+    if let Reservation::Capped = reservation {
+        config
+            .memory_reservation(MAX_MEMORY as u64)
+            .memory_guard_size(32 << 20)
+            .memory_reservation_for_growth(0);
+    }
     // `MESH_WASM_PERFMAP=1`: name the filters' compiled functions in /tmp/perf-<pid>.map,
     // so `perf report` shows guest frames (for profiling a filter's cost).
     if std::env::var_os("MESH_WASM_PERFMAP").is_some_and(|v| v == "1") {
@@ -39,8 +52,8 @@ fn base_config() -> Config {
     config
 }
 
-/// Makes the engine: pooled when the platform allows it, on demand otherwise.
-/// Returns whether the pool is in use.
+/// Makes the engine: pooled with full reservations when the platform allows it, else
+/// pooled with capped ones, else on demand. Returns whether the pool is in use.
 pub(crate) fn make_engine(slots: usize) -> Result<(Engine, bool), String> {
     let total = u32::try_from(
         slots
@@ -56,18 +69,21 @@ pub(crate) fn make_engine(slots: usize) -> Result<(Engine, bool), String> {
         .max_memory_size(MAX_MEMORY)
         // Released slots keep no more than this many pages resident between uses.
         .max_unused_warm_slots(16);
-    let mut config = base_config();
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-    match Engine::new(&config) {
-        Ok(engine) => Ok((engine, true)),
-        Err(err) => {
-            tracing::warn!(error = %err, "the pooling allocator is unavailable; instances are allocated on demand");
-            let config = base_config();
-            Engine::new(&config)
-                .map(|engine| (engine, false))
-                .map_err(|err| err.to_string())
+    let mut last_error = None;
+    for reservation in [Reservation::Full, Reservation::Capped] {
+        let mut config = base_config(reservation);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling.clone()));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(err) => last_error = Some(err),
         }
     }
+    if let Some(err) = last_error {
+        tracing::warn!(error = %err, "the pooling allocator is unavailable; instances are allocated on demand");
+    }
+    Engine::new(&base_config(Reservation::Capped))
+        .map(|engine| (engine, false))
+        .map_err(|err| err.to_string())
 }
 
 /// Increments the engine's epoch until dropped: every [`IDLE_TICK`], and every [`TICK`]

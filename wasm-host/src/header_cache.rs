@@ -24,11 +24,18 @@ pub(crate) struct HeaderCache {
 impl HeaderCache {
     /// The header name `key` (any case), or `None` if it is not a valid name.
     pub(crate) fn name(&mut self, key: &[u8]) -> Option<HeaderName> {
-        let hash = lowercase_hash(key);
-        if let Some((_, n)) = self
-            .names
-            .find(|(h, n)| *h == hash && n.as_str().as_bytes().eq_ignore_ascii_case(key))
-        {
+        // Names are usually lower case already: then equal bytes are a plain compare.
+        let lower = !key.iter().any(u8::is_ascii_uppercase);
+        let hash = lowercase_hash(key, lower);
+        let same = |n: &HeaderName| {
+            let n = n.as_str().as_bytes();
+            if lower {
+                n == key
+            } else {
+                n.eq_ignore_ascii_case(key)
+            }
+        };
+        if let Some((_, n)) = self.names.find(|(h, n)| *h == hash && same(n)) {
             return Some(n.clone());
         }
         let name = HeaderName::from_bytes(key).ok()?;
@@ -53,11 +60,11 @@ impl HeaderCache {
     }
 }
 
-/// The hash of `key` in lower case: a word at a time (names are usually lower case
-/// already; a byte at a time was a visible part of setting a header).
-fn lowercase_hash(key: &[u8]) -> u64 {
+/// The hash of `key` in lower case (`lower`: it is already): a word at a time (a byte at a
+/// time was a visible part of setting a header).
+fn lowercase_hash(key: &[u8], lower: bool) -> u64 {
     let mut hasher = FxHasher::default();
-    if !key.iter().any(u8::is_ascii_uppercase) {
+    if lower {
         hasher.write(key);
     } else if key.len() <= 64 {
         let mut lower = [0u8; 64];

@@ -8,7 +8,7 @@ use wasmtime::{Caller, Linker};
 
 use super::{code, copy_out, memory_and_state, read, slice, status};
 use crate::header_cache::HeaderCache;
-use crate::state::{HostState, ReqView, RespView};
+use crate::state::{HostState, ReqView, RespView, Scope};
 
 /// Map types of the ABI.
 pub(crate) const REQUEST_HEADERS: u32 = 0;
@@ -298,10 +298,14 @@ enum Target<'a> {
 }
 
 fn target(state: &mut HostState, map_type: u32) -> Result<Target<'_>, i32> {
+    scope_target(&mut state.scope, map_type)
+}
+
+fn scope_target(scope: &mut Scope, map_type: u32) -> Result<Target<'_>, i32> {
     match map_type {
-        REQUEST_HEADERS => state.scope.req.as_mut().map(Target::Req),
-        RESPONSE_HEADERS => state.scope.resp.as_mut().map(Target::Resp),
-        REQUEST_TRAILERS | RESPONSE_TRAILERS => match &mut state.scope.trailers {
+        REQUEST_HEADERS => scope.req.as_mut().map(Target::Req),
+        RESPONSE_HEADERS => scope.resp.as_mut().map(Target::Resp),
+        REQUEST_TRAILERS | RESPONSE_TRAILERS => match &mut scope.trailers {
             Some((t, map)) if *t == map_type => Some(Target::Map(map)),
             _ => None,
         },
@@ -311,17 +315,18 @@ fn target(state: &mut HostState, map_type: u32) -> Result<Target<'_>, i32> {
     .ok_or(status::NOT_FOUND)
 }
 
-/// Runs `f` on map `map_type` with the instance's header cache (taken out of the state
-/// meanwhile, since the map borrows the state too).
+/// Runs `f` on map `map_type` with the instance's header cache.
 fn with_target(
     state: &mut HostState,
     map_type: u32,
     f: impl FnOnce(&mut Target<'_>, &mut HeaderCache) -> Result<(), i32>,
 ) -> Result<(), i32> {
-    let mut cache = std::mem::take(&mut state.header_cache);
-    let result = target(state, map_type).and_then(|mut t| f(&mut t, &mut cache));
-    state.header_cache = cache;
-    result
+    let HostState {
+        scope,
+        header_cache,
+        ..
+    } = state;
+    scope_target(scope, map_type).and_then(|mut t| f(&mut t, header_cache))
 }
 
 fn rebuild(uri: &Uri, f: impl FnOnce(&mut http::uri::Parts)) -> Result<Uri, i32> {

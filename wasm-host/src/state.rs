@@ -96,9 +96,11 @@ pub(crate) struct Scope {
 pub(crate) struct Context {
     /// The request's facts; `None` on the root context.
     pub(crate) info: Option<StreamInfo>,
-    /// Properties the filter set (`proxy_set_property`), by serialized path.
-    pub(crate) props: HashMap<Vec<u8>, Vec<u8>>,
-    pub(crate) local_response: Option<LocalResponse>,
+    /// Properties the filter set (`proxy_set_property`), by serialized path. Boxed, like
+    /// the local response: rare, and a context is moved in and out of its map per request.
+    #[allow(clippy::box_collection)] // one pointer in the context instead of a map's 48 bytes
+    pub(crate) props: Option<Box<HashMap<Vec<u8>, Vec<u8>>>>,
+    pub(crate) local_response: Option<Box<LocalResponse>>,
     pub(crate) close: bool,
     pub(crate) continued: bool,
     /// `http_call`s dispatched by this context and not yet delivered.

@@ -86,7 +86,7 @@ fn outcome(state: &mut HostState, ctx: u32, action: Option<i32>) -> Step {
     };
     if let Some(response) = c.local_response.take() {
         c.continued = false;
-        return Step::Done(Verdict::Respond(response));
+        return Step::Done(Verdict::Respond(*response));
     }
     if c.close {
         return Step::Done(Verdict::Reset);

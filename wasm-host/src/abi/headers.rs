@@ -230,28 +230,41 @@ fn pseudo<'a>(
     pairs.find(|(k, _)| *k == key).map(|(_, v)| v.to_vec())
 }
 
-fn live_values(map: &HeaderMap, key: &[u8]) -> Result<Option<Vec<u8>>, i32> {
-    Ok(joined(
-        map.get_all(lookup(key)?).iter().map(HeaderValue::as_bytes),
-    ))
+/// The values of `key` in `map`; `name`: the key as a header name, if the caller has it
+/// (from the header cache: no parsing).
+fn live_values(
+    map: &HeaderMap,
+    key: &[u8],
+    name: Option<&HeaderName>,
+) -> Result<Option<Vec<u8>>, i32> {
+    let values = match name {
+        Some(name) => map.get_all(name),
+        None => map.get_all(lookup(key)?),
+    };
+    Ok(joined(values.iter().map(HeaderValue::as_bytes)))
 }
 
 /// One value of map `map_type` (repeated headers joined with `,`, as Envoy does); `key`
-/// lower-cased if it is a pseudo-header.
-pub(crate) fn value(state: &HostState, map_type: u32, key: &[u8]) -> Result<Vec<u8>, i32> {
+/// lower-cased if it is a pseudo-header; `name`: as in [`live_values`].
+pub(crate) fn value(
+    state: &HostState,
+    map_type: u32,
+    key: &[u8],
+    name: Option<&HeaderName>,
+) -> Result<Vec<u8>, i32> {
     let found = match map_type {
         REQUEST_HEADERS => match state.request().ok_or(status::NOT_FOUND)? {
             Visible::Frozen(f) => f.value(key),
             Visible::Live(r) if key.starts_with(b":") => pseudo(request_pairs(r), key),
-            Visible::Live(r) => live_values(&r.headers, key)?,
+            Visible::Live(r) => live_values(&r.headers, key, name)?,
         },
         RESPONSE_HEADERS => match state.response().ok_or(status::NOT_FOUND)? {
             Visible::Frozen(f) => f.value(key),
             Visible::Live(r) if key.starts_with(b":") => pseudo(response_pairs(r), key),
-            Visible::Live(r) => live_values(&r.headers, key)?,
+            Visible::Live(r) => live_values(&r.headers, key, name)?,
         },
         REQUEST_TRAILERS | RESPONSE_TRAILERS => match &state.scope.trailers {
-            Some((t, map)) if *t == map_type => live_values(map, key)?,
+            Some((t, map)) if *t == map_type => live_values(map, key, name)?,
             _ => return Err(status::NOT_FOUND),
         },
         CALL_RESPONSE_HEADERS | CALL_RESPONSE_TRAILERS => {
@@ -477,9 +490,11 @@ fn get_value(
     let found = memory_and_state(&mut c).and_then(|(mem, state)| {
         let key = slice(mem, kptr, klen)?;
         if key.starts_with(b":") {
-            value(state, map_type as u32, &key.to_ascii_lowercase())
+            value(state, map_type as u32, &key.to_ascii_lowercase(), None)
         } else {
-            value(state, map_type as u32, key)
+            // Filters ask for the same few names again and again: the cache has them parsed.
+            let name = state.header_cache.name(key);
+            value(state, map_type as u32, key, name.as_ref())
         }
     });
     match found {

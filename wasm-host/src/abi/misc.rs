@@ -124,7 +124,9 @@ fn send_local_response(
             body,
             details,
         };
-        Ok(flag(&mut c, |ctx| ctx.local_response = Some(response)))
+        Ok(flag(&mut c, |ctx| {
+            ctx.local_response = Some(Box::new(response))
+        }))
     })())
 }
 

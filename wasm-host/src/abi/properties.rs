@@ -30,7 +30,7 @@ fn protocol(v: Version) -> &'static str {
 /// The value of property `name` for the effective context; `None` if it has none.
 pub(crate) fn lookup(state: &HostState, name: &str) -> Option<Vec<u8>> {
     let ctx = state.contexts.get(&state.active);
-    if let Some(v) = ctx.and_then(|c| c.props.get(name.as_bytes())) {
+    if let Some(v) = ctx.and_then(|c| c.props.as_ref()?.get(name.as_bytes())) {
         return Some(v.clone());
     }
     let s = |v: &str| Some(v.as_bytes().to_vec());
@@ -39,7 +39,7 @@ pub(crate) fn lookup(state: &HostState, name: &str) -> Option<Vec<u8>> {
         _ => {}
     }
     if let Some(rest) = name.strip_prefix("request.") {
-        let request = |key: &[u8]| headers::value(state, headers::REQUEST_HEADERS, key).ok();
+        let request = |key: &[u8]| headers::value(state, headers::REQUEST_HEADERS, key, None).ok();
         return match rest {
             "path" => request(b":path"),
             "url_path" => request(b":path").map(|mut p| {
@@ -55,7 +55,7 @@ pub(crate) fn lookup(state: &HostState, name: &str) -> Option<Vec<u8>> {
         };
     }
     if name == "response.code" {
-        let status = headers::value(state, headers::RESPONSE_HEADERS, b":status").ok()?;
+        let status = headers::value(state, headers::RESPONSE_HEADERS, b":status", None).ok()?;
         let code: u16 = std::str::from_utf8(&status).ok()?.parse().ok()?;
         return Some(u64::from(code).to_le_bytes().to_vec());
     }
@@ -107,7 +107,9 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let name = key(&read(&c, ptr, len)?);
                 let value = read(&c, vptr, vlen)?;
                 let ctx = c.data_mut().ctx().ok_or(status::NOT_FOUND)?;
-                ctx.props.insert(name.into_bytes(), value);
+                ctx.props
+                    .get_or_insert_default()
+                    .insert(name.into_bytes(), value);
                 Ok(status::OK)
             })())
         },

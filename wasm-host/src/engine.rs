@@ -69,6 +69,13 @@ pub(crate) fn make_engine(slots: usize) -> Result<(Engine, bool), String> {
         .max_memory_size(MAX_MEMORY)
         // Released slots keep no more than this many pages resident between uses.
         .max_unused_warm_slots(16);
+    // `MESH_WASM_POOLING=0`: allocate instances on demand, with full reservations (for
+    // counting instructions under valgrind, whose address space cannot hold the pool).
+    if std::env::var_os("MESH_WASM_POOLING").is_some_and(|v| v == "0") {
+        return Engine::new(&base_config(Reservation::Full))
+            .map(|engine| (engine, false))
+            .map_err(|err| err.to_string());
+    }
     let mut last_error = None;
     for reservation in [Reservation::Full, Reservation::Capped] {
         let mut config = base_config(reservation);

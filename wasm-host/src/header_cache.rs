@@ -24,6 +24,11 @@ pub(crate) struct HeaderCache {
 impl HeaderCache {
     /// The header name `key` (any case), or `None` if it is not a valid name.
     pub(crate) fn name(&mut self, key: &[u8]) -> Option<HeaderName> {
+        // A filter passes its names the same way every time: the same bytes are found
+        // without hashing (a length compare rules most entries out).
+        if let Some((_, n)) = self.names.find(|(_, n)| n.as_str().as_bytes() == key) {
+            return Some(n.clone());
+        }
         // Names are usually lower case already: then equal bytes are a plain compare.
         let lower = !has_uppercase(key);
         let hash = lowercase_hash(key, lower);

@@ -89,11 +89,12 @@ fn bench(c: &mut Criterion) {
                 // As the proxy runs a filter: started with its request phase, and the
                 // response phase lent the request as sent.
                 let mut request = support::request("/api/items/1");
-                let start = Stream::start_request(plugin, info(), &mut request, true, true, true);
-                let (stream, verdict) = runtime.block_on(start).expect("request headers");
+                let (stream, verdict) =
+                    Stream::begin_request(plugin, info(), &mut request, true, true, true)
+                        .expect("request headers");
                 let mut response = http::Response::new(()).into_parts().0;
-                let _ = runtime
-                    .block_on(stream.response_headers_after(&mut request, &mut response, true))
+                let _ = stream
+                    .begin_response(&mut request, &mut response, true)
                     .expect("response headers");
                 black_box((verdict, request));
             });

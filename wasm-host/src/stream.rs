@@ -391,12 +391,11 @@ impl Stream {
         parts: &mut http::response::Parts,
         end_of_stream: bool,
     ) -> Result<Verdict, Failure> {
-        let mut head = WithSentRequest {
-            response: parts,
-            request,
-        };
-        self.head_phase(&mut head, Side::Response, end_of_stream)
-            .await
+        match self.begin_response(request, parts, end_of_stream)? {
+            Step::Done(verdict) => Ok(verdict),
+            // Boxed, as in `after_head`.
+            Step::Paused => Box::pin(self.resume_response(request, parts)).await,
+        }
     }
 
     /// `proxy_on_request_body` with every byte buffered so far (the filter may change it).
@@ -584,32 +583,11 @@ impl Stream {
 
     /// Starts a request's context in `plugin` and runs its request-headers phase in the
     /// same hold of the instance (as [`crate::Plugin::start`] then
-    /// [`Stream::request_headers`], one lock fewer). `no_trailers` and
-    /// `lends_sent_request`: as [`Stream::no_request_trailers`] and
+    /// [`Stream::request_headers`], one lock fewer), without waiting: the stream and the
+    /// verdict, or [`Step::Paused`] (then [`Stream::resume_request`] gives it).
+    /// `no_trailers` and `lends_sent_request`: as [`Stream::no_request_trailers`] and
     /// [`Stream::will_lend_sent_request`], said before the phase. An `Err` is a failure
     /// to start or in the phase; either way the request goes on without this filter.
-    pub async fn start_request(
-        plugin: &Arc<Plugin>,
-        info: crate::StreamInfo,
-        parts: &mut http::request::Parts,
-        end_of_stream: bool,
-        no_trailers: bool,
-        lends_sent_request: bool,
-    ) -> Result<(Stream, Verdict), Failure> {
-        let (stream, first) = Stream::begin_request(
-            plugin,
-            info,
-            parts,
-            end_of_stream,
-            no_trailers,
-            lends_sent_request,
-        )?;
-        let verdict = stream.after_head(first, parts).await?;
-        Ok((stream, verdict))
-    }
-
-    /// [`Stream::start_request`] without waiting: the stream and the verdict, or
-    /// [`Step::Paused`] (then [`Stream::resume_request`] gives it).
     pub fn begin_request(
         plugin: &Arc<Plugin>,
         info: crate::StreamInfo,

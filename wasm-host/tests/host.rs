@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use mesh_wasm::{FailureReason, LoadError, MetricKind, Stream, Verdict};
+use mesh_wasm::{FailureReason, LoadError, MetricKind, Step, Stream, Verdict};
 use support::{host, host_with, info, module, plugin, request, spec, MockCaller};
 
 /// Every `env` import the test modules use.
@@ -239,10 +239,9 @@ async fn a_request_started_with_its_request_phase_runs_it_once_and_a_trap_fails_
     let host = host();
     let headers = plugin(&host, &wat(HEADERS), spec("headers"));
     let mut parts = request("/orig?q=1");
-    let (stream, verdict) = Stream::start_request(&headers, info(), &mut parts, true, true, true)
-        .await
-        .expect("runs");
-    assert!(matches!(verdict, Verdict::Continue), "{verdict:?}");
+    let (stream, step) =
+        Stream::begin_request(&headers, info(), &mut parts, true, true, true).expect("runs");
+    assert!(matches!(step, Step::Done(Verdict::Continue)), "{step:?}");
     assert_eq!(
         parts.headers.get_all("x-added").iter().count(),
         1,
@@ -257,15 +256,13 @@ async fn a_request_started_with_its_request_phase_runs_it_once_and_a_trap_fails_
     assert_eq!(response.status, 201);
 
     let trap = plugin(&host, &wat(TRAP), spec("trap"));
-    let failure = Stream::start_request(&trap, info(), &mut request("/"), true, true, true)
-        .await
+    let failure = Stream::begin_request(&trap, info(), &mut request("/"), true, true, true)
         .expect_err("traps");
     assert_eq!(failure.reason, FailureReason::Trap, "{failure}");
     assert_eq!(failure_count(&host, "trap", FailureReason::Trap), 1);
     // The failed instance was discarded: the next request gets a fresh one.
     let created = host.instances_created();
-    Stream::start_request(&trap, info(), &mut request("/"), true, true, true)
-        .await
+    Stream::begin_request(&trap, info(), &mut request("/"), true, true, true)
         .expect_err("traps again");
     assert_eq!(host.instances_created(), created + 1);
 }

@@ -445,7 +445,7 @@ impl Plugin {
     ) -> wasmtime::Result<()> {
         let state = inst.store.data_mut();
         state.active = ctx;
-        state.scope = Default::default();
+        state.scope.clear();
         let id = ctx as i32;
         let skip_done = self.unused.skips(bit::DONE);
         let result = (|| {

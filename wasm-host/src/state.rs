@@ -78,17 +78,57 @@ pub(crate) struct RespView {
     pub(crate) headers: HeaderMap,
 }
 
+/// A head lent to the store for one call. Its fields are swapped with the caller's, not
+/// moved out and back: between calls the view holds the caller's placeholders, so lending
+/// builds and drops nothing.
+#[derive(Default)]
+pub(crate) struct Lent<V> {
+    pub(crate) view: V,
+    /// The view holds the caller's head now.
+    pub(crate) live: bool,
+}
+
+impl<V> Lent<V> {
+    pub(crate) fn get(&self) -> Option<&V> {
+        self.live.then_some(&self.view)
+    }
+
+    pub(crate) fn get_mut(&mut self) -> Option<&mut V> {
+        if self.live {
+            Some(&mut self.view)
+        } else {
+            None
+        }
+    }
+}
+
 /// What the current synchronous call exposes; empty between calls.
 #[derive(Default)]
 pub(crate) struct Scope {
-    pub(crate) req: Option<ReqView>,
-    pub(crate) resp: Option<RespView>,
+    pub(crate) req: Lent<ReqView>,
+    pub(crate) resp: Lent<RespView>,
     /// The buffered body and its ABI buffer type (0 request, 1 response).
     pub(crate) body: Option<(u32, BytesMut)>,
     /// Trailers and their ABI map type (1 request, 3 response).
     pub(crate) trailers: Option<(u32, HeaderMap)>,
     /// The response of the `http_call` being delivered.
     pub(crate) call_response: Option<CallResponse>,
+}
+
+impl Scope {
+    /// Forgets what a call left (nothing, when every call returned what it was lent);
+    /// keeps the lent views' placeholders.
+    pub(crate) fn clear(&mut self) {
+        if std::mem::take(&mut self.req.live) {
+            self.req.view = ReqView::default();
+        }
+        if std::mem::take(&mut self.resp.live) {
+            self.resp.view = RespView::default();
+        }
+        self.body = None;
+        self.trailers = None;
+        self.call_response = None;
+    }
 }
 
 /// One context of the filter: the root context or a request's.
@@ -170,7 +210,7 @@ impl HostState {
 
     /// The request head visible now: live in a request-headers call, the snapshot later.
     pub(crate) fn request(&self) -> Option<Visible<'_, ReqView>> {
-        match &self.scope.req {
+        match self.scope.req.get() {
             Some(live) => Some(Visible::Live(live)),
             None => self.frozen(|c| &c.req_snapshot),
         }
@@ -178,7 +218,7 @@ impl HostState {
 
     /// The response head visible now.
     pub(crate) fn response(&self) -> Option<Visible<'_, RespView>> {
-        match &self.scope.resp {
+        match self.scope.resp.get() {
             Some(live) => Some(Visible::Live(live)),
             None => self.frozen(|c| &c.resp_snapshot),
         }

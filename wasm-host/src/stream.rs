@@ -13,7 +13,7 @@ use crate::hooks::{bit, LAST_CALLBACK};
 use crate::instance::{Funcs, Instance, PhaseFn};
 use crate::mailbox::Mailbox;
 use crate::plugin::call_counts;
-use crate::state::{Event, HostState, ReqView, RespView, Scope};
+use crate::state::{Event, HostState, Lent, ReqView, Scope};
 use crate::{CallResponse, Failure, FailureReason, Plugin, Verdict};
 
 /// One request's context in one filter. Cheap to clone (the request body and response
@@ -120,7 +120,7 @@ struct WithSentRequest<'a> {
 impl Head for WithSentRequest<'_> {
     fn install(&mut self, scope: &mut Scope) -> i32 {
         // Only the response's headers are counted for the callback.
-        scope.req = Some(request_view(self.request));
+        lend_request(self.request, &mut scope.req);
         self.response.install(scope)
     }
 
@@ -131,61 +131,64 @@ impl Head for WithSentRequest<'_> {
     }
 }
 
-/// The request head moved out of `parts` into a view (moved back by `restore`).
-fn request_view(parts: &mut http::request::Parts) -> ReqView {
-    ReqView {
-        method: std::mem::take(&mut parts.method),
-        uri: std::mem::take(&mut parts.uri),
-        version: parts.version,
-        headers: std::mem::take(&mut parts.headers),
-    }
+/// Lends the request head in `parts` to the store (returned by `Head::restore`).
+fn lend_request(parts: &mut http::request::Parts, lent: &mut Lent<ReqView>) {
+    let view = &mut lent.view;
+    std::mem::swap(&mut parts.method, &mut view.method);
+    std::mem::swap(&mut parts.uri, &mut view.uri);
+    std::mem::swap(&mut parts.headers, &mut view.headers);
+    view.version = parts.version;
+    lent.live = true;
 }
 
 impl Head for http::request::Parts {
     fn install(&mut self, scope: &mut Scope) -> i32 {
-        let view = request_view(self);
+        lend_request(self, &mut scope.req);
+        let view = &scope.req.view;
         let pseudo =
             if view.uri.authority().is_some() || view.headers.contains_key(http::header::HOST) {
                 4
             } else {
                 3
             };
-        let n = count(view.headers.len() + pseudo);
-        scope.req = Some(view);
-        n
+        count(view.headers.len() + pseudo)
     }
 
     fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
-        if let Some(view) = state.scope.req.take() {
-            if let Some(c) = snapshot.then(|| state.contexts.get_mut(&ctx)).flatten() {
-                c.req_snapshot = Some(Frozen::request(&view));
-            }
-            self.method = view.method;
-            self.uri = view.uri;
-            self.headers = view.headers;
+        let lent = &mut state.scope.req;
+        if !std::mem::take(&mut lent.live) {
+            return;
         }
+        let view = &mut lent.view;
+        if let Some(c) = snapshot.then(|| state.contexts.get_mut(&ctx)).flatten() {
+            c.req_snapshot = Some(Frozen::request(view));
+        }
+        std::mem::swap(&mut self.method, &mut view.method);
+        std::mem::swap(&mut self.uri, &mut view.uri);
+        std::mem::swap(&mut self.headers, &mut view.headers);
     }
 }
 
 impl Head for http::response::Parts {
     fn install(&mut self, scope: &mut Scope) -> i32 {
-        let view = RespView {
-            status: self.status,
-            headers: std::mem::take(&mut self.headers),
-        };
-        let n = count(view.headers.len() + 1);
-        scope.resp = Some(view);
-        n
+        let lent = &mut scope.resp;
+        lent.view.status = self.status;
+        std::mem::swap(&mut self.headers, &mut lent.view.headers);
+        lent.live = true;
+        count(lent.view.headers.len() + 1)
     }
 
     fn restore(&mut self, state: &mut HostState, ctx: u32, snapshot: bool) {
-        if let Some(view) = state.scope.resp.take() {
-            if let Some(c) = snapshot.then(|| state.contexts.get_mut(&ctx)).flatten() {
-                c.resp_snapshot = Some(Frozen::response(&view));
-            }
-            self.status = view.status;
-            self.headers = view.headers;
+        let lent = &mut state.scope.resp;
+        if !std::mem::take(&mut lent.live) {
+            return;
         }
+        let view = &mut lent.view;
+        if let Some(c) = snapshot.then(|| state.contexts.get_mut(&ctx)).flatten() {
+            c.resp_snapshot = Some(Frozen::response(view));
+        }
+        self.status = view.status;
+        std::mem::swap(&mut self.headers, &mut view.headers);
     }
 }
 

@@ -316,8 +316,8 @@ fn target(state: &mut HostState, map_type: u32) -> Result<Target<'_>, i32> {
 
 fn scope_target(scope: &mut Scope, map_type: u32) -> Result<Target<'_>, i32> {
     match map_type {
-        REQUEST_HEADERS => scope.req.as_mut().map(Target::Req),
-        RESPONSE_HEADERS => scope.resp.as_mut().map(Target::Resp),
+        REQUEST_HEADERS => scope.req.get_mut().map(Target::Req),
+        RESPONSE_HEADERS => scope.resp.get_mut().map(Target::Resp),
         REQUEST_TRAILERS | RESPONSE_TRAILERS => match &mut scope.trailers {
             Some((t, map)) if *t == map_type => Some(Target::Map(map)),
             _ => None,

@@ -56,15 +56,29 @@ impl<T> Contexts<T> {
         }
     }
 
+    /// `id`'s entry, or `make`'s value put in as `id`'s (nothing if `make` gives `None`).
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        id: u32,
+        make: impl FnOnce() -> Option<Option<T>>,
+    ) -> Option<&mut Option<T>> {
+        if !self.table.is_empty() {
+            let place = self.place(id);
+            if matches!(&self.table[place], Some((k, _)) if *k == id) {
+                return self.table[place].as_mut().map(|(_, value)| value);
+            }
+            if !self.spill.is_empty() && self.spill.contains_key(&id) {
+                return self.spill.get_mut(&id);
+            }
+        }
+        let value = make()?;
+        Some(self.insert_new(id, value))
+    }
+
     /// Sets `id`'s entry; returns it.
     pub(crate) fn insert(&mut self, id: u32, value: Option<T>) -> &mut Option<T> {
         if !self.contains(id) {
-            // Kept at most half full, so that a window of ids mostly finds its places free.
-            if (self.live + 1) * 2 > self.table.len() {
-                self.grow();
-            }
-            self.live += 1;
-            return self.put(id, value);
+            return self.insert_new(id, value);
         }
         let place = self.place(id);
         match &mut self.table[place] {
@@ -75,6 +89,16 @@ impl<T> Contexts<T> {
             // Known and not in its place: spilled.
             _ => self.spill.entry(id).insert_entry(value).into_mut(),
         }
+    }
+
+    /// Adds `id`, which is not known.
+    fn insert_new(&mut self, id: u32, value: Option<T>) -> &mut Option<T> {
+        // Kept at most half full, so that a window of ids mostly finds its places free.
+        if (self.live + 1) * 2 > self.table.len() {
+            self.grow();
+        }
+        self.live += 1;
+        self.put(id, value)
     }
 
     /// Puts a new entry in its place, or in the spill map if another id holds the place.
@@ -171,6 +195,33 @@ mod tests {
         for &id in ids.iter().rev() {
             assert!(c.remove(id).is_some(), "id {id}");
             assert!(!c.contains(id));
+        }
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn get_or_insert_with_finds_placed_and_spilled_ids_and_makes_only_new_ones() {
+        let mut c = Contexts::default();
+        let mut made = 0;
+        // Ids that share a place: the first is placed, the rest spill.
+        let ids: Vec<u32> = (0..50).map(|i| i * 1024 + 7).collect();
+        for &id in &ids {
+            let entry = c.get_or_insert_with(id, || {
+                made += 1;
+                Some(Some(id))
+            });
+            assert_eq!(entry.copied(), Some(Some(id)));
+        }
+        assert_eq!(made, ids.len());
+        for &id in &ids {
+            let entry = c.get_or_insert_with(id, || panic!("id {id} is known"));
+            assert_eq!(entry.copied(), Some(Some(id)), "id {id}");
+        }
+        // `None` from `make`: nothing is added.
+        assert_eq!(c.get_or_insert_with(3, || None), None);
+        assert!(!c.contains(3));
+        for &id in &ids {
+            assert_eq!(c.remove(id), Some(Some(id)));
         }
         assert!(c.is_empty());
     }

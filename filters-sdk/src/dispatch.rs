@@ -45,36 +45,34 @@ impl<F: Filter> Dispatcher<F> {
         self.roots.retain(|(r, _)| *r != id);
     }
 
-    /// The root a request with no `proxy_on_context_create` belongs to: the only one.
-    fn only_root(&self) -> Option<u32> {
-        match self.roots.as_slice() {
-            [(id, _)] => Some(*id),
-            _ => None,
-        }
-    }
-
     /// Makes request `id`'s filter from root `parent`'s and puts it in the table. `None`
     /// for an unconfigured (refused) or unknown root: the request runs without this filter.
     fn create(&mut self, id: u32, parent: u32) -> Option<&mut Option<Slot<F>>> {
-        let root = self.root(parent)?.as_mut()?;
-        let stream = Stream::new(id);
-        let filter = root.http(&stream);
-        let slot = Slot {
-            filter,
-            stream,
-            done: false,
-        };
+        let slot = make_slot(self.root(parent)?.as_mut()?, id);
         Some(self.streams.insert(id, Some(slot)))
     }
 
     /// Request `id`'s entry; a request not seen before (its `proxy_on_context_create`
-    /// skipped) gets its filter from the only root.
+    /// skipped) gets its filter from the only root, the one it belongs to.
     fn stream(&mut self, id: u32) -> Option<&mut Option<Slot<F>>> {
-        if self.streams.contains(id) {
-            return self.streams.get_mut(id);
-        }
-        let root = self.only_root()?;
-        self.create(id, root)
+        let Dispatcher { roots, streams } = self;
+        streams.get_or_insert_with(id, || {
+            let [(_, Some(root))] = roots.as_mut_slice() else {
+                return None; // no root, several, or not configured (refused)
+            };
+            Some(Some(make_slot(root, id)))
+        })
+    }
+}
+
+/// Request `id`'s filter, made by its root's.
+fn make_slot<F: Filter>(root: &mut F, id: u32) -> Slot<F> {
+    let stream = Stream::new(id);
+    let filter = root.http(&stream);
+    Slot {
+        filter,
+        stream,
+        done: false,
     }
 }
 

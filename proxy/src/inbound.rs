@@ -16,7 +16,6 @@ use mesh_table::{Action, MtlsMode, Protocol, ServiceId, Table};
 
 use crate::body::{boxed, Body};
 use crate::errors::ProxyError;
-use crate::filters::{Chain, Start};
 use crate::forward::{
     forward, forward_keeping, request_authority, Destination, Edits, NextHop, Target,
 };
@@ -226,15 +225,15 @@ async fn inbound(
         },
         mtls: matches!(conn.caller, Caller::Mesh { .. }),
     };
-    let (request, chain) = match Chain::start(store, table, &service.filters, info, request).await?
-    {
-        Start::Forward(request, chain) => (request, chain),
-        Start::Respond(response) => return Ok(response),
-    };
-    match forward_keeping(&ctx.upstreams, conn.addr, to, request, edits, tries).await {
-        Ok((response, sent)) => chain.finish(response, sent).await,
-        Err(error) => chain.aborted_response().ok_or(error),
-    }
+    crate::filters::around(
+        store,
+        table,
+        &service.filters,
+        info,
+        request,
+        move |request| forward_keeping(&ctx.upstreams, conn.addr, to, request, edits, tries),
+    )
+    .await
 }
 
 /// Removes every identity header a caller sent.

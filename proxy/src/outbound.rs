@@ -13,7 +13,6 @@ use mesh_table::{Route, ServiceId};
 
 use crate::body::{boxed, Body};
 use crate::errors::ProxyError;
-use crate::filters::{Chain, Start};
 use crate::forward::{
     forward, forward_keeping, request_authority, Destination, Edits, NextHop, Target,
 };
@@ -189,15 +188,15 @@ async fn outbound(
         peer_identity: None,
         mtls: false,
     };
-    let (request, chain) =
-        match Chain::start(store, snapshot.table(), route_filters, info, request).await? {
-            Start::Forward(request, chain) => (request, chain),
-            Start::Respond(response) => return Ok(response),
-        };
-    match forward_keeping(&ctx.upstreams, peer, to, request, edits, tries).await {
-        Ok((response, sent)) => chain.finish(response, sent).await,
-        Err(error) => chain.aborted_response().ok_or(error),
-    }
+    crate::filters::around(
+        store,
+        snapshot.table(),
+        route_filters,
+        info,
+        request,
+        move |request| forward_keeping(&ctx.upstreams, peer, to, request, edits, tries),
+    )
+    .await
 }
 
 /// A target by the route's split weights.

@@ -1,6 +1,7 @@
 //! Header names and values a filter sets again and again (a constant header, a label),
-//! kept per instance: setting one again clones it, a reference count, instead of building
-//! it; and the proxy's later copies of the head (a retry's) share it too.
+//! kept per instance: setting one again clones it instead of building it. Their bytes are
+//! kept for the process (`interned`), so the clone, the proxy's later copies of the head
+//! (a retry's) and the drops touch no reference count.
 
 use std::hash::{BuildHasher, BuildHasherDefault};
 
@@ -36,8 +37,7 @@ impl HeaderCache {
         if let Some(n) = cached {
             return Some(n.clone());
         }
-        let name = HeaderName::from_bytes(key).ok()?;
-        // The first clone of a name built from bytes moves it to a shared buffer, once.
+        let name = crate::interned::name(HeaderName::from_bytes(key).ok()?);
         self.names.push(name.clone());
         Some(name)
     }
@@ -52,7 +52,7 @@ impl HeaderCache {
             self.seen.push(hash);
             return HeaderValue::from_bytes(bytes).ok();
         }
-        let value = HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(bytes)).ok()?;
+        let value = crate::interned::value(bytes)?;
         self.values.push(value.clone());
         Some(value)
     }

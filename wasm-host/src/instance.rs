@@ -84,6 +84,7 @@ impl Instance {
             scope: Scope::default(),
             header_cache: Default::default(),
             next_token: 1,
+            made_mailboxes: false,
             tick_change: None,
         };
         let mut store = Store::new(&host.engine, state);

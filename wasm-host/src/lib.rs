@@ -24,6 +24,7 @@ mod header_cache;
 mod hooks;
 mod host;
 mod instance;
+mod interned;
 mod mailbox;
 mod plugin;
 mod state;

@@ -13,6 +13,7 @@ use crate::cooldown::Cooldown;
 use crate::hooks::{bit, UnusedHooks};
 use crate::instance::{Instance, ROOT_ID};
 use crate::state::HostState;
+use crate::stream::StartFacts;
 use crate::{CallResponse, Failure, FailureReason, Host, StreamInfo};
 
 /// One warm instance and the contexts whose finishing had to wait for it.
@@ -172,15 +173,16 @@ impl Plugin {
     /// Starts a request's context in this thread's warm instance (a fresh instance where
     /// the last one failed).
     pub fn start(self: &Arc<Self>, info: StreamInfo) -> Result<crate::Stream, Failure> {
-        self.start_then(info, |_, _, _| Ok(()))
+        self.start_then(info, StartFacts::default(), |_, _, _| Ok(()))
             .map(|(stream, ())| stream)
     }
 
-    /// Starts a request's context, then runs `first` on its stream in the same hold of the
-    /// instance; an error from either discards the instance.
+    /// Starts a request's context (its stream knowing `facts`), then runs `first` on its
+    /// stream in the same hold of the instance; an error from either discards the instance.
     pub(crate) fn start_then<R>(
         self: &Arc<Self>,
         info: StreamInfo,
+        facts: StartFacts,
         first: impl FnOnce(&crate::Stream, &mut Instance, u32) -> wasmtime::Result<R>,
     ) -> Result<(crate::Stream, R), Failure> {
         if let Some(left) = self.cooldown.resting() {
@@ -217,7 +219,7 @@ impl Plugin {
                 .context_create
                 .call(&mut inst.store, (ctx as i32, ROOT_ID as i32))
         };
-        let stream = crate::Stream::new(self.clone(), slot, inst.generation, ctx);
+        let stream = crate::Stream::new(self.clone(), slot, inst.generation, ctx, facts);
         match created.and_then(|()| first(&stream, inst, ctx)) {
             Ok(r) => {
                 self.after_call(slot, &mut guard);
@@ -278,6 +280,7 @@ impl Plugin {
     }
 
     /// Makes a fresh instance in an empty slot.
+    #[cold] // off the request path: kept out of its code
     pub(crate) fn fill(&self, slot: usize, guard: &mut SlotGuard<'_>) -> wasmtime::Result<()> {
         let instance = Instance::new(self, slot)?;
         **guard = Some(instance);
@@ -314,6 +317,7 @@ impl Plugin {
     }
 
     /// Discards the stream's instance (if still there) for a failure not raised by a trap.
+    #[cold] // off the request path: kept out of its code
     pub(crate) fn discard(
         &self,
         slot: usize,
@@ -347,6 +351,7 @@ impl Plugin {
     }
 
     /// Discards the instance in `guard` after `err`, counts and logs the failure.
+    #[cold] // off the request path: kept out of its code
     pub(crate) fn fail(&self, guard: &mut SlotGuard<'_>, err: wasmtime::Error) -> Failure {
         let reason = classify(&err, guard.as_ref());
         if reason == FailureReason::Timeout {
@@ -362,6 +367,7 @@ impl Plugin {
     }
 
     /// Counts a failure and logs it (at most one line a second per filter).
+    #[cold] // off the request path: kept out of its code
     pub(crate) fn failure(&self, reason: FailureReason, message: String) -> Failure {
         *self
             .host

@@ -197,6 +197,9 @@ pub(crate) struct HostState {
     /// Header names and values the filter set recently.
     pub(crate) header_cache: crate::header_cache::HeaderCache,
     pub(crate) next_token: u32,
+    /// An `http_call` of this instance made a context's mailbox at some time (never
+    /// reset: a mailbox may wait for its stream to adopt it for several calls).
+    pub(crate) made_mailboxes: bool,
     /// A tick period the root context asked for in the last call, to act on after it.
     pub(crate) tick_change: Option<u32>,
 }

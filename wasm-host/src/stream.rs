@@ -59,6 +59,15 @@ impl Drop for Inner {
     }
 }
 
+/// What the caller knows of a request when its stream starts.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct StartFacts {
+    /// Callbacks the request cannot reach ([`Inner::ruled_out`]).
+    pub(crate) ruled_out: u32,
+    /// As [`Stream::will_lend_sent_request`].
+    pub(crate) lends_sent_request: bool,
+}
+
 /// What a head phase decided before its call.
 struct HeadPlan {
     /// The callbacks that may read the head's snapshot later.
@@ -235,7 +244,15 @@ fn enter(state: &mut HostState, ctx: u32) {
 }
 
 impl Stream {
-    pub(crate) fn new(plugin: Arc<Plugin>, slot: usize, generation: u64, ctx: u32) -> Stream {
+    /// A stream of context `ctx`; `facts` are what the caller knows of the request from the
+    /// start (no atomic operation to say them later).
+    pub(crate) fn new(
+        plugin: Arc<Plugin>,
+        slot: usize,
+        generation: u64,
+        ctx: u32,
+        facts: StartFacts,
+    ) -> Stream {
         Stream {
             inner: Arc::new(Inner {
                 plugin,
@@ -243,9 +260,9 @@ impl Stream {
                 generation,
                 ctx,
                 events: OnceLock::new(),
-                ruled_out: AtomicU32::new(0),
+                ruled_out: AtomicU32::new(facts.ruled_out),
                 finished: AtomicBool::new(false),
-                lends_sent_request: AtomicBool::new(false),
+                lends_sent_request: AtomicBool::new(facts.lends_sent_request),
             }),
         }
     }
@@ -285,7 +302,9 @@ impl Stream {
     /// before anything looks at what is in flight.
     fn adopt_mailbox(&self, state: &mut HostState) {
         let i = &self.inner;
-        if i.events.get().is_none() {
+        // An instance that never made a mailbox (most filters make no `http_call`) has
+        // none to adopt: no context lookup.
+        if state.made_mailboxes && i.events.get().is_none() {
             let context = state.contexts.get_mut(&i.ctx);
             if let Some(mailbox) = context.and_then(|c| c.new_mailbox.take()) {
                 let _ = i.events.set(mailbox);
@@ -355,7 +374,12 @@ impl Stream {
     }
 
     fn rule_out(&self, bits: u32) {
-        self.inner.ruled_out.fetch_or(bits, Ordering::Relaxed);
+        // Usually said already (each head says it of its message): a locked
+        // read-modify-write only when something changes.
+        let ruled_out = &self.inner.ruled_out;
+        if ruled_out.load(Ordering::Relaxed) & bits != bits {
+            ruled_out.fetch_or(bits, Ordering::Relaxed);
+        }
     }
 
     /// Whether the callbacks `bits` may be skipped now: the message cannot reach them, or
@@ -599,13 +623,18 @@ impl Stream {
         no_trailers: bool,
         lends_sent_request: bool,
     ) -> Result<(Stream, Step), Failure> {
-        plugin.start_then(info, |stream, inst, ctx| {
-            if no_trailers {
-                stream.no_request_trailers();
-            }
-            if lends_sent_request {
-                stream.will_lend_sent_request();
-            }
+        let mut ruled_out = 0;
+        if no_trailers {
+            ruled_out |= bit::REQUEST_TRAILERS;
+        }
+        if end_of_stream {
+            ruled_out |= bit::REQUEST_BODY | bit::REQUEST_TRAILERS;
+        }
+        let facts = StartFacts {
+            ruled_out,
+            lends_sent_request,
+        };
+        plugin.start_then(info, facts, |stream, inst, ctx| {
             match stream.head_plan(Side::Request, end_of_stream) {
                 Some(plan) => stream.head_call(inst, ctx, parts, Side::Request, &plan),
                 None => Ok(Step::Done(Verdict::Continue)),

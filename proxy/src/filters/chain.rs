@@ -59,10 +59,53 @@ impl std::fmt::Debug for Chain {
 
 /// How the request phase ended.
 pub enum Start {
-    /// Forward the (possibly changed) request; run the response through the chain.
-    Forward(Request<Body>, Chain),
+    /// Forward the (possibly changed) head with this body; run the response through the
+    /// chain.
+    Forward(Body, Chain),
     /// A filter answered by itself.
     Respond(Response<Body>),
+}
+
+/// How the response phase ended.
+pub enum Finish {
+    /// Answer with the (possibly changed) head and this body.
+    Pass(Body),
+    /// A filter answered by itself instead.
+    Respond(Response<Body>),
+}
+
+/// Runs `request` through `filters` around `send`, which forwards it and returns the
+/// response with the request head as sent (`forward_keeping`).
+///
+/// The heads stay in this function's future while the filters change them in place: a
+/// request's future is moved whole a few times, and each head passed by value through the
+/// chain's phases was copied several times more.
+pub async fn around<F, Sent>(
+    store: &FilterStore,
+    table: &Table,
+    filters: &[FilterId],
+    info: StreamInfo,
+    request: Request<Body>,
+    send: F,
+) -> Result<Response<Body>, ProxyError>
+where
+    F: FnOnce(Request<Body>) -> Sent,
+    Sent: Future<Output = Result<(Response<Body>, http::request::Parts), ProxyError>>,
+{
+    let (mut head, body) = request.into_parts();
+    let (body, chain) = match Chain::start(store, table, filters, info, &mut head, body).await? {
+        Start::Forward(body, chain) => (body, chain),
+        Start::Respond(response) => return Ok(response),
+    };
+    let (response, mut sent) = match send(Request::from_parts(head, body)).await {
+        Ok(forwarded) => forwarded,
+        Err(error) => return chain.aborted_response().ok_or(error),
+    };
+    let (mut head, body) = response.into_parts();
+    match chain.finish(&mut head, body, &mut sent).await? {
+        Finish::Pass(body) => Ok(Response::from_parts(head, body)),
+        Finish::Respond(response) => Ok(response),
+    }
 }
 
 /// A phase's result: at once when no filter paused (the usual case), or when the paused
@@ -96,16 +139,16 @@ enum Stop {
 }
 
 impl Chain {
-    /// Runs the request headers through `filters` (table ids, in declaration order) and
-    /// wraps the body so its chunks go through them too.
+    /// Runs the request head through `filters` (table ids, in declaration order) and wraps
+    /// the body so its chunks go through them too.
     pub fn start<'a>(
         store: &FilterStore,
         table: &'a Table,
         filters: &'a [FilterId],
         info: StreamInfo,
-        request: Request<Body>,
+        parts: &'a mut http::request::Parts,
+        body: Body,
     ) -> Ready<'a, Start> {
-        let (parts, body) = request.into_parts();
         let mut run = Starting {
             plugins: store.plugins(),
             table,
@@ -132,21 +175,22 @@ impl Chain {
         self.aborted.as_ref()?.take().map(local_response)
     }
 
-    /// Runs the response through the chain, last filter first; the filters read the
-    /// request as it was `sent` (`forward_keeping`).
-    pub fn finish(
+    /// Runs the response head through the chain, last filter first, and wraps its body;
+    /// the filters read the request as it was `sent` (`forward_keeping`).
+    pub fn finish<'a>(
         self,
-        response: Response<Body>,
-        sent: http::request::Parts,
-    ) -> Ready<'static, Response<Body>> {
+        parts: &'a mut http::response::Parts,
+        body: Body,
+        sent: &'a mut http::request::Parts,
+    ) -> Ready<'a, Finish> {
         if self.links.is_empty() {
-            return Ready::Now(Some(Ok(response)));
+            return Ready::Now(Some(Ok(Finish::Pass(body))));
         }
         let mut kept = self.links;
         kept.reverse();
-        let (parts, body) = response.into_parts();
         let end_of_stream = hyper::body::Body::is_end_stream(&body);
-        if cannot_carry_trailers(parts.version, &body) {
+        // Without a body, the head phase rules the trailers out itself.
+        if !end_of_stream && cannot_carry_trailers(parts.version, &body) {
             kept.iter().for_each(|l| l.stream.no_response_trailers());
         }
         let mut run = Finishing {
@@ -159,7 +203,7 @@ impl Chain {
         };
         match run.advance() {
             Ok(None) => Ready::Now(Some(Ok(run.response()))),
-            Ok(Some(Stop::Respond(response))) => Ready::Now(Some(Ok(response))),
+            Ok(Some(Stop::Respond(response))) => Ready::Now(Some(Ok(Finish::Respond(response)))),
             Ok(Some(Stop::Paused)) => Ready::Later(Box::pin(run.after_pause())),
             Err(error) => Ready::Now(Some(Err(error))),
         }
@@ -177,7 +221,7 @@ struct Starting<'a> {
     info: Option<StreamInfo>,
     end_of_stream: bool,
     no_trailers: bool,
-    parts: http::request::Parts,
+    parts: &'a mut http::request::Parts,
     body: Body,
     chain: Chain,
     /// The filter that paused, and its failure mode.
@@ -217,7 +261,7 @@ impl Starting<'_> {
             let started = Stream::begin_request(
                 plugin,
                 facts,
-                &mut self.parts,
+                self.parts,
                 self.end_of_stream,
                 self.no_trailers,
                 lends_sent_request,
@@ -261,7 +305,7 @@ impl Starting<'_> {
     /// (which may pause too).
     async fn after_pause(mut self) -> Result<Start, ProxyError> {
         while let Some((stream, mode)) = self.paused.take() {
-            let verdict = stream.resume_request(&mut self.parts).await;
+            let verdict = stream.resume_request(self.parts).await;
             let stop = match self.decided(stream, mode, verdict)? {
                 Some(stop) => Some(stop),
                 None => self.advance()?,
@@ -277,7 +321,7 @@ impl Starting<'_> {
     /// something with bodies or trailers see them; with none, the body passes untouched.
     fn forward(self) -> Start {
         let Starting {
-            mut parts,
+            parts,
             body,
             mut chain,
             end_of_stream,
@@ -290,7 +334,7 @@ impl Starting<'_> {
             .cloned()
             .collect();
         if body_links.is_empty() || end_of_stream {
-            return Start::Forward(Request::from_parts(parts, body), chain);
+            return Start::Forward(body, chain);
         }
         let data = body_links.iter().any(|l| l.stream.wants_request_body());
         if data {
@@ -299,29 +343,29 @@ impl Starting<'_> {
         }
         let aborted = chain.aborted.insert(Aborted::default()).clone();
         let body = FilterBody::wrap(body, body_links, Side::Request, aborted, data);
-        Start::Forward(Request::from_parts(parts, body), chain)
+        Start::Forward(body, chain)
     }
 }
 
 /// The response phase under way: the filters run last first on the head.
-struct Finishing {
+struct Finishing<'a> {
     /// The chain's links, last filter first; a filter that failed open is removed.
     kept: Links,
     /// The next link to run.
     next: usize,
-    sent: http::request::Parts,
-    parts: http::response::Parts,
+    sent: &'a mut http::request::Parts,
+    parts: &'a mut http::response::Parts,
     body: Body,
     end_of_stream: bool,
 }
 
-impl Finishing {
+impl Finishing<'_> {
     /// Runs the links from `next` on until all ran (`None`), one answered, or one paused.
     fn advance(&mut self) -> Result<Option<Stop>, ProxyError> {
         while let Some(link) = self.kept.get(self.next) {
-            let verdict =
-                link.stream
-                    .begin_response(&mut self.sent, &mut self.parts, self.end_of_stream);
+            let verdict = link
+                .stream
+                .begin_response(self.sent, self.parts, self.end_of_stream);
             let stop = match verdict {
                 Ok(Step::Done(verdict)) => self.decided(Ok(verdict))?,
                 Ok(Step::Paused) => Some(Stop::Paused),
@@ -350,36 +394,34 @@ impl Finishing {
     }
 
     /// The rest of the phase after a filter paused.
-    async fn after_pause(mut self) -> Result<Response<Body>, ProxyError> {
+    async fn after_pause(mut self) -> Result<Finish, ProxyError> {
         loop {
             let stream = self.kept[self.next].stream.clone();
-            let verdict = stream
-                .resume_response(&mut self.sent, &mut self.parts)
-                .await;
+            let verdict = stream.resume_response(self.sent, self.parts).await;
             let stop = match self.decided(verdict)? {
                 Some(stop) => Some(stop),
                 None => self.advance()?,
             };
             match stop {
                 None => return Ok(self.response()),
-                Some(Stop::Respond(response)) => return Ok(response),
+                Some(Stop::Respond(response)) => return Ok(Finish::Respond(response)),
                 Some(Stop::Paused) => {}
             }
         }
     }
 
-    /// The response once every filter continued, its body through those that want it.
-    fn response(self) -> Response<Body> {
+    /// The response's body once every filter continued: through those that want it.
+    fn response(self) -> Finish {
         let Finishing {
             mut kept,
-            mut parts,
+            parts,
             body,
             end_of_stream,
             ..
         } = self;
         kept.retain(|l| l.stream.wants_response_body() || l.stream.wants_response_trailers());
         if kept.is_empty() || end_of_stream {
-            return Response::from_parts(parts, body);
+            return Finish::Pass(body);
         }
         let data = kept.iter().any(|l| l.stream.wants_response_body());
         if data {
@@ -392,7 +434,7 @@ impl Finishing {
             Aborted::default(),
             data,
         );
-        Response::from_parts(parts, body)
+        Finish::Pass(body)
     }
 }
 
@@ -402,6 +444,7 @@ fn cannot_carry_trailers(version: Version, body: &Body) -> bool {
     version <= Version::HTTP_11 && hyper::body::Body::size_hint(body).exact().is_some()
 }
 
+#[cold] // off the request path: kept out of its code
 fn on_failure(name: &str, mode: FailureMode, failure: &Failure) -> Result<(), ProxyError> {
     tracing::debug!(filter = %name, %failure, "filter failed on a request");
     match mode {

@@ -10,7 +10,7 @@ pub mod caller;
 pub mod chain;
 pub mod store;
 
-pub use chain::{Chain, Start};
+pub use chain::{around, Chain, Finish, Start};
 pub use store::FilterStore;
 
 use mesh_table::{FailureMode, FilterId, Table};

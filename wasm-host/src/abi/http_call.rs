@@ -74,6 +74,8 @@ fn http_call(
             }
             _ => None,
         };
+        // The context's stream adopts the mailbox `sender` may have made (after this call).
+        state.made_mailboxes |= stream.is_some();
         runtime.spawn(async move {
             let result = match tokio::time::timeout(timeout, fut).await {
                 Ok(r) => r,

@@ -212,7 +212,9 @@ impl Chain {
 
 /// The request phase under way: the filters run one after another on the head.
 struct Starting<'a> {
-    plugins: Arc<Plugins>,
+    /// Held while the phase runs: a filter that pauses keeps it (the loads that find
+    /// this thread's few fast slots taken meanwhile count a reference instead).
+    plugins: arc_swap::Guard<Arc<Plugins>>,
     table: &'a Table,
     filters: &'a [FilterId],
     /// The next filter to start.

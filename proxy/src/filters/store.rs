@@ -126,9 +126,10 @@ impl FilterStore {
         &self.host
     }
 
-    /// The plugin of each loaded filter now (one load for a request's whole chain).
-    pub fn plugins(&self) -> Arc<Plugins> {
-        self.current.load_full()
+    /// The plugin of each loaded filter now (one load for a request's whole chain). A
+    /// guard, not a counted reference: two atomic operations fewer per request.
+    pub fn plugins(&self) -> arc_swap::Guard<Arc<Plugins>> {
+        self.current.load()
     }
 
     /// Whether every filter of the table has been loaded or refused (for `/ready`).

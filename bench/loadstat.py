@@ -12,6 +12,7 @@ CPU per request = those ticks / requests.
 import argparse
 import json
 import math
+import random
 import re
 import statistics
 import sys
@@ -151,6 +152,17 @@ def fmt_num(v, nd=0):
 def med(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
+
+
+def median_interval(values, level=0.95, resamples=2000):
+    """A bootstrap interval of the median of `values` (same-round ratios): resampled with a
+    fixed seed, so the same rounds give the same interval. None with fewer than 5 values."""
+    if len(values) < 5:
+        return None
+    rng = random.Random(1)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return meds[int(tail * resamples)], meds[int((1 - tail) * resamples) - 1]
 
 
 def summarize(runs):

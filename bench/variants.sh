@@ -553,11 +553,19 @@ for name, vset, base, *_ in variants:
         # a variant and its baseline of the same round together, the pooled medians apart.
         "rps_paired_median": statistics.median(rps_r) if rps_r else None,
         "proxy_us_per_req_paired_median": statistics.median(cpu_r) if cpu_r else None,
+        # 95% bootstrap intervals of those medians (None with fewer than 5 rounds).
+        "rps_paired_median_interval": loadstat.median_interval(rps_r),
+        "proxy_us_per_req_paired_median_interval": loadstat.median_interval(cpu_r),
     }
     if name == "filters-1":
         ratios[name]["target"] = "one filter costs under 5% throughput: rps ratio >= 0.95"
         ratios[name]["meets_target_rps"] = ratios[name]["rps"] >= 0.95 if ratios[name]["rps"] else None
         ratios[name]["meets_target_cpu"] = (1 / ratios[name]["proxy_us_per_req"]) >= 0.95 if ratios[name]["proxy_us_per_req"] else None
+        # The verdict the rounds support: under the target only if the whole interval of the
+        # same-round req/s median is at or above 0.95, over it only if the whole is below.
+        ci = ratios[name]["rps_paired_median_interval"]
+        ratios[name]["target_by_interval"] = (None if ci is None else "MET" if ci[0] >= 0.95
+                                              else "NOT MET" if ci[1] < 0.95 else "AT THE TARGET (the interval spans 0.95)")
 
 # Checks after the run.
 post = {}
@@ -651,6 +659,10 @@ if "filters-1" in ratios:
              f"(per round {', '.join(f'{x:.3f}' for x in r['rps_per_round'])}); by proxy CPU (requests per CPU-second ratio "
              f"{fr(r['req_per_cpu_s'])}) -> {verdict[r['meets_target_cpu']]}. Medians of the same-round ratios: req/s "
              f"{fr(r['rps_paired_median'])}, proxy CPU/req {fr(r['proxy_us_per_req_paired_median'])}.")
+    ci, cci = r["rps_paired_median_interval"], r["proxy_us_per_req_paired_median_interval"]
+    if ci and cci:
+        L.append(f"- 95% bootstrap intervals of those medians: req/s [{ci[0]:.3f}, {ci[1]:.3f}], proxy CPU/req "
+                 f"[{cci[0]:.3f}, {cci[1]:.3f}]. By the req/s interval the target is {r['target_by_interval']}.")
 L.append("- For req/s higher is better (ratio < 1: the variant is slower); for CPU/req, p50 and p99 lower is better (ratio > 1: the variant costs more).")
 L.append("")
 L.append("## Checks")

@@ -16,7 +16,9 @@
 #
 # Environment: A=filters-0 B=filters-1 (variants of the run), R=20 rounds of D=5 seconds,
 # CONNS=32 wrk connections per proxy, WARMUP=2 seconds, PEERS=PATH (default
-# /work/shared/bench/peers/peers.sh), BIN_DIR=DIR (default target/release),
+# /work/shared/bench/peers/peers.sh), BIN_DIR=DIR (default target/release), BIN_A and
+# BIN_B (default BIN_DIR/mesh-proxy: two builds against each other, B being a copy of A's
+# variant directory with its ports changed),
 # RESULTS=NAME (default paired-<B>: bench/results/NAME.{md,json}).
 # Ports: the two variants', and 18080-18092 and 18441-18443 (peers.sh).
 set -euo pipefail
@@ -29,6 +31,8 @@ RUN=$(cd "$1" && pwd)
 A=${A:-filters-0}; B=${B:-filters-1}
 R=${R:-20}; D=${D:-5}; CONNS=${CONNS:-32}; WARMUP=${WARMUP:-2}
 BIN_DIR=${BIN_DIR:-$ROOT/target/release}
+# Two builds of the proxy against each other (same configuration copied to other ports):
+BIN_A=${BIN_A:-$BIN_DIR/mesh-proxy}; BIN_B=${BIN_B:-$BIN_DIR/mesh-proxy}
 PEERS=${PEERS:-/work/shared/bench/peers/peers.sh}
 RESULTS=${RESULTS:-paired-$B}
 
@@ -37,7 +41,9 @@ die() { log "error: $*"; exit 1; }
 for t in wrk curl python3 taskset; do
   command -v "$t" >/dev/null 2>&1 || die "$t is needed"
 done
-[ -x "$BIN_DIR/mesh-proxy" ] || die "no $BIN_DIR/mesh-proxy (cargo build --release -p mesh-proxy)"
+for bin in "$BIN_A" "$BIN_B"; do
+  [ -x "$bin" ] || die "no $bin (cargo build --release -p mesh-proxy)"
+done
 for v in "$A" "$B"; do
   [ -f "$RUN/$v/proxy.toml" ] || die "$RUN has no $v (run SET=filters bash bench/variants.sh first)"
 done
@@ -73,12 +79,12 @@ ticks() { # pid -> utime+stime in clock ticks
 
 bash "$PEERS" start "$OUT/peers" >"$OUT/peers.log" 2>&1 || { cat "$OUT/peers.log" >&2; die "peers.sh start failed"; }
 
-declare -A PORT PID
+declare -A PORT PID BIN=([$A]=$BIN_A [$B]=$BIN_B)
 for v in "$A" "$B"; do
   conf=$RUN/$v/proxy.toml
   PORT[$v]=$(toml_port "$conf" inbound)
   admin=$(toml_port "$conf" admin)
-  taskset -c "$PROXY_CPU" "$BIN_DIR/mesh-proxy" --config "$conf" >"$OUT/$v.log" 2>&1 &
+  taskset -c "$PROXY_CPU" "${BIN[$v]}" --config "$conf" >"$OUT/$v.log" 2>&1 &
   PID[$v]=$!; PIDS+=("$!")
   ok=0
   for _ in $(seq 100); do

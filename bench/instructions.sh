@@ -19,22 +19,14 @@
 # bench/results/NAME.{md,json}).
 # Ports: those of the run's variants, and 18080-18092 and 18441-18443 (peers.sh).
 set -euo pipefail
-export PATH="$PATH:/usr/sbin:/sbin"
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-[ $# = 1 ] && [ -d "$1" ] || { echo "usage: bash bench/instructions.sh RUN_DIR (a variants.sh run directory)" >&2; exit 2; }
-RUN=$(cd "$1" && pwd)
+SCRIPT=instructions.sh OUT_NAME=instructions
 N=${N:-4000}
-BIN_DIR=${BIN_DIR:-$ROOT/target/release}
-PEERS=${PEERS:-/work/shared/bench/peers/peers.sh}
 RESULTS=${RESULTS:-instructions-filters}
-
-log() { printf '[instructions.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 for t in valgrind callgrind_control callgrind_annotate h2load curl; do
-  command -v "$t" >/dev/null 2>&1 || die "$t is needed (apt-get install valgrind nghttp2-client curl)"
+  command -v "$t" >/dev/null 2>&1 || { echo "$t is needed (apt-get install valgrind nghttp2-client curl)" >&2; exit 1; }
 done
+# shellcheck source=bench/run_dir.sh
+source "$(dirname "${BASH_SOURCE[0]}")/run_dir.sh"
 [ -x "$BIN_DIR/mesh-proxy" ] || die "no $BIN_DIR/mesh-proxy (cargo build --release -p mesh-proxy)"
 
 VARIANTS=()
@@ -44,28 +36,6 @@ done
 [ "${#VARIANTS[@]}" -ge 2 ] && [ "${VARIANTS[0]}" = filters-0 ] ||
   die "$RUN has no filters-0 and filters-N configurations (run SET=filters bash bench/variants.sh first)"
 
-OUT=$RUN/instructions
-mkdir -p "$OUT"
-PROXY_PID=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null; wait "$PROXY_PID" 2>/dev/null; fi
-  bash "$PEERS" stop "$OUT/peers" >/dev/null 2>&1
-  [ "$rc" = 0 ] || log "exit $rc; logs in $OUT"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-bash "$PEERS" start "$OUT/peers" >"$OUT/peers.log" 2>&1 || { cat "$OUT/peers.log" >&2; die "peers.sh start failed"; }
-
-toml_port() { # file section -> the port of the section's `listen`
-  awk -v s="[$2]" '$0 == s {f = 1; next} /^\[/ {f = 0} f && /^listen/ {gsub(/.*:|"/, ""); print; exit}' "$1"
-}
-
 declare -A IR=()
 for v in "${VARIANTS[@]}"; do
   conf=$RUN/$v/proxy.toml
@@ -73,19 +43,13 @@ for v in "${VARIANTS[@]}"; do
   rm -f "$OUT/$v.callgrind"*
   MESH_WASM_POOLING=0 valgrind --tool=callgrind --callgrind-out-file="$OUT/$v.callgrind" \
     "$BIN_DIR/mesh-proxy" --config "$conf" >"$OUT/$v.log" 2>&1 &
-  PROXY_PID=$!
-  ok=0
-  for _ in $(seq 600); do # valgrind starts slowly: up to 60 s
-    if curl -fs --max-time 2 "http://127.0.0.1:$admin/ready" >/dev/null 2>&1; then ok=1; break; fi
-    kill -0 "$PROXY_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ $ok = 1 ] || { tail -n 20 "$OUT/$v.log" >&2; die "$v not ready under valgrind"; }
+  PROXY_PID=$!; PIDS=("$PROXY_PID")
+  wait_ready "$PROXY_PID" "$admin" "$OUT/$v.log" 600 # valgrind starts slowly: up to 60 s
   h2load --h1 -n 1000 -c 16 "http://127.0.0.1:$port/" >"$OUT/$v.warmup.txt" 2>&1
   callgrind_control -z "$PROXY_PID" >/dev/null
   timeout 600 h2load --h1 -n "$N" -c 16 "http://127.0.0.1:$port/" >"$OUT/$v.h2load.txt" 2>&1
   callgrind_control -d "$PROXY_PID" >/dev/null
-  kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=
+  kill "$PROXY_PID"; wait "$PROXY_PID" 2>/dev/null || true; PIDS=()
   grep -q "$N succeeded" "$OUT/$v.h2load.txt" || { cat "$OUT/$v.h2load.txt" >&2; die "$v: not every request succeeded"; }
   dump=$(ls -S "$OUT/$v.callgrind".* | head -n 1)
   total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')

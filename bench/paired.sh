@@ -22,62 +22,34 @@
 # RESULTS=NAME (default paired-<B>: bench/results/NAME.{md,json}).
 # Ports: the two variants', and 18080-18092 and 18441-18443 (peers.sh).
 set -euo pipefail
-export PATH="$PATH:/usr/sbin:/sbin"
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-[ $# = 1 ] && [ -d "$1" ] || { echo "usage: bash bench/paired.sh RUN_DIR (a variants.sh run directory)" >&2; exit 2; }
-RUN=$(cd "$1" && pwd)
+SCRIPT=paired.sh
 A=${A:-filters-0}; B=${B:-filters-1}
+OUT_NAME=paired-$B
 R=${R:-20}; D=${D:-5}; CONNS=${CONNS:-32}; WARMUP=${WARMUP:-2}
-BIN_DIR=${BIN_DIR:-$ROOT/target/release}
+RESULTS=${RESULTS:-paired-$B}
+for t in wrk curl python3 taskset; do
+  command -v "$t" >/dev/null 2>&1 || { echo "$t is needed" >&2; exit 1; }
+done
+NCPU=$(nproc)
+[ "$NCPU" -ge 2 ] || { echo "paired.sh needs 2 CPUs: the proxies on one, the load on the others" >&2; exit 1; }
+PROXY_CPU=$(( NCPU - 1 )); LOAD_CPUS="0-$(( NCPU - 2 ))"
+# shellcheck source=bench/run_dir.sh
+source "$(dirname "${BASH_SOURCE[0]}")/run_dir.sh"
 # Two builds of the proxy against each other (same configuration copied to other ports):
 BIN_A=${BIN_A:-$BIN_DIR/mesh-proxy}; BIN_B=${BIN_B:-$BIN_DIR/mesh-proxy}
-PEERS=${PEERS:-/work/shared/bench/peers/peers.sh}
-RESULTS=${RESULTS:-paired-$B}
-
-log() { printf '[paired.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-for t in wrk curl python3 taskset; do
-  command -v "$t" >/dev/null 2>&1 || die "$t is needed"
-done
 for bin in "$BIN_A" "$BIN_B"; do
   [ -x "$bin" ] || die "no $bin (cargo build --release -p mesh-proxy)"
 done
 for v in "$A" "$B"; do
   [ -f "$RUN/$v/proxy.toml" ] || die "$RUN has no $v (run SET=filters bash bench/variants.sh first)"
 done
-NCPU=$(nproc)
-[ "$NCPU" -ge 2 ] || die "needs 2 CPUs: the proxies on one, the load on the others"
-PROXY_CPU=$(( NCPU - 1 )); LOAD_CPUS="0-$(( NCPU - 2 ))"
 
-OUT=$RUN/paired-$B
-mkdir -p "$OUT"
-PIDS=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  bash "$PEERS" stop "$OUT/peers" >/dev/null 2>&1
-  [ "$rc" = 0 ] || log "exit $rc; logs in $OUT"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-toml_port() { # file section -> the port of the section's `listen`
-  awk -v s="[$2]" '$0 == s {f = 1; next} /^\[/ {f = 0} f && /^listen/ {gsub(/.*:|"/, ""); print; exit}' "$1"
-}
 ticks() { # pid -> utime+stime in clock ticks
   local line f
   read -r line <"/proc/$1/stat"
   read -r -a f <<<"${line##*) }"
   echo $(( f[11] + f[12] ))
 }
-
-bash "$PEERS" start "$OUT/peers" >"$OUT/peers.log" 2>&1 || { cat "$OUT/peers.log" >&2; die "peers.sh start failed"; }
 
 declare -A PORT PID BIN=([$A]=$BIN_A [$B]=$BIN_B)
 for v in "$A" "$B"; do
@@ -86,12 +58,7 @@ for v in "$A" "$B"; do
   admin=$(toml_port "$conf" admin)
   taskset -c "$PROXY_CPU" "${BIN[$v]}" --config "$conf" >"$OUT/$v.log" 2>&1 &
   PID[$v]=$!; PIDS+=("$!")
-  ok=0
-  for _ in $(seq 100); do
-    if curl -fs --max-time 2 "http://127.0.0.1:$admin/ready" >/dev/null 2>&1; then ok=1; break; fi
-    sleep 0.1
-  done
-  [ $ok = 1 ] || { tail -n 20 "$OUT/$v.log" >&2; die "$v not ready"; }
+  wait_ready "${PID[$v]}" "$admin" "$OUT/$v.log" 100
   code=$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT[$v]}/")
   [ "$code" = 200 ] || die "$v answers $code, not 200"
 done

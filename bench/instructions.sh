@@ -30,7 +30,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/run_dir.sh"
 [ -x "$BIN_DIR/mesh-proxy" ] || die "no $BIN_DIR/mesh-proxy (cargo build --release -p mesh-proxy)"
 
 VARIANTS=()
-for v in filters-0 filters-1 filters-3; do
+for v in filters-0 filters-noop filters-1 filters-3; do
   [ -f "$RUN/$v/proxy.toml" ] && VARIANTS+=("$v")
 done
 [ "${#VARIANTS[@]}" -ge 2 ] && [ "${VARIANTS[0]}" = filters-0 ] ||

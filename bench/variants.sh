@@ -2,7 +2,7 @@
 # Variant benchmark: the one-hop h1 load test (client -> mesh-proxy inbound -> nginx backend
 # :18080) against several configurations of the same proxy, side by side, in one interleaved run.
 #
-#   SET=filters bash bench/variants.sh    # filters-0 / filters-1 / filters-3 (header-adder WASM filters)
+#   SET=filters bash bench/variants.sh    # filters-0 / filters-1 / filters-3 (header-adder WASM filters), filters-noop
 #   SET=observe bash bench/variants.sh    # observe-off / observe-on (100% access log + 1% tracing)
 #   SET=sandbox bash bench/variants.sh    # sandbox-spin / sandbox-loop (a looping filter's cost to others)
 #   bash bench/variants.sh                # both sets in one run (SET=all)
@@ -20,6 +20,8 @@
 #   filters-0    no filter                                                (filters baseline)
 #   filters-1    service backend: filters [add1]             header_adder.wasm, failure closed
 #   filters-3    service backend: filters [add1, add2, add3]  (each sets one request header)
+#   filters-noop service backend: filters [noop]             noop.wasm: both header hooks run and
+#                continue (what any filter costs before it does anything)
 #   observe-none all of it off: no observe block, [admin] request_metrics = false (observe baseline)
 #   observe-off  no observe block: request metrics only
 #   observe-on   observe backend { access_log json sample 100%  trace sample 1% },
@@ -51,7 +53,7 @@
 #   WARMUP=1                  seconds of warm-up per case          SETTLE=0.5  pause between runs (s)
 #   BIN_DIR=DIR               mesh-proxy and meshc from DIR (no build); default: cargo build
 #                             --release, then target/release (SKIP_BUILD=1: no build)
-#   WASM_DIR=DIR              where header_adder.wasm is; default: bash examples/filters/build.sh,
+#   WASM_DIR=DIR              where header_adder.wasm, misbehave.wasm and noop.wasm are; default: bash examples/filters/build.sh,
 #                             then target/wasm-filters/wasm32-unknown-unknown/release
 #   GIT_REV=REV               recorded as the binaries' revision (default: git rev of this tree)
 #   RUN_DIR=DIR               configs, logs, raw outputs (default bench/run/variants-<time>)
@@ -89,6 +91,7 @@ ALL_VARIANTS=(
   "filters-0|filters|filters-0|19401|19403|no filter"
   "filters-1|filters|filters-0|19411|19413|filters [add1] (header_adder.wasm, failure closed)"
   "filters-3|filters|filters-0|19421|19423|filters [add1, add2, add3]"
+  "filters-noop|filters|filters-0|19481|19483|filters [noop] (noop.wasm: both header hooks run and continue)"
   "observe-none|observe|observe-none|19451|19453|all of it off: no observe block, [admin] request_metrics = false"
   "observe-off|observe|observe-none|19431|19433|metrics only: no observe block (request metrics on, the default)"
   "observe-on|observe|observe-none|19441|19443|metrics + access_log json sample 100% + trace sample 1% (OTLP to :19999, nothing listens)"
@@ -193,7 +196,7 @@ if [ "$NEED_WASM" = 1 ]; then
         || { tail -n 20 "$RUN/wasm-build.log" >&2; die "filter build failed"; }
     fi
   fi
-  for m in header_adder misbehave; do
+  for m in header_adder misbehave noop; do
     [ -f "$WASM_DIR/$m.wasm" ] || die "no $m.wasm in $WASM_DIR (bash examples/filters/build.sh)"
     # A private copy: meshc pins its digest, and a rebuild of the shared one mid-run must
     # not make the proxies refuse it.
@@ -223,7 +226,10 @@ fi
 
 write_policy() { # variant inbound-port -> $RUN/NAME/bench.mesh
   local name=$1 in=$2 f=$RUN/$1/bench.mesh filters="" i
-  case $name in filters-1) filters="add1" ;; filters-3) filters="add1, add2, add3" ;; sandbox-*) filters="spin" ;; esac
+  case $name in
+    filters-1) filters="add1" ;; filters-3) filters="add1, add2, add3" ;; filters-noop) filters="noop" ;;
+    sandbox-*) filters="spin" ;;
+  esac
   cat >"$f" <<EOF
 // variants.sh, variant $name: the backend's sidecar listens on :$in and forwards to the
 // nginx backend (:18080); permissive so that plain clients (wrk) may call it.
@@ -251,6 +257,8 @@ route all on backend {
 EOF
   if [[ $name == sandbox-* ]]; then
     printf '\nfilter spin {\n  module "misbehave.wasm"\n  config { mode: "loop", path_prefix: "/loop" }\n  failure open\n  time_limit 20ms\n}\n' >>"$f"
+  elif [ "$name" = filters-noop ]; then
+    printf '\nfilter noop {\n  module "noop.wasm"\n  failure closed\n}\n' >>"$f"
   elif [ -n "$filters" ]; then
     for i in ${filters//,/}; do
       printf '\nfilter %s {\n  module "header_adder.wasm"\n  config { name: "x-add-%s", value: "%s" }\n  failure closed\n}\n' \
@@ -297,6 +305,7 @@ for v in "${VARIANTS[@]}"; do
   # The proxy looks for modules beside its table (no `[filters] modules` needed).
   [[ $name == filters-[1-9]* ]] && cp "$RUN/modules/header_adder.wasm" "$RUN/$name/"
   [[ $name == sandbox-* ]] && cp "$RUN/modules/misbehave.wasm" "$RUN/$name/"
+  [[ $name == filters-noop ]] && cp "$RUN/modules/noop.wasm" "$RUN/$name/"
   write_config "$name" "$in" "$admin"
   "${ON_PROXY_CPU[@]}" "$PROXY_BIN" --config "$RUN/$name/proxy.toml" >"$RUN/$name/proxy.log" 2>&1 &
   VPID[$name]=$!
@@ -400,6 +409,7 @@ for c in "${CASES[@]}"; do
   [ "$(tr -d ' ' <<<"$chain")" = "$want" ] || die "case $name: x-filter-chain is '$chain', expected '$want'"
   echo "$name: 200 ok, x-filter-chain: '${chain}'" >>"$CHECKS"
   [[ $name == sandbox-* ]] && want="spin"
+  [[ $name == filters-noop ]] && want="noop"
   if [[ $name == filters-* || $name == sandbox-* ]]; then
     admin=$(admin_of "$name")
     if ! curl -fs --max-time 3 "http://127.0.0.1:$admin/filters" >"$RUN/$name/filters.json"; then

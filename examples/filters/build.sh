@@ -2,7 +2,7 @@
 # Builds every example filter for wasm32-unknown-unknown (release: small and fast, a panic
 # traps), as the end-to-end tests do (tests/src/filters.rs). The modules land in
 #   target/wasm-filters/wasm32-unknown-unknown/release/
-# (ratelimit.wasm, audit.wasm, auth.wasm, misbehave.wasm, header_adder.wasm,
+# (ratelimit.wasm, audit.wasm, auth.wasm, misbehave.wasm, header_adder.wasm, noop.wasm,
 #  pw_header.wasm, pw_authcall.wasm): give that directory to `meshc --module-path`.
 set -euo pipefail
 
@@ -27,13 +27,13 @@ unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET CARGO_TARGET_DIR
 # The filters on our SDK (members of the main workspace).
 (cd "$root" && "$cargo" "${build[@]}" \
   -p mesh-filter-ratelimit -p mesh-filter-audit -p mesh-filter-auth \
-  -p mesh-filter-misbehave -p mesh-filter-header-adder)
+  -p mesh-filter-misbehave -p mesh-filter-header-adder -p mesh-filter-noop)
 
 # The filters on the public proxy-wasm crate (a workspace of their own).
 (cd "$root/examples/filters/proxy-wasm" && "$cargo" "${build[@]}")
 
 out="$target/wasm32-unknown-unknown/release"
-for module in ratelimit audit auth misbehave header_adder pw_header pw_authcall; do
+for module in ratelimit audit auth misbehave header_adder noop pw_header pw_authcall; do
   test -f "$out/$module.wasm" || { echo "missing $out/$module.wasm" >&2; exit 1; }
   printf '%-16s %8d bytes\n' "$module.wasm" "$(wc -c < "$out/$module.wasm")"
 done

@@ -15,18 +15,26 @@ use std::sync::OnceLock;
 use crate::workspace_root;
 
 /// The filters on our SDK: their module names (`<name>.wasm`).
-pub const SDK_FILTERS: [&str; 5] = ["ratelimit", "audit", "auth", "misbehave", "header_adder"];
+pub const SDK_FILTERS: [&str; 6] = [
+    "ratelimit",
+    "audit",
+    "auth",
+    "misbehave",
+    "header_adder",
+    "noop",
+];
 
 /// The filters on the public `proxy-wasm` crate: their module names.
 pub const PROXY_WASM_FILTERS: [&str; 2] = ["pw_header", "pw_authcall"];
 
 /// The SDK filters' packages.
-const SDK_PACKAGES: [&str; 5] = [
+const SDK_PACKAGES: [&str; 6] = [
     "mesh-filter-ratelimit",
     "mesh-filter-audit",
     "mesh-filter-auth",
     "mesh-filter-misbehave",
     "mesh-filter-header-adder",
+    "mesh-filter-noop",
 ];
 
 /// The release profile for modules: small and fast, and a panic is a trap (`unreachable`)

@@ -165,6 +165,18 @@ def median_interval(values, level=0.95, resamples=2000):
     return meds[int(tail * resamples)], meds[int((1 - tail) * resamples) - 1]
 
 
+def verdict(interval, floor=0.95):
+    """A target "ratio >= floor" judged by an interval: MET if all of it is at or above the
+    floor, NOT MET if all of it is below, else at the target; None without an interval."""
+    if interval is None:
+        return None
+    if interval[0] >= floor:
+        return "MET"
+    if interval[1] < floor:
+        return "NOT MET"
+    return f"AT THE TARGET (the interval spans {floor})"
+
+
 def summarize(runs):
     cases = {}
     for r in runs:

@@ -116,8 +116,7 @@ eff = [x["req_per_cpu_s_b"] / x["req_per_cpu_s_a"] for x in rows if x["req_per_c
 ci, eci = loadstat.median_interval(rps), loadstat.median_interval(eff)
 # The verdict goes by requests per CPU-second: the scheduler's split of the CPU between
 # the two moves their req/s, not what a request costs each.
-verdict = (None if eci is None else "MET" if eci[0] >= 0.95
-           else "NOT MET" if eci[1] < 0.95 else "AT THE TARGET (the interval spans 0.95)")
+verdict = loadstat.verdict(eci)
 summary = {
     "a": A, "b": B, "rounds": len(rows), "seconds": D, "conns": int(e["CONNS"]), "rev": e["rev"],
     "rps_ratio_median": statistics.median(rps), "rps_ratio_interval": ci,

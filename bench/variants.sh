@@ -574,8 +574,7 @@ for name, vset, base, *_ in variants:
         # The verdict the rounds support: under the target only if the whole interval of the
         # same-round req/s median is at or above 0.95, over it only if the whole is below.
         ci = ratios[name]["rps_paired_median_interval"]
-        ratios[name]["target_by_interval"] = (None if ci is None else "MET" if ci[0] >= 0.95
-                                              else "NOT MET" if ci[1] < 0.95 else "AT THE TARGET (the interval spans 0.95)")
+        ratios[name]["target_by_interval"] = loadstat.verdict(ci)
 
 # Checks after the run.
 post = {}

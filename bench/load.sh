@@ -35,6 +35,7 @@
 #   SETTLE=0.5            pause between runs (s)
 #   ONLY=REGEX            only the cases whose name matches (grep -E)
 #   SKIP_BUILD=1          use the existing target/release binaries
+#   BIN_DIR=DIR           mesh-proxy and meshc from DIR (no build; bench/pgo.sh trains with it)
 #   RUN_DIR=DIR           where configs, logs and raw outputs go (default bench/run/<time>)
 #   RESULTS=NAME          bench/results/NAME.{json,md} (default latest; quick with QUICK=1)
 #   OBSERVE=1             the backend logs every request and samples 1% of traces (cost of observability)
@@ -160,16 +161,17 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- build
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
+if [ "${SKIP_BUILD:-0}" != 1 ] && [ -z "${BIN_DIR:-}" ]; then
   log "cargo build --release -p mesh-proxy -p meshc"
   (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -q -p mesh-proxy -p meshc) || die "build failed"
 fi
 # What was built: the commit, and whether proxy/, engine/ or table/ had uncommitted changes.
 GIT_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY=$(cd "$ROOT" && git status --porcelain -- proxy engine table 2>/dev/null | head -c 1 | wc -c)
-PROXY_BIN=$ROOT/target/release/mesh-proxy
-MESHC=$ROOT/target/release/meshc
-[ -x "$PROXY_BIN" ] && [ -x "$MESHC" ] || die "binaries missing in target/release"
+BIN_DIR=${BIN_DIR:-$ROOT/target/release}
+PROXY_BIN=$BIN_DIR/mesh-proxy
+MESHC=$BIN_DIR/meshc
+[ -x "$PROXY_BIN" ] && [ -x "$MESHC" ] || die "mesh-proxy or meshc missing in $BIN_DIR"
 
 # ---------------------------------------------------------------- peers
 log "starting peers in $RUN"

@@ -7,6 +7,7 @@
 #   SET=filters QUICK=1 bash bench/variants.sh        # makes bench/run/variants-<time>/
 #   bash bench/paired.sh bench/run/variants-<time>    # filters-1 against filters-0
 #   B=filters-3 bash bench/paired.sh bench/run/variants-<time>
+#   BIN_DIR=target/pgo/release bash bench/paired.sh ...   # the profile-guided build (bench/pgo.sh)
 #
 # The primary figure is each proxy's requests per CPU-second (utime+stime of its process):
 # what a request costs it, measured under the same conditions at the same moments. (Their
@@ -88,7 +89,7 @@ for r in $(seq "$R"); do
 done
 
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-export A B R D CONNS OUT RESULTS HERE rev PROXY_CPU LOAD_CPUS
+export A B R D CONNS OUT RESULTS HERE rev PROXY_CPU LOAD_CPUS BIN_A BIN_B
 python3 - "$ROUNDS" <<'EOF'
 import json, os, statistics, sys
 e = os.environ
@@ -118,7 +119,7 @@ ci, eci = loadstat.median_interval(rps), loadstat.median_interval(eff)
 # the two moves their req/s, not what a request costs each.
 verdict = loadstat.verdict(eci)
 summary = {
-    "a": A, "b": B, "rounds": len(rows), "seconds": D, "conns": int(e["CONNS"]), "rev": e["rev"],
+    "a": A, "b": B, "bin_a": e["BIN_A"], "bin_b": e["BIN_B"], "rounds": len(rows), "seconds": D, "conns": int(e["CONNS"]), "rev": e["rev"],
     "rps_ratio_median": statistics.median(rps), "rps_ratio_interval": ci,
     "rps_ratio_pooled": sum(x["rps_b"] for x in rows) / sum(x["rps_a"] for x in rows),
     "req_per_cpu_s_ratio_median": statistics.median(eff) if eff else None,
@@ -136,6 +137,8 @@ L = [f"# Paired load test: {B} against {A}",
      f"loaded at the same time, each by its own `wrk -t1 -c{e['CONNS']}` on CPUs {e['LOAD_CPUS']}, "
      f"{len(rows)} rounds x {D:g} s (the first wrk to start alternates). Ratios are {B} / {A} per round; "
      "intervals are 95% bootstrap intervals of the median.",
+     "",
+     f"Binaries: {A} `{e['BIN_A']}`, {B} `{e['BIN_B']}`.",
      "",
      "| | median ratio | 95% interval | pooled |",
      "| --- | ---: | ---: | ---: |",

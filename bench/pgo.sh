@@ -23,8 +23,9 @@
 # host functions the training filters never call, for instance) would run slower than in
 # the plain build, so keep the training as broad as what the mesh serves.
 #
-# Environment: PGO_DIR=DIR (default target/pgo: gen/ instrumented build, profiles/, release/
-# via --target-dir), SKIP_TRAIN=1 (reuse profiles/merged.profdata).
+# Environment: PGO_DIR=DIR (default target/pgo: gen/ instrumented build, removed once the
+# profiles are merged; profiles/; release/ via --target-dir), SKIP_TRAIN=1 (reuse
+# profiles/merged.profdata). Disk: 2-3 GB for each of the two builds, one at a time.
 # Needs llvm-profdata (`rustup component add llvm-tools`, done here if missing), and what
 # variants.sh and load.sh need (wrk, h2load, nginx, haproxy, curl).
 set -euo pipefail
@@ -66,6 +67,9 @@ if [ "${SKIP_TRAIN:-0}" != 1 ]; then
   rm -f bench/results/pgo-train-*
   ls "$PROFILES/raw"/*.profraw >/dev/null 2>&1 || die "the training wrote no profiles"
   "$PROFDATA" merge -o "$PROFILES/merged.profdata" "$PROFILES/raw"/*.profraw
+  # The instrumented build is not needed again (SKIP_TRAIN uses the merged profile): its
+  # gigabytes go before the optimized build takes as many.
+  rm -rf "$PGO_DIR/gen"
 fi
 [ -f "$PROFILES/merged.profdata" ] || die "no $PROFILES/merged.profdata (run without SKIP_TRAIN)"
 

@@ -8,10 +8,11 @@
 #
 # Why: a request's path through the proxy is long straight-line code spread over many crates
 # (hyper, tokio, http, the filter chain, the WASM host, wasmtime's entry), run once per
-# request; the CPU spends much of its time fetching it. Measured with bench/paired.sh, the
-# profile-guided build serves a one-hop request in about a tenth less CPU than the plain
-# release build, and a WASM filter's share of a request drops by about two fifths
-# (bench/README.md, session 9).
+# request; on the filter path each instruction costs about twice the proxy's average
+# (ablations, bench/README.md), which points at fetching the code. Measured with
+# bench/paired.sh, the profile-guided build serves a one-hop request in about a tenth less
+# CPU than the plain release build, and a WASM filter's share of a request drops by about
+# two fifths (bench/README.md, session 9).
 #
 # Training (with the instrumented binaries, so about half as fast as the release build):
 #   - `QUICK=1 bench/variants.sh` (SET=all): one hop with no filter, with one and three
@@ -20,8 +21,8 @@
 #   - `QUICK=1 bench/load.sh`: one hop h1 and h2c, two sidecars in a chain over mTLS HTTP/2
 #     and over plaintext h2c.
 # Code no training load runs is laid out as cold: a path missing here (a filter calling
-# host functions the training filters never call, for instance) would run slower than in
-# the plain build, so keep the training as broad as what the mesh serves.
+# host functions the training filters never call, for instance) gains less and may run
+# slower than in the plain build, so keep the training as broad as what the mesh serves.
 #
 # Environment: PGO_DIR=DIR (default target/pgo: gen/ instrumented build, removed once the
 # profiles are merged; profiles/; release/ via --target-dir), SKIP_TRAIN=1 (reuse

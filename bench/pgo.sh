@@ -16,7 +16,7 @@
 #
 # Training (with the instrumented binaries, so about half as fast as the release build):
 #   - `QUICK=1 bench/variants.sh` (SET=all): one hop with no filter, with one and three
-#     header-adding filters (proxy-wasm crate), the no-op SDK filter, request metrics,
+#     header-adding filters and the no-op filter (both on our SDK), request metrics,
 #     access logs and tracing, a looping filter stopped by its time limit;
 #   - `QUICK=1 bench/load.sh`: one hop h1 and h2c, two sidecars in a chain over mTLS HTTP/2
 #     and over plaintext h2c.

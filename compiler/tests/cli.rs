@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// The spec's smallest example: valid, no warnings, no filters.
+/// The smallest example policy (examples/policies/hello.mesh): valid, no warnings, no filters.
 const HELLO: &str = r#"// The smallest useful mesh: one caller, one service, mTLS-only access.
 mesh "hello" { trust_domain "hello.local" }
 

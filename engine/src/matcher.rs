@@ -87,7 +87,7 @@ fn header_condition(h: &HeaderMatch) -> Result<HeaderCondition, BuildError> {
     })
 }
 
-/// A regex that must match the whole value, as the spec says.
+/// A regex that must match the whole value, as the language reference (docs/language.md) says.
 pub(crate) fn anchored(pattern: &str) -> Result<Regex, BuildError> {
     Regex::new(&format!("^(?:{pattern})$"))
         .map_err(|e| BuildError(format!("regex `{pattern}`: {e}")))

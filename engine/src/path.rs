@@ -1,4 +1,5 @@
-//! Request path normalization, the same for routing and authorization (spec: "Paths").
+//! Request path normalization, the same for routing and authorization (docs/language.md,
+//! "Matching").
 //!
 //! Dot segments are removed (RFC 3986 §5.2.4), repeated slashes merged, and percent-encoded
 //! unreserved characters decoded, so `/a/./b`, `/a//b` and `/%61/b` all reach the rules as

@@ -1,6 +1,6 @@
-//! The reference evaluator: the spec's semantics written as plainly as possible, with no
-//! index and no precompilation. It is slow on purpose; it exists so property tests can
-//! check that the [`Engine`](crate::Engine) decides exactly the same.
+//! The reference evaluator: the language's semantics (docs/language.md) written as plainly
+//! as possible, with no index and no precompilation. It is slow on purpose; it exists so
+//! property tests can check that the [`Engine`](crate::Engine) decides exactly the same.
 
 use mesh_table::{
     precedence, Action, HeaderValueMatch, Method, PathMatch, Principal, RequestMatch, Table,

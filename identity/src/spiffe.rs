@@ -96,8 +96,8 @@ impl FromStr for TrustDomain {
 
 /// A workload's SPIFFE ID: `spiffe://<trust domain>/<path>`, with a non-empty path.
 ///
-/// Compared, hashed and printed in its one canonical form (the spec allows no other spelling:
-/// no uppercase trust domain, no percent-encoding, no trailing slash).
+/// Compared, hashed and printed in its one canonical form (the SPIFFE spec allows no other
+/// spelling: no uppercase trust domain, no percent-encoding, no trailing slash).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
     trust_domain: TrustDomain,

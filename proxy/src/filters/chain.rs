@@ -1,7 +1,7 @@
 //! A request's filter chain: one stream per filter, request phases in declaration order and
-//! response phases in reverse (as the spec says). A filter that fails is skipped when it is
-//! `failure open` and answers 503 `filter-failed` when it is `failure closed`; either way its
-//! instance was discarded by the host.
+//! response phases in reverse (as docs/language.md says). A filter that fails is skipped
+//! when it is `failure open` and answers 503 `filter-failed` when it is `failure closed`;
+//! either way its instance was discarded by the host.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -6,7 +6,8 @@ use std::net::Ipv6Addr;
 
 use super::Check;
 
-/// Longest accepted regex, in characters: the spec's bound, shared with the compiler.
+/// Longest accepted regex, in characters: the language's bound (docs/language.md), shared
+/// with the compiler.
 pub const MAX_REGEX_LEN: usize = 1024;
 
 /// Largest compiled regex, in bytes: bounds the proxies' memory and match time. The

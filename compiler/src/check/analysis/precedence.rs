@@ -254,7 +254,7 @@ fn report_never_chosen(ctx: &mut Ctx<'_>, inner: &Entry<'_>, outer: &Entry<'_>) 
     );
 }
 
-/// Why `high` outranks `low`, in the spec's words.
+/// Why `high` outranks `low`, in the words of the language reference (docs/language.md).
 fn why_higher(high: Rank, low: Rank) -> String {
     if high.class != low.class {
         let name = |c: PathClass| match c {

@@ -190,7 +190,7 @@ fn is_safe(c: RetryOn) -> bool {
     match c {
         RetryOn::ConnectFailure | RetryOn::RefusedStream => true,
         RetryOn::Grpc(code) => code == GRPC_UNAVAILABLE,
-        // Only 5xx are the spec's concern: a 4xx is the client's fault and retrying it is
+        // Only 5xx are unsafe (docs/language.md): a 4xx is the client's fault and retrying it is
         // pointless rather than dangerous.
         RetryOn::Status(StatusMatch::Class(class)) => class != 5,
         RetryOn::Status(StatusMatch::Code(code)) => !(500..600).contains(&code),

@@ -15,7 +15,7 @@
 # instance pool's reservations; on demand, instances get the same code (no bounds checks).
 #
 # Environment: N=4000 requests; BIN_DIR=DIR (default target/release); PEERS=PATH
-# (default /work/shared/bench/peers/peers.sh); RESULTS=NAME (default instructions-filters:
+# (default bench/peers/peers.sh); RESULTS=NAME (default instructions-filters:
 # bench/results/NAME.{md,json}).
 # Ports: those of the run's variants, and 18080-18092 and 18441-18443 (peers.sh).
 set -euo pipefail

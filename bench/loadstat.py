@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Parsing and tabulating for bench/load.sh.
+"""Parsing and tabulating for bench/load.sh (and the per-case summaries of variants.sh).
 
   loadstat.py record  --case ... (one run's outputs -> one JSON line on stdout, a progress line on stderr)
   loadstat.py report  RUNS.jsonl --meta META.json --json OUT.json --md OUT.md
@@ -216,34 +216,80 @@ def summarize(runs):
     return out
 
 
+def repo_path(path, root):
+    """A path as the committed results record it: relative to the repository `root`, or, for
+    a path elsewhere, its last component after ".../" (no machine's absolute paths)."""
+    if not path:
+        return path
+    import os.path
+    # A relative path is relative to the working directory, as the shell that passed it.
+    absolute, root = os.path.abspath(path), os.path.abspath(root)
+    if absolute == root or absolute.startswith(root + os.sep):
+        return os.path.relpath(absolute, root)
+    return ".../" + os.path.basename(absolute.rstrip(os.sep))
+
+
 def ratio(a, b):
     return a / b if a is not None and b else None
+
+
+# The side-by-side table: each scenario, the case that runs it through each proxy.
+# "haproxy" is haproxy alone for one hop and haproxy -> nginx for the two-proxy chains.
+PEERS = ("mesh", "envoy", "nginx", "haproxy")
+PEER_TITLES = {"mesh": "mesh-proxy", "envoy": "Envoy", "nginx": "nginx", "haproxy": "haproxy (chains: haproxy -> nginx)"}
+SCENARIOS = (
+    ("one_hop_h1", "one hop, h1", {"mesh": "mesh-1hop-h1", "envoy": "envoy-1hop-h1", "nginx": "nginx-1hop-h1", "haproxy": "haproxy-1hop-h1"}),
+    ("one_hop_h2c", "one hop, h2c", {"mesh": "mesh-1hop-h2c", "envoy": "envoy-1hop-h2c", "nginx": "nginx-1hop-h2c", "haproxy": "haproxy-1hop-h2c"}),
+    ("one_hop_proxy_wasm_h1", "one hop + proxy-wasm filter pw_header.wasm, h1", {"mesh": "mesh-1hop-pw-h1", "envoy": "envoy-1hop-pw-h1"}),
+    ("mtls_chain_h1", "two proxies, mTLS between them, h1", {"mesh": "mesh-mtls-chain-h1", "envoy": "envoy-mtls-chain-h1", "haproxy": "haproxy-nginx-mtls-chain-h1"}),
+    ("mtls_chain_h2c", "two proxies, mTLS between them, h2c", {"mesh": "mesh-mtls-chain-h2c", "envoy": "envoy-mtls-chain-h2c"}),
+    ("plain_chain_h1", "two proxies, plaintext, h1", {"mesh": "mesh-chain-h1", "haproxy": "haproxy-nginx-chain-h1"}),
+)
+
+
+def side_by_side(c):
+    """Per scenario: each proxy's requests per proxy CPU-second and p99, and ours / Envoy's."""
+    rows = []
+    for key, title, cases in SCENARIOS:
+        cells = {
+            peer: {"case": name, "req_per_cpu_s": c[name]["req_per_cpu_s"], "p99_us": c[name]["p99_us"], "rps": c[name]["rps"]}
+            for peer, name in cases.items() if name in c
+        }
+        if "mesh" not in cells or len(cells) < 2:
+            continue
+        m, e = cells["mesh"], cells.get("envoy", {})
+        rows.append({
+            "key": key, "scenario": title, "proxies": cells,
+            "mesh_vs_envoy": {
+                "req_per_cpu_s": ratio(m["req_per_cpu_s"], e.get("req_per_cpu_s")),
+                "p99": ratio(m["p99_us"], e.get("p99_us")),
+            },
+        })
+    return rows
 
 
 def compute_ratios(c):
     g = lambda name, key: c.get(name, {}).get(key)
     res = {}
     for proto in ("h1", "h2c"):
-        ours, ng, hp = f"mesh-1hop-{proto}", f"nginx-1hop-{proto}", f"haproxy-1hop-{proto}"
+        ours, ng, hp, ev = f"mesh-1hop-{proto}", f"nginx-1hop-{proto}", f"haproxy-1hop-{proto}", f"envoy-1hop-{proto}"
         if ours not in c:
             continue
-        eff = {
-            "vs_nginx": ratio(g(ours, "req_per_cpu_s"), g(ng, "req_per_cpu_s")),
-            "vs_haproxy": ratio(g(ours, "req_per_cpu_s"), g(hp, "req_per_cpu_s")),
-        }
+        vs = lambda key: {"vs_nginx": ratio(g(ours, key), g(ng, key)), "vs_haproxy": ratio(g(ours, key), g(hp, key)),
+                          "vs_envoy": ratio(g(ours, key), g(ev, key))}
+        eff = vs("req_per_cpu_s")
+        # The 1.10x target is against the better of nginx and haproxy (set before Envoy was a peer).
         better = max((x for x in (g(ng, "req_per_cpu_s"), g(hp, "req_per_cpu_s")) if x), default=None)
         eff["vs_better"] = ratio(g(ours, "req_per_cpu_s"), better)
-        res[f"one_hop_{proto}"] = {
-            "req_per_cpu_s": eff,
-            "p99": {"vs_nginx": ratio(g(ours, "p99_us"), g(ng, "p99_us")), "vs_haproxy": ratio(g(ours, "p99_us"), g(hp, "p99_us"))},
-            "p50": {"vs_nginx": ratio(g(ours, "p50_us"), g(ng, "p50_us")), "vs_haproxy": ratio(g(ours, "p50_us"), g(hp, "p50_us"))},
-            "rps": {"vs_nginx": ratio(g(ours, "rps"), g(ng, "rps")), "vs_haproxy": ratio(g(ours, "rps"), g(hp, "rps"))},
-        }
+        res[f"one_hop_{proto}"] = {"req_per_cpu_s": eff, "p99": vs("p99_us"), "p50": vs("p50_us"), "rps": vs("rps")}
         if proto == "h1":
             res["one_hop_h1"]["target"] = 1.1
             res["one_hop_h1"]["meets_target"] = None if eff["vs_better"] is None else eff["vs_better"] >= 1.1
     for key, a, b in (("full_hop_h1", "mesh-chain-h1", "haproxy-nginx-chain-h1"),
-                      ("full_hop_mtls_h1", "mesh-mtls-chain-h1", "haproxy-nginx-mtls-chain-h1")):
+                      ("full_hop_mtls_h1", "mesh-mtls-chain-h1", "haproxy-nginx-mtls-chain-h1"),
+                      ("full_hop_mtls_h1_vs_envoy", "mesh-mtls-chain-h1", "envoy-mtls-chain-h1"),
+                      ("full_hop_mtls_h2c_vs_envoy", "mesh-mtls-chain-h2c", "envoy-mtls-chain-h2c"),
+                      ("proxy_wasm_h1_vs_envoy", "mesh-1hop-pw-h1", "envoy-1hop-pw-h1")):
         if a in c and b in c:
             res[key] = {
                 "req_per_cpu_s": ratio(g(a, "req_per_cpu_s"), g(b, "req_per_cpu_s")),
@@ -251,6 +297,17 @@ def compute_ratios(c):
                 "p50": ratio(g(a, "p50_us"), g(b, "p50_us")),
                 "p99": ratio(g(a, "p99_us"), g(b, "p99_us")),
             }
+    # What the filter costs each proxy: its one hop with the filter against its own without.
+    cost = {}
+    for who, with_f, without in (("mesh", "mesh-1hop-pw-h1", "mesh-1hop-h1"), ("envoy", "envoy-1hop-pw-h1", "envoy-1hop-h1")):
+        if with_f in c and without in c:
+            cost[who] = {
+                "req_per_cpu_s_ratio": ratio(g(with_f, "req_per_cpu_s"), g(without, "req_per_cpu_s")),
+                "extra_cpu_us_per_req": (g(with_f, "proxy_us_per_req") - g(without, "proxy_us_per_req"))
+                if g(with_f, "proxy_us_per_req") is not None and g(without, "proxy_us_per_req") is not None else None,
+            }
+    if cost:
+        res["proxy_wasm_filter_cost_h1"] = cost
     return res
 
 
@@ -258,7 +315,25 @@ def fmt_ratio(v):
     return "-" if v is None else f"{v:.2f}x"
 
 
-def render(meta, c, ratios):
+def render_side_by_side(rows):
+    L = ["## Side by side: requests per proxy CPU-second, p99", ""]
+    L.append("Each cell: requests per CPU-second of the proxy process(es) (higher is better) / p99 (lower is better). "
+             "Chains count the CPU of both proxies. The last two columns are ours / Envoy's.")
+    L.append("")
+    L.append("| scenario | " + " | ".join(PEER_TITLES[p] for p in PEERS) + " | req per CPU-s, ours / Envoy | p99, ours / Envoy |")
+    L.append("| --- | " + " | ".join("---:" for _ in PEERS) + " | ---: | ---: |")
+    for r in rows:
+        cells = []
+        for p in PEERS:
+            x = r["proxies"].get(p)
+            cells.append("" if x is None else f"{fmt_num(x['req_per_cpu_s'])} / {fmt_us(x['p99_us'])}")
+        v = r["mesh_vs_envoy"]
+        L.append(f"| {r['scenario']} | " + " | ".join(cells) + f" | {fmt_ratio(v['req_per_cpu_s'])} | {fmt_ratio(v['p99'])} |")
+    L.append("")
+    return L
+
+
+def render(meta, c, ratios, rows=()):
     L = []
     L.append(f"# mesh-proxy load benchmark ({meta.get('date', '?')})")
     L.append("")
@@ -280,6 +355,8 @@ def render(meta, c, ratios):
             f"| {fmt_num(s['req_per_cpu_s'])} | {fmt_num(s['backend_us_per_req'], 2)} | {fmt_num(s['foreign_cores_median'], 2)} | {s['errors']} |"
         )
     L.append("")
+    if rows:
+        L.extend(render_side_by_side(rows))
     L.append("Where the CPU goes (per request, pooled over rounds): the proxy's user and system time, its context switches, "
              "and the backend's context switches (a backend that sleeps between requests must be woken, at the writer's expense); "
              "the load generator's CPU.")
@@ -301,18 +378,25 @@ def render(meta, c, ratios):
                 f"({fmt_ratio(e['vs_better'])} the better of them")
         if proto == "h1":
             line += "; target >= 1.10x: " + {True: "MET", False: "NOT MET", None: "n/a"}[r["meets_target"]]
-        line += f"); p99 {fmt_ratio(r['p99']['vs_nginx'])} nginx, {fmt_ratio(r['p99']['vs_haproxy'])} haproxy; "
-        line += f"p50 {fmt_ratio(r['p50']['vs_nginx'])} nginx, {fmt_ratio(r['p50']['vs_haproxy'])} haproxy; "
-        line += f"req/s {fmt_ratio(r['rps']['vs_nginx'])} nginx, {fmt_ratio(r['rps']['vs_haproxy'])} haproxy"
+        line += f"), {fmt_ratio(e['vs_envoy'])} Envoy"
+        for what, k in (("p99", "p99"), ("p50", "p50"), ("req/s", "rps")):
+            line += (f"; {what} {fmt_ratio(r[k]['vs_nginx'])} nginx, {fmt_ratio(r[k]['vs_haproxy'])} haproxy, "
+                     f"{fmt_ratio(r[k]['vs_envoy'])} Envoy")
         L.append(line)
     for key, what in (("full_hop_h1", "full hop h1, plaintext (mesh C->D h2c vs haproxy->nginx"),
-                      ("full_hop_mtls_h1", "full hop h1 over mTLS (mesh A->B vs haproxy->nginx :18084")):
+                      ("full_hop_mtls_h1", "full hop h1 over mTLS (mesh A->B vs haproxy->nginx :18084"),
+                      ("full_hop_mtls_h1_vs_envoy", "full hop h1 over mTLS (mesh A->B vs Envoy -> Envoy, mTLS h2 between them"),
+                      ("full_hop_mtls_h2c_vs_envoy", "full hop h2c over mTLS (mesh A->B vs Envoy -> Envoy, mTLS h2 between them"),
+                      ("proxy_wasm_h1_vs_envoy", "one hop h1 with pw_header.wasm (mesh E vs Envoy on V8")):
         f = ratios.get(key)
         if f:
             L.append(
                 f"- {what}; CPU of both proxies summed): requests per CPU-second {fmt_ratio(f['req_per_cpu_s'])}, "
                 f"req/s {fmt_ratio(f['rps'])}, p50 {fmt_ratio(f['p50'])}, p99 {fmt_ratio(f['p99'])}"
             )
+    for who, f in ratios.get("proxy_wasm_filter_cost_h1", {}).items():
+        L.append(f"- what pw_header.wasm costs {PEER_TITLES[who]} (its one hop with the filter / without): requests per CPU-second "
+                 f"{fmt_ratio(f['req_per_cpu_s_ratio'])}, {fmt_num(f['extra_cpu_us_per_req'], 2)} us more CPU per request")
     L.append("")
     L.append("For req/s and req per CPU-second higher is better (ratio > 1 favours us); for p50/p99 lower is better (ratio < 1 favours us).")
     errs = [n for n, s in c.items() if s["errors"]]
@@ -330,10 +414,11 @@ def cmd_report(a):
     if order:
         c = {k: c[k] for k in order if k in c}
     ratios = compute_ratios(c)
-    md = render(meta, c, ratios)
+    rows = side_by_side(c)
+    md = render(meta, c, ratios, rows)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"meta": meta, "cases": c, "ratios": ratios, "runs": runs}, f, indent=2)
+            json.dump({"meta": meta, "side_by_side": rows, "cases": c, "ratios": ratios, "runs": runs}, f, indent=2)
             f.write("\n")
     if a.md:
         with open(a.md, "w") as f:

@@ -17,7 +17,7 @@
 #
 # Environment: A=filters-0 B=filters-1 (variants of the run), R=20 rounds of D=5 seconds,
 # CONNS=32 wrk connections per proxy, WARMUP=2 seconds, PEERS=PATH (default
-# /work/shared/bench/peers/peers.sh), BIN_DIR=DIR (default target/release), BIN_A and
+# bench/peers/peers.sh), BIN_DIR=DIR (default target/release), BIN_A and
 # BIN_B (default BIN_DIR/mesh-proxy: two builds against each other, B being a copy of A's
 # variant directory with its ports changed),
 # RESULTS=NAME (default paired-<B>: bench/results/NAME.{md,json}).
@@ -89,7 +89,7 @@ for r in $(seq "$R"); do
 done
 
 rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-export A B R D CONNS OUT RESULTS HERE rev PROXY_CPU LOAD_CPUS BIN_A BIN_B
+export A B R D CONNS OUT RESULTS HERE ROOT rev PROXY_CPU LOAD_CPUS BIN_A BIN_B
 python3 - "$ROUNDS" <<'EOF'
 import json, os, statistics, sys
 e = os.environ
@@ -97,6 +97,8 @@ sys.path.insert(0, e["HERE"])
 import loadstat
 
 A, B, OUT, D = e["A"], e["B"], e["OUT"], float(e["D"])
+# The binaries as the committed results name them (relative to the repository).
+BIN_A, BIN_B = loadstat.repo_path(e["BIN_A"], e["ROOT"]), loadstat.repo_path(e["BIN_B"], e["ROOT"])
 rows = []
 for line in open(sys.argv[1]):
     r = json.loads(line)
@@ -119,7 +121,7 @@ ci, eci = loadstat.median_interval(rps), loadstat.median_interval(eff)
 # the two moves their req/s, not what a request costs each.
 verdict = loadstat.verdict(eci)
 summary = {
-    "a": A, "b": B, "bin_a": e["BIN_A"], "bin_b": e["BIN_B"], "rounds": len(rows), "seconds": D, "conns": int(e["CONNS"]), "rev": e["rev"],
+    "a": A, "b": B, "bin_a": BIN_A, "bin_b": BIN_B, "rounds": len(rows), "seconds": D, "conns": int(e["CONNS"]), "rev": e["rev"],
     "rps_ratio_median": statistics.median(rps), "rps_ratio_interval": ci,
     "rps_ratio_pooled": sum(x["rps_b"] for x in rows) / sum(x["rps_a"] for x in rows),
     "req_per_cpu_s_ratio_median": statistics.median(eff) if eff else None,
@@ -138,7 +140,7 @@ L = [f"# Paired load test: {B} against {A}",
      f"{len(rows)} rounds x {D:g} s (the first wrk to start alternates). Ratios are {B} / {A} per round; "
      "intervals are 95% bootstrap intervals of the median.",
      "",
-     f"Binaries: {A} `{e['BIN_A']}`, {B} `{e['BIN_B']}`.",
+     f"Binaries: {A} `{BIN_A}`, {B} `{BIN_B}`.",
      "",
      "| | median ratio | 95% interval | pooled |",
      "| --- | ---: | ---: | ---: |",

@@ -14,7 +14,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 RUN=$(cd "$1" && pwd)
 OUT=$RUN/$OUT_NAME
 BIN_DIR=${BIN_DIR:-$ROOT/target/release}
-PEERS=${PEERS:-/work/shared/bench/peers/peers.sh}
+PEERS=${PEERS:-$HERE/peers/peers.sh}
 
 log() { printf '[%s %s] %s\n' "$SCRIPT" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

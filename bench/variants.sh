@@ -58,7 +58,7 @@
 #   GIT_REV=REV               recorded as the binaries' revision (default: git rev of this tree)
 #   RUN_DIR=DIR               configs, logs, raw outputs (default bench/run/variants-<time>)
 #   RESULTS=NAME              bench/results/NAME.{json,md} (default variants-<set>; QUICK: variants-<set>-quick)
-#   PEERS=PATH                peers.sh (default /work/shared/bench/peers/peers.sh)
+#   PEERS=PATH                peers.sh (default bench/peers/peers.sh, beside this script)
 #   MAX_SECONDS=N             hard limit for the whole script (default: computed from the plan)
 # Ports used (must be free): 18080-18092, 18441-18443 (peers.sh), 19400-19459 (variants), 19999 (no listener).
 set -euo pipefail
@@ -66,7 +66,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-PEERS=${PEERS:-/work/shared/bench/peers/peers.sh}
+PEERS=${PEERS:-$HERE/peers/peers.sh}
 SET=${SET:-all}
 case $SET in all|filters|observe|sandbox) ;; *) echo "error: SET must be all, filters, observe or sandbox" >&2; exit 2 ;; esac
 
@@ -493,7 +493,7 @@ log "done measuring; load average $LOAD_END"
 # ---------------------------------------------------------------- report
 variants_tsv=$(printf '%s\n' "${VARIANTS[@]}")
 cases_tsv=$(printf '%s\n' "${CASES[@]}")
-export PROXY_CPU LOAD_CPUS D R CONNS WRK_THREADS WARMUP SETTLE LOAD_START LOAD_END GIT_REV GIT_DIRTY RUN SET BIN_DIR HERE RESULTS
+export PROXY_CPU LOAD_CPUS D R CONNS WRK_THREADS WARMUP SETTLE LOAD_START LOAD_END GIT_REV GIT_DIRTY RUN SET BIN_DIR HERE ROOT RESULTS
 python3 - "$RUNS" "$variants_tsv" "$cases_tsv" <<'EOF'
 import datetime, json, os, platform, re, statistics, subprocess, sys
 e = os.environ
@@ -609,7 +609,7 @@ meta = {
     "wrk_threads": int(e["WRK_THREADS"]), "wrk_conns": int(e["CONNS"]),
     "pinning": {"proxy_cpu": e["PROXY_CPU"], "load_cpus": e["LOAD_CPUS"]} if e["PROXY_CPU"] else None,
     "loadavg_start": e["LOAD_START"], "loadavg_end": e["LOAD_END"],
-    "git_rev": e["GIT_REV"], "proxy_tree_dirty": e["GIT_DIRTY"] != "0", "bin_dir": e["BIN_DIR"], "run_dir": RUN,
+    "git_rev": e["GIT_REV"], "proxy_tree_dirty": e["GIT_DIRTY"] != "0", "bin_dir": loadstat.repo_path(e["BIN_DIR"], e["ROOT"]), "run_dir": loadstat.repo_path(RUN, e["ROOT"]),
     "versions": {"nginx": ver(["nginx", "-v"]), "wrk": ver(["wrk", "--version"])},
     "cases_order": [x[0] for x in cases], "paths": paths,
     "variants": {name: {"set": vset, "baseline": base, "inbound": int(port), "admin": int(admin), "what": what}

@@ -8,6 +8,7 @@ pub mod body;
 pub mod client;
 pub mod control;
 pub mod filters;
+pub mod interop;
 pub mod mesh;
 pub mod resilience_support;
 pub mod tls;
@@ -75,18 +76,6 @@ pub fn example_policies() -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "mesh"))
-        .collect();
-    paths.sort();
-    paths
-}
-
-/// The spec's example policies.
-pub fn spec_examples() -> Vec<PathBuf> {
-    let dir = workspace_root().join("../shared/spec/examples");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "mesh"))
         .collect();
     paths.sort();
     paths

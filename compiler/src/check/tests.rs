@@ -1,4 +1,4 @@
-//! Checker tests on whole policies: the spec examples compile; elaboration gives the table.
+//! Checker tests on whole policies: the example policies compile; elaboration gives the table.
 
 use std::path::PathBuf;
 
@@ -18,9 +18,9 @@ fn module_dir() -> tempfile::TempDir {
     dir
 }
 
-fn spec_example(name: &str) -> PathBuf {
+fn example_policy(name: &str) -> PathBuf {
     PathBuf::from(format!(
-        "{}/../../shared/spec/examples/{name}",
+        "{}/../examples/policies/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
 }
@@ -36,10 +36,10 @@ fn check_files(paths: &[PathBuf], module_path: &std::path::Path) -> Checked {
 }
 
 #[test]
-fn the_spec_examples_check_without_diagnostics() {
+fn the_example_policies_check_without_diagnostics() {
     let modules = module_dir();
     for name in ["hello.mesh", "shop.mesh"] {
-        let checked = check_files(&[spec_example(name)], modules.path());
+        let checked = check_files(&[example_policy(name)], modules.path());
         assert!(
             checked.diagnostics.is_empty(),
             "{name}: {:#?}",
@@ -52,7 +52,7 @@ fn the_spec_examples_check_without_diagnostics() {
 #[test]
 fn shop_elaborates_into_the_expected_table() {
     let modules = module_dir();
-    let checked = check_files(&[spec_example("shop.mesh")], modules.path());
+    let checked = check_files(&[example_policy("shop.mesh")], modules.path());
     let table = checked.table.expect("table");
     assert_eq!(table.mesh.trust_domain, "shop.example");
     let names: Vec<&str> = table.services.iter().map(|s| s.name.as_str()).collect();

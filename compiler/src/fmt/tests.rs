@@ -138,24 +138,24 @@ pub(super) fn check_all(text: &str) -> String {
     once
 }
 
-fn spec_example(name: &str) -> String {
+fn example_policy(name: &str) -> String {
     let path = format!(
-        "{}/../../shared/spec/examples/{name}",
+        "{}/../examples/policies/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
-    std::fs::read_to_string(&path).expect("spec example")
+    std::fs::read_to_string(&path).expect("example policy")
 }
 
 #[test]
-fn the_spec_examples_format_stably() {
+fn the_example_policies_format_stably() {
     for name in ["hello.mesh", "shop.mesh"] {
-        check_all(&spec_example(name));
+        check_all(&example_policy(name));
     }
 }
 
 #[test]
 fn shop_formats_to_the_fixture() {
-    let formatted = check_all(&spec_example("shop.mesh"));
+    let formatted = check_all(&example_policy("shop.mesh"));
     assert_eq!(formatted, include_str!("fixtures/shop.mesh"));
 }
 

@@ -1,4 +1,4 @@
-//! Parser tests: the spec examples parse, and syntax errors say what was expected where.
+//! Parser tests: the example policies parse, and syntax errors say what was expected where.
 
 use super::ast::{DeclKind, Value};
 use super::parse_file;
@@ -9,13 +9,13 @@ fn parse(text: &str) -> (super::ast::ParsedFile, Vec<crate::diag::Diagnostic>) {
 }
 
 #[test]
-fn the_spec_examples_parse_without_errors() {
+fn the_example_policies_parse_without_errors() {
     for name in ["hello.mesh", "shop.mesh"] {
         let path = format!(
-            "{}/../../shared/spec/examples/{name}",
+            "{}/../examples/policies/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
-        let text = std::fs::read_to_string(&path).expect("spec example");
+        let text = std::fs::read_to_string(&path).expect("example policy");
         let (parsed, diagnostics) = parse(&text);
         assert!(diagnostics.is_empty(), "{name}: {diagnostics:#?}");
         assert!(parsed.decls.len() >= 5, "{name}");

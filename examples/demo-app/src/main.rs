@@ -55,6 +55,9 @@ async fn answer(
         "x-forwarded-for",
         "x-request-id",
         "x-user",
+        // Set by the demo's `stamp` filter: the header adder (v1) or pw-header (v2).
+        "x-stamp",
+        "x-pw-header",
     ];
     let headers: serde_json::Map<String, serde_json::Value> = shown
         .iter()

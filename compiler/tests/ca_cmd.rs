@@ -1,5 +1,6 @@
 //! End-to-end tests of `meshc ca init` and `meshc ca issue`: files, modes, exit statuses,
-//! and (when `openssl` is installed) that OpenSSL verifies what the CA issued.
+//! and that OpenSSL (Debian's `openssl`, which `.ci/run` installs) verifies what the CA
+//! issued, for the names and addresses the certificate claims.
 
 use std::fs;
 use std::path::Path;
@@ -41,29 +42,49 @@ fn pem_count(p: &Path) -> usize {
         .count()
 }
 
+/// `openssl` with `args`; a missing `openssl` fails the test, naming the package.
+fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `openssl` ({e}): it comes with Debian's `openssl` package, which \
+                 .ci/run installs (apt-get install openssl)"
+            )
+        })
+}
+
 /// `openssl verify` of `cert.pem` (leaf + chain) against `bundle.pem`, for a TLS client and
-/// a TLS server; `None` when openssl is not installed.
-fn openssl_verify(out: &Path) -> Option<Vec<Output>> {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl is not installed: skipping the OpenSSL cross-check");
-        return None;
+/// a TLS server, with `extra` options (such as `-verify_ip ADDR`).
+fn openssl_verify_with(out: &Path, extra: &[&str]) -> Vec<Output> {
+    let (cert, bundle) = (out.join("cert.pem"), out.join("bundle.pem"));
+    ["sslclient", "sslserver"]
+        .iter()
+        .map(|purpose| {
+            let mut args = vec!["verify", "-purpose", purpose, "-CAfile", path(&bundle)];
+            args.extend_from_slice(extra);
+            args.extend(["-untrusted", path(&cert), path(&cert)]);
+            openssl(&args)
+        })
+        .collect()
+}
+
+/// `openssl verify` of `cert.pem` against `bundle.pem` as a TLS client and a TLS server.
+fn openssl_verify(out: &Path) -> Vec<Output> {
+    openssl_verify_with(out, &[])
+}
+
+/// Asserts that every `openssl verify` run passed.
+fn assert_verified(results: &[Output]) {
+    for result in results {
+        assert!(
+            result.status.success(),
+            "openssl verify: {}{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
     }
-    let cert = out.join("cert.pem");
-    Some(
-        ["sslclient", "sslserver"]
-            .iter()
-            .map(|purpose| {
-                Command::new("openssl")
-                    .args(["verify", "-purpose", purpose, "-CAfile"])
-                    .arg(out.join("bundle.pem"))
-                    .arg("-untrusted")
-                    .arg(&cert)
-                    .arg(&cert)
-                    .output()
-                    .expect("openssl runs")
-            })
-            .collect(),
-    )
 }
 
 #[test]
@@ -136,16 +157,102 @@ fn init_and_issue_write_the_files_openssl_verifies() {
     );
     assert_eq!(info.extended_key_usage, Some((true, true)));
 
-    if let Some(results) = openssl_verify(&out) {
-        for result in results {
+    assert_verified(&openssl_verify(&out));
+    // Without --dns/--ip the leaf names no host: the SPIFFE ID is its only name.
+    assert!(info.dns_names.is_empty() && info.ip_addresses.is_empty());
+}
+
+/// `--dns` and `--ip` put host names and addresses beside the SPIFFE ID (still the one URI
+/// SAN), so that clients checking the name or address they dialled accept the certificate.
+#[test]
+fn dns_and_ip_names_sit_beside_the_spiffe_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca");
+    let out = dir.path().join("web");
+    let init = meshc(&["ca", "init", path(&ca), "--trust-domain", "shop.example"]);
+    assert_eq!(status(&init), 0, "{}", stderr(&init));
+    let issue = meshc(&[
+        "ca",
+        "issue",
+        "web",
+        "--ca",
+        path(&ca),
+        "--out",
+        path(&out),
+        "--dns",
+        "web.shop.internal",
+        "--dns",
+        "WEB.shop.internal",
+        "--ip",
+        "127.0.0.1",
+        "--ip",
+        "::1",
+    ]);
+    assert_eq!(status(&issue), 0, "{}", stderr(&issue));
+    let stdout = String::from_utf8_lossy(&issue.stdout);
+    assert!(
+        stdout.contains("also for DNS:web.shop.internal, IP:127.0.0.1, IP:::1\n"),
+        "{stdout}"
+    );
+
+    let identity = Identity::load(&out.join("cert.pem"), &out.join("key.pem")).expect("loads");
+    assert_eq!(
+        identity.spiffe_id(),
+        &SpiffeId::parse("spiffe://shop.example/web").expect("id")
+    );
+    let info = identity.info();
+    assert_eq!(info.uris, ["spiffe://shop.example/web"]);
+    assert_eq!(info.dns_names, ["web.shop.internal"], "lowercased, once");
+    let ips: Vec<String> = info.ip_addresses.iter().map(ToString::to_string).collect();
+    assert_eq!(ips, ["127.0.0.1", "::1"]);
+    assert_eq!(info.extended_key_usage, Some((true, true)));
+
+    // OpenSSL checks the names as a TLS client checks the server it dialled.
+    assert_verified(&openssl_verify_with(&out, &["-verify_ip", "127.0.0.1"]));
+    assert_verified(&openssl_verify_with(&out, &["-verify_ip", "::1"]));
+    assert_verified(&openssl_verify_with(
+        &out,
+        &["-verify_hostname", "web.shop.internal"],
+    ));
+    for wrong in [
+        ["-verify_hostname", "orders.shop.internal"],
+        ["-verify_ip", "127.0.0.2"],
+    ] {
+        for result in openssl_verify_with(&out, &wrong) {
+            assert!(!result.status.success(), "{wrong:?} verified");
             assert!(
-                result.status.success(),
-                "openssl verify: {}{}",
+                String::from_utf8_lossy(&result.stdout).contains("mismatch")
+                    || String::from_utf8_lossy(&result.stderr).contains("mismatch"),
+                "{wrong:?}: {}{}",
                 String::from_utf8_lossy(&result.stdout),
                 String::from_utf8_lossy(&result.stderr)
             );
         }
     }
+
+    // Names that are not host names, and addresses that are not addresses: status 2.
+    for (flag, value) in [
+        ("--dns", "*.shop.internal"),
+        ("--dns", "127.0.0.1"),
+        ("--dns", "web_1.shop"),
+        ("--ip", "web.shop.internal"),
+        ("--ip", "300.0.0.1"),
+    ] {
+        let run = meshc(&[
+            "ca",
+            "issue",
+            "web",
+            "--ca",
+            path(&ca),
+            "--out",
+            path(&dir.path().join("refused")),
+            flag,
+            value,
+        ]);
+        assert_eq!(status(&run), 2, "{flag} {value}: {}", stderr(&run));
+        assert!(stderr(&run).contains(value), "{}", stderr(&run));
+    }
+    assert!(!dir.path().join("refused").exists(), "nothing written");
 }
 
 #[test]
@@ -201,9 +308,7 @@ fn issue_without_intermediate_needs_a_trust_domain_and_honours_it() {
     ]);
     assert_eq!(status(&ok), 0, "{}", stderr(&ok));
     assert_eq!(pem_count(&out.join("cert.pem")), 1, "the leaf alone");
-    if let Some(results) = openssl_verify(&out) {
-        assert!(results.iter().all(|r| r.status.success()));
-    }
+    assert_verified(&openssl_verify(&out));
 }
 
 #[test]
@@ -379,9 +484,7 @@ fn also_trust_puts_two_roots_in_the_bundle() {
     assert_eq!(status(&run), 0, "{}", stderr(&run));
     let bundle = TrustBundle::load(&out.join("bundle.pem")).expect("bundle");
     assert_eq!(bundle.len(), 2, "the new root once, the old root once");
-    if let Some(results) = openssl_verify(&out) {
-        assert!(results.iter().all(|r| r.status.success()));
-    }
+    assert_verified(&openssl_verify(&out));
 
     // A file that holds no certificate is refused.
     fs::write(dir.path().join("empty.pem"), "").expect("write");

@@ -3,6 +3,7 @@
 //! The one place that parses certificates with `x509-parser` (webpki verifies chains but
 //! exposes neither URI SANs nor key usages).
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use x509_parser::extensions::GeneralName;
@@ -22,6 +23,10 @@ pub struct CertInfo {
     pub not_after: SystemTime,
     /// The URI subject alternative names, in order.
     pub uris: Vec<String>,
+    /// The DNS name subject alternative names, in order (not part of the mesh identity).
+    pub dns_names: Vec<String>,
+    /// The IP address subject alternative names, in order (not part of the mesh identity).
+    pub ip_addresses: Vec<IpAddr>,
     /// Basic constraints say this is a CA.
     pub is_ca: bool,
     /// The key usage extension, when present: whether it allows `digitalSignature`.
@@ -38,14 +43,21 @@ impl CertInfo {
         };
         let (_, cert) =
             x509_parser::parse_x509_certificate(der).map_err(|e| bad("not X.509 DER", &e))?;
-        let mut uris = Vec::new();
+        let (mut uris, mut dns_names, mut ip_addresses) = (Vec::new(), Vec::new(), Vec::new());
         if let Some(san) = cert
             .subject_alternative_name()
             .map_err(|e| bad("subject alternative names", &e))?
         {
             for name in &san.value.general_names {
-                if let GeneralName::URI(uri) = name {
-                    uris.push((*uri).to_owned());
+                match name {
+                    GeneralName::URI(uri) => uris.push((*uri).to_owned()),
+                    GeneralName::DNSName(dns) => dns_names.push((*dns).to_owned()),
+                    GeneralName::IPAddress(bytes) => {
+                        if let Some(ip) = ip_address(bytes) {
+                            ip_addresses.push(ip);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -72,6 +84,8 @@ impl CertInfo {
             not_before: system_time(validity.not_before.timestamp()),
             not_after: system_time(validity.not_after.timestamp()),
             uris,
+            dns_names,
+            ip_addresses,
             is_ca,
             digital_signature,
             extended_key_usage,
@@ -163,6 +177,15 @@ pub fn format_utc(time: SystemTime) -> String {
         t.minute(),
         t.second()
     )
+}
+
+/// An IP address SAN's 4 or 16 bytes (anything else is not an address).
+fn ip_address(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
 }
 
 fn serial_hex(raw: &[u8]) -> String {

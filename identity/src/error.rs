@@ -62,6 +62,14 @@ pub enum IdentityError {
         /// The rule it breaks.
         problem: &'static str,
     },
+    /// Not a valid DNS name for a certificate.
+    #[error("`{input}` is not a valid DNS name: {problem}")]
+    DnsName {
+        /// What was given.
+        input: String,
+        /// The rule it breaks.
+        problem: &'static str,
+    },
     /// Not a valid time-to-live (`24h`, `30m`, `7d`).
     #[error("`{input}` is not a valid TTL: {problem}")]
     Ttl {

@@ -344,3 +344,40 @@ fn a_csr_is_signed_for_exactly_the_expected_identity() {
         .expect_err("garbage");
     assert!(matches!(err, IdentityError::Csr(_)), "{err}");
 }
+
+#[test]
+fn host_names_and_addresses_sit_beside_the_spiffe_id() {
+    let ca = common::ca();
+    let options = mesh_identity::ca::LeafOptions {
+        dns_names: vec!["Web.Shop.Internal".into(), "web.shop.internal".into()],
+        ip_addresses: vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")],
+        ..mesh_identity::ca::LeafOptions::ttl(Duration::from_secs(3_600))
+    };
+    let issued = ca.issue_with("spiffe://shop.example/web", &options);
+    let info = &issued.cert.info;
+    assert_eq!(
+        info.uris,
+        ["spiffe://shop.example/web"],
+        "still one URI SAN"
+    );
+    assert_eq!(info.dns_names, ["web.shop.internal"], "lowercased, once");
+    assert_eq!(info.ip_addresses, options.ip_addresses);
+    assert_eq!(info.extended_key_usage, Some((true, true)));
+    let identity = identity(&issued);
+    assert_eq!(
+        identity.spiffe_id().to_string(),
+        "spiffe://shop.example/web"
+    );
+
+    // A name that is not a host name is refused, naming the rule.
+    let bad = mesh_identity::ca::LeafOptions {
+        dns_names: vec!["*.shop.internal".into()],
+        ..mesh_identity::ca::LeafOptions::ttl(Duration::from_secs(3_600))
+    };
+    let err = ca
+        .ca
+        .issue_with(&id("spiffe://shop.example/web"), &bad)
+        .expect_err("a wildcard is refused");
+    assert!(matches!(err, IdentityError::DnsName { .. }), "{err}");
+    assert!(err.to_string().contains("wildcard"), "{err}");
+}

@@ -43,6 +43,36 @@ async fn a_valid_mutual_handshake_proves_both_identities() {
     assert_eq!(mesh_identity::spiffe_id_of(leaf).expect("id"), id(PAYMENTS));
 }
 
+/// DNS and IP SANs (`ca issue --dns/--ip`, for outside clients) change nothing between
+/// sidecars: the SPIFFE ID is still what each side checks, on both sides.
+#[tokio::test]
+async fn host_names_beside_the_spiffe_id_change_nothing_between_sidecars() {
+    let ca = ca();
+    let named = |spiffe_id: &str| {
+        identity(&ca.issue_with(
+            spiffe_id,
+            &LeafOptions {
+                dns_names: vec!["host.example".into()],
+                ip_addresses: vec!["127.0.0.1".parse().expect("ip")],
+                ..LeafOptions::ttl(std::time::Duration::from_secs(3_600))
+            },
+        ))
+    };
+    let mut server = serve(server(&named(PAYMENTS), &ca.bundle()), domain("d")).await;
+    let config = client(&named(FRONTEND), &ca.bundle(), &id(PAYMENTS));
+    connect(server.addr, config, &id(PAYMENTS))
+        .await
+        .expect("accepted");
+    assert_eq!(server.verdict().await.expect("accepted"), id(FRONTEND));
+    // Expecting another service at that address still fails, whatever names it carries.
+    let config = client(&named(FRONTEND), &ca.bundle(), &id("spiffe://d/orders"));
+    let refused = connect(server.addr, config, &id("spiffe://d/orders"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refused.reason, RefusalReason::WrongIdentity, "{refused}");
+}
+
 #[tokio::test]
 async fn an_intermediate_chain_is_verified_both_ways() {
     let ca = ca_with(InitOptions {

@@ -1,7 +1,9 @@
 //! `ca issue`: workload certificates. The leaf names the workload by one URI SAN
 //! (`spiffe://<domain>/<service>`, no common name), allows `digitalSignature` and both TLS
-//! client and server authentication, and has a random serial.
+//! client and server authentication, and has a random serial. It may also name DNS names and
+//! IP addresses (`ca issue --dns/--ip`), for clients that check those instead.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -11,6 +13,7 @@ use rcgen::{
 };
 
 use super::files::{self, PRIVATE, PUBLIC};
+use super::names::dns_name;
 use super::Ca;
 use crate::cert::{format_utc, CertInfo};
 use crate::error::IdentityError;
@@ -41,8 +44,8 @@ impl Validity {
     }
 }
 
-/// What a leaf allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a leaf allows and names.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafOptions {
     /// The validity period.
     pub validity: Validity,
@@ -50,6 +53,11 @@ pub struct LeafOptions {
     pub server_auth: bool,
     /// Extended key usage `clientAuth` (the outbound side).
     pub client_auth: bool,
+    /// DNS names beside the SPIFFE ID (see [`dns_name`](super::dns_name)), for clients that
+    /// check the host name they dialled; the mesh itself ignores them.
+    pub dns_names: Vec<String>,
+    /// IP addresses beside the SPIFFE ID, for clients that dial an address.
+    pub ip_addresses: Vec<IpAddr>,
 }
 
 impl LeafOptions {
@@ -59,6 +67,8 @@ impl LeafOptions {
             validity: Validity::ttl(ttl),
             server_auth: true,
             client_auth: true,
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
         }
     }
 }
@@ -158,11 +168,24 @@ impl Ca {
 
         let mut params = CertificateParams::default();
         // No subject: the identity is the URI SAN alone (rcgen then marks the SAN critical,
-        // as RFC 5280 requires for an empty subject).
+        // as RFC 5280 requires for an empty subject). Host names and addresses follow it,
+        // each once, in the order given.
         params.distinguished_name = DistinguishedName::new();
         params.subject_alt_names = vec![SanType::URI(
             id.to_string().try_into().map_err(IdentityError::Generate)?,
         )];
+        for name in &options.dns_names {
+            let san = SanType::DnsName(dns_name(name)?.try_into()?);
+            if !params.subject_alt_names.contains(&san) {
+                params.subject_alt_names.push(san);
+            }
+        }
+        for ip in &options.ip_addresses {
+            let san = SanType::IpAddress(*ip);
+            if !params.subject_alt_names.contains(&san) {
+                params.subject_alt_names.push(san);
+            }
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if options.server_auth {

@@ -13,6 +13,7 @@ mod csr;
 pub(crate) mod files;
 mod init;
 mod issue;
+mod names;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use crate::spiffe::TrustDomain;
 
 pub use init::InitOptions;
 pub use issue::{Issued, LeafOptions, SignedCert, Validity};
+pub use names::dns_name;
 
 /// The root's certificate file in a CA directory.
 pub const ROOT_CERT: &str = "root.pem";

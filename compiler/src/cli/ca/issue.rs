@@ -1,8 +1,10 @@
-//! `meshc ca issue SERVICE --ca DIR [--trust-domain D] [--ttl 24h] --out OUTDIR`
+//! `meshc ca issue SERVICE --ca DIR [--trust-domain D] [--ttl 24h] [--dns NAME]... [--ip ADDR]... --out OUTDIR`
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mesh_identity::ca::{dns_name, LeafOptions};
 use mesh_identity::{format_utc, parse_ttl, Ca, IdentityError, TrustBundle, TrustDomain};
 
 use super::fail;
@@ -26,6 +28,14 @@ pub(crate) struct Args {
     /// Where to write cert.pem, key.pem (0600) and bundle.pem (created if missing).
     #[arg(long, value_name = "OUTDIR")]
     out: PathBuf,
+    /// Also name this DNS host in the certificate (repeatable), for clients that check the
+    /// host name they dialled (`curl --cacert bundle.pem https://NAME:PORT/`).
+    #[arg(long = "dns", value_name = "NAME", value_parser = dns_name)]
+    dns: Vec<String>,
+    /// Also name this IP address in the certificate (repeatable), for clients that dial an
+    /// address (`curl --cacert bundle.pem https://127.0.0.1:PORT/`).
+    #[arg(long = "ip", value_name = "ADDR")]
+    ip: Vec<IpAddr>,
     /// Also trust the roots in FILE (repeatable): bundle.pem then holds the old and the new
     /// root during a root rotation.
     #[arg(long = "also-trust", value_name = "FILE")]
@@ -52,7 +62,12 @@ pub(crate) fn run(args: &Args) -> Outcome {
             return Outcome::CouldNotRun;
         }
     };
-    let mut issued = match ca.issue(&id, args.ttl) {
+    let options = LeafOptions {
+        dns_names: args.dns.clone(),
+        ip_addresses: args.ip.clone(),
+        ..LeafOptions::ttl(args.ttl)
+    };
+    let mut issued = match ca.issue_with(&id, &options) {
         Ok(issued) => issued,
         Err(err) => return fail(&err),
     };
@@ -67,8 +82,19 @@ pub(crate) fn run(args: &Args) -> Outcome {
         Err(err) => return fail(&err),
     };
     let info = &issued.cert.info;
+    let hosts: Vec<String> = info
+        .dns_names
+        .iter()
+        .map(|n| format!("DNS:{n}"))
+        .chain(info.ip_addresses.iter().map(|ip| format!("IP:{ip}")))
+        .collect();
+    let hosts = if hosts.is_empty() {
+        String::new()
+    } else {
+        format!("\n  also for {}", hosts.join(", "))
+    };
     let text = format!(
-        "issued {id} (serial {}, valid until {})\n  {}\n  {}\n  {}\n",
+        "issued {id} (serial {}, valid until {}){hosts}\n  {}\n  {}\n  {}\n",
         info.serial,
         format_utc(info.not_after),
         paths.cert.display(),

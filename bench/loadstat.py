@@ -240,7 +240,7 @@ PEER_TITLES = {"mesh": "mesh-proxy", "envoy": "Envoy", "nginx": "nginx", "haprox
 SCENARIOS = (
     ("one_hop_h1", "one hop, h1", {"mesh": "mesh-1hop-h1", "envoy": "envoy-1hop-h1", "nginx": "nginx-1hop-h1", "haproxy": "haproxy-1hop-h1"}),
     ("one_hop_h2c", "one hop, h2c", {"mesh": "mesh-1hop-h2c", "envoy": "envoy-1hop-h2c", "nginx": "nginx-1hop-h2c", "haproxy": "haproxy-1hop-h2c"}),
-    ("one_hop_proxy_wasm_h1", "one hop + proxy-wasm filter pw_header.wasm, h1", {"mesh": "mesh-1hop-pw-h1", "envoy": "envoy-1hop-pw-h1"}),
+    ("one_hop_proxy_wasm_h1", "one hop + the same proxy-wasm filter, h1", {"mesh": "mesh-1hop-wasm-h1", "envoy": "envoy-1hop-wasm-h1"}),
     ("mtls_chain_h1", "two proxies, mTLS between them, h1", {"mesh": "mesh-mtls-chain-h1", "envoy": "envoy-mtls-chain-h1", "haproxy": "haproxy-nginx-mtls-chain-h1"}),
     ("mtls_chain_h2c", "two proxies, mTLS between them, h2c", {"mesh": "mesh-mtls-chain-h2c", "envoy": "envoy-mtls-chain-h2c"}),
     ("plain_chain_h1", "two proxies, plaintext, h1", {"mesh": "mesh-chain-h1", "haproxy": "haproxy-nginx-chain-h1"}),
@@ -289,7 +289,7 @@ def compute_ratios(c):
                       ("full_hop_mtls_h1", "mesh-mtls-chain-h1", "haproxy-nginx-mtls-chain-h1"),
                       ("full_hop_mtls_h1_vs_envoy", "mesh-mtls-chain-h1", "envoy-mtls-chain-h1"),
                       ("full_hop_mtls_h2c_vs_envoy", "mesh-mtls-chain-h2c", "envoy-mtls-chain-h2c"),
-                      ("proxy_wasm_h1_vs_envoy", "mesh-1hop-pw-h1", "envoy-1hop-pw-h1")):
+                      ("proxy_wasm_h1_vs_envoy", "mesh-1hop-wasm-h1", "envoy-1hop-wasm-h1")):
         if a in c and b in c:
             res[key] = {
                 "req_per_cpu_s": ratio(g(a, "req_per_cpu_s"), g(b, "req_per_cpu_s")),
@@ -299,7 +299,7 @@ def compute_ratios(c):
             }
     # What the filter costs each proxy: its one hop with the filter against its own without.
     cost = {}
-    for who, with_f, without in (("mesh", "mesh-1hop-pw-h1", "mesh-1hop-h1"), ("envoy", "envoy-1hop-pw-h1", "envoy-1hop-h1")):
+    for who, with_f, without in (("mesh", "mesh-1hop-wasm-h1", "mesh-1hop-h1"), ("envoy", "envoy-1hop-wasm-h1", "envoy-1hop-h1")):
         if with_f in c and without in c:
             cost[who] = {
                 "req_per_cpu_s_ratio": ratio(g(with_f, "req_per_cpu_s"), g(without, "req_per_cpu_s")),
@@ -315,7 +315,7 @@ def fmt_ratio(v):
     return "-" if v is None else f"{v:.2f}x"
 
 
-def render_side_by_side(rows):
+def render_side_by_side(rows, meta):
     L = ["## Side by side: requests per proxy CPU-second, p99", ""]
     L.append("Each cell: requests per CPU-second of the proxy process(es) (higher is better) / p99 (lower is better). "
              "Chains count the CPU of both proxies. The last two columns are ours / Envoy's.")
@@ -330,6 +330,11 @@ def render_side_by_side(rows):
         v = r["mesh_vs_envoy"]
         L.append(f"| {r['scenario']} | " + " | ".join(cells) + f" | {fmt_ratio(v['req_per_cpu_s'])} | {fmt_ratio(v['p99'])} |")
     L.append("")
+    f = meta.get("wasm_filter")
+    if f and any(r["key"] == "one_hop_proxy_wasm_h1" for r in rows):
+        L.append(f"The proxy-wasm filter: `{f['module']}` with config `{json.dumps(f['config'])}`, the same file in both "
+                 "(mesh-proxy: wasmtime, `failure closed`; Envoy: V8, `fail_open: false`).")
+        L.append("")
     return L
 
 
@@ -356,7 +361,7 @@ def render(meta, c, ratios, rows=()):
         )
     L.append("")
     if rows:
-        L.extend(render_side_by_side(rows))
+        L.extend(render_side_by_side(rows, meta))
     L.append("Where the CPU goes (per request, pooled over rounds): the proxy's user and system time, its context switches, "
              "and the backend's context switches (a backend that sleeps between requests must be woken, at the writer's expense); "
              "the load generator's CPU.")
@@ -387,7 +392,7 @@ def render(meta, c, ratios, rows=()):
                       ("full_hop_mtls_h1", "full hop h1 over mTLS (mesh A->B vs haproxy->nginx :18084"),
                       ("full_hop_mtls_h1_vs_envoy", "full hop h1 over mTLS (mesh A->B vs Envoy -> Envoy, mTLS h2 between them"),
                       ("full_hop_mtls_h2c_vs_envoy", "full hop h2c over mTLS (mesh A->B vs Envoy -> Envoy, mTLS h2 between them"),
-                      ("proxy_wasm_h1_vs_envoy", "one hop h1 with pw_header.wasm (mesh E vs Envoy on V8")):
+                      ("proxy_wasm_h1_vs_envoy", "one hop h1 with the same proxy-wasm filter (mesh E vs Envoy on V8")):
         f = ratios.get(key)
         if f:
             L.append(
@@ -395,8 +400,10 @@ def render(meta, c, ratios, rows=()):
                 f"req/s {fmt_ratio(f['rps'])}, p50 {fmt_ratio(f['p50'])}, p99 {fmt_ratio(f['p99'])}"
             )
     for who, f in ratios.get("proxy_wasm_filter_cost_h1", {}).items():
-        L.append(f"- what pw_header.wasm costs {PEER_TITLES[who]} (its one hop with the filter / without): requests per CPU-second "
-                 f"{fmt_ratio(f['req_per_cpu_s_ratio'])}, {fmt_num(f['extra_cpu_us_per_req'], 2)} us more CPU per request")
+        extra = "-" if f["extra_cpu_us_per_req"] is None else f"{f['extra_cpu_us_per_req']:+.2f}"
+        L.append(f"- the filter on {PEER_TITLES[who]} (its one hop with the filter / without): requests per CPU-second "
+                 f"{fmt_ratio(f['req_per_cpu_s_ratio'])}, {extra} us CPU per request. Two processes measured one after "
+                 "the other: on a shared machine that moves by 10% or more; `bench/paired.sh` measures a filter's cost")
     L.append("")
     L.append("For req/s and req per CPU-second higher is better (ratio > 1 favours us); for p50/p99 lower is better (ratio < 1 favours us).")
     errs = [n for n, s in c.items() if s["errors"]]

@@ -18,8 +18,9 @@
 #   - `QUICK=1 bench/variants.sh` (SET=all): one hop with no filter, with one and three
 #     header-adding filters and the no-op filter (both on our SDK), request metrics,
 #     access logs and tracing, a looping filter stopped by its time limit;
-#   - `QUICK=1 bench/load.sh`: one hop h1 and h2c, two sidecars in a chain over mTLS HTTP/2
-#     and over plaintext h2c.
+#   - `QUICK=1 bench/load.sh`: one hop h1 and h2c, one hop with a filter on the public
+#     proxy-wasm crate (pw_header.wasm), two sidecars in a chain over mTLS HTTP/2 and over
+#     plaintext h2c (its Envoy, nginx and haproxy cases train nothing of ours).
 # Code no training load runs is laid out as cold: a path missing here (a filter calling
 # host functions the training filters never call, for instance) gains less and may run
 # slower than in the plain build, so keep the training as broad as what the mesh serves.
@@ -28,7 +29,7 @@
 # profiles are merged; profiles/; release/ via --target-dir), SKIP_TRAIN=1 (reuse
 # profiles/merged.profdata). Disk: 2-3 GB for each of the two builds, one at a time.
 # Needs llvm-profdata (`rustup component add llvm-tools`, done here if missing), and what
-# variants.sh and load.sh need (wrk, h2load, nginx, haproxy, curl).
+# variants.sh and load.sh need (wrk, h2load, nginx, haproxy, curl, envoy: bench/README.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGO_DIR=${PGO_DIR:-$ROOT/target/pgo}

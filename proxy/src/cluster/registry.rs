@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use super::{lock, Cluster, Policy};
 use crate::discovery::dns::Resolver;
 use crate::discovery::Source;
+use crate::health::Probe;
 use crate::upstream::Upstreams;
 
 /// The background tasks of a cluster and the settings they run with; aborted on drop.
@@ -19,7 +20,7 @@ use crate::upstream::Upstreams;
 pub(super) struct Tasks {
     /// The source, and the task that follows it (none for literal addresses).
     discovery: Option<(Source, Option<Task>)>,
-    health: Option<(HealthCheck, Task)>,
+    health: Option<((HealthCheck, Probe), Task)>,
 }
 
 #[derive(Debug)]
@@ -111,16 +112,21 @@ impl Clusters {
             };
             tasks.discovery = Some((source, task));
         }
-        if tasks.health.as_ref().map(|(h, _)| h) != service.health.as_ref() {
+        let health = service
+            .health
+            .clone()
+            .map(|policy| (policy, Probe::of(service.protocol)));
+        if tasks.health.as_ref().map(|(h, _)| h) != health.as_ref() {
             tasks.health = None;
-            if let Some(policy) = &service.health {
+            if let Some((policy, kind)) = health {
                 let run = crate::health::run(
                     Arc::downgrade(cluster),
                     Arc::clone(&self.upstreams),
                     policy.clone(),
+                    kind,
                 );
                 if let Some(task) = spawn(run) {
-                    tasks.health = Some((policy.clone(), task));
+                    tasks.health = Some(((policy, kind), task));
                 }
             }
         }

@@ -1,0 +1,3 @@
+//! Tests against software written elsewhere: the helpers of each interop suite.
+
+pub mod grpc;

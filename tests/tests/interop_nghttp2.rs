@@ -190,7 +190,17 @@ async fn h2load(url: String, extra: &[&str]) -> Load {
             }
         }
     }
+    if let Some(finished) = text.lines().find(|l| l.starts_with("finished in")) {
+        eprintln!("h2load {}: {finished}", args_summary(&text));
+    }
     Load { counts, text }
+}
+
+/// h2load's request line, for the log.
+fn args_summary(text: &str) -> &str {
+    text.lines()
+        .find(|l| l.starts_with("requests:"))
+        .unwrap_or_default()
 }
 
 /// The sum of the samples of counter `name` whose labels include all of `labels`.

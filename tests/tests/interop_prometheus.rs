@@ -456,6 +456,10 @@ async fn promql_over_scraped_sidecars_returns_the_load_sent() {
             "p99 of {route}: Prometheus {got}, the sidecar's buckets {expected} ({own:?})"
         );
     }
+    eprintln!(
+        "PromQL over {window} s: increase {increase:?}, rate {rate:?}, success ratio {}, p99 {p99:?}",
+        ratio[0].1
+    );
     let slow = p99.get("slow").copied().unwrap_or(f64::NAN);
     assert!(
         slow > 0.25,

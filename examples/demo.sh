@@ -54,7 +54,7 @@ if [ -n "${MESH_FILTER_DIR:-}" ]; then
   step "the example WASM filters: prebuilt, in $filters"
 else
   step "building the example WASM filters (examples/filters/build.sh, wasm32, release)"
-  echo "A first build takes about 2 minutes; later runs take seconds."
+  echo "A first build takes under a minute; later runs take seconds."
   bash examples/filters/build.sh || fail "the filters did not build (the errors are above)"
   filters=$(cd target/wasm-filters/wasm32-unknown-unknown/release && pwd)
 fi
@@ -67,6 +67,7 @@ source "examples/demo/$mode.sh"
 if $stay; then
   step "the mesh keeps running (Ctrl-C stops it)"
   stay_help
+  trap 'step "stopping the mesh"; exit 0' INT TERM
   wait
 fi
 step "done: stopping the mesh"

@@ -93,6 +93,10 @@ where
     Sent: Future<Output = Result<(Response<Body>, http::request::Parts), ProxyError>>,
 {
     let (mut head, body) = request.into_parts();
+    // The request id is the proxy's before the filters run, as in Envoy (whose connection
+    // manager sets it before its filter chain): the ABI lets filters read request headers
+    // only in request phases, so a filter that reports the id must see it there.
+    crate::headers::ensure_request_id(&mut head.headers);
     let (body, chain) = match Chain::start(store, table, filters, info, &mut head, body).await? {
         Start::Forward(body, chain) => (body, chain),
         Start::Respond(response) => return Ok(response),
@@ -456,7 +460,8 @@ fn on_failure(name: &str, mode: FailureMode, failure: &Failure) -> Result<(), Pr
 }
 
 /// A filter's `send_local_response` as a response. Headers the filter got wrong are
-/// dropped (logged), never fatal.
+/// dropped (logged), never fatal. A body without a `content-type` from the filter is
+/// `text/plain`, as Envoy labels local replies (a filter written for Envoy relies on it).
 pub(super) fn local_response(local: LocalResponse) -> Response<Body> {
     let mut response = Response::new(full(Bytes::clone(&local.body)));
     *response.status_mut() =
@@ -474,5 +479,44 @@ pub(super) fn local_response(local: LocalResponse) -> Response<Body> {
             }
         }
     }
+    if !local.body.is_empty() && !response.headers().contains_key(http::header::CONTENT_TYPE) {
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+    }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(headers: &[(&str, &str)], body: &'static [u8]) -> Response<Body> {
+        local_response(LocalResponse {
+            status: 403,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body: Bytes::from_static(body),
+            details: String::new(),
+        })
+    }
+
+    #[test]
+    fn a_local_reply_with_a_body_is_text_unless_the_filter_says_otherwise() {
+        let reply = local(&[("x-why", "denied")], b"denied");
+        assert_eq!(reply.status(), 403);
+        assert_eq!(reply.headers()["content-type"], "text/plain");
+        assert_eq!(reply.headers()["x-why"], "denied");
+        let reply = local(&[("content-type", "application/json")], b"{}");
+        let types: Vec<_> = reply.headers().get_all("content-type").iter().collect();
+        assert_eq!(types, ["application/json"]);
+        let reply = local(&[], b"");
+        assert!(
+            reply.headers().get("content-type").is_none(),
+            "no body, no type"
+        );
+    }
 }

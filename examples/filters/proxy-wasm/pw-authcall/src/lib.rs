@@ -2,7 +2,9 @@
 //! service `upstream` (config `{"upstream": "authz", "path": "/check"}`) with
 //! `dispatch_http_call` and pauses; a 200 resumes the request, anything else (or a failed
 //! call) answers 403. With `"phase": "response"` it asks on the response's headers instead,
-//! and marks the responses it let through with `x-pw-authcall: checked`.
+//! and marks the responses it let through with `x-pw-authcall: checked`. The request's
+//! method and path are read in the request phase either way: the proxy-wasm ABI lets a
+//! filter read request headers only there (Envoy refuses them in the response phase).
 
 use std::time::Duration;
 
@@ -68,7 +70,11 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
-        Some(Box::new(AuthCall { config }))
+        Some(Box::new(AuthCall {
+            config,
+            method: String::new(),
+            path: String::new(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -78,6 +84,9 @@ impl RootContext for Root {
 
 struct AuthCall {
     config: Config,
+    /// The request's method and path, read in the request phase.
+    method: String,
+    path: String,
 }
 
 impl Context for AuthCall {
@@ -104,6 +113,8 @@ impl Context for AuthCall {
 
 impl HttpContext for AuthCall {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.method = self.get_http_request_header(":method").unwrap_or_default();
+        self.path = self.get_http_request_header(":path").unwrap_or_default();
         match self.config.phase {
             Phase::Request => self.ask(),
             Phase::Response => Action::Continue,
@@ -121,14 +132,12 @@ impl HttpContext for AuthCall {
 impl AuthCall {
     /// Asks `upstream` about the request, and pauses until it answers.
     fn ask(&mut self) -> Action {
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
         let headers = vec![
             (":method", "GET"),
             (":path", self.config.path.as_str()),
             (":authority", self.config.upstream.as_str()),
-            ("x-original-method", method.as_str()),
-            ("x-original-path", path.as_str()),
+            ("x-original-method", self.method.as_str()),
+            ("x-original-path", self.path.as_str()),
         ];
         let timeout = Duration::from_millis(self.config.timeout_ms);
         match self.dispatch_http_call(&self.config.upstream, headers, None, vec![], timeout) {

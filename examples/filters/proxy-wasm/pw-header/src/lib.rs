@@ -1,7 +1,8 @@
 //! `pw-header`, on the public `proxy-wasm` crate: adds `x-pw-header: <value>` (config
 //! `{"value": "..."}`, default `hello`) to every request and every response, and
-//! `x-pw-request-id: <the request's x-request-id>` to the response, as it reads the request
-//! in the response phase.
+//! `x-pw-request-id: <the request's x-request-id>` to the response. The id is read in the
+//! request phase (the proxy sets it before the filters run): the proxy-wasm ABI lets a
+//! filter read request headers only there, and Envoy refuses them in the response phase.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -51,6 +52,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(AddHeader {
             value: self.value.clone(),
+            request_id: None,
         }))
     }
 
@@ -61,6 +63,8 @@ impl RootContext for Root {
 
 struct AddHeader {
     value: String,
+    /// The request's `x-request-id`, read in the request phase.
+    request_id: Option<String>,
 }
 
 impl Context for AddHeader {}
@@ -68,14 +72,14 @@ impl Context for AddHeader {}
 impl HttpContext for AddHeader {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.set_http_request_header("x-pw-header", Some(&self.value));
+        self.request_id = self.get_http_request_header("x-request-id");
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.set_http_response_header("x-pw-header", Some(&self.value));
-        // The request as the proxy sent it: with the request id it added (as in Envoy).
-        if let Some(id) = self.get_http_request_header("x-request-id") {
-            self.set_http_response_header("x-pw-request-id", Some(&id));
+        if let Some(id) = &self.request_id {
+            self.set_http_response_header("x-pw-request-id", Some(id));
         }
         Action::Continue
     }

@@ -40,6 +40,9 @@ pub struct Config {
     pub poll: Duration,
     /// How long the directory must stay unchanged before a compile.
     pub debounce: Duration,
+    /// Written once both listeners are bound: their actual addresses as TOML (`proxies`,
+    /// `api`), so a listener configured on port 0 can be found.
+    pub addresses_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +60,7 @@ struct Raw {
     token_file: Option<PathBuf>,
     poll_ms: Option<u64>,
     debounce_ms: Option<u64>,
+    addresses_file: Option<PathBuf>,
     proxies: RawProxies,
     api: RawApi,
 }
@@ -160,6 +164,7 @@ impl Config {
             api_token,
             poll: Duration::from_millis(raw.poll_ms.unwrap_or(200)),
             debounce: Duration::from_millis(raw.debounce_ms.unwrap_or(100)),
+            addresses_file: raw.addresses_file.as_deref().map(at),
         })
     }
 }

@@ -158,6 +158,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError(e.to_string()))?;
     let api_addr = api.local_addr().map_err(|e| StartError(e.to_string()))?;
     tracing::info!(%proxies_addr, %api_addr, trust_domain = %trust_domain, "mesh-control listening");
+    if let Some(path) = &shared.config.addresses_file {
+        write_addresses(path, proxies_addr, api_addr).map_err(|e| {
+            StartError(format!(
+                "key `addresses_file`: cannot write `{}`: {e}",
+                path.display()
+            ))
+        })?;
+    }
 
     let ca_for_renewal =
         Arc::new(Ca::load(&shared.config.ca).map_err(|e| StartError(e.to_string()))?);
@@ -199,4 +207,20 @@ async fn registry_loop(shared: Arc<Shared>) {
             shared.registry_changed(&dirty);
         }
     }
+}
+
+/// Writes the bound listeners' addresses to `path` as TOML (`proxies = "..."`, `api =
+/// "..."`): to a temporary file first, then renamed, so a poller never reads half of it.
+fn write_addresses(
+    path: &std::path::Path,
+    proxies: std::net::SocketAddr,
+    api: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(
+        &partial,
+        format!("proxies = \"{proxies}\"\napi = \"{api}\"\n"),
+    )?;
+    std::fs::rename(&partial, path)
 }

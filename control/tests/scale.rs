@@ -1,7 +1,7 @@
 //! Scale: 1,000 simulated subscribers against a `mesh-control` child process (so its RSS is
 //! its own): time from a policy change to the last ack, and memory per connected proxy.
 
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -11,11 +11,22 @@ use mesh_identity::{Ca, TrustDomain};
 
 const TOKEN: &str = "scale-operator-token";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// The addresses `mesh-control` bound (`addresses_file`): proxies, API.
+async fn bound_addresses(file: &std::path::Path) -> (SocketAddr, SocketAddr) {
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let table: toml::Table = text.parse().expect("the addresses file is TOML");
+            let addr = |key: &str| -> SocketAddr {
+                table[key]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("an address")
+            };
+            return (addr("proxies"), addr("api"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("mesh-control did not report its addresses");
 }
 
 struct Kill(Child);
@@ -41,9 +52,8 @@ async fn thousand_subscribers_get_a_policy_change() {
     Ca::init(&dir.path().join("ca"), &options).expect("ca");
     std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
     std::fs::write(dir.path().join("policies/scale.mesh"), swarm::policy(50, 0)).expect("policy");
-    let (pp, ap) = (free_port(), free_port());
     let config = dir.path().join("control.toml");
-    std::fs::write(&config, format!("policies = \"policies\"\nca = \"ca\"\n[proxies]\nlisten = \"127.0.0.1:{pp}\"\n[api]\nlisten = \"127.0.0.1:{ap}\"\ntoken = \"{TOKEN}\"\n")).expect("config");
+    std::fs::write(&config, format!("policies = \"policies\"\nca = \"ca\"\naddresses_file = \"addresses.toml\"\n[proxies]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n")).expect("config");
     let child = Kill(
         Command::new(env!("CARGO_BIN_EXE_mesh-control"))
             .arg("--config")
@@ -53,8 +63,7 @@ async fn thousand_subscribers_get_a_policy_change() {
             .spawn()
             .expect("mesh-control starts"),
     );
-    let api = format!("127.0.0.1:{ap}").parse().expect("addr");
-    let proxies = format!("127.0.0.1:{pp}").parse().expect("addr");
+    let (proxies, api) = bound_addresses(&dir.path().join("addresses.toml")).await;
     let mut up = false;
     for _ in 0..100 {
         if swarm::api(api, TOKEN, "GET", "/v1/policy", None)

@@ -64,6 +64,11 @@ pub struct Config {
     /// Where WASM filter modules are found, and the host's limits.
     #[serde(default)]
     pub filters: FiltersConfig,
+    /// Written once every listener is bound: their actual addresses as TOML (`inbound`,
+    /// `outbound`, `admin`), so a listener configured on port 0 can be found. Relative to
+    /// the config file's directory.
+    #[serde(default)]
+    pub addresses_file: Option<PathBuf>,
 }
 
 /// `[filters]`: the table names each filter's module by file name and pins its SHA-256;
@@ -330,6 +335,9 @@ impl Config {
         if let Some(dir) = path.parent() {
             config.base_dir = dir.to_path_buf();
             config.resolve_identity_paths(dir);
+            if let Some(file) = config.addresses_file.as_mut().filter(|f| f.is_relative()) {
+                *file = dir.join(&*file);
+            }
         }
         Ok(config)
     }
@@ -460,7 +468,8 @@ impl Config {
                 self.discovery.dns_min_refresh_ms
             ));
         }
-        if self.inbound.listen == self.outbound.listen {
+        // Port 0 asks the system for a free port, so two such listeners never collide.
+        if self.inbound.listen == self.outbound.listen && self.inbound.listen.port() != 0 {
             return Err("keys `inbound.listen` and `outbound.listen`: must differ".into());
         }
         self.check_identity()

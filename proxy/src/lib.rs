@@ -15,6 +15,7 @@
 //! who gets a request (`balance`) are kept apart; `cluster` holds their shared state.
 
 pub mod access_log;
+pub mod addresses;
 pub mod admin;
 pub mod balance;
 pub mod body;
@@ -120,6 +121,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The bound addresses could not be written to `addresses_file`.
+    #[error("cannot write the bound addresses to {}: {source}", path.display())]
+    AddressesFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The `[identity]` credentials could not be loaded.
     #[error("cannot load the mesh identity (`[identity]` cert, key, bundle): {0}")]
     Identity(mesh_identity::IdentityError),
@@ -189,6 +198,9 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
                 tracing::info!(checksum = %first.checksum, path = %path.display(), "rule table loaded");
                 tables.store(first);
             }
+            Err(error) if error.is_missing_file() => {
+                tracing::warn!(path = %path.display(), "no rule table yet; not ready until the file appears");
+            }
             Err(error) => {
                 tables
                     .failures
@@ -197,6 +209,29 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
             }
         }
     }
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let inbound_listener = bind("inbound", config.inbound.listen).await?;
+    let outbound_listener = bind("outbound", config.outbound.listen).await?;
+    let admin_listener = bind("admin", config.admin.listen).await?;
+    // A listener on port 0 got its port from the system: what it is bound to is the truth.
+    let bound = addresses::Bound {
+        inbound: bound_addr(&inbound_listener, config.inbound.listen),
+        outbound: bound_addr(&outbound_listener, config.outbound.listen),
+        admin: bound_addr(&admin_listener, config.admin.listen),
+    };
+    if let Some(path) = &config.addresses_file {
+        bound
+            .write(path)
+            .map_err(|source| StartError::AddressesFile {
+                path: path.clone(),
+                source,
+            })?;
+    }
+
     let mut metrics = metrics::Metrics::new(
         Arc::clone(&tables),
         Arc::clone(&registries),
@@ -235,22 +270,13 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
         shutdown: Arc::new(tokio::sync::Notify::new()),
         draining: std::sync::atomic::AtomicBool::new(false),
         filters: filter_store.clone(),
-        inbound_addr: Some(config.inbound.listen),
+        inbound_addr: Some(bound.inbound),
     });
     caller.attach(Arc::downgrade(&ctx));
     if let Some(store) = filter_store {
         let every = Duration::from_millis(config.filters.poll_ms.unwrap_or(config.table_poll_ms));
         tokio::spawn(store.watch(Arc::clone(&tables), config.service.clone(), every));
     }
-
-    let bind = |what: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { what, addr, source })
-    };
-    let inbound_listener = bind("inbound", config.inbound.listen).await?;
-    let outbound_listener = bind("outbound", config.outbound.listen).await?;
-    let admin_listener = bind("admin", config.admin.listen).await?;
 
     match &config.table {
         Some(path) => {
@@ -310,9 +336,9 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
     };
     tracing::info!(
         service = %config.service,
-        inbound = %config.inbound.listen,
-        outbound = %config.outbound.listen,
-        admin = %config.admin.listen,
+        inbound = %bound.inbound,
+        outbound = %bound.outbound,
+        admin = %bound.admin,
         "mesh-proxy listening"
     );
 
@@ -437,4 +463,9 @@ impl ShutdownSignal {
         }
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The address `listener` is bound to (`configured` if the system cannot say).
+fn bound_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
 }

@@ -153,6 +153,14 @@ pub enum LoadError {
     UnknownService(String),
 }
 
+impl LoadError {
+    /// Whether the table file does not exist (yet): a sidecar started before its table was
+    /// delivered is waiting for one, which is not a refused table.
+    pub fn is_missing_file(&self) -> bool {
+        matches!(self, LoadError::Read(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 impl Snapshot {
     /// Reads, decodes and indexes the table at `path`; `own_service` must be in it. Once
     /// the table is known good, `registries` are brought in line with it.

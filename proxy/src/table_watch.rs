@@ -37,6 +37,9 @@ impl Tables {
     }
 }
 
+/// How often a sidecar that has no table yet looks for its file.
+const FIRST_TABLE_POLL: Duration = Duration::from_millis(100);
+
 /// Reloads `path` into `tables` when its stamp changes (checked every `poll`) or on SIGHUP,
 /// until the process ends.
 /// Each table loaded brings `registries` (clusters, budgets) in line with it.
@@ -55,9 +58,13 @@ pub async fn watch(
     let mut hangup = hangup_signal();
     let mut ticker = tokio::time::interval(poll);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A sidecar without a table serves nothing, so until the first one loads it looks at
+    // the file often, whatever the poll interval (which is for changes to a good table).
+    let mut waiting = tokio::time::interval(poll.min(FIRST_TABLE_POLL));
     loop {
         let forced = tokio::select! {
             _ = ticker.tick() => false,
+            _ = waiting.tick(), if tables.current().is_none() => false,
             _ = recv(&mut hangup) => true,
         };
         let now = FileStamp::of(&path);
@@ -77,6 +84,9 @@ pub async fn watch(
                 tracing::info!(checksum = %snapshot.checksum, path = %path.display(), "rule table loaded");
                 last_checksum = snapshot.checksum.clone();
                 tables.store(snapshot);
+            }
+            Ok(Err(error)) if error.is_missing_file() => {
+                // Logged at start; polled quietly until the file appears.
             }
             Ok(Err(error)) => {
                 tables.failures.fetch_add(1, Ordering::Relaxed);

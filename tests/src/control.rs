@@ -2,7 +2,7 @@
 //! directory, the proxies' and operator listeners on free loopback ports) and sidecars that
 //! take their tables and certificates from it (`control = ...`, a join token).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
@@ -14,13 +14,42 @@ use crate::{binary, meshc};
 /// The operator API's bearer token in these tests.
 pub const OPERATOR_TOKEN: &str = "operator-secret-token";
 
-/// A free loopback port (released, so a process can bind it).
-pub fn free_addr() -> SocketAddr {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("reserve a port: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("reserved port: {e}"))
+/// Reads the TOML file a process writes once its listeners are bound (`addresses_file`),
+/// waiting up to `limit` for it; `None` if it never appears or the process exits first.
+pub async fn read_addresses(
+    file: &Path,
+    keys: &[&str],
+    child: &Mutex<Option<Child>>,
+    limit: Duration,
+) -> Option<Vec<SocketAddr>> {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let table: toml::Table = text
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: not TOML ({e}):\n{text}", file.display()));
+            let addresses = keys
+                .iter()
+                .map(|key| {
+                    table
+                        .get(*key)
+                        .and_then(toml::Value::as_str)
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or_else(|| {
+                            panic!("{}: no address `{key}`:\n{text}", file.display())
+                        })
+                })
+                .collect();
+            return Some(addresses);
+        }
+        let exited = lock(child)
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+        if exited || started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A running `mesh-control`; killed on drop.
@@ -34,6 +63,7 @@ pub struct ControlPlane {
     child: Mutex<Option<Child>>,
     starts: Mutex<usize>,
     sidecars: std::sync::atomic::AtomicUsize,
+    cert_ttl: String,
 }
 
 impl ControlPlane {
@@ -54,24 +84,37 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("mkdir policies: {e}"));
         std::fs::write(dir.path().join("policies/policy.mesh"), policy)
             .unwrap_or_else(|e| panic!("write the policy: {e}"));
-        let (proxies, api) = (free_addr(), free_addr());
-        let config = format!(
-            "policies = \"policies\"\nca = \"ca\"\ncert_ttl = \"{cert_ttl}\"\nstate = \"state\"\n\
-             registry_grace_ms = 2000\n\
-             [proxies]\nlisten = \"{proxies}\"\n[api]\nlisten = \"{api}\"\ntoken = \"{OPERATOR_TOKEN}\"\n"
-        );
-        std::fs::write(dir.path().join("control.toml"), config)
-            .unwrap_or_else(|e| panic!("write control.toml: {e}"));
-        let control = ControlPlane {
+        // Both listeners on port 0: the process reports what it bound (`addresses_file`),
+        // and a restart binds the same ports again (the proxies reconnect to them).
+        let listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+        let mut control = ControlPlane {
             dir,
-            proxies,
-            api,
+            proxies: listen,
+            api: listen,
             child: Mutex::new(None),
             starts: Mutex::new(0),
             sidecars: std::sync::atomic::AtomicUsize::new(0),
+            cert_ttl: cert_ttl.to_string(),
         };
-        control.spawn().await;
+        control.write_config();
+        (control.proxies, control.api) = control.launch().await;
+        control.write_config();
+        control.wait_api().await;
         control
+    }
+
+    /// Writes `control.toml` with the current listen addresses.
+    fn write_config(&self) {
+        let config = format!(
+            "policies = \"policies\"\nca = \"ca\"\ncert_ttl = \"{cert_ttl}\"\nstate = \"state\"\n\
+             registry_grace_ms = 2000\naddresses_file = \"control.addresses\"\n\
+             [proxies]\nlisten = \"{proxies}\"\n[api]\nlisten = \"{api}\"\ntoken = \"{OPERATOR_TOKEN}\"\n",
+            cert_ttl = self.cert_ttl,
+            proxies = self.proxies,
+            api = self.api,
+        );
+        std::fs::write(self.dir.path().join("control.toml"), config)
+            .unwrap_or_else(|e| panic!("write control.toml: {e}"));
     }
 
     /// The scratch directory (CA, policies, configs, logs).
@@ -89,13 +132,27 @@ impl ControlPlane {
         format!("http://{}", self.api)
     }
 
-    /// Starts the process (again) and waits until its API answers.
+    /// Starts the process (again) and waits until its API answers; a restart binds the
+    /// addresses of the first start.
     pub async fn spawn(&self) {
+        let (proxies, api) = self.launch().await;
+        assert_eq!(
+            (proxies, api),
+            (self.proxies, self.api),
+            "mesh-control came back on other addresses"
+        );
+        self.wait_api().await;
+    }
+
+    /// Starts the process and returns the addresses it bound (proxies, API).
+    async fn launch(&self) -> (SocketAddr, SocketAddr) {
         let n = {
             let mut starts = lock(&self.starts);
             *starts += 1;
             *starts
         };
+        let addresses = self.dir.path().join("control.addresses");
+        let _ = std::fs::remove_file(&addresses);
         let log = self.dir.path().join(format!("control-{n}.log"));
         let stderr =
             std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
@@ -110,6 +167,19 @@ impl ControlPlane {
             .spawn()
             .unwrap_or_else(|e| panic!("start mesh-control: {e}"));
         *lock(&self.child) = Some(child);
+        let bound = read_addresses(
+            &addresses,
+            &["proxies", "api"],
+            &self.child,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|| panic!("mesh-control did not report its addresses:\n{}", self.log()));
+        (bound[0], bound[1])
+    }
+
+    /// Waits until the operator API answers.
+    async fn wait_api(&self) {
         let started = Instant::now();
         loop {
             if let Some(status) = lock(&self.child)
@@ -213,15 +283,15 @@ impl ControlPlane {
             .sidecars
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("{service}-{n}");
-        let (inbound, outbound, admin) = (free_addr(), free_addr(), free_addr());
         let token_file = self.dir.path().join(format!("{name}.token"));
         std::fs::write(&token_file, token).unwrap_or_else(|e| panic!("write the token: {e}"));
         let config = self.dir.path().join(format!("{name}.toml"));
         let text = format!(
             "service = \"{service}\"\ncontrol = \"{control}\"\ndrain_ms = 2000\nworkers = 2\n\
-             [inbound]\nlisten = \"{inbound}\"\napp = \"{app}\"\n\
-             [outbound]\nlisten = \"{outbound}\"\n\
-             [admin]\nlisten = \"{admin}\"\n\
+             addresses_file = \"{name}.addresses\"\n\
+             [inbound]\nlisten = \"127.0.0.1:0\"\napp = \"{app}\"\n\
+             [outbound]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
              [identity]\ntoken_file = \"{name}.token\"\nbundle = \"ca/root.pem\"\n\
              dir = \"{name}.state\"\npoll_ms = 100\n",
             control = self.proxies,
@@ -242,9 +312,8 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("start mesh-proxy: {e}"));
         Sidecar {
             service: service.to_string(),
-            inbound,
-            outbound,
-            admin,
+            addresses_file: self.dir.path().join(format!("{name}.addresses")),
+            bound: std::sync::OnceLock::new(),
             log,
             state: self.dir.path().join(format!("{name}.state")),
             child: Mutex::new(child),
@@ -272,12 +341,10 @@ impl Drop for ControlPlane {
 pub struct Sidecar {
     /// Its service.
     pub service: String,
-    /// Where other sidecars reach it.
-    pub inbound: SocketAddr,
-    /// Where its application sends calls.
-    pub outbound: SocketAddr,
-    /// Its admin listener.
-    pub admin: SocketAddr,
+    /// Where it reports its listeners' addresses once bound (after the bootstrap).
+    addresses_file: PathBuf,
+    /// Those addresses (inbound, outbound, admin), once read.
+    bound: std::sync::OnceLock<[SocketAddr; 3]>,
     /// Its stderr.
     pub log: PathBuf,
     /// Its state directory (bootstrapped credentials).
@@ -286,6 +353,49 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
+    /// Its listeners' addresses (inbound, outbound, admin), once it has bound them: a
+    /// sidecar binds only after its bootstrap succeeded.
+    fn bound(&self) -> Option<[SocketAddr; 3]> {
+        if let Some(bound) = self.bound.get() {
+            return Some(*bound);
+        }
+        let text = std::fs::read_to_string(&self.addresses_file).ok()?;
+        let table: toml::Table = text.parse().ok()?;
+        let addr = |key: &str| {
+            table
+                .get(key)
+                .and_then(toml::Value::as_str)
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        };
+        let bound = [addr("inbound")?, addr("outbound")?, addr("admin")?];
+        Some(*self.bound.get_or_init(|| bound))
+    }
+
+    fn bound_or_panic(&self) -> [SocketAddr; 3] {
+        self.bound().unwrap_or_else(|| {
+            panic!(
+                "the sidecar of {} has not bound its listeners (wait_ready first):\n{}",
+                self.service,
+                self.log()
+            )
+        })
+    }
+
+    /// Where other sidecars reach it.
+    pub fn inbound(&self) -> SocketAddr {
+        self.bound_or_panic()[0]
+    }
+
+    /// Where its application sends calls.
+    pub fn outbound(&self) -> SocketAddr {
+        self.bound_or_panic()[1]
+    }
+
+    /// Its admin listener.
+    pub fn admin(&self) -> SocketAddr {
+        self.bound_or_panic()[2]
+    }
+
     /// What it has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -293,7 +403,8 @@ impl Sidecar {
 
     /// `GET path` on its admin listener; `None` when nothing answers.
     pub async fn admin_get(&self, path: &str) -> Option<Reply> {
-        let mut connection = tokio::time::timeout(Duration::from_secs(1), H1::connect(self.admin))
+        let admin = self.bound()?[2];
+        let mut connection = tokio::time::timeout(Duration::from_secs(1), H1::connect(admin))
             .await
             .ok()?
             .ok()?;

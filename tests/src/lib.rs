@@ -23,24 +23,36 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// The path of a workspace binary, built first (once per test process) so the tests
-/// never run a stale one.
+/// The environment variable naming a directory of prebuilt workspace binaries (`.ci/run`
+/// builds them once, before the tests, and sets it): the tests run those and build nothing.
+pub const BIN_DIR_ENV: &str = "MESH_BIN_DIR";
+
+/// The path of a workspace binary. With [`BIN_DIR_ENV`] set, the prebuilt one there;
+/// otherwise every workspace binary is built first (once per test process, so the tests
+/// never run a stale one), all in one `cargo build --workspace --bins`: one feature set
+/// for every binary and every test process, so no test rebuilds what another built.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut built = BUILT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !built.iter().any(|b| b == name) {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let path = PathBuf::from(dir).join(name);
+        assert!(
+            path.is_file(),
+            "{} is not a file: ${BIN_DIR_ENV} names a directory without the binary `{name}` \
+             (build them with `cargo build --workspace --bins`)",
+            path.display()
+        );
+        return path;
+    }
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--bin", name])
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .current_dir(workspace_root())
             .status();
         assert!(
             status.is_ok_and(|s| s.success()),
-            "cargo build --bin {name} failed"
+            "cargo build --workspace --bins failed"
         );
-        built.push(name.to_string());
-    }
+    });
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace_root().join("target"), PathBuf::from);
     target.join("debug").join(name)

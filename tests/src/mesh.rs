@@ -13,7 +13,7 @@
 //! without (for test servers that stand in for sidecars and speak h2c).
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -93,63 +93,41 @@ impl MeshBuilder {
         self
     }
 
-    /// Compiles the policy, starts every sidecar and, when the table exists, waits until
-    /// each is ready.
+    /// Starts every sidecar on ports of its own choosing (port 0, read back from its
+    /// `addresses_file`), then compiles the policy with their addresses and, unless
+    /// [`MeshBuilder::without_table`], installs the table and waits until each is ready.
+    /// No port is picked by the test and released for a process to take: nothing races.
     pub async fn start(self) -> Mesh {
         let proxy_binary = binary("mesh-proxy");
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        // Ports are held until the processes start, so no other test takes them meanwhile.
-        let mut held = Vec::new();
-        let mut reserve = || {
-            let listener =
-                TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("reserve a port: {e}"));
-            let addr = listener
-                .local_addr()
-                .unwrap_or_else(|e| panic!("reserved port: {e}"));
-            held.push(listener);
-            addr
-        };
-        let mut addresses = BTreeMap::new();
-        let mut proxies = Vec::new();
-        for (service, app) in &self.proxies {
-            let (inbound, outbound, admin) = (reserve(), reserve(), reserve());
-            addresses.insert(service.clone(), inbound);
-            proxies.push((service.clone(), *app, inbound, outbound, admin));
-        }
-        for name in placeholders(&self.policy) {
-            addresses.entry(name).or_insert_with(&mut reserve);
-        }
         let table = dir.path().join("mesh.table");
         let mut mesh = Mesh {
             dir,
             table,
-            addresses,
+            addresses: BTreeMap::new(),
             proxies: Vec::new(),
             compiled: AtomicUsize::new(0),
             initial: Vec::new(),
             trust_domain: String::new(),
+            down: Vec::new(),
         };
         for (name, bytes) in &self.files {
             let path = mesh.dir.path().join(name);
             std::fs::write(&path, bytes)
                 .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         }
-        mesh.initial = mesh.compile(&self.policy);
-        mesh.trust_domain = mesh_table::decode(&mesh.initial)
-            .map(|t| t.mesh.trust_domain)
-            .unwrap_or_else(|e| panic!("decode the compiled table: {e}"));
-        if self.with_table {
-            mesh.install_table(&mesh.initial);
-        }
+        // Certificates come before the sidecars and addresses after them: the trust domain
+        // is read from a compile with stand-in addresses.
+        mesh.trust_domain = mesh.trust_domain_of(&self.policy);
         if !self.insecure_plaintext {
             mesh.init_ca();
         }
-        let mut configs = Vec::new();
-        for (service, app, inbound, outbound, admin) in proxies {
+        let mut starting = Vec::new();
+        for (service, app) in &self.proxies {
             let identity = if self.insecure_plaintext {
                 "[identity]\ninsecure_plaintext = true\n".to_string()
             } else {
-                mesh.issue(&service);
+                mesh.issue(service);
                 // Relative to the config file's directory, as operators write them.
                 format!(
                     "[identity]\ncert = \"certs/{service}/cert.pem\"\nkey = \"certs/{service}/key.pem\"\n\
@@ -158,31 +136,48 @@ impl MeshBuilder {
                 )
             };
             let config = mesh.dir.path().join(format!("{service}.toml"));
+            let addresses_file = format!("{service}.addresses");
             let text = format!(
                 "service = \"{service}\"\ntable = {table:?}\ntable_poll_ms = {poll}\ndrain_ms = {drain}\nworkers = 2\n\
-                 [inbound]\nlisten = \"{inbound}\"\napp = \"{app}\"\n\
-                 [outbound]\nlisten = \"{outbound}\"\n\
-                 [admin]\nlisten = \"{admin}\"\n{identity}",
+                 addresses_file = \"{addresses_file}\"\n\
+                 [inbound]\nlisten = \"127.0.0.1:0\"\napp = \"{app}\"\n\
+                 [outbound]\nlisten = \"127.0.0.1:0\"\n\
+                 [admin]\nlisten = \"127.0.0.1:0\"\n{identity}",
                 table = mesh.table.display().to_string(),
                 poll = self.table_poll_ms,
                 drain = self.drain_ms,
             ) + &self.extra_config;
             std::fs::write(&config, text)
                 .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
-            configs.push((service, config, inbound, outbound, admin));
-        }
-        drop(held);
-        for (service, config, inbound, outbound, admin) in configs {
             let log = mesh.dir.path().join(format!("{service}.log"));
-            let child = spawn_proxy(&proxy_binary, &config, &log);
+            let mut child = spawn_proxy(&proxy_binary, &config, &log);
+            let bound =
+                wait_addresses(&mut child, &mesh.dir.path().join(&addresses_file), &log).await;
+            starting.push((service.clone(), bound, log, child));
+        }
+        for (service, bound, log, child) in starting {
+            mesh.addresses.insert(service.clone(), bound.inbound);
             mesh.proxies.push(Proxy {
                 service,
-                inbound,
-                outbound,
-                admin,
+                inbound: bound.inbound,
+                outbound: bound.outbound,
+                admin: bound.admin,
                 log,
                 child: Mutex::new(child),
             });
+        }
+        // A placeholder without a sidecar is an endpoint that is down: a port bound (so no
+        // one else gets it) but not listening (so connections are refused).
+        for name in placeholders(&self.policy) {
+            if !mesh.addresses.contains_key(&name) {
+                let (socket, addr) = down_endpoint();
+                mesh.down.push(socket);
+                mesh.addresses.insert(name, addr);
+            }
+        }
+        mesh.initial = mesh.compile(&self.policy);
+        if self.with_table {
+            mesh.install_table(&mesh.initial);
         }
         let services: Vec<String> = mesh.proxies.iter().map(|p| p.service.clone()).collect();
         for service in services {
@@ -194,6 +189,68 @@ impl MeshBuilder {
         }
         mesh
     }
+}
+
+/// The addresses a starting sidecar bound, read from its `addresses_file` (the process
+/// writes it whole once every listener is bound).
+async fn wait_addresses(child: &mut Child, file: &Path, log: &Path) -> Bound {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let table: toml::Table = text
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: not TOML ({e}):\n{text}", file.display()));
+            let addr = |key: &str| -> SocketAddr {
+                table
+                    .get(key)
+                    .and_then(toml::Value::as_str)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("{}: no address `{key}`:\n{text}", file.display()))
+            };
+            return Bound {
+                inbound: addr("inbound"),
+                outbound: addr("outbound"),
+                admin: addr("admin"),
+            };
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "mesh-proxy exited ({status}) before binding its listeners:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            started.elapsed() < READY_LIMIT,
+            "mesh-proxy did not report its addresses within {READY_LIMIT:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Where a sidecar's listeners are bound.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// A loopback port that refuses connections and that no other process can take while the
+/// returned socket lives: bound, never listening.
+pub fn down_endpoint() -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .unwrap_or_else(|e| panic!("socket: {e}"));
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    socket
+        .bind(&any_port.into())
+        .unwrap_or_else(|e| panic!("bind 127.0.0.1:0: {e}"));
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .unwrap_or_else(|| panic!("a bound socket has an address"));
+    (socket, addr)
 }
 
 fn spawn_proxy(binary: &Path, config: &Path, log: &Path) -> Child {
@@ -249,6 +306,8 @@ pub struct Mesh {
     compiled: AtomicUsize,
     initial: Vec<u8>,
     trust_domain: String,
+    /// The ports of placeholders without a sidecar, held so they stay refused.
+    down: Vec<socket2::Socket>,
 }
 
 impl Mesh {
@@ -407,6 +466,31 @@ impl Mesh {
             text = text.replace(&format!("{{{{{name}}}}}"), &addr.to_string());
         }
         text
+    }
+
+    /// The trust domain `template` compiles to, with every placeholder standing for a
+    /// stand-in address (the addresses are not known before the sidecars start).
+    fn trust_domain_of(&self, template: &str) -> String {
+        let mut text = template.to_string();
+        for name in placeholders(template) {
+            text = text.replace(&format!("{{{{{name}}}}}"), "127.0.0.1:9");
+        }
+        std::fs::write(self.dir.path().join("stand-in.mesh"), &text)
+            .unwrap_or_else(|e| panic!("write stand-in.mesh: {e}"));
+        let out = meshc(
+            self.dir.path(),
+            &["compile", "stand-in.mesh", "-o", "stand-in.table"],
+        );
+        assert!(
+            out.status.success(),
+            "meshc compile failed:\n{}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(self.dir.path().join("stand-in.table"))
+            .unwrap_or_else(|e| panic!("read stand-in.table: {e}"));
+        mesh_table::decode(&bytes)
+            .map(|t| t.mesh.trust_domain)
+            .unwrap_or_else(|e| panic!("decode the compiled table: {e}"))
     }
 
     /// Compiles `template` (rendered) with `meshc compile` and returns the table's bytes.

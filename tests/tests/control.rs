@@ -125,7 +125,7 @@ fn apply(control: &ControlPlane, name: &str, policy: &str) -> std::process::Outp
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_reaches_every_proxy_and_a_broken_policy_changes_nothing() {
     let f = start("24h").await;
-    wait_served_by(f.client.outbound, "/other/1", "web").await;
+    wait_served_by(f.client.outbound(), "/other/1", "web").await;
 
     let out = apply(&f.control, "v2", POLICY_V2);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -135,7 +135,7 @@ async fn apply_reaches_every_proxy_and_a_broken_policy_changes_nothing() {
         text(&out)
     );
     // Applied everywhere as soon as `apply` returns: routing changed at once.
-    let reply = call(f.client.outbound, "/other/1")
+    let reply = call(f.client.outbound(), "/other/1")
         .await
         .expect("an answer");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -162,7 +162,7 @@ async fn apply_reaches_every_proxy_and_a_broken_policy_changes_nothing() {
         f.alt.checksum().await,
     ];
     assert_eq!(before, after, "a refused policy changed a proxy's table");
-    let reply = call(f.client.outbound, "/other/1")
+    let reply = call(f.client.outbound(), "/other/1")
         .await
         .expect("an answer");
     assert_eq!(reply.echoed_service(), "alt");
@@ -178,17 +178,17 @@ async fn apply_reaches_every_proxy_and_a_broken_policy_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_proxy_registers_and_receives_traffic() {
     let f = start("24h").await;
-    wait_served_by(f.client.outbound, "/", "web").await;
+    wait_served_by(f.client.outbound(), "/", "web").await;
     let second_app = Backend::start("web-2").await;
     let second = f
         .control
         .sidecar("web", second_app.addr(), &f.control.create_token("web"));
     second.wait_ready().await;
     // The registry adds the second replica to the client's slice: both get requests.
-    wait_served_by(f.client.outbound, "/", "web-2").await;
+    wait_served_by(f.client.outbound(), "/", "web-2").await;
     let mut served = std::collections::BTreeSet::new();
     for _ in 0..40 {
-        if let Some(reply) = call(f.client.outbound, "/").await {
+        if let Some(reply) = call(f.client.outbound(), "/").await {
             assert_eq!(reply.status, 200, "{}", reply.text());
             served.insert(reply.echoed_service());
         }
@@ -196,7 +196,7 @@ async fn a_new_proxy_registers_and_receives_traffic() {
     assert_eq!(served.len(), 2, "{served:?}");
     let services = f.control.api_get("/v1/services").await;
     assert!(
-        services.to_string().contains(&second.inbound.to_string()),
+        services.to_string().contains(&second.inbound().to_string()),
         "{services}"
     );
 }
@@ -204,10 +204,10 @@ async fn a_new_proxy_registers_and_receives_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_plane_restart_loses_no_request() {
     let f = start("24h").await;
-    wait_served_by(f.client.outbound, "/", "web").await;
+    wait_served_by(f.client.outbound(), "/", "web").await;
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let outbound = f.client.outbound;
+    let outbound = f.client.outbound();
     let load = {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
         tokio::spawn(async move {
@@ -350,7 +350,8 @@ async fn operator_commands_need_a_token_and_a_reachable_control_plane() {
         };
         command.output().expect("meshc runs")
     };
-    let unused = mesh_tests::control::free_addr();
+    // A port held bound but not listening: nothing answers there, and nothing can start to.
+    let (_held, unused) = mesh_tests::mesh::down_endpoint();
     let url = format!("http://{unused}");
     let out = run(&["status", "--control", &url], None);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

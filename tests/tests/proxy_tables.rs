@@ -318,7 +318,10 @@ async fn a_sidecar_started_before_its_table_becomes_ready_when_it_appears() {
         assert_eq!(ready.status, 503, "{service}: {}", ready.text());
         assert_eq!(ready.json()["ready"], false);
         assert_eq!(mesh.admin_get(service, "/live").await.status, 200);
-        assert!(mesh.config(service).await["checksum"].is_null());
+        let config = mesh.config(service).await;
+        assert!(config["checksum"].is_null());
+        // Waiting for a table that is not there yet is not a refused table.
+        assert_eq!(config["load_failures"], 0, "{service}: {config}");
     }
     let reply = get(mesh.outbound("client"), "web", "/early").await;
     assert_eq!(reply.status, 503);

@@ -678,29 +678,22 @@ async fn pooled_upstream_connections_close_after_the_idle_time() {
 async fn dns_discovery_follows_a_resolver_and_keeps_the_last_good_set() {
     let app = Server::start("app").await;
     // Two endpoints on one port, told apart by address, as DNS discovery requires.
+    // The second binds the first's port directly (no probe released first): if that port
+    // is taken on 127.0.0.3, try another.
     let (a, b) = loop {
         let a = Server::start_on("a", SocketAddr::from(([127, 0, 0, 2], 0)), None).await;
         let port = a.addr().port();
-        if let Ok(listener) = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 3], port)))
+        if let Ok(b) =
+            Server::try_start_on("b", SocketAddr::from(([127, 0, 0, 3], port)), None).await
         {
-            drop(listener);
-            break (
-                a,
-                Server::start_on("b", SocketAddr::from(([127, 0, 0, 3], port)), None).await,
-            );
+            break (a, b);
         }
     };
     let port = a.addr().port();
     // A third on IPv6 loopback, for an AAAA record, where the machine has one.
-    let c = match std::net::TcpListener::bind(SocketAddr::from((
-        std::net::Ipv6Addr::LOCALHOST,
-        port,
-    ))) {
-        Ok(listener) => {
-            drop(listener);
-            let addr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
-            Some(Server::start_on("c", addr, None).await)
-        }
+    let ipv6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let c = match Server::try_start_on("c", ipv6, None).await {
+        Ok(c) => Some(c),
         Err(e) => {
             eprintln!("no IPv6 loopback ({e}): AAAA records not tested");
             None

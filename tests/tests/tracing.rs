@@ -443,11 +443,8 @@ observe web { trace sample 100% }
 async fn a_collector_that_is_down_or_slow_does_not_slow_requests() {
     let _serial = SERIAL.lock().await;
     let apps = [Backend::start("client").await, Backend::start("web").await];
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-        // dropped here: nothing listens on the port
-    };
+    // Bound but not listening: connections are refused, and no one else can take the port.
+    let (_held, closed) = mesh_tests::mesh::down_endpoint();
     let slow = Receiver::start(Duration::from_secs(5)).await;
     let config = |endpoint: String| Some(format!("[tracing]\notlp_endpoint = \"{endpoint}\""));
     let baseline = start_mesh(&apps, None).await;

@@ -139,10 +139,7 @@ pub(super) fn check_all(text: &str) -> String {
 }
 
 fn example_policy(name: &str) -> String {
-    let path = format!(
-        "{}/../examples/policies/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../examples/policies/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).expect("example policy")
 }
 

@@ -11,10 +11,7 @@ fn parse(text: &str) -> (super::ast::ParsedFile, Vec<crate::diag::Diagnostic>) {
 #[test]
 fn the_example_policies_parse_without_errors() {
     for name in ["hello.mesh", "shop.mesh"] {
-        let path = format!(
-            "{}/../examples/policies/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/../examples/policies/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).expect("example policy");
         let (parsed, diagnostics) = parse(&text);
         assert!(diagnostics.is_empty(), "{name}: {diagnostics:#?}");

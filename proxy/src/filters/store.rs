@@ -162,11 +162,14 @@ impl FilterStore {
 
     /// Polls the table and the module files every `every`, loading what changed.
     pub async fn watch(self: Arc<Self>, tables: Arc<Tables>, service: String, every: Duration) {
+        // Until the first table has been reconciled the sidecar is not ready, so it looks
+        // often then, whatever the poll interval (which is for new module versions).
+        let first = every.min(Duration::from_millis(100));
         loop {
             if let Some(snapshot) = tables.current() {
                 self.reconcile(snapshot.table(), &service).await;
             }
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(if self.settled() { every } else { first }).await;
         }
     }
 

@@ -83,6 +83,17 @@ impl Server {
 
     /// A server on `addr` (port 0: any) that closes connections idle for `idle_close`.
     pub async fn start_on(name: &str, addr: SocketAddr, idle_close: Option<Duration>) -> Server {
+        Server::try_start_on(name, addr, idle_close)
+            .await
+            .unwrap_or_else(|e| panic!("server {name}: bind {addr}: {e}"))
+    }
+
+    /// [`Server::start_on`], or the error of binding `addr` (such as a port in use).
+    pub async fn try_start_on(
+        name: &str,
+        addr: SocketAddr,
+        idle_close: Option<Duration>,
+    ) -> std::io::Result<Server> {
         let mut server = Server {
             name: name.to_string(),
             addr,
@@ -91,14 +102,10 @@ impl Server {
             idle_close,
             tasks: Arc::new(Mutex::new(Vec::new())),
         };
-        let listener = TcpListener::bind(addr)
-            .await
-            .unwrap_or_else(|e| panic!("server {name}: bind {addr}: {e}"));
-        server.addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("server {name}: address: {e}"));
+        let listener = TcpListener::bind(addr).await?;
+        server.addr = listener.local_addr()?;
         server.serve(listener);
-        server
+        Ok(server)
     }
 
     /// Its address.

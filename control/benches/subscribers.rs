@@ -3,7 +3,7 @@
 //! the control plane's memory per connected proxy. `bench/control.sh` raises the fd limit.
 #![allow(missing_docs)]
 
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -13,11 +13,22 @@ use mesh_identity::{Ca, TrustDomain};
 
 const TOKEN: &str = "bench-operator-token";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+/// The addresses `mesh-control` bound (`addresses_file`): proxies, API.
+fn bound_addresses(file: &std::path::Path) -> (SocketAddr, SocketAddr) {
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let table: toml::Table = text.parse().expect("the addresses file is TOML");
+            let addr = |key: &str| -> SocketAddr {
+                table[key]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect("an address")
+            };
+            return (addr("proxies"), addr("api"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("mesh-control did not report its addresses");
 }
 
 fn main() {
@@ -38,11 +49,10 @@ fn main() {
         swarm::policy(services, 0),
     )
     .expect("policy");
-    let (pp, ap) = (free_port(), free_port());
     let config = dir.path().join("control.toml");
     std::fs::write(
         &config,
-        format!("policies = \"policies\"\nca = \"ca\"\n[proxies]\nlisten = \"127.0.0.1:{pp}\"\n[api]\nlisten = \"127.0.0.1:{ap}\"\ntoken = \"{TOKEN}\"\n"),
+        format!("policies = \"policies\"\nca = \"ca\"\naddresses_file = \"addresses.toml\"\n[proxies]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
     )
     .expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-control"))
@@ -57,8 +67,7 @@ fn main() {
         .build()
         .expect("runtime");
     let result = runtime.block_on(async {
-        let api = format!("127.0.0.1:{ap}").parse().expect("addr");
-        let proxies = format!("127.0.0.1:{pp}").parse().expect("addr");
+        let (proxies, api) = bound_addresses(&dir.path().join("addresses.toml"));
         for _ in 0..100 {
             if swarm::api(api, TOKEN, "GET", "/v1/policy", None)
                 .await

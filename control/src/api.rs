@@ -68,7 +68,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         (Method::GET, "/v1/explain") => explain_request(&shared, &query),
         (Method::POST, "/v1/tokens") => create_token(&shared, req.into_body()).await,
         (Method::DELETE, p) if p.starts_with("/v1/tokens/") => {
-            match shared.tokens.revoke(&p["/v1/tokens/".len()..]) {
+            match shared.revoke_token(&p["/v1/tokens/".len()..]) {
                 Ok(true) => body::json(StatusCode::OK, &json!({ "revoked": true })),
                 Ok(false) => body::error(StatusCode::NOT_FOUND, "no such token"),
                 Err(e) => body::error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -294,6 +294,12 @@ fn explain_request(shared: &Shared, query: &str) -> Response<Body> {
     }
 }
 
+/// Why `service` cannot be enrolled: it is the control plane's own identity, which proxies
+/// trust to hand out certificates and tables.
+pub fn reserved(service: &str) -> String {
+    format!("`{service}` is the control plane's own identity and is reserved: no token, policy service or certificate may name it")
+}
+
 #[derive(Deserialize)]
 struct CreateToken {
     service: String,
@@ -309,6 +315,9 @@ async fn create_token(shared: &Shared, body: Incoming) -> Response<Body> {
     };
     if let Err(e) = shared.trust_domain.service(&req.service) {
         return body::error(StatusCode::BAD_REQUEST, e);
+    }
+    if req.service == crate::tls::CONTROL_SERVICE {
+        return body::error(StatusCode::FORBIDDEN, reserved(&req.service));
     }
     match shared.tokens.create(&req.service) {
         Ok(t) => body::json(

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The longest `cert_ttl`: a certificate outlives the revocation of its join token by up to
+/// its lifetime (proxies check the chain, not the control plane), so that window is capped.
+pub const MAX_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// A configuration that cannot be used; the message names the key at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -107,6 +111,12 @@ impl Config {
             Some(ttl) => mesh_identity::parse_ttl(ttl)
                 .map_err(|e| ConfigError(format!("key `cert_ttl`: {e}")))?,
         };
+        if cert_ttl > MAX_CERT_TTL {
+            return Err(ConfigError(format!(
+                "key `cert_ttl`: {} is longer than the 30 days allowed (a revoked identity keeps working with other proxies until its certificate expires)",
+                raw.cert_ttl.as_deref().unwrap_or_default()
+            )));
+        }
         let listen = |key: &str, value: &str| {
             value
                 .parse::<SocketAddr>()
@@ -203,6 +213,19 @@ token = "secret-token"
         let bad_ttl = GOOD.replace("ca = ", "cert_ttl = \"soon\"\nca = ");
         let err = Config::parse(&bad_ttl, Path::new(".")).expect_err("bad ttl");
         assert!(err.0.contains("cert_ttl"), "{err}");
+        let long_ttl = GOOD.replace("ca = ", "cert_ttl = \"31d\"\nca = ");
+        let err = Config::parse(&long_ttl, Path::new(".")).expect_err("too long");
+        assert!(
+            err.0.contains("cert_ttl") && err.0.contains("30 days"),
+            "{err}"
+        );
+        let month = GOOD.replace("ca = ", "cert_ttl = \"30d\"\nca = ");
+        assert_eq!(
+            Config::parse(&month, Path::new("."))
+                .expect("30 days is allowed")
+                .cert_ttl,
+            MAX_CERT_TTL
+        );
         let bad_listen = GOOD.replace("127.0.0.1:15010", "nowhere");
         let err = Config::parse(&bad_listen, Path::new(".")).expect_err("bad listen");
         assert!(err.0.contains("proxies.listen"), "{err}");

@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::body::{self, Body};
 use crate::frames;
 use crate::shared::Shared;
+use crate::state::token_id;
 
 /// How often the control plane pings each stream.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
@@ -28,8 +29,8 @@ pub const PING_EVERY: Duration = Duration::from_secs(10);
 enum Peer {
     /// No client certificate (bootstrap only).
     Anonymous,
-    /// A verified certificate of our trust domain.
-    Identified(SpiffeId),
+    /// A verified certificate of our trust domain, and its serial (lowercase hex).
+    Identified(SpiffeId, String),
     /// A certificate that verified but names no identity of ours.
     Refused(String),
 }
@@ -63,10 +64,18 @@ pub async fn serve(shared: Arc<Shared>, listener: TcpListener, acceptor: TlsAcce
                 let (_, conn) = tls.get_ref();
                 match conn.peer_certificates() {
                     None => Peer::Anonymous,
-                    Some(_) => {
-                        match mesh_identity::tls::peer_identity(conn, &shared.trust_domain) {
-                            Ok(id) => Peer::Identified(id),
-                            Err(e) => Peer::Refused(e.to_string()),
+                    Some(chain) => {
+                        let serial = chain
+                            .first()
+                            .and_then(|c| mesh_identity::CertInfo::parse(c).ok())
+                            .map(|info| info.serial);
+                        match (
+                            mesh_identity::tls::peer_identity(conn, &shared.trust_domain),
+                            serial,
+                        ) {
+                            (Ok(id), Some(serial)) => Peer::Identified(id, serial),
+                            (Err(e), _) => Peer::Refused(e.to_string()),
+                            (Ok(_), None) => Peer::Refused("unreadable certificate".into()),
                         }
                     }
                 }
@@ -105,16 +114,28 @@ async fn route(
     if method == Method::POST && path == "/v1/bootstrap" {
         return bootstrap(&shared, req.into_body()).await;
     }
-    let id = match &peer {
-        Peer::Identified(id) => id.clone(),
+    let (id, serial) = match &peer {
+        Peer::Identified(id, serial) => (id.clone(), serial.clone()),
         Peer::Anonymous => {
             return body::error(StatusCode::UNAUTHORIZED, "a client certificate is required")
         }
         Peer::Refused(why) => return body::error(StatusCode::FORBIDDEN, why),
     };
+    // The control plane's own name is never a client's (only a certificate issued outside
+    // the control plane could carry it).
+    if id.path().trim_start_matches('/') == crate::tls::CONTROL_SERVICE {
+        return body::error(
+            StatusCode::FORBIDDEN,
+            crate::api::reserved(crate::tls::CONTROL_SERVICE),
+        );
+    }
+    if let Some(why) = shared.revoked(&serial) {
+        tracing::warn!(spiffe_id = %id, %serial, path = %path.escape_debug(), "refused: the enrolling join token was revoked");
+        return body::error(StatusCode::FORBIDDEN, why);
+    }
     match (method, path.as_str()) {
-        (Method::POST, "/v1/renew") => renew(&shared, &id, req.into_body()).await,
-        (Method::POST, "/v1/stream") => stream(shared, &id, remote, req.into_body()),
+        (Method::POST, "/v1/renew") => renew(&shared, &id, &serial, req.into_body()).await,
+        (Method::POST, "/v1/stream") => stream(shared, &id, serial, remote, req.into_body()),
         (Method::GET, p) if p.starts_with("/v1/modules/") => {
             module(&shared, &p["/v1/modules/".len()..])
         }
@@ -139,6 +160,9 @@ async fn bootstrap(shared: &Shared, body: Incoming) -> Response<Body> {
         Ok(r) => r,
         Err(e) => return e,
     };
+    if req.service == crate::tls::CONTROL_SERVICE {
+        return body::error(StatusCode::FORBIDDEN, crate::api::reserved(&req.service));
+    }
     if !shared.tokens.admits(&req.service, &req.token) {
         tracing::warn!(service = %req.service, "bootstrap refused: bad join token");
         return body::error(
@@ -153,20 +177,41 @@ async fn bootstrap(shared: &Shared, body: Incoming) -> Response<Body> {
         Ok(id) => id,
         Err(e) => return body::error(StatusCode::BAD_REQUEST, e),
     };
-    sign(shared, &id, &req.csr_pem)
+    sign(shared, &id, &req.csr_pem, Some(token_id(&req.token)))
 }
 
-async fn renew(shared: &Shared, id: &SpiffeId, body: Incoming) -> Response<Body> {
+async fn renew(shared: &Shared, id: &SpiffeId, serial: &str, body: Incoming) -> Response<Body> {
+    // The new certificate descends from the same enrollment as the one presented (none for
+    // an operator-issued certificate).
+    let enrolled_by = shared.enrollments.of(serial).map(|e| e.token_id);
     match read_json::<RenewRequest>(body).await {
-        Ok(req) => sign(shared, id, &req.csr_pem),
+        Ok(req) => sign(shared, id, &req.csr_pem, enrolled_by),
         Err(e) => e,
     }
 }
 
-fn sign(shared: &Shared, id: &SpiffeId, csr_pem: &str) -> Response<Body> {
+/// Signs `csr_pem` for `id`; with `enrolled_by`, records the new serial under that join
+/// token (before answering, so a revocation never misses a certificate it produced).
+fn sign(
+    shared: &Shared,
+    id: &SpiffeId,
+    csr_pem: &str,
+    enrolled_by: Option<String>,
+) -> Response<Body> {
     match shared.ca.sign_csr(csr_pem, id, shared.config.cert_ttl) {
         Ok(signed) => {
-            tracing::info!(spiffe_id = %id, "certificate issued");
+            if let Some(token_id) = enrolled_by {
+                let enrollment = crate::state::Enrollment {
+                    token_id,
+                    service: id.path().trim_start_matches('/').to_owned(),
+                    expires_at: crate::policy::unix_secs(signed.info.not_after),
+                };
+                if let Err(e) = shared.enrollments.record(&signed.info.serial, enrollment) {
+                    tracing::error!(error = %e, "cannot record the enrollment; certificate withheld");
+                    return body::error(StatusCode::INTERNAL_SERVER_ERROR, e);
+                }
+            }
+            tracing::info!(spiffe_id = %id, serial = %signed.info.serial, "certificate issued");
             body::json(
                 StatusCode::OK,
                 &serde_json::json!({
@@ -214,6 +259,7 @@ fn module(shared: &Shared, digest: &str) -> Response<Body> {
 fn stream(
     shared: Arc<Shared>,
     id: &SpiffeId,
+    serial: String,
     remote: SocketAddr,
     body: Incoming,
 ) -> Response<Body> {
@@ -221,7 +267,7 @@ fn stream(
     let service = id.path().trim_start_matches('/').to_owned();
     // Two slots: a table is two buffers (header and the shared payload).
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(Session::new(shared, service, remote, tx).run(body));
+    tokio::spawn(Session::new(shared, service, serial, remote, tx).run(body));
     let mut r = Response::new(Body::Channel(rx));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -262,6 +308,8 @@ struct Nack {
 struct Session {
     shared: Arc<Shared>,
     service: String,
+    /// The client certificate's serial: the stream ends when its enrollment is revoked.
+    serial: String,
     id: u64,
     tx: mpsc::Sender<Bytes>,
     /// The checksum the proxy has or was last sent.
@@ -275,6 +323,7 @@ impl Session {
     fn new(
         shared: Arc<Shared>,
         service: String,
+        serial: String,
         remote: SocketAddr,
         tx: mpsc::Sender<Bytes>,
     ) -> Session {
@@ -283,6 +332,7 @@ impl Session {
         Session {
             shared,
             service,
+            serial,
             id,
             tx,
             sent: None,
@@ -292,6 +342,7 @@ impl Session {
 
     async fn run(mut self, mut body: Incoming) {
         let mut changes = self.shared.hub.subscribe(&self.service);
+        let mut revocations = self.shared.revocations.subscribe();
         let mut buf = BytesMut::new();
         let mut hello = false;
         let mut ping =
@@ -323,6 +374,13 @@ impl Session {
                 }
                 changed = changes.changed(), if hello => {
                     if changed.is_err() || !self.push().await { break }
+                }
+                changed = revocations.changed() => {
+                    if changed.is_err() { break }
+                    if let Some(why) = self.shared.revoked(&self.serial) {
+                        tracing::warn!(service = %self.service, serial = %self.serial, reason = %why, "ending the stream: its enrollment was revoked");
+                        break;
+                    }
                 }
                 _ = ping.tick() => {
                     if self.tx.send(frames::frame(frames::PING, b"")).await.is_err() { break }

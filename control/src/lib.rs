@@ -72,6 +72,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     let tokens =
         state::Tokens::load(&config.state).map_err(|e| StartError(format!("key `state`: {e}")))?;
+    let enrollments = state::Enrollments::load(&config.state)
+        .map_err(|e| StartError(format!("key `state`: {e}")))?;
 
     // The policy: the directory if it compiles, else the last good table saved in the state
     // directory, so a restart serves what was served before.
@@ -100,6 +102,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         compiling: tokio::sync::Mutex::new(()),
         registry: registry::Registry::default(),
         tokens,
+        enrollments,
+        revocations: tokio::sync::watch::channel(0).0,
         traffic: traffic::Traffic::default(),
         slices: slices::SliceCache::default(),
         hub: shared::Hub::default(),

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::policy::{unix_secs, Compiled};
 use crate::registry::Registry;
 use crate::slices::SliceCache;
-use crate::state::{save_policy, SavedPolicy, Tokens};
+use crate::state::{save_policy, Enrollments, SavedPolicy, Tokens};
 use crate::traffic::Traffic;
 
 /// The policy being served.
@@ -116,6 +116,10 @@ pub struct Shared {
     pub registry: Registry,
     /// Join tokens.
     pub tokens: Tokens,
+    /// Which join token each issued certificate descends from.
+    pub enrollments: Enrollments,
+    /// Moves by one at every token revocation: open streams then check their enrollment.
+    pub revocations: watch::Sender<u64>,
     /// Traffic reports.
     pub traffic: Traffic,
     /// Encoded slices.
@@ -132,6 +136,30 @@ impl Shared {
     /// Whether the control plane is still warming up after its start.
     pub fn warming_up(&self) -> bool {
         Instant::now() < self.warm_until
+    }
+
+    /// Why a client certificate with `serial` may no longer be used here (renewal, stream,
+    /// modules): the join token that enrolled it was revoked. `None` when it may, including
+    /// a certificate with no enrollment (issued by the operator, not for a join token).
+    pub fn revoked(&self, serial: &str) -> Option<String> {
+        let enrollment = self.enrollments.of(serial)?;
+        if self.tokens.is_live(&enrollment.token_id) {
+            return None;
+        }
+        Some(format!(
+            "the join token that enrolled this certificate (service `{}`, serial {serial}) was revoked",
+            enrollment.service
+        ))
+    }
+
+    /// Revokes a join token and tells the open streams, which end if their certificate
+    /// descends from it; `Ok(false)` when there was no such token.
+    pub fn revoke_token(&self, token: &str) -> Result<bool, String> {
+        let revoked = self.tokens.revoke(token)?;
+        if revoked {
+            self.revocations.send_modify(|v| *v += 1);
+        }
+        Ok(revoked)
     }
 
     /// Records a failed compile; the served policy stays.

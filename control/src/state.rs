@@ -1,5 +1,7 @@
-//! The state directory: join tokens and the last good table, so a restart changes nothing.
+//! The state directory: join tokens, the enrollments they produced and the last good table,
+//! so a restart changes nothing.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -107,6 +109,11 @@ impl Tokens {
         found
     }
 
+    /// Whether a token whose [`token_id`] is `id` is still live (not revoked).
+    pub fn is_live(&self, id: &str) -> bool {
+        self.lock().iter().any(|t| token_id(&t.token) == id)
+    }
+
     /// How many tokens there are.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -130,6 +137,86 @@ impl Tokens {
         let json = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
         write_atomic(&self.path, &json, true)
             .map_err(|e| format!("cannot write `{}`: {e}", self.path.display()))
+    }
+}
+
+/// A join token's id: the SHA-256 of the secret, hex. It is what enrollments record, so the
+/// secret itself is never written beside a certificate's serial.
+pub fn token_id(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    crate::policy::hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// One certificate issued for a join token (at bootstrap, or a renewal of such a certificate).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The [`token_id`] of the join token that produced the identity.
+    pub token_id: String,
+    /// The service it names.
+    pub service: String,
+    /// When the certificate expires, seconds since the epoch; the record is dropped after.
+    pub expires_at: u64,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct EnrollmentFile {
+    /// By certificate serial (lowercase hex, as `CertInfo::serial`).
+    certificates: BTreeMap<String, Enrollment>,
+}
+
+/// Which join token each issued certificate descends from, persisted as `enrollments.json`,
+/// so that revoking the token refuses the renewal and streams of every certificate it
+/// produced, across restarts.
+#[derive(Debug)]
+pub struct Enrollments {
+    path: PathBuf,
+    by_serial: Mutex<BTreeMap<String, Enrollment>>,
+}
+
+impl Enrollments {
+    /// Loads `dir/enrollments.json` (none yet: no enrollment).
+    pub fn load(dir: &Path) -> Result<Enrollments, String> {
+        let path = dir.join("enrollments.json");
+        let by_serial = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice::<EnrollmentFile>(&bytes)
+                    .map_err(|e| format!("`{}`: {e}", path.display()))?
+                    .certificates
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
+        };
+        Ok(Enrollments {
+            path,
+            by_serial: Mutex::new(by_serial),
+        })
+    }
+
+    /// Records that the certificate `serial` descends from `enrollment.token_id`; expired
+    /// records are dropped on the way, so the file holds at most the live certificates.
+    pub fn record(&self, serial: &str, enrollment: Enrollment) -> Result<(), String> {
+        let now = crate::policy::unix_secs(std::time::SystemTime::now());
+        let mut map = self.lock();
+        map.retain(|_, e| e.expires_at >= now);
+        map.insert(serial.to_owned(), enrollment);
+        let json = serde_json::to_vec_pretty(&EnrollmentFile {
+            certificates: map.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        write_atomic(&self.path, &json, true)
+            .map_err(|e| format!("cannot write `{}`: {e}", self.path.display()))
+    }
+
+    /// The enrollment of the certificate `serial`; `None` for a certificate this control
+    /// plane did not issue from a join token (one the operator issued with `meshc ca issue`).
+    pub fn of(&self, serial: &str) -> Option<Enrollment> {
+        self.lock().get(serial).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Enrollment>> {
+        self.by_serial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -188,5 +275,46 @@ mod tests {
         assert!(!Tokens::load(dir.path())
             .expect("saved")
             .admits("payments", &t.token));
+    }
+
+    #[test]
+    fn enrollments_follow_their_token_and_persist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = Tokens::load(dir.path()).expect("empty");
+        let t = tokens.create("payments").expect("created");
+        let id = token_id(&t.token);
+        assert!(tokens.is_live(&id));
+        let enrollments = Enrollments::load(dir.path()).expect("empty");
+        let far = crate::policy::unix_secs(std::time::SystemTime::now()) + 3600;
+        let e = Enrollment {
+            token_id: id.clone(),
+            service: "payments".into(),
+            expires_at: far,
+        };
+        enrollments.record("0a1b", e.clone()).expect("saved");
+        enrollments
+            .record("dead", Enrollment { expires_at: 1, ..e })
+            .expect("saved");
+        enrollments
+            .record(
+                "0c2d",
+                Enrollment {
+                    expires_at: far,
+                    token_id: id.clone(),
+                    service: "payments".into(),
+                },
+            )
+            .expect("saved");
+        let again = Enrollments::load(dir.path()).expect("saved");
+        assert_eq!(again.of("0a1b").map(|e| e.token_id), Some(id.clone()));
+        assert!(again.of("dead").is_none(), "expired records are dropped");
+        assert!(again.of("ffff").is_none());
+        assert!(tokens.revoke(&t.token).expect("saved"));
+        assert!(!tokens.is_live(&id));
+        let text = std::fs::read_to_string(dir.path().join("enrollments.json")).expect("read");
+        assert!(
+            !text.contains(&t.token),
+            "the secret is not stored beside serials"
+        );
     }
 }

@@ -217,10 +217,6 @@ async fn bootstrap_renew_and_tokens() {
     );
     let (status, _, _) = bootstrap(running.proxies_addr, &bundle, "ledger", &t).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = op(running.api_addr, "DELETE", &format!("/v1/tokens/{t}"), None).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _, _) = bootstrap(running.proxies_addr, &bundle, "payments", &t).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
 
     // Renewal over mTLS with the bootstrapped certificate: same identity.
     let mtls = client::mtls_config(cert, &key, &bundle, TD).expect("mtls");
@@ -233,6 +229,20 @@ async fn bootstrap_renew_and_tokens() {
         .expect("renew");
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["spiffe_id"], "spiffe://shop.test/payments");
+
+    // Revoked: no bootstrap, and no renewal of a certificate the token produced.
+    let (status, _) = op(running.api_addr, "DELETE", &format!("/v1/tokens/{t}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = bootstrap(running.proxies_addr, &bundle, "payments", &t).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, v) = client::post_json(&mut conn, "/v1/renew", &json!({ "csr_pem": csr }))
+        .await
+        .expect("renew");
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("revoked")),
+        "{v}"
+    );
 
     // Without a client certificate, renew and stream are refused.
     let anon = client::anonymous_config(&bundle, TD).expect("config");
@@ -611,5 +621,150 @@ async fn after_a_restart_a_returning_proxy_keeps_its_endpoints_during_warm_up() 
                     .all(|p| p["in_sync"] == true)
         })
         .await
+    );
+}
+
+/// Renews over mTLS with `cert_pem`/`key`: the status and the answer.
+async fn renew_with(
+    addr: std::net::SocketAddr,
+    cert_pem: &str,
+    key: &str,
+    bundle: &str,
+    service: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mtls = client::mtls_config(cert_pem, key, bundle, TD).expect("mtls");
+    let mut conn = client::connect(addr, mtls, TD).await.expect("connect");
+    let (csr, _) = client::csr(&format!("spiffe://{TD}/{service}")).expect("csr");
+    client::post_json(&mut conn, "/v1/renew", &json!({ "csr_pem": csr }))
+        .await
+        .expect("renew")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_refuses_its_renewals_and_ends_its_streams() {
+    let env = Env::new();
+    let running = env.start(10_000).await;
+    let bundle = env.bundle_pem();
+    let revoked = token(running.api_addr, "web").await;
+    let kept = token(running.api_addr, "api").await;
+    let (status, web, web_key) = bootstrap(running.proxies_addr, &bundle, "web", &revoked).await;
+    assert_eq!(status, StatusCode::OK, "{web}");
+    let (status, api, api_key) = bootstrap(running.proxies_addr, &bundle, "api", &kept).await;
+    assert_eq!(status, StatusCode::OK, "{api}");
+    let web_cert = web["cert_pem"].as_str().expect("cert");
+    let api_cert = api["cert_pem"].as_str().expect("cert");
+
+    // A renewed certificate descends from the same token.
+    let (status, renewed) =
+        renew_with(running.proxies_addr, web_cert, &web_key, &bundle, "web").await;
+    assert_eq!(status, StatusCode::OK, "{renewed}");
+
+    let mtls = client::mtls_config(web_cert, &web_key, &bundle, TD).expect("mtls");
+    let mut web_stream = subscribe(
+        running.proxies_addr,
+        mtls.clone(),
+        json!({"service": "web", "inbound": "127.0.0.1:7001", "healthy": true, "applied": null}),
+    )
+    .await;
+    next_table(&mut web_stream).await;
+    let api_mtls = client::mtls_config(api_cert, &api_key, &bundle, TD).expect("mtls");
+    let mut api_stream = subscribe(
+        running.proxies_addr,
+        api_mtls,
+        json!({"service": "api", "inbound": "127.0.0.1:7002", "healthy": true, "applied": null}),
+    )
+    .await;
+    next_table(&mut api_stream).await;
+
+    let (status, _) = op(
+        running.api_addr,
+        "DELETE",
+        &format!("/v1/tokens/{revoked}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The open stream ends at once (pings come every 10 s; the end comes first).
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match web_stream.next().await {
+                Ok(Some(_)) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the revoked identity's stream ends within 5 s");
+    assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+
+    // Renewal is refused with the reason; the certificate that was renewed from it descends
+    // from the revoked token too.
+    let (status, v) = renew_with(running.proxies_addr, web_cert, &web_key, &bundle, "web").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("revoked")),
+        "{v}"
+    );
+    let renewed_der = rustls::pki_types::pem::PemObject::from_pem_slice(
+        renewed["cert_pem"].as_str().expect("cert").as_bytes(),
+    )
+    .map(|c: rustls::pki_types::CertificateDer<'static>| c)
+    .expect("pem");
+    let renewed_serial = mesh_identity::CertInfo::parse(&renewed_der)
+        .expect("info")
+        .serial;
+    assert!(
+        running.shared.revoked(&renewed_serial).is_some(),
+        "a renewal descends from the revoked token too"
+    );
+
+    // A new stream is refused.
+    let mut conn = client::connect(running.proxies_addr, mtls, TD)
+        .await
+        .expect("connect");
+    let refused = client::Stream::open(&mut conn).await.expect_err("refused");
+    assert!(
+        refused.contains("403") && refused.contains("revoked"),
+        "{refused}"
+    );
+
+    // The other token's identity is untouched: its stream lives on and it still renews.
+    let (status, v) = renew_with(running.proxies_addr, api_cert, &api_key, &bundle, "api").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let quiet = tokio::time::timeout(Duration::from_millis(500), api_stream.next()).await;
+    assert!(quiet.is_err(), "the unrevoked stream ended: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_planes_own_name_cannot_be_enrolled() {
+    let env = Env::new();
+    let running = env.start(10_000).await;
+    let (status, v) = op(
+        running.api_addr,
+        "POST",
+        "/v1/tokens",
+        Some(json!({ "service": "mesh-control" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("reserved")),
+        "{v}"
+    );
+    // A token for the name that got in some other way (an older version's state) still
+    // cannot bootstrap it.
+    let smuggled = running.shared.tokens.create("mesh-control").expect("token");
+    let (status, v, _) = bootstrap(
+        running.proxies_addr,
+        &env.bundle_pem(),
+        "mesh-control",
+        &smuggled.token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("reserved")),
+        "{v}"
     );
 }

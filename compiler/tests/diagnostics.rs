@@ -355,6 +355,16 @@ service orders- { port 82 }
         )
         .message("must not end with `-`"),
         case(
+            "a service named like the control plane",
+            Code::ReservedName,
+            (4, 9),
+            Some("choose another name"),
+            p(r#"
+service mesh-control { port 82 }
+"#),
+        )
+        .message("reserved for the control plane"),
+        case(
             "a service declared in two files",
             Code::DuplicateName,
             (1, 9),

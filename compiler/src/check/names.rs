@@ -9,6 +9,10 @@ use crate::diag::{did_you_mean, Code, Diagnostic};
 use crate::source::{Ident, Loc};
 use crate::syntax::ast::{Decl, DeclKind};
 
+/// The control plane's own name under the trust domain (`spiffe://<td>/mesh-control`):
+/// mesh-control refuses tokens and certificates for it, and a policy cannot declare it.
+const CONTROL_SERVICE: &str = "mesh-control";
+
 /// The services and filters of the policy, with the ids they get in the table (name order).
 #[derive(Debug, Default)]
 pub(super) struct Names {
@@ -43,6 +47,16 @@ impl Ctx<'_> {
                 DeclKind::Service | DeclKind::Filter | DeclKind::Route
             ) {
                 check_dns_label(&mut self.diagnostics, name, decl.kind.keyword());
+            }
+            if decl.kind == DeclKind::Service && name.node == CONTROL_SERVICE {
+                let d = Diagnostic::new(
+                    Code::ReservedName,
+                    &name.loc,
+                    format!("the service name `{CONTROL_SERVICE}` is reserved for the control plane"),
+                )
+                .label("reserved")
+                .help("proxies trust `spiffe://<trust domain>/mesh-control` to issue certificates and tables, so no workload may hold that identity: choose another name");
+                self.push(d);
             }
             if let Some(first) = seen.get(&name.node) {
                 let what = match decl.kind {

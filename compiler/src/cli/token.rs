@@ -23,7 +23,8 @@ enum Command {
         #[command(flatten)]
         control: ControlArg,
     },
-    /// Revoke TOKEN: proxies can no longer bootstrap with it (issued certificates stay).
+    /// Revoke TOKEN: proxies can no longer bootstrap with it, the certificates it produced
+    /// can no longer be renewed, and their streams to the control plane end.
     Revoke {
         /// The token, as `token create` printed it.
         token: String,

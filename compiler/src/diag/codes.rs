@@ -42,6 +42,8 @@ codes! {
     ConflictingFields = "conflicting-fields", Error;
     /// A name that is not a DNS label.
     InvalidName = "invalid-name", Error;
+    /// A service named like the control plane's own identity (`mesh-control`).
+    ReservedName = "reserved-name", Error;
     /// Two declarations with the same name.
     DuplicateName = "duplicate-name", Error;
     /// No `mesh` declaration, or more than one.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_identity::{spiffe_id_of, SpiffeId, TrustBundle};
+use mesh_identity::{spiffe_id_of, CertInfo, SpiffeId, TrustBundle, TrustDomain};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -107,8 +107,10 @@ pub(crate) fn error_text(body: &[u8]) -> String {
 }
 
 /// A client config without a client certificate (bootstrap) that accepts only a control
-/// plane whose chain leads to `bundle`. The trust domain is not known before the first
-/// certificate, so the server's SPIFFE ID is recorded in `seen` for the CSR.
+/// plane whose chain leads to `bundle`. The proxy's own trust domain is not known before the
+/// first certificate: the one the bundle's roots name (`meshc ca init --trust-domain`) is
+/// the only one accepted for the control plane, whose SPIFFE ID is recorded in `seen` for
+/// the CSR.
 pub(crate) fn bootstrap_tls(
     bundle: &TrustBundle,
     seen: Arc<Mutex<Option<SpiffeId>>>,
@@ -117,8 +119,14 @@ pub(crate) fn bootstrap_tls(
     for cert in bundle.certificates() {
         roots.add(cert.clone()).map_err(|e| e.to_string())?;
     }
+    let trust_domains: Vec<TrustDomain> = bundle
+        .certificates()
+        .iter()
+        .filter_map(|c| CertInfo::parse(c).ok()?.ca_trust_domain())
+        .collect();
     let verifier = Arc::new(ControlVerifier {
         roots: Arc::new(roots),
+        trust_domains,
         seen,
     });
     let mut config = ClientConfig::builder_with_provider(mesh_identity::tls::provider())
@@ -132,11 +140,40 @@ pub(crate) fn bootstrap_tls(
     Ok(Arc::new(config))
 }
 
-/// The chain against the bundle, then a SPIFFE ID whose path is `mesh-control`.
+/// The chain against the bundle, then the SPIFFE ID `spiffe://<td>/mesh-control`.
 #[derive(Debug)]
 struct ControlVerifier {
     roots: Arc<RootCertStore>,
+    /// The trust domains the bundle's roots name; empty when none names one.
+    trust_domains: Vec<TrustDomain>,
     seen: Arc<Mutex<Option<SpiffeId>>>,
+}
+
+/// Whether `id` is the control plane's: exactly `spiffe://<td>/mesh-control` for a trust
+/// domain the roots name. Roots that name none (a CA made without `--trust-domain`) leave
+/// only the path to check.
+fn check_control_id(id: &SpiffeId, trust_domains: &[TrustDomain]) -> Result<(), String> {
+    let is_control = |td: &TrustDomain| td.service(CONTROL_SERVICE).is_ok_and(|c| &c == id);
+    let ok = if trust_domains.is_empty() {
+        id.path() == format!("/{CONTROL_SERVICE}")
+    } else {
+        trust_domains.iter().any(is_control)
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected: Vec<String> = trust_domains
+        .iter()
+        .filter_map(|td| td.service(CONTROL_SERVICE).ok().map(|c| c.to_string()))
+        .collect();
+    Err(if expected.is_empty() {
+        format!("the server is {id}, not the control plane")
+    } else {
+        format!(
+            "the server is {id}, not the control plane ({})",
+            expected.join(" or ")
+        )
+    })
 }
 
 impl ServerCertVerifier for ControlVerifier {
@@ -159,11 +196,7 @@ impl ServerCertVerifier for ControlVerifier {
                 .all,
         )?;
         let id = spiffe_id_of(end_entity).map_err(|r| rustls::Error::General(r.detail))?;
-        if id.path() != format!("/{CONTROL_SERVICE}") && id.path() != CONTROL_SERVICE {
-            return Err(rustls::Error::General(format!(
-                "the server is {id}, not the control plane"
-            )));
-        }
+        check_control_id(&id, &self.trust_domains).map_err(rustls::Error::General)?;
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(id);
         Ok(ServerCertVerified::assertion())
     }
@@ -200,5 +233,27 @@ impl ServerCertVerifier for ControlVerifier {
         mesh_identity::tls::provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).expect("id")
+    }
+
+    #[test]
+    fn the_control_plane_is_checked_with_its_trust_domain() {
+        let td = vec![TrustDomain::new("shop.example").expect("td")];
+        assert!(check_control_id(&id("spiffe://shop.example/mesh-control"), &td).is_ok());
+        let err = check_control_id(&id("spiffe://evil.example/mesh-control"), &td)
+            .expect_err("another trust domain's control plane");
+        assert!(err.contains("spiffe://shop.example/mesh-control"), "{err}");
+        assert!(check_control_id(&id("spiffe://shop.example/payments"), &td).is_err());
+        // Roots that name no trust domain: only the path can be checked.
+        assert!(check_control_id(&id("spiffe://any.example/mesh-control"), &[]).is_ok());
+        assert!(check_control_id(&id("spiffe://any.example/payments"), &[]).is_err());
     }
 }

@@ -64,6 +64,9 @@ pub struct Config {
     /// Where WASM filter modules are found, and the host's limits.
     #[serde(default)]
     pub filters: FiltersConfig,
+    /// Limits on request heads, on every listener.
+    #[serde(default)]
+    pub limits: Limits,
     /// Written once every listener is bound: their actual addresses as TOML (`inbound`,
     /// `outbound`, `admin`), so a listener configured on port 0 can be found. Relative to
     /// the config file's directory.
@@ -84,6 +87,95 @@ pub struct FiltersConfig {
     /// Longest a filter may hold a request paused on `http_call` (ms).
     #[serde(default = "default_filter_max_pause_ms")]
     pub max_pause_ms: u64,
+}
+
+/// `[limits]`: what a request head may be, on the inbound and outbound listeners alike
+/// (defaults in the spirit of Envoy's).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The request line and headers together, in bytes; beyond it 431.
+    #[serde(default = "default_max_request_header_bytes")]
+    pub max_request_header_bytes: usize,
+    /// Header lines in one request; beyond it 431.
+    #[serde(default = "default_max_request_headers")]
+    pub max_request_headers: usize,
+    /// The request target, in bytes; beyond it 414.
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// The whole request head must arrive within this (ms), else the connection is closed.
+    #[serde(default = "default_request_head_timeout_ms")]
+    pub request_head_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_header_bytes: default_max_request_header_bytes(),
+            max_request_headers: default_max_request_headers(),
+            max_uri_bytes: default_max_uri_bytes(),
+            request_head_timeout_ms: default_request_head_timeout_ms(),
+        }
+    }
+}
+
+impl Limits {
+    /// The smallest `max_request_header_bytes`: hyper's smallest read buffer.
+    pub const MIN_HEADER_BYTES: usize = 8192;
+
+    /// The limits as the listeners apply them.
+    pub fn head_limits(&self) -> crate::framing::HeadLimits {
+        crate::framing::HeadLimits {
+            header_bytes: self.max_request_header_bytes,
+            headers: self.max_request_headers,
+            uri_bytes: self.max_uri_bytes,
+            head_timeout: Duration::from_millis(self.request_head_timeout_ms),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.max_request_header_bytes < Limits::MIN_HEADER_BYTES {
+            return Err(format!(
+                "key `limits.max_request_header_bytes`: must be at least {}",
+                Limits::MIN_HEADER_BYTES
+            ));
+        }
+        for (key, value) in [
+            (
+                "limits.max_request_headers",
+                self.max_request_headers as u64,
+            ),
+            ("limits.max_uri_bytes", self.max_uri_bytes as u64),
+            (
+                "limits.request_head_timeout_ms",
+                self.request_head_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("key `{key}`: must be above 0"));
+            }
+        }
+        if self.max_uri_bytes > self.max_request_header_bytes {
+            return Err(format!(
+                "key `limits.max_uri_bytes`: must be at most `max_request_header_bytes` ({})",
+                self.max_request_header_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_max_request_header_bytes() -> usize {
+    60 * 1024
+}
+fn default_max_request_headers() -> usize {
+    100
+}
+fn default_max_uri_bytes() -> usize {
+    16 * 1024
+}
+fn default_request_head_timeout_ms() -> u64 {
+    10_000
 }
 
 /// `[tracing]`.
@@ -472,6 +564,7 @@ impl Config {
         if self.inbound.listen == self.outbound.listen && self.inbound.listen.port() != 0 {
             return Err("keys `inbound.listen` and `outbound.listen`: must differ".into());
         }
+        self.limits.check()?;
         self.check_identity()
     }
 
@@ -664,6 +757,40 @@ bundle = "/etc/mesh/bundle.pem"
         let zero = format!("{GOOD}[upstream]\nidle_timeout_ms = 0\n");
         let e = Config::parse(&zero).expect_err("zero idle");
         assert!(e.contains("upstream.idle_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.limits.max_request_header_bytes, 60 * 1024);
+        assert_eq!(c.limits.max_request_headers, 100);
+        assert_eq!(c.limits.max_uri_bytes, 16 * 1024);
+        assert_eq!(c.limits.request_head_timeout_ms, 10_000);
+        let set =
+            format!("{GOOD}[limits]\nmax_request_headers = 20\nrequest_head_timeout_ms = 500\n");
+        let c = Config::parse(&set).expect("valid");
+        assert_eq!(c.limits.head_limits().headers, 20);
+        for (toml, key) in [
+            (
+                "max_request_header_bytes = 100",
+                "limits.max_request_header_bytes",
+            ),
+            ("max_request_headers = 0", "limits.max_request_headers"),
+            ("max_uri_bytes = 0", "limits.max_uri_bytes"),
+            ("max_uri_bytes = 100000", "limits.max_uri_bytes"),
+            (
+                "request_head_timeout_ms = 0",
+                "limits.request_head_timeout_ms",
+            ),
+            (
+                "request_head_timeout_ms = \"soon\"",
+                "limits.request_head_timeout_ms",
+            ),
+            ("max_headers = 5", "max_headers"),
+        ] {
+            let e = Config::parse(&format!("{GOOD}[limits]\n{toml}\n")).expect_err(toml);
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,12 @@ pub enum ProxyError {
     /// The request names no authority (no `Host`).
     #[error("the request has no authority")]
     NoAuthority,
+    /// The request's framing is ambiguous (see `framing`): refused, and the connection closed.
+    #[error("ambiguous request framing: {}", .0.reason())]
+    Framing(crate::framing::Refusal),
+    /// The request target is longer than `[limits] max_uri_bytes`.
+    #[error("the request target is too long")]
+    UriTooLong,
     /// The path was refused by normalization.
     #[error("{0}")]
     BadPath(PathError),
@@ -107,7 +113,10 @@ impl ProxyError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoAuthority | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoAuthority | ProxyError::BadPath(_) | ProxyError::Framing(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::UnknownService(_) | ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoTable | ProxyError::NoEndpoint(_) | ProxyError::FilterFailed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -127,6 +136,8 @@ impl ProxyError {
             ProxyError::NoTable => "no-table",
             ProxyError::NoAuthority => "no-authority",
             ProxyError::BadPath(e) => e.reason(),
+            ProxyError::Framing(refusal) => refusal.reason(),
+            ProxyError::UriTooLong => "uri-too-long",
             ProxyError::UnknownService(_) => "unknown-service",
             ProxyError::NoRoute => "no-route",
             ProxyError::NoEndpoint(_) => "no-endpoint",
@@ -150,7 +161,10 @@ impl ProxyError {
             ProxyError::Timeout(_) => 4, // DEADLINE_EXCEEDED
             ProxyError::Unauthorized | ProxyError::PlaintextRefused => 7, // PERMISSION_DENIED
             ProxyError::UnknownService(_) | ProxyError::NoRoute => 12, // UNIMPLEMENTED
-            ProxyError::NoAuthority | ProxyError::BadPath(_) => 13, // INTERNAL
+            ProxyError::NoAuthority
+            | ProxyError::BadPath(_)
+            | ProxyError::Framing(_)
+            | ProxyError::UriTooLong => 13, // INTERNAL
             ProxyError::NoTable
             | ProxyError::NoEndpoint(_)
             | ProxyError::FilterFailed(_)

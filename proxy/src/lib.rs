@@ -28,6 +28,7 @@ pub mod errors;
 pub mod explain;
 pub mod filters;
 pub mod forward;
+pub mod framing;
 pub mod headers;
 pub mod health;
 pub mod inbound;
@@ -312,6 +313,7 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
             stop_rx.clone(),
             Duration::from_millis(config.inbound.idle_timeout_ms),
             metrics.open_connections("inbound"),
+            config.limits.head_limits(),
         ))
     };
     let outbound = {
@@ -322,6 +324,7 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
             stop_rx.clone(),
             Duration::from_millis(config.outbound.idle_timeout_ms),
             metrics.open_connections("outbound"),
+            config.limits.head_limits(),
         ))
     };
     let admin = {
@@ -332,6 +335,7 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
             stop_rx.clone(),
             Duration::from_millis(config.outbound.idle_timeout_ms),
             metrics.open_connections("admin"),
+            config.limits.head_limits(),
         ))
     };
     tracing::info!(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{with_guard, Body};
 use crate::clock::now_ms;
+use crate::framing::{self, HeadLimits};
 use prometheus_client::metrics::gauge::Gauge;
 
 /// The connections still open once the accept loop stopped.
@@ -72,13 +73,14 @@ pub async fn serve<H, F>(
     stop: watch::Receiver<bool>,
     idle: Duration,
     open: Gauge,
+    limits: HeadLimits,
 ) -> Drain
 where
     H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let accept = |stream: TcpStream, peer: SocketAddr| std::future::ready(Some((stream, peer)));
-    serve_with(listener, accept, handler, stop, idle, open).await
+    serve_with(listener, accept, handler, stop, idle, open, limits).await
 }
 
 /// [`serve`] with a transport stage: each accepted connection first goes through `accept`
@@ -92,6 +94,7 @@ pub async fn serve_with<A, AF, S, C, H, F>(
     mut stop: watch::Receiver<bool>,
     idle: Duration,
     connections: Gauge,
+    limits: HeadLimits,
 ) -> Drain
 where
     A: Fn(TcpStream, SocketAddr) -> AF + Clone + Send + Sync + 'static,
@@ -103,7 +106,21 @@ where
 {
     let (open_tx, open_rx) = mpsc::channel::<()>(1);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(true).half_close(false);
+    // Head limits: hyper answers a head beyond its read buffer or with too many lines with
+    // 431, and closes a connection whose head has not arrived in time (without an answer:
+    // hyper has none for it). The buffer also bounds how much of a body is read at once.
+    builder
+        .http1()
+        .keep_alive(true)
+        .half_close(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(
+            limits
+                .header_bytes
+                .max(crate::config::Limits::MIN_HEADER_BYTES),
+        )
+        .max_headers(limits.headers);
     builder
         .http2()
         .adaptive_window(true)
@@ -142,11 +159,30 @@ where
             };
             let service = {
                 let activity = Arc::clone(&activity);
-                service_fn(move |request| {
+                service_fn(move |request: Request<Incoming>| {
                     let busy = Busy::new(&activity);
-                    let response = handler(conn.clone(), request);
+                    // Ambiguous framing and an over-long target are refused before any
+                    // handler sees the request.
+                    let pending = match framing::check(&request, &limits) {
+                        Ok(()) => Ok(handler(conn.clone(), request)),
+                        Err(error) => {
+                            tracing::debug!(%peer, %error, "request refused");
+                            let close = framing::closes_connection(request.version());
+                            let mut response = error.into_response();
+                            if close {
+                                response.headers_mut().insert(
+                                    http::header::CONNECTION,
+                                    http::HeaderValue::from_static("close"),
+                                );
+                            }
+                            Err(response)
+                        }
+                    };
                     async move {
-                        let response = response.await;
+                        let response = match pending {
+                            Ok(response) => response.await,
+                            Err(refused) => refused,
+                        };
                         let (parts, body) = response.into_parts();
                         Ok::<_, Infallible>(Response::from_parts(parts, with_guard(body, busy)))
                     }
@@ -261,6 +297,7 @@ mod tests {
             stop_rx,
             Duration::from_millis(200),
             prometheus_client::metrics::gauge::Gauge::default(),
+            crate::framing::HeadLimits::default(),
         ));
 
         // A request slower than the idle time is answered: busy is not idle.

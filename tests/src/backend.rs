@@ -44,6 +44,9 @@ pub struct Stats {
     pub in_flight: AtomicI64,
     /// Responses produced.
     pub completed: AtomicU64,
+    /// Each request received, as `METHOD path` in arrival order: what a smuggling test
+    /// checks for requests no client sent.
+    pub seen: std::sync::Mutex<Vec<String>>,
 }
 
 /// A running backend; it stops accepting when dropped.
@@ -161,6 +164,9 @@ impl Shared {
     async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         let _in_flight = InFlight::new(&self.stats);
         let path = request.uri().path().to_string();
+        if let Ok(mut seen) = self.stats.seen.lock() {
+            seen.push(format!("{} {path}", request.method()));
+        }
         if is_websocket(request.headers()) {
             return websocket(request);
         }

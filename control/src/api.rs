@@ -317,7 +317,8 @@ async fn create_token(shared: &Shared, body: Incoming) -> Response<Body> {
         return body::error(StatusCode::BAD_REQUEST, e);
     }
     if req.service == crate::tls::CONTROL_SERVICE {
-        return body::error(StatusCode::FORBIDDEN, reserved(&req.service));
+        // 400 like any name that cannot be a service's (401/403 mean a bad operator token).
+        return body::error(StatusCode::BAD_REQUEST, reserved(&req.service));
     }
     match shared.tokens.create(&req.service) {
         Ok(t) => body::json(

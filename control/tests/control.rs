@@ -747,7 +747,7 @@ async fn the_control_planes_own_name_cannot_be_enrolled() {
         Some(json!({ "service": "mesh-control" })),
     )
     .await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
     assert!(
         v["error"].as_str().is_some_and(|e| e.contains("reserved")),
         "{v}"

@@ -338,6 +338,105 @@ async fn wrong_and_revoked_join_tokens_are_refused() {
     }
 }
 
+/// A sidecar's certificate serial, from its `/tls` page (empty when it has none).
+async fn serial_of(sidecar: &Sidecar) -> String {
+    sidecar.tls().await["serial"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_ends_renewal_and_streams_while_another_keeps_renewing() {
+    // 30 s certificates, renewed at two thirds: about 20 s after the bootstrap.
+    let control = ControlPlane::start(POLICY_V1, TRUST_DOMAIN, "30s").await;
+    let web_app = Backend::start("web").await;
+    let alt_app = Backend::start("alt").await;
+    let revoked = control.create_token("web");
+    let web = control.sidecar("web", web_app.addr(), &revoked);
+    let alt = control.sidecar("alt", alt_app.addr(), &control.create_token("alt"));
+    web.wait_ready().await;
+    alt.wait_ready().await;
+    let bootstrapped = Instant::now();
+    let (web_first, alt_first) = (serial_of(&web).await, serial_of(&alt).await);
+    assert!(!web_first.is_empty() && !alt_first.is_empty());
+
+    let out = control.meshc(&["token", "revoke", &revoked, "--control", &control.url()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // The open stream ends at once, and reconnecting is refused.
+    let started = Instant::now();
+    while !control
+        .log()
+        .contains("ending the stream: its enrollment was revoked")
+        || !web
+            .log()
+            .contains("the control plane refused the stream (403 Forbidden)")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the revoked identity's stream did not end and stay refused:\n{}\n--- web ---\n{}",
+            control.log(),
+            web.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The renewal is refused with the reason and the serial stays; the other token's
+    // sidecar renews.
+    loop {
+        let web_refused = web
+            .log()
+            .lines()
+            .any(|l| l.contains("certificate renewal failed") && l.contains("was revoked"));
+        let alt_renewed = {
+            let s = serial_of(&alt).await;
+            !s.is_empty() && s != alt_first
+        };
+        if web_refused && alt_renewed {
+            break;
+        }
+        assert!(
+            bootstrapped.elapsed() < Duration::from_secs(60),
+            "web refused: {web_refused}, alt renewed: {alt_renewed}\n--- web ---\n{}\n--- alt ---\n{}",
+            web.log(),
+            alt.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(serial_of(&web).await, web_first, "{}", web.log());
+    assert!(
+        !web.log().contains("workload certificate renewed"),
+        "{}",
+        web.log()
+    );
+    assert!(
+        alt.log().contains("workload certificate renewed"),
+        "{}",
+        alt.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_planes_name_cannot_get_a_token() {
+    let control = ControlPlane::start(POLICY_V1, TRUST_DOMAIN, "24h").await;
+    let out = control.meshc(&[
+        "token",
+        "create",
+        "mesh-control",
+        "--control",
+        &control.url(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`mesh-control`") && stderr.contains("reserved"),
+        "{}",
+        text(&out)
+    );
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_need_a_token_and_a_reachable_control_plane() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -728,6 +728,10 @@ async fn revoking_a_token_refuses_its_renewals_and_ends_its_streams() {
         refused.contains("403") && refused.contains("revoked"),
         "{refused}"
     );
+    let (status, _) = client::get(&mut conn, &format!("/v1/modules/{}", "0".repeat(64)))
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::FORBIDDEN, "modules are refused too");
 
     // The other token's identity is untouched: its stream lives on and it still renews.
     let (status, v) = renew_with(running.proxies_addr, api_cert, &api_key, &bundle, "api").await;

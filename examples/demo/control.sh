@@ -98,8 +98,14 @@ reachable() {
     curl -fs --max-time 2 -H 'Host: payments' "$out/v1/receipts/1" | grep -q '"service":"payments"'
 }
 wait_for 20 reachable || fail "the storefront could not reach payments and its canary within 20 s" "$flog" "$clog"
+# Each join changes the registry, so every sidecar gets a new slice as the others join:
+# their ACKs may still be on the way when the traffic already flows.
+all_acked() {
+  [ "$("$bin/meshc" status --control "$url" 2>/dev/null | grep -c ' ACK ')" -eq 4 ]
+}
+wait_for 20 all_acked || true
 must "$bin/meshc" status --control "$url"
-[ "$(grep -c ' ACK ' <<<"$reply")" -eq 4 ] || fail "meshc status does not show four proxies with ACK" "$clog"
+[ "$(grep -c ' ACK ' <<<"$reply")" -eq 4 ] || fail "meshc status does not show four proxies with ACK within 20 s" "$clog"
 call -X POST -H 'Host: payments' "$out/v1/charge"
 expect "$reply" '"service":"payments(-canary)?"' "a charge answered by payments or its canary" "$flog"
 split 200
@@ -148,8 +154,14 @@ ok "refused; the mesh keeps serving version 2"
 step "meshc status: every proxy's applied table and ACK, and the traffic they reported"
 traffic() { curl -fs --max-time 2 -H "Authorization: Bearer $MESH_CONTROL_TOKEN" "$url/v1/traffic" | grep -q '"route":"charge"'; }
 wait_for 10 traffic || fail "no sidecar reported traffic within 10 s (they report every 5 s)" "$clog"
+# Each join changes the registry, so every sidecar gets a new slice as the others join:
+# their ACKs may still be on the way when the traffic already flows.
+all_acked() {
+  [ "$("$bin/meshc" status --control "$url" 2>/dev/null | grep -c ' ACK ')" -eq 4 ]
+}
+wait_for 20 all_acked || true
 must "$bin/meshc" status --control "$url"
-[ "$(grep -c ' ACK ' <<<"$reply")" -eq 4 ] || fail "meshc status does not show four proxies with ACK" "$clog"
+[ "$(grep -c ' ACK ' <<<"$reply")" -eq 4 ] || fail "meshc status does not show four proxies with ACK within 20 s" "$clog"
 
 stay_help() {
   echo "The storefront's outbound listener (its application's calls go here): $out"

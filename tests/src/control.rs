@@ -14,44 +14,6 @@ use crate::{binary, meshc};
 /// The operator API's bearer token in these tests.
 pub const OPERATOR_TOKEN: &str = "operator-secret-token";
 
-/// Reads the TOML file a process writes once its listeners are bound (`addresses_file`),
-/// waiting up to `limit` for it; `None` if it never appears or the process exits first.
-pub async fn read_addresses(
-    file: &Path,
-    keys: &[&str],
-    child: &Mutex<Option<Child>>,
-    limit: Duration,
-) -> Option<Vec<SocketAddr>> {
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            let table: toml::Table = text
-                .parse()
-                .unwrap_or_else(|e| panic!("{}: not TOML ({e}):\n{text}", file.display()));
-            let addresses = keys
-                .iter()
-                .map(|key| {
-                    table
-                        .get(*key)
-                        .and_then(toml::Value::as_str)
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or_else(|| {
-                            panic!("{}: no address `{key}`:\n{text}", file.display())
-                        })
-                })
-                .collect();
-            return Some(addresses);
-        }
-        let exited = lock(child)
-            .as_mut()
-            .is_none_or(|c| c.try_wait().ok().flatten().is_some());
-        if exited || started.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A running `mesh-control`; killed on drop.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -156,7 +118,7 @@ impl ControlPlane {
         let log = self.dir.path().join(format!("control-{n}.log"));
         let stderr =
             std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-        let child = Command::new(binary("mesh-control"))
+        let mut child = Command::new(binary("mesh-control"))
             .arg("--config")
             .arg(self.dir.path().join("control.toml"))
             .env("MESH_LOG", "info")
@@ -166,15 +128,17 @@ impl ControlPlane {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("start mesh-control: {e}"));
-        *lock(&self.child) = Some(child);
-        let bound = read_addresses(
+        let bound = crate::addresses::wait(
             &addresses,
             &["proxies", "api"],
-            &self.child,
+            &mut child,
             Duration::from_secs(20),
         )
-        .await
-        .unwrap_or_else(|| panic!("mesh-control did not report its addresses:\n{}", self.log()));
+        .await;
+        *lock(&self.child) = Some(child);
+        let bound = bound.unwrap_or_else(|| {
+            panic!("mesh-control did not report its addresses:\n{}", self.log())
+        });
         (bound[0], bound[1])
     }
 
@@ -359,16 +323,8 @@ impl Sidecar {
         if let Some(bound) = self.bound.get() {
             return Some(*bound);
         }
-        let text = std::fs::read_to_string(&self.addresses_file).ok()?;
-        let table: toml::Table = text.parse().ok()?;
-        let addr = |key: &str| {
-            table
-                .get(key)
-                .and_then(toml::Value::as_str)
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-        };
-        let bound = [addr("inbound")?, addr("outbound")?, addr("admin")?];
-        Some(*self.bound.get_or_init(|| bound))
+        let a = crate::addresses::read(&self.addresses_file, &["inbound", "outbound", "admin"])?;
+        Some(*self.bound.get_or_init(|| [a[0], a[1], a[2]]))
     }
 
     fn bound_or_panic(&self) -> [SocketAddr; 3] {

@@ -3,6 +3,7 @@
 //! fixture (real `mesh-proxy` processes on loopback), the application behind the sidecars
 //! ([`backend`]), the clients ([`client`], over mTLS with [`tls`]) and the bodies they send ([`body`]).
 
+pub mod addresses;
 pub mod backend;
 pub mod body;
 pub mod client;

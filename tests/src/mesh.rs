@@ -194,37 +194,18 @@ impl MeshBuilder {
 /// The addresses a starting sidecar bound, read from its `addresses_file` (the process
 /// writes it whole once every listener is bound).
 async fn wait_addresses(child: &mut Child, file: &Path, log: &Path) -> Bound {
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            let table: toml::Table = text
-                .parse()
-                .unwrap_or_else(|e| panic!("{}: not TOML ({e}):\n{text}", file.display()));
-            let addr = |key: &str| -> SocketAddr {
-                table
-                    .get(key)
-                    .and_then(toml::Value::as_str)
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or_else(|| panic!("{}: no address `{key}`:\n{text}", file.display()))
-            };
-            return Bound {
-                inbound: addr("inbound"),
-                outbound: addr("outbound"),
-                admin: addr("admin"),
-            };
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "mesh-proxy exited ({status}) before binding its listeners:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(
-            started.elapsed() < READY_LIMIT,
-            "mesh-proxy did not report its addresses within {READY_LIMIT:?}:\n{}",
+    let keys = ["inbound", "outbound", "admin"];
+    match crate::addresses::wait(file, &keys, child, READY_LIMIT).await {
+        Some(a) => Bound {
+            inbound: a[0],
+            outbound: a[1],
+            admin: a[2],
+        },
+        None => panic!(
+            "mesh-proxy did not report its addresses within {READY_LIMIT:?} (exited: {:?}):\n{}",
+            child.try_wait().ok().flatten(),
             std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        ),
     }
 }
 

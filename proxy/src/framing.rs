@@ -68,10 +68,28 @@ impl Refusal {
 
 /// Checks a request's head against `limits` and its framing; an error is the answer.
 pub fn check<B>(request: &Request<B>, limits: &HeadLimits) -> Result<(), ProxyError> {
-    if target_len(request.uri()) > limits.uri_bytes {
+    if target_len(request) > limits.uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
     framing(request.headers()).map_err(ProxyError::Framing)
+}
+
+/// A target in absolute form (or HTTP/2's `:authority`) names the host: a `Host` that
+/// disagrees is replaced by it (RFC 9112 §3.2.2), so the route, the authorization and the
+/// application all see one host. Call after [`check`] (which refused a repeated `Host`).
+pub fn normalize_host<B>(request: &mut Request<B>) {
+    let Some(authority) = request.uri().authority() else {
+        return;
+    };
+    let Some(host) = request.headers().get(header::HOST) else {
+        return;
+    };
+    if host.as_bytes() == authority.as_str().as_bytes() {
+        return;
+    }
+    if let Ok(value) = http::HeaderValue::from_str(authority.as_str()) {
+        request.headers_mut().insert(header::HOST, value);
+    }
 }
 
 /// Whether the connection must close after the answer: an HTTP/1 connection whose framing
@@ -80,11 +98,17 @@ pub fn closes_connection(version: Version) -> bool {
     matches!(version, Version::HTTP_10 | Version::HTTP_11)
 }
 
-/// The request target's length as it was on the wire (origin form, or absolute form).
-fn target_len(uri: &http::Uri) -> usize {
+/// The request target's length as it was on the wire: HTTP/1's origin or absolute form;
+/// HTTP/2's `:path` (hyper builds an absolute URI from `:scheme` and `:authority` too, which
+/// would make the same request longer behind a sidecar than in front of it).
+fn target_len<B>(request: &Request<B>) -> usize {
+    let uri = request.uri();
+    let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if request.version() == Version::HTTP_2 {
+        return path;
+    }
     let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
     let authority = uri.authority().map_or(0, |a| a.as_str().len());
-    let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
     scheme + authority + path
 }
 
@@ -161,6 +185,22 @@ mod tests {
     }
 
     #[test]
+    fn an_absolute_target_overrides_a_disagreeing_host() {
+        let mut request = Request::get("http://web/x")
+            .header("host", "client")
+            .body(())
+            .expect("request");
+        super::normalize_host(&mut request);
+        assert_eq!(request.headers()["host"], "web");
+        let mut origin = Request::get("/x")
+            .header("host", "client")
+            .body(())
+            .expect("request");
+        super::normalize_host(&mut origin);
+        assert_eq!(origin.headers()["host"], "client");
+    }
+
+    #[test]
     fn a_long_target_is_refused_with_414() {
         let limits = HeadLimits {
             uri_bytes: 10,
@@ -168,6 +208,11 @@ mod tests {
         };
         let ok = Request::get("/123456789").body(()).expect("request");
         assert!(check(&ok, &limits).is_ok());
+        let h2 = Request::get("http://web/123456789")
+            .version(http::Version::HTTP_2)
+            .body(())
+            .expect("request");
+        assert!(check(&h2, &limits).is_ok(), "HTTP/2 counts `:path` only");
         let long = Request::get("/1234567890").body(()).expect("request");
         let error = check(&long, &limits).expect_err("too long");
         assert_eq!(error.status(), 414);

@@ -121,10 +121,17 @@ where
                 .max(crate::config::Limits::MIN_HEADER_BYTES),
         )
         .max_headers(limits.headers);
+    // HTTP/2 header lists get the same limit (hyper's default is 16 KiB), with h2's 32
+    // bytes of accounting per field: a head the HTTP/1 edge admitted also passes the next
+    // sidecar's inbound listener instead of failing there with 431.
+    let list_size = limits
+        .header_bytes
+        .saturating_add(limits.headers.saturating_mul(32));
     builder
         .http2()
         .adaptive_window(true)
-        .max_concurrent_streams(1024);
+        .max_concurrent_streams(1024)
+        .max_header_list_size(u32::try_from(list_size).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {
@@ -159,12 +166,15 @@ where
             };
             let service = {
                 let activity = Arc::clone(&activity);
-                service_fn(move |request: Request<Incoming>| {
+                service_fn(move |mut request: Request<Incoming>| {
                     let busy = Busy::new(&activity);
                     // Ambiguous framing and an over-long target are refused before any
                     // handler sees the request.
                     let pending = match framing::check(&request, &limits) {
-                        Ok(()) => Ok(handler(conn.clone(), request)),
+                        Ok(()) => {
+                            framing::normalize_host(&mut request);
+                            Ok(handler(conn.clone(), request))
+                        }
                         Err(error) => {
                             tracing::debug!(%peer, %error, "request refused");
                             let close = framing::closes_connection(request.version());

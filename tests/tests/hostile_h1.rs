@@ -72,6 +72,11 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::Refused(400, Some("duplicate-host")),
         ),
         (
+            "an absolute-form target with a disagreeing Host (the target wins)",
+            b"GET http://web/echo HTTP/1.1\r\nHost: client\r\n\r\n".to_vec(),
+            Expect::Answered(200),
+        ),
+        (
             "two equal Host lines",
             b"GET /echo HTTP/1.1\r\nHost: web\r\nHost: web\r\n\r\n".to_vec(),
             Expect::Refused(400, Some("duplicate-host")),
@@ -205,6 +210,11 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             "a 100 KiB header (limit 60 KiB)",
             get(&huge_header),
             Expect::Refused(431, None),
+        ),
+        (
+            "a 50 KiB header (under the limit: forwarded through the hop)",
+            get(&format!("x-big: {}\r\n", "a".repeat(50 * 1024))),
+            Expect::Answered(200),
         ),
         (
             "150 header lines (limit 100)",
@@ -460,5 +470,67 @@ async fn a_head_sent_one_line_a_second_is_cut_at_the_head_timeout() {
                 .any(|r| r.contains("/slowloris")),
             "{listener}: the slow request reached the application"
         );
+    }
+}
+
+/// `[limits]` set lower than the defaults: each limit holds at its value, on both listeners,
+/// and a head just inside it is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_limits_apply_to_both_listeners() {
+    let client_app = Backend::start("client").await;
+    let web = Backend::start("web").await;
+    let mesh = Mesh::builder(POLICY)
+        .proxy("client", client_app.addr())
+        .proxy("web", web.addr())
+        .extra_config(
+            "[limits]\nmax_request_header_bytes = 16384\nmax_request_headers = 20\nmax_uri_bytes = 1024\n",
+        )
+        .start()
+        .await;
+    let headers = |n: usize| -> Vec<u8> {
+        let lines: String = (0..n).map(|i| format!("x-h{i}: {i}\r\n")).collect();
+        format!("GET /echo HTTP/1.1\r\nHost: web\r\n{lines}\r\n").into_bytes()
+    };
+    let target = |n: usize| -> Vec<u8> {
+        // `/` and `n - 1` more bytes.
+        format!("GET /{} HTTP/1.1\r\nHost: web\r\n\r\n", "t".repeat(n - 1)).into_bytes()
+    };
+    let big = |n: usize| -> Vec<u8> {
+        format!(
+            "GET /echo HTTP/1.1\r\nHost: web\r\nx-big: {}\r\n\r\n",
+            "b".repeat(n)
+        )
+        .into_bytes()
+    };
+    let cases = [
+        (
+            "20 header lines (the limit)",
+            headers(19),
+            Expect::Answered(200),
+        ),
+        ("21 header lines", headers(20), Expect::Refused(431, None)),
+        (
+            "a 1024-byte target (the limit)",
+            target(1024),
+            Expect::Answered(200),
+        ),
+        (
+            "a 1025-byte target",
+            target(1025),
+            Expect::Refused(414, Some("uri-too-long")),
+        ),
+        ("a 12 KiB head", big(12 * 1024), Expect::Answered(200)),
+        ("a 20 KiB head", big(20 * 1024), Expect::Refused(431, None)),
+    ];
+    for (listener, addr) in [
+        ("outbound", mesh.outbound("client")),
+        ("inbound (plaintext, permissive)", mesh.inbound("web")),
+    ] {
+        for (name, bytes, expect) in &cases {
+            let until_close = !matches!(expect, Expect::Answered(_));
+            let outcome = attack(addr, bytes, until_close, Duration::from_secs(10)).await;
+            judge(name, listener, *expect, &outcome);
+        }
+        well_behaved(addr, listener).await;
     }
 }

@@ -77,6 +77,20 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             Expect::Answered(200),
         ),
         (
+            "two Host lines, a request pipelined behind",
+            format!("GET /echo HTTP/1.1\r\nHost: web\r\nHost: client\r\n\r\n{SMUGGLED}")
+                .into_bytes(),
+            Expect::Refused(400, Some("duplicate-host")),
+        ),
+        (
+            "`gzip, chunked`, a request pipelined behind the chunked end",
+            post(
+                "Transfer-Encoding: gzip, chunked\r\n",
+                &format!("0\r\n\r\n{SMUGGLED}"),
+            ),
+            Expect::Refused(400, Some("bad-transfer-encoding")),
+        ),
+        (
             "two equal Host lines",
             b"GET /echo HTTP/1.1\r\nHost: web\r\nHost: web\r\n\r\n".to_vec(),
             Expect::Refused(400, Some("duplicate-host")),
@@ -403,6 +417,12 @@ async fn hostile_requests_are_refused_and_nothing_is_smuggled() {
     // connection's first) has had time to arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_nothing_smuggled(&web, "at the end");
+    // The record is real: the polite requests and the forwarded POSTs are in it.
+    let seen = web.stats().seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter().any(|r| r == "GET /polite") && seen.iter().any(|r| r == "POST /echo"),
+        "{seen:?}"
+    );
 }
 
 /// Slowloris: one header line a second. The head must be whole within the head timeout,

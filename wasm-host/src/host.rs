@@ -33,6 +33,11 @@ pub struct Host {
     pub(crate) generation: AtomicU64,
     pub(crate) live: AtomicUsize,
     pub(crate) created: AtomicU64,
+    /// Streams moved to a fresh instance after another request's failure discarded theirs.
+    pub(crate) rebound: AtomicU64,
+    /// The longest an instance took to make (nanoseconds): what replacing a broken one
+    /// costs the next request in its slot.
+    pub(crate) longest_start: AtomicU64,
     compiled: AtomicU64,
     pooled: bool,
     pub(crate) ticker: EpochTicker,
@@ -105,6 +110,8 @@ impl Host {
             generation: AtomicU64::new(0),
             live: AtomicUsize::new(0),
             created: AtomicU64::new(0),
+            rebound: AtomicU64::new(0),
+            longest_start: AtomicU64::new(0),
             compiled: AtomicU64::new(0),
             pooled,
             ticker,
@@ -198,6 +205,17 @@ impl Host {
     /// Instances created so far.
     pub fn instances_created(&self) -> u64 {
         self.created.load(Ordering::Relaxed)
+    }
+
+    /// Streams that continued in a fresh instance after another request's failure
+    /// discarded the one they started in.
+    pub fn streams_rebound(&self) -> u64 {
+        self.rebound.load(Ordering::Relaxed)
+    }
+
+    /// The longest an instance took to make so far (the bound on replacing a broken one).
+    pub fn longest_instance_start(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.longest_start.load(Ordering::Relaxed))
     }
 
     /// Whether instances come from the pooling allocator (else on demand).

@@ -18,7 +18,6 @@
 mod abi;
 mod budget;
 mod cache;
-mod cooldown;
 mod engine;
 mod header_cache;
 mod hooks;

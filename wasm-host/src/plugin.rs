@@ -2,14 +2,13 @@
 //! mutex) per worker thread; failures, ticks and context finishing live here.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::{InstancePre, Trap};
 
-use crate::cooldown::Cooldown;
 use crate::hooks::{bit, UnusedHooks};
 use crate::instance::{Instance, ROOT_ID};
 use crate::state::HostState;
@@ -24,6 +23,19 @@ pub(crate) struct Slot {
     /// Whether `deferred` may hold something (so that locking the slot need not lock it).
     has_deferred: AtomicBool,
 }
+
+/// Where a stream's context lives: its instance (by generation) and context id, which
+/// change only when the stream moves to a fresh instance ([`Plugin::rebind`]); and what
+/// the stream's context is told about the request, for that move.
+pub(crate) struct Binding {
+    pub(crate) generation: AtomicU64,
+    pub(crate) ctx: AtomicU32,
+    pub(crate) info: StreamInfo,
+}
+
+/// A [`Binding`]'s generation once the filter failed on its own request (instance
+/// generations count from 1): such a stream is not moved to a fresh instance.
+pub(crate) const FAILED: u64 = 0;
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 
@@ -81,8 +93,6 @@ pub struct Plugin {
     slots: Vec<Slot>,
     /// Callbacks the filter said it does nothing in.
     pub(crate) unused: UnusedHooks,
-    /// Rest after repeated timeouts.
-    cooldown: Cooldown,
     last_warning: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
 }
@@ -154,7 +164,6 @@ impl Plugin {
             memory_bytes,
             slots,
             unused,
-            cooldown: Cooldown::new(),
             last_warning: Mutex::new(None),
             suppressed: AtomicU64::new(0),
         })
@@ -185,12 +194,6 @@ impl Plugin {
         facts: StartFacts,
         first: impl FnOnce(&crate::Stream, &mut Instance, u32) -> wasmtime::Result<R>,
     ) -> Result<(crate::Stream, R), Failure> {
-        if let Some(left) = self.cooldown.resting() {
-            return Err(self.failure(
-                FailureReason::Unavailable,
-                format!("resting after repeated timeouts ({left:?} left)"),
-            ));
-        }
         let slot = self.worker_slot();
         let mut guard = self.lock(slot);
         if guard.is_none() {
@@ -205,7 +208,8 @@ impl Plugin {
         state.contexts.insert(
             ctx,
             crate::state::Context {
-                info: Some(info),
+                // Kept by the stream too, for a context it may need in a fresh instance.
+                info: Some(info.clone()),
                 ..Default::default()
             },
         );
@@ -219,7 +223,12 @@ impl Plugin {
                 .context_create
                 .call(&mut inst.store, (ctx as i32, ROOT_ID as i32))
         };
-        let stream = crate::Stream::new(self.clone(), slot, inst.generation, ctx, facts);
+        let bound = Binding {
+            generation: AtomicU64::new(inst.generation),
+            ctx: AtomicU32::new(ctx),
+            info,
+        };
+        let stream = crate::Stream::new(self.clone(), slot, bound, facts);
         match created.and_then(|()| first(&stream, inst, ctx)) {
             Ok(r) => {
                 self.after_call(slot, &mut guard);
@@ -282,38 +291,105 @@ impl Plugin {
     /// Makes a fresh instance in an empty slot.
     #[cold] // off the request path: kept out of its code
     pub(crate) fn fill(&self, slot: usize, guard: &mut SlotGuard<'_>) -> wasmtime::Result<()> {
+        let started = Instant::now();
         let instance = Instance::new(self, slot)?;
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.host.longest_start.fetch_max(took, Ordering::Relaxed);
         **guard = Some(instance);
         self.after_call(slot, guard);
         Ok(())
     }
 
-    /// Runs `f` on the stream's instance if it is still the one the stream started in;
-    /// an error from `f` discards it.
+    /// Runs `f` on the stream's instance and context; an error from `f` discards the
+    /// instance. A stream whose instance another request's failure discarded is not
+    /// failed for it: it continues in a new context of the slot's fresh instance (see
+    /// [`Plugin::rebind`]).
+    /// `may_move: false` for what belongs to the lost instance (a pause's wake-up, a call
+    /// result): that fails as Unavailable instead.
     pub(crate) fn with_instance<R>(
         &self,
         slot: usize,
-        generation: u64,
-        f: impl FnOnce(&mut Instance) -> wasmtime::Result<R>,
+        bound: &Binding,
+        may_move: bool,
+        f: impl FnOnce(&mut Instance, u32) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         let mut guard = self.lock(slot);
-        let inst = match guard.as_mut() {
-            Some(inst) if inst.generation == generation => inst,
-            _ => {
+        let generation = bound.generation.load(Ordering::Relaxed);
+        if generation == FAILED {
+            drop(guard);
+            return Err(self.failure(
+                FailureReason::Unavailable,
+                "the filter already failed on this request".into(),
+            ));
+        }
+        if guard.as_ref().is_none_or(|i| i.generation != generation) {
+            if !may_move {
                 drop(guard);
+                bound.generation.store(FAILED, Ordering::Relaxed);
                 return Err(self.failure(
                     FailureReason::Unavailable,
-                    "the instance this request started in was discarded".into(),
+                    "the instance this request was paused in was discarded".into(),
                 ));
             }
+            if let Err(err) = self.rebind(slot, &mut guard, bound) {
+                bound.generation.store(FAILED, Ordering::Relaxed);
+                return Err(self.fail(&mut guard, err));
+            }
+        }
+        let Some(inst) = guard.as_mut() else {
+            return Err(self.failure(FailureReason::Unavailable, "no instance".into()));
         };
-        match f(inst) {
+        match f(inst, bound.ctx.load(Ordering::Relaxed)) {
             Ok(v) => {
                 self.after_call(slot, &mut guard);
                 Ok(v)
             }
-            Err(err) => Err(self.fail(&mut guard, err)),
+            Err(err) => {
+                // This request's own failure: it is not moved to the next instance.
+                bound.generation.store(FAILED, Ordering::Relaxed);
+                Err(self.fail(&mut guard, err))
+            }
         }
+    }
+
+    /// Moves a stream whose instance is gone (discarded after another request's trap,
+    /// timeout or memory failure) into a new context of the slot's current instance,
+    /// making one if the slot is empty. The filter sees the stream's remaining callbacks
+    /// as a new context (what it kept for the request in the lost instance is gone; the
+    /// request head as sent stays readable where the caller lends it).
+    #[cold] // off the request path: kept out of its code
+    fn rebind(
+        &self,
+        slot: usize,
+        guard: &mut SlotGuard<'_>,
+        bound: &Binding,
+    ) -> wasmtime::Result<()> {
+        if guard.is_none() {
+            self.fill(slot, guard)?;
+        }
+        let Some(inst) = guard.as_mut() else {
+            wasmtime::bail!("no instance");
+        };
+        let ctx = inst.new_context_id();
+        let state = inst.store.data_mut();
+        state.contexts.insert(
+            ctx,
+            crate::state::Context {
+                info: Some(bound.info.clone()),
+                ..Default::default()
+            },
+        );
+        state.active = ctx;
+        bound.generation.store(inst.generation, Ordering::Relaxed);
+        bound.ctx.store(ctx, Ordering::Relaxed);
+        self.host.rebound.fetch_add(1, Ordering::Relaxed);
+        if !self.unused.skips(bit::CONTEXT_CREATE) {
+            inst.arm();
+            inst.funcs
+                .context_create
+                .call(&mut inst.store, (ctx as i32, ROOT_ID as i32))?;
+        }
+        Ok(())
     }
 
     /// Discards the stream's instance (if still there) for a failure not raised by a trap.
@@ -354,11 +430,6 @@ impl Plugin {
     #[cold] // off the request path: kept out of its code
     pub(crate) fn fail(&self, guard: &mut SlotGuard<'_>, err: wasmtime::Error) -> Failure {
         let reason = classify(&err, guard.as_ref());
-        if reason == FailureReason::Timeout {
-            if let Some(rest) = self.cooldown.timed_out() {
-                tracing::warn!(filter = %self.name, ?rest, "WASM filter timed out again: it rests before it runs again");
-            }
-        }
         wake_all(guard);
         // Dropping the store frees the pool slot and ends the instance's tick task and
         // its streams' channels.

@@ -12,7 +12,7 @@ use crate::abi::Frozen;
 use crate::hooks::{bit, LAST_CALLBACK};
 use crate::instance::{Funcs, Instance, PhaseFn};
 use crate::mailbox::Mailbox;
-use crate::plugin::call_counts;
+use crate::plugin::{call_counts, Binding, FAILED};
 use crate::state::{Event, HostState, Lent, ReqView, Scope};
 use crate::{CallResponse, Failure, FailureReason, Plugin, Verdict};
 
@@ -28,7 +28,7 @@ impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stream")
             .field("filter", &self.inner.plugin.name())
-            .field("context", &self.inner.ctx)
+            .field("context", &self.inner.bound.ctx.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -36,8 +36,9 @@ impl std::fmt::Debug for Stream {
 struct Inner {
     plugin: Arc<Plugin>,
     slot: usize,
-    generation: u64,
-    ctx: u32,
+    /// Its instance and context (they change if another request's failure discards the
+    /// instance: see `Plugin::rebind`).
+    bound: Binding,
     /// Call results and wake-ups for this context: made when it first pauses or makes an
     /// `http_call` (`make_mailbox`, `adopt_mailbox`), so that most requests allocate none.
     events: OnceLock<Arc<Mailbox>>,
@@ -54,7 +55,11 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if !self.finished.load(Ordering::Relaxed) {
-            self.plugin.finish(self.slot, self.generation, self.ctx);
+            self.plugin.finish(
+                self.slot,
+                self.bound.generation.load(Ordering::Relaxed),
+                self.bound.ctx.load(Ordering::Relaxed),
+            );
         }
     }
 }
@@ -249,16 +254,14 @@ impl Stream {
     pub(crate) fn new(
         plugin: Arc<Plugin>,
         slot: usize,
-        generation: u64,
-        ctx: u32,
+        bound: Binding,
         facts: StartFacts,
     ) -> Stream {
         Stream {
             inner: Arc::new(Inner {
                 plugin,
                 slot,
-                generation,
-                ctx,
+                bound,
                 events: OnceLock::new(),
                 ruled_out: AtomicU32::new(facts.ruled_out),
                 finished: AtomicBool::new(false),
@@ -283,7 +286,7 @@ impl Stream {
         };
         while let Some(event) = events.try_recv() {
             if let Event::CallDone(token, result) = event {
-                self.run(|inst, ctx| deliver(inst, ctx, &mut NoHead, token, result))?;
+                self.run_in_place(|inst, ctx| deliver(inst, ctx, &mut NoHead, token, result))?;
             }
         }
         Ok(())
@@ -294,8 +297,17 @@ impl Stream {
         f: impl FnOnce(&mut Instance, u32) -> wasmtime::Result<R>,
     ) -> Result<R, Failure> {
         let i = &self.inner;
-        i.plugin
-            .with_instance(i.slot, i.generation, |inst| f(inst, i.ctx))
+        i.plugin.with_instance(i.slot, &i.bound, true, f)
+    }
+
+    /// As `run`, for what only the stream's own instance can take (a call result, a
+    /// pause's wake-up): Unavailable if another request's failure discarded it.
+    fn run_in_place<R>(
+        &self,
+        f: impl FnOnce(&mut Instance, u32) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let i = &self.inner;
+        i.plugin.with_instance(i.slot, &i.bound, false, f)
     }
 
     /// Takes the mailbox an `http_call` made for the context during the last guest call,
@@ -305,7 +317,7 @@ impl Stream {
         // An instance that never made a mailbox (most filters make no `http_call`) has
         // none to adopt: no context lookup.
         if state.made_mailboxes && i.events.get().is_none() {
-            let context = state.contexts.get_mut(&i.ctx);
+            let context = state.contexts.get_mut(&i.bound.ctx.load(Ordering::Relaxed));
             if let Some(mailbox) = context.and_then(|c| c.new_mailbox.take()) {
                 let _ = i.events.set(mailbox);
             }
@@ -316,7 +328,11 @@ impl Stream {
     fn make_mailbox(&self, inst: &mut Instance) {
         let i = &self.inner;
         i.events.get_or_init(|| {
-            let context = inst.store.data_mut().contexts.get_mut(&i.ctx);
+            let context = inst
+                .store
+                .data_mut()
+                .contexts
+                .get_mut(&i.bound.ctx.load(Ordering::Relaxed));
             // Without a context (or a sender whose mailbox was lost, which `adopt_mailbox`
             // rules out),
             // a mailbox nobody sends to ends the wait at once, as an unavailable instance.
@@ -664,22 +680,25 @@ impl Stream {
         loop {
             let event = match tokio::time::timeout_at(deadline, events.recv()).await {
                 Err(_) => {
+                    let generation = i.bound.generation.swap(FAILED, Ordering::Relaxed);
                     return Err(i.plugin.discard(
                         i.slot,
-                        i.generation,
+                        generation,
                         FailureReason::Paused,
                         format!("the filter kept the request paused for more than {max_pause:?}"),
-                    ))
+                    ));
                 }
                 Ok(None) => {
+                    // What the filter awaited (its calls) went with the instance.
+                    i.bound.generation.store(FAILED, Ordering::Relaxed);
                     return Err(i.plugin.failure(
                         FailureReason::Unavailable,
                         "the instance this request was paused in was discarded".into(),
-                    ))
+                    ));
                 }
                 Ok(Some(event)) => event,
             };
-            let out = self.run(|inst, ctx| {
+            let out = self.run_in_place(|inst, ctx| {
                 if let Event::CallDone(token, result) = event {
                     deliver(inst, ctx, head, token, result)?;
                 }

@@ -168,9 +168,17 @@ async fn a_callback_that_loops_forever_times_out_and_the_next_start_gets_a_fresh
     assert!(elapsed < Duration::from_millis(55), "took {elapsed:?}");
     assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 1);
 
-    // The old stream's instance is gone: it fails as Unavailable...
+    // The filter failed on this stream: it is not run again for it...
     let again = stream.request_headers(&mut request("/"), true).await;
-    assert_eq!(again.expect_err("gone").reason, FailureReason::Unavailable);
+    assert_eq!(
+        again.expect_err("failed").reason,
+        FailureReason::Unavailable
+    );
+    assert_eq!(
+        host.instances_created(),
+        created,
+        "not moved to a fresh instance"
+    );
     // ...while a new start makes a fresh one.
     let fresh = plugin.start(info()).expect("a fresh instance");
     assert_eq!(host.instances_created(), created + 1);
@@ -993,24 +1001,57 @@ async fn a_filter_that_forgets_a_request_after_its_last_callback_gets_no_delete_
 }
 
 #[tokio::test]
-async fn a_filter_that_keeps_timing_out_rests_and_its_requests_fail_at_once() {
+async fn a_filter_that_keeps_timing_out_fails_only_the_requests_that_time_out() {
     let host = host();
     let plugin = spinning(&host);
-    for _ in 0..2 {
-        let stream = plugin.start(info()).expect("a fresh instance");
+    for _ in 0..5 {
+        let stream = plugin.start(info()).expect("a fresh instance, every time");
         let failure = stream
             .request_headers(&mut request("/"), true)
             .await
             .expect_err("must time out");
         assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
     }
-    // The second timeout in a row: the filter rests; a request fails without running it.
+    // No rest after a run of timeouts: the next request still gets a fresh instance.
     let created = host.instances_created();
-    let resting = plugin.start(info()).expect_err("resting");
-    assert_eq!(resting.reason, FailureReason::Unavailable, "{resting}");
-    assert!(resting.message.contains("resting"), "{resting}");
-    assert_eq!(host.instances_created(), created, "no instance was made");
-    assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 2);
+    let next = plugin.start(info()).expect("no filter-wide rest");
+    assert_eq!(host.instances_created(), created + 1);
+    drop(next);
+    assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 5);
+    assert_eq!(failure_count(&host, "spin", FailureReason::Unavailable), 0);
+}
+
+#[tokio::test]
+async fn a_request_in_flight_when_another_times_out_continues_in_a_fresh_instance() {
+    let host = host();
+    // Spins in the request phase; the response phase says continue.
+    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (loop $l (br $l)) (i32.const 0))
+      (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
+        (i32.const 0))"#;
+    let mut s = spec("spin");
+    s.time_limit = Duration::from_millis(5);
+    let plugin = plugin(&host, &wat(body), s);
+    // Both in the one slot of this thread's instance.
+    let innocent = plugin.start(info()).expect("start");
+    let attacker = plugin.start(info()).expect("start");
+    timed_out(&attacker).await;
+    assert_eq!(host.streams_rebound(), 0);
+    let verdict = innocent
+        .response_headers(&mut response_head(200), true)
+        .await
+        .expect("the innocent request is not failed for the other's timeout");
+    assert!(matches!(verdict, Verdict::Continue), "{verdict:?}");
+    assert_eq!(host.streams_rebound(), 1, "it moved to a fresh instance");
+    // The attacker's own stream stays failed.
+    let again = attacker
+        .response_headers(&mut response_head(200), true)
+        .await
+        .expect_err("its filter failed");
+    assert_eq!(again.reason, FailureReason::Unavailable);
+    assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 1);
+    assert!(host.longest_instance_start() > Duration::ZERO);
+    drop((innocent, attacker));
 }
 
 /// Calls `auth` without pausing, counts answers (`answers`), and declares its response

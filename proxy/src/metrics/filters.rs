@@ -56,6 +56,28 @@ impl Collector for FiltersCollector {
                     .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
             }
         }
+        {
+            // A request whose instance another request's failure discarded continues in a
+            // fresh instance instead of failing: counted here.
+            let mut metric = encoder.encode_descriptor(
+                "mesh_filter_streams_rebound",
+                "Requests that continued in a fresh filter instance after another request's failure discarded the one they started in.",
+                None,
+                MetricType::Counter,
+            )?;
+            metric.encode_counter::<NoLabelSet, _, u64>(&host.streams_rebound(), None)?;
+        }
+        {
+            // What replacing a broken instance costs: the longest instance start so far.
+            let mut metric = encoder.encode_descriptor(
+                "mesh_filter_instance_start_max_seconds",
+                "The longest a filter instance took to make (the bound on replacing one discarded after a trap, timeout or memory failure).",
+                None,
+                MetricType::Gauge,
+            )?;
+            let seconds = host.longest_instance_start().as_secs_f64();
+            metric.encode_gauge(&seconds)?;
+        }
         // Filters' own metrics, grouped into families by name.
         let mut families: BTreeMap<(String, u8), Vec<FilterMetric>> = BTreeMap::new();
         for m in host.metrics() {

@@ -230,15 +230,13 @@ impl FilterStore {
                 tracing::info!(filter = %filter.name, module = %filter.module, sha256 = %hex(&settings.sha256), "filter loaded");
                 None
             }
-            Err(why) => {
-                // Said once per file version, not on every poll.
-                if previous.as_ref().and_then(|e| e.refused.as_ref()) != Some(&why) {
-                    self.counts.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(filter = %filter.name, reason = %why, "filter module refused; the previous version (if any) keeps serving");
-                }
-                Some(why)
-            }
+            Err(why) => Some(why),
         };
+        // Said once per file version, not on every poll.
+        let newly_refused = refused
+            .as_ref()
+            .filter(|why| previous.as_ref().and_then(|e| e.refused.as_ref()) != Some(*why))
+            .cloned();
         lock(&self.entries).insert(
             filter.name.clone(),
             Entry {
@@ -248,6 +246,11 @@ impl FilterStore {
                 refused,
             },
         );
+        // Counted once `/filters` shows the reason: whoever sees the count sees why.
+        if let Some(why) = newly_refused {
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(filter = %filter.name, reason = %why, "filter module refused; the previous version (if any) keeps serving");
+        }
     }
 
     /// Reads `path`, checks it against the pin, compiles and starts it.

@@ -163,7 +163,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let api_addr = api.local_addr().map_err(|e| StartError(e.to_string()))?;
     tracing::info!(%proxies_addr, %api_addr, trust_domain = %trust_domain, "mesh-control listening");
     if let Some(path) = &shared.config.addresses_file {
-        write_addresses(path, proxies_addr, api_addr).map_err(|e| {
+        // Written whole (beside it, then renamed): a poller never reads half of it.
+        let text = format!("proxies = \"{proxies_addr}\"\napi = \"{api_addr}\"\n");
+        state::write_atomic(path, text.as_bytes(), false).map_err(|e| {
             StartError(format!(
                 "key `addresses_file`: cannot write `{}`: {e}",
                 path.display()
@@ -211,20 +213,4 @@ async fn registry_loop(shared: Arc<Shared>) {
             shared.registry_changed(&dirty);
         }
     }
-}
-
-/// Writes the bound listeners' addresses to `path` as TOML (`proxies = "..."`, `api =
-/// "..."`): to a temporary file first, then renamed, so a poller never reads half of it.
-fn write_addresses(
-    path: &std::path::Path,
-    proxies: std::net::SocketAddr,
-    api: std::net::SocketAddr,
-) -> std::io::Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    std::fs::write(
-        &partial,
-        format!("proxies = \"{proxies}\"\napi = \"{api}\"\n"),
-    )?;
-    std::fs::rename(&partial, path)
 }

@@ -1,6 +1,5 @@
 //! The listeners' bound addresses, written to `addresses_file` once every listener is bound.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -24,16 +23,10 @@ impl Bound {
         )
     }
 
-    /// Writes [`Bound::to_toml`] to `path` whole: to a temporary file beside it, then
-    /// renamed, so a reader polling for the file never sees half of it.
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
-        let partial = std::path::PathBuf::from(partial);
-        let mut file = std::fs::File::create(&partial)?;
-        file.write_all(self.to_toml().as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&partial, path)
+    /// Writes [`Bound::to_toml`] to `path` whole (beside it, then renamed), so a reader
+    /// polling for the file never sees half of it.
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        crate::control::bootstrap::write_atomic(path, self.to_toml().as_bytes(), 0o644)
     }
 }
 
@@ -56,6 +49,6 @@ mod tests {
         assert_eq!(read["inbound"].as_str(), Some("127.0.0.1:40001"));
         assert_eq!(read["outbound"].as_str(), Some("127.0.0.1:40002"));
         assert_eq!(read["admin"].as_str(), Some("[::1]:40003"));
-        assert!(!dir.path().join("addresses.toml.partial").exists());
+        assert!(!dir.path().join("addresses.toml.tmp").exists());
     }
 }

@@ -122,14 +122,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-    /// The bound addresses could not be written to `addresses_file`.
-    #[error("cannot write the bound addresses to {}: {source}", path.display())]
-    AddressesFile {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The bound addresses could not be written to `addresses_file` (the message names it).
+    #[error("key `addresses_file`: {0}")]
+    AddressesFile(String),
     /// The `[identity]` credentials could not be loaded.
     #[error("cannot load the mesh identity (`[identity]` cert, key, bundle): {0}")]
     Identity(mesh_identity::IdentityError),
@@ -225,12 +220,7 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
         admin: bound_addr(&admin_listener, config.admin.listen),
     };
     if let Some(path) = &config.addresses_file {
-        bound
-            .write(path)
-            .map_err(|source| StartError::AddressesFile {
-                path: path.clone(),
-                source,
-            })?;
+        bound.write(path).map_err(StartError::AddressesFile)?;
     }
 
     let mut metrics = metrics::Metrics::new(

@@ -11,6 +11,7 @@ pub mod control;
 pub mod filters;
 pub mod interop;
 pub mod mesh;
+pub mod metrics;
 pub mod resilience_support;
 pub mod tls;
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use mesh_tests::backend::Backend;
 use mesh_tests::mesh::Mesh;
+use mesh_tests::metrics::sum as metric;
 use serde_json::Value;
 
 const POLICY: &str = r#"
@@ -201,21 +202,6 @@ fn args_summary(text: &str) -> &str {
     text.lines()
         .find(|l| l.starts_with("requests:"))
         .unwrap_or_default()
-}
-
-/// The sum of the samples of counter `name` whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            let (n, rest) = key.split_once('{')?;
-            let rest = format!(",{rest}");
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!(",{k}=\"{v}\"")));
-            (n == name && all).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 async fn requests(mesh: &Mesh, sidecar: &str, labels: &[(&str, &str)]) -> f64 {

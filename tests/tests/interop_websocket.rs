@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use mesh_tests::backend::Backend;
 use mesh_tests::mesh::Mesh;
+use mesh_tests::metrics::sum as metric;
 use mesh_tests::workspace_root;
 use serde_json::Value;
 
@@ -148,21 +149,6 @@ fn run_client(connect: SocketAddr) -> Value {
         )
     );
     report
-}
-
-/// The sum of the samples of counter `name` whose labels include all of `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            let (n, rest) = key.split_once('{')?;
-            let rest = format!(",{rest}");
-            let all = labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!(",{k}=\"{v}\"")));
-            (n == name && all).then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

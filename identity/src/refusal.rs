@@ -30,13 +30,15 @@ pub enum RefusalReason {
     BadKeyUsage,
     /// The peer presented no certificate.
     NoCertificate,
+    /// The control plane revoked the certificate's serial.
+    Revoked,
     /// Anything else: a malformed certificate, a bad signature, no SPIFFE ID...
     Other,
 }
 
 impl RefusalReason {
     /// Every reason, in declaration order (to pre-register metrics).
-    pub const ALL: [RefusalReason; 8] = [
+    pub const ALL: [RefusalReason; 9] = [
         RefusalReason::UnknownCa,
         RefusalReason::Expired,
         RefusalReason::NotYetValid,
@@ -44,11 +46,13 @@ impl RefusalReason {
         RefusalReason::WrongIdentity,
         RefusalReason::BadKeyUsage,
         RefusalReason::NoCertificate,
+        RefusalReason::Revoked,
         RefusalReason::Other,
     ];
 
     /// The stable, kebab-case label: `unknown-ca`, `expired`, `not-yet-valid`,
-    /// `foreign-trust-domain`, `wrong-identity`, `bad-key-usage`, `no-certificate`, `other`.
+    /// `foreign-trust-domain`, `wrong-identity`, `bad-key-usage`, `no-certificate`, `revoked`,
+    /// `other`.
     pub fn as_str(self) -> &'static str {
         match self {
             RefusalReason::UnknownCa => "unknown-ca",
@@ -58,6 +62,7 @@ impl RefusalReason {
             RefusalReason::WrongIdentity => "wrong-identity",
             RefusalReason::BadKeyUsage => "bad-key-usage",
             RefusalReason::NoCertificate => "no-certificate",
+            RefusalReason::Revoked => "revoked",
             RefusalReason::Other => "other",
         }
     }
@@ -171,6 +176,7 @@ mod tests {
                 "wrong-identity",
                 "bad-key-usage",
                 "no-certificate",
+                "revoked",
                 "other"
             ]
         );

@@ -23,6 +23,7 @@ use crate::cert::{format_utc, CertInfo};
 use crate::error::IdentityError;
 use crate::identity::Identity;
 use crate::refusal::Refusal;
+use crate::revoked::RevokedSerials;
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::tls::source::{Material, Source};
 use crate::tls::{self, provider, Alpn};
@@ -56,6 +57,8 @@ pub struct Credentials {
     source: Source,
     server: Arc<ServerConfig>,
     clients: Mutex<HashMap<(SpiffeId, Alpn), Arc<ClientConfig>>>,
+    /// Serials the control plane revoked: refused by every config built here.
+    revoked: Arc<RevokedSerials>,
     /// The files' stamps when they were last read.
     stamps: Mutex<Vec<Option<FileStamp>>>,
     /// Credentials applied since start (the first load included).
@@ -70,12 +73,14 @@ impl Credentials {
         let stamps = stamps(&paths);
         let material = load_material(&paths)?;
         let source: Source = Arc::new(ArcSwap::from_pointee(material));
-        let server = tls::server::build(Arc::clone(&source))?;
+        let revoked = Arc::new(RevokedSerials::default());
+        let server = tls::server::build(Arc::clone(&source), Arc::clone(&revoked))?;
         Ok(Credentials {
             paths,
             source,
             server,
             clients: Mutex::new(HashMap::new()),
+            revoked,
             stamps: Mutex::new(stamps),
             loads: AtomicU64::new(1),
             failures: AtomicU64::new(0),
@@ -104,9 +109,20 @@ impl Credentials {
         if let Some(config) = clients.get(&(expected.clone(), alpn)) {
             return Ok(Arc::clone(config));
         }
-        let config = tls::client::build(Arc::clone(&self.source), expected.clone(), alpn)?;
+        let config = tls::client::build(
+            Arc::clone(&self.source),
+            expected.clone(),
+            alpn,
+            Arc::clone(&self.revoked),
+        )?;
         clients.insert((expected.clone(), alpn), Arc::clone(&config));
         Ok(config)
+    }
+
+    /// The serials this workload's handshakes refuse, both ways (the control plane's
+    /// revocation list; see `docs/identity.md`).
+    pub fn revoked(&self) -> &RevokedSerials {
+        &self.revoked
     }
 
     /// This workload's SPIFFE ID (it cannot change on reload).

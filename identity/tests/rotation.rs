@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use mesh_identity::tls::Alpn;
-use mesh_identity::{Credentials, IdentityPaths};
+use mesh_identity::{Credentials, IdentityPaths, RefusalReason};
 
 const PAYMENTS: &str = "spiffe://d/payments";
 const FRONTEND: &str = "spiffe://d/frontend";
@@ -199,4 +199,43 @@ async fn the_watcher_picks_up_changed_files() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     watcher.abort();
+}
+
+#[tokio::test]
+async fn revoked_serials_are_refused_both_ways_until_the_list_drops_them() {
+    let ca = ca();
+    let (payments, _, mut server) = payments(&ca).await;
+    let frontend_issued = ca.issue(FRONTEND);
+    let frontend_serial = frontend_issued.cert.info.serial.clone();
+    let frontend_dir = ca.dir.path().join("frontend");
+    let frontend = Credentials::load(frontend_issued.write_to(&frontend_dir).expect("write"))
+        .expect("credentials");
+    let config = frontend
+        .client_config(&id(PAYMENTS), Alpn::H2)
+        .expect("config");
+
+    // Inbound: payments refuses the revoked client certificate...
+    payments.revoked().replace([frontend_serial.clone()]);
+    let refused = connect(server.addr, Arc::clone(&config), &id(PAYMENTS)).await;
+    assert!(refused.is_err(), "a revoked client is refused");
+    let verdict = server.verdict().await.expect_err("refused");
+    assert_eq!(verdict.reason, RefusalReason::Revoked, "{verdict}");
+    assert!(verdict.detail.contains(&frontend_serial), "{verdict}");
+
+    // ...and serves it again once the list no longer names it.
+    payments.revoked().replace(Vec::new());
+    connect(server.addr, Arc::clone(&config), &id(PAYMENTS))
+        .await
+        .expect("accepted again");
+    server.verdict().await.expect("accepted");
+
+    // Outbound: frontend refuses a server whose certificate is revoked.
+    frontend
+        .revoked()
+        .replace([payments.cert_info().serial.to_uppercase()]);
+    let refused = connect(server.addr, config, &id(PAYMENTS))
+        .await
+        .err()
+        .expect("a revoked server is refused");
+    assert_eq!(refused.reason, RefusalReason::Revoked, "{refused}");
 }

@@ -18,6 +18,7 @@ use crate::bundle::TrustBundle;
 use crate::error::IdentityError;
 use crate::identity::Identity;
 use crate::refusal::{Refusal, RefusalReason};
+use crate::revoked::RevokedSerials;
 use crate::spiffe::SpiffeId;
 use crate::tls::source::{fixed, CurrentCert, Source};
 use crate::tls::{provider, verify, Alpn};
@@ -32,7 +33,12 @@ pub fn client_config(
     expected: &SpiffeId,
     alpn: Alpn,
 ) -> Result<Arc<ClientConfig>, IdentityError> {
-    build(fixed(identity, bundle)?, expected.clone(), alpn)
+    build(
+        fixed(identity, bundle)?,
+        expected.clone(),
+        alpn,
+        Arc::default(),
+    )
 }
 
 /// The client config over a (possibly changing) source.
@@ -40,10 +46,12 @@ pub(crate) fn build(
     source: Source,
     expected: SpiffeId,
     alpn: Alpn,
+    revoked: Arc<RevokedSerials>,
 ) -> Result<Arc<ClientConfig>, IdentityError> {
     let verifier = Arc::new(MeshServerVerifier {
         source: Arc::clone(&source),
         expected,
+        revoked,
     });
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -72,6 +80,7 @@ pub fn server_name(expected: &SpiffeId) -> ServerName<'static> {
 struct MeshServerVerifier {
     source: Source,
     expected: SpiffeId,
+    revoked: Arc<RevokedSerials>,
 }
 
 impl ServerCertVerifier for MeshServerVerifier {
@@ -85,6 +94,7 @@ impl ServerCertVerifier for MeshServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let current = self.source.load();
         let info = verify::leaf(end_entity)?;
+        self.revoked.check(&info).map_err(Refusal::into_rustls)?;
         let parsed = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,

@@ -15,6 +15,7 @@ use crate::bundle::TrustBundle;
 use crate::error::IdentityError;
 use crate::identity::Identity;
 use crate::refusal::{Refusal, RefusalReason};
+use crate::revoked::RevokedSerials;
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::tls::source::{fixed, CurrentCert, Source};
 use crate::tls::{provider, verify, ALPN_H2, ALPN_HTTP1};
@@ -28,13 +29,17 @@ pub fn server_config(
     identity: &Identity,
     bundle: &TrustBundle,
 ) -> Result<Arc<ServerConfig>, IdentityError> {
-    build(fixed(identity, bundle)?)
+    build(fixed(identity, bundle)?, Arc::default())
 }
 
 /// The server config over a (possibly changing) source.
-pub(crate) fn build(source: Source) -> Result<Arc<ServerConfig>, IdentityError> {
+pub(crate) fn build(
+    source: Source,
+    revoked: Arc<RevokedSerials>,
+) -> Result<Arc<ServerConfig>, IdentityError> {
     let verifier = Arc::new(MeshClientVerifier {
         source: Arc::clone(&source),
+        revoked,
     });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -72,6 +77,7 @@ pub fn peer_identity(
 #[derive(Debug)]
 struct MeshClientVerifier {
     source: Source,
+    revoked: Arc<RevokedSerials>,
 }
 
 impl ClientCertVerifier for MeshClientVerifier {
@@ -92,6 +98,7 @@ impl ClientCertVerifier for MeshClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let current = self.source.load();
         let info = verify::leaf(end_entity)?;
+        self.revoked.check(&info).map_err(Refusal::into_rustls)?;
         current
             .client_verifier
             .verify_client_cert(end_entity, intermediates, now)?;

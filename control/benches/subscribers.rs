@@ -11,7 +11,7 @@ use mesh_control::swarm;
 use mesh_identity::ca::InitOptions;
 use mesh_identity::{Ca, TrustDomain};
 
-const TOKEN: &str = "bench-operator-token";
+const TOKEN: &str = "bench-operator-token-of-32-characters";
 
 /// The addresses `mesh-control` bound (`addresses_file`): proxies, API.
 fn bound_addresses(file: &std::path::Path) -> (SocketAddr, SocketAddr) {

@@ -1,6 +1,6 @@
 //! `control.toml`: the control plane's configuration, with paths relative to the file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,6 +9,75 @@ use serde::Deserialize;
 /// The longest `cert_ttl`: a certificate outlives the revocation of its join token by up to
 /// its lifetime (proxies check the chain, not the control plane), so that window is capped.
 pub const MAX_CERT_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The shortest operator token accepted (`openssl rand -hex 16` gives 32 characters).
+pub const MIN_API_TOKEN_LEN: usize = 32;
+
+/// A secret from the configuration; `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How the operator API is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTls {
+    /// Plain HTTP (loopback, or `api.allow_plaintext = true`).
+    Off,
+    /// TLS with a certificate the control plane issues itself from the mesh CA, for these
+    /// DNS names and addresses (`api.tls = true`, `api.tls_names`).
+    Ca {
+        /// DNS names.
+        dns: Vec<String>,
+        /// IP addresses.
+        ips: Vec<IpAddr>,
+    },
+    /// TLS with the operator's certificate chain and key (`api.cert`, `api.key`, PEM).
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
+}
+
+/// The operator API listener's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// A connection must complete its TLS handshake and each request's headers within this.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    pub idle_timeout: Duration,
+    /// Open connections, in total.
+    pub max_connections: usize,
+    /// Open connections per peer address.
+    pub max_connections_per_peer: usize,
+    /// Failed authentications per peer address in a minute before it is answered 429.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for ApiLimits {
+    fn default() -> ApiLimits {
+        ApiLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 256,
+            max_connections_per_peer: 32,
+            auth_failures_per_minute: 10,
+        }
+    }
+}
 
 /// A configuration that cannot be used; the message names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +108,11 @@ pub struct Config {
     /// The operator API's listener.
     pub api_listen: SocketAddr,
     /// The operator API's bearer token.
-    pub api_token: String,
+    pub api_token: Secret,
+    /// Whether and how the operator API speaks TLS.
+    pub api_tls: ApiTls,
+    /// The operator API listener's limits.
+    pub api_limits: ApiLimits,
     /// How often the policy directory is polled.
     pub poll: Duration,
     /// How long the directory must stay unchanged before a compile.
@@ -152,10 +225,11 @@ impl Config {
                 ))
             }
         };
-        if api_token.len() < 8 {
-            return Err(ConfigError(
-                "key `token`: the bearer token must be at least 8 characters".into(),
-            ));
+        if api_token.chars().count() < MIN_API_TOKEN_LEN {
+            return Err(ConfigError(format!(
+                "key `{token_key}`: the operator token must be at least {MIN_API_TOKEN_LEN} characters (it has {}); make one with `openssl rand -hex 16`",
+                api_token.chars().count()
+            )));
         }
         let registry_grace = Duration::from_millis(raw.registry_grace_ms.unwrap_or(10_000));
         Ok(Config {
@@ -190,7 +264,7 @@ ca = "/etc/mesh/ca"
 listen = "127.0.0.1:15010"
 [api]
 listen = "127.0.0.1:15011"
-token = "secret-token"
+token = "secret-token-secret-token-secret-token"
 "#;
 
     #[test]
@@ -210,6 +284,17 @@ token = "secret-token"
 
     #[test]
     fn errors_name_the_key() {
+    tls: Option<bool>,
+    tls_names: Option<Vec<String>>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    allow_plaintext: bool,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
+    auth_failures_per_minute: Option<u32>,
         let bad_ttl = GOOD.replace("ca = ", "cert_ttl = \"soon\"\nca = ");
         let err = Config::parse(&bad_ttl, Path::new(".")).expect_err("bad ttl");
         assert!(err.0.contains("cert_ttl"), "{err}");
@@ -232,8 +317,176 @@ token = "secret-token"
         let unknown = GOOD.replace("ca = ", "colour = 1\nca = ");
         let err = Config::parse(&unknown, Path::new(".")).expect_err("unknown key");
         assert!(err.0.contains("colour"), "{err}");
-        let no_token = GOOD.replace("token = \"secret-token\"", "");
+        let no_token = GOOD.replace("token = \"secret-token-secret-token-secret-token\"", "");
         let err = Config::parse(&no_token, Path::new(".")).expect_err("no token");
         assert!(err.0.contains("token"), "{err}");
     }
 }
+        let api_tls = api_tls(&raw.api, api_listen, &at)?;
+        let defaults = ApiLimits::default();
+        let api_limits = ApiLimits {
+            header_timeout: raw
+                .api
+                .header_timeout_ms
+                .map_or(defaults.header_timeout, Duration::from_millis),
+            idle_timeout: raw
+                .api
+                .idle_timeout_ms
+                .map_or(defaults.idle_timeout, Duration::from_millis),
+            max_connections: raw.api.max_connections.unwrap_or(defaults.max_connections),
+            max_connections_per_peer: raw
+                .api
+                .max_connections_per_peer
+                .unwrap_or(defaults.max_connections_per_peer),
+            auth_failures_per_minute: raw
+                .api
+                .auth_failures_per_minute
+                .unwrap_or(defaults.auth_failures_per_minute),
+        };
+        for (key, zero) in [
+            ("api.header_timeout_ms", api_limits.header_timeout.is_zero()),
+            ("api.idle_timeout_ms", api_limits.idle_timeout.is_zero()),
+            ("api.max_connections", api_limits.max_connections == 0),
+            (
+                "api.max_connections_per_peer",
+                api_limits.max_connections_per_peer == 0,
+            ),
+            (
+                "api.auth_failures_per_minute",
+                api_limits.auth_failures_per_minute == 0,
+            ),
+        ] {
+            if zero {
+                return Err(ConfigError(format!("key `{key}`: must be more than 0")));
+            }
+        }
+        let token_key = if raw.api.token.is_some() || raw.api.token_file.is_some() {
+            "api."
+        } else {
+            ""
+        };
+        let token_key = if token_file.is_some() {
+            format!("{token_key}token_file")
+        } else {
+            format!("{token_key}token")
+        };
+        let api_token = Secret(api_token);
+            api_tls,
+            api_limits,
+/// `[api]`'s TLS keys; plain HTTP beyond loopback only with `api.allow_plaintext = true`.
+fn api_tls(
+    raw: &RawApi,
+    listen: SocketAddr,
+    at: &dyn Fn(&Path) -> PathBuf,
+) -> Result<ApiTls, ConfigError> {
+    let tls = match (&raw.cert, &raw.key) {
+        (Some(cert), Some(key)) => {
+            if raw.tls == Some(false) {
+                return Err(ConfigError(
+                    "keys `api.cert`/`api.key` and `api.tls = false`: a certificate is given but TLS is off".into(),
+                ));
+            }
+            if raw.tls_names.is_some() {
+                return Err(ConfigError(
+                    "key `api.tls_names`: names a certificate the control plane issues; with `api.cert` the certificate is yours".into(),
+                ));
+            }
+            ApiTls::Files {
+                cert: at(cert),
+                key: at(key),
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError(
+                "keys `api.cert` and `api.key`: give both (PEM files), or neither".into(),
+            ))
+        }
+        (None, None) if raw.tls == Some(true) => {
+            let names = match &raw.tls_names {
+                Some(names) if !names.is_empty() => names.clone(),
+                _ if listen.ip().is_unspecified() => {
+                    return Err(ConfigError(format!(
+                        "key `api.tls_names`: the API listens on {listen}, so say which DNS names or addresses clients dial (the certificate names them)"
+                    )))
+                }
+                _ if listen.ip().is_loopback() => {
+                    vec![listen.ip().to_string(), "localhost".to_owned()]
+                }
+                _ => vec![listen.ip().to_string()],
+            };
+            let (mut dns, mut ips) = (Vec::new(), Vec::new());
+            for name in names {
+                if let Ok(ip) = name.parse::<IpAddr>() {
+                    ips.push(ip);
+                } else {
+                    dns.push(
+                        mesh_identity::ca::dns_name(&name).map_err(|e| {
+                            ConfigError(format!("key `api.tls_names`: `{name}`: {e}"))
+                        })?,
+                    );
+                }
+            }
+            ApiTls::Ca { dns, ips }
+        }
+        (None, None) => {
+            if raw.tls_names.is_some() {
+                return Err(ConfigError(
+                    "key `api.tls_names`: only with `api.tls = true`".into(),
+                ));
+            }
+            ApiTls::Off
+        }
+    };
+    if tls == ApiTls::Off && !listen.ip().is_loopback() && !raw.allow_plaintext {
+        return Err(ConfigError(format!(
+            "key `api.listen`: {listen} is beyond loopback and the operator API would be plaintext (its bearer token readable on the network); set `api.tls = true` (a certificate from the mesh CA) or `api.cert`/`api.key`, or `api.allow_plaintext = true` if something else protects it"
+        )));
+    }
+    Ok(tls)
+}
+
+        let short = GOOD.replace(
+            "secret-token-secret-token-secret-token",
+            "short-secret-token",
+        );
+        let err = Config::parse(&short, Path::new(".")).expect_err("short token");
+        assert!(
+            err.0.contains("`api.token`") && err.0.contains("32"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_api_beyond_loopback_needs_tls_or_a_say_so() {
+        let wide = GOOD.replace("127.0.0.1:15011", "0.0.0.0:15011");
+        let err = Config::parse(&wide, Path::new(".")).expect_err("plaintext");
+        assert!(err.0.contains("api.allow_plaintext"), "{err}");
+        let allowed = wide.replace("[api]\n", "[api]\nallow_plaintext = true\n");
+        assert_eq!(
+            Config::parse(&allowed, Path::new("."))
+                .expect("meant")
+                .api_tls,
+            ApiTls::Off
+        );
+        let tls = wide.replace("[api]\n", "[api]\ntls = true\n");
+        let err = Config::parse(&tls, Path::new(".")).expect_err("names");
+        assert!(err.0.contains("api.tls_names"), "{err}");
+        let named = wide.replace(
+            "[api]\n",
+            "[api]\ntls = true\ntls_names = [\"cp.example\", \"10.0.0.5\"]\n",
+        );
+        assert_eq!(
+            Config::parse(&named, Path::new(".")).expect("tls").api_tls,
+            ApiTls::Ca {
+                dns: vec!["cp.example".into()],
+                ips: vec!["10.0.0.5".parse().expect("ip")]
+            }
+        );
+        let half = GOOD.replace("[api]\n", "[api]\ncert = \"c.pem\"\n");
+        let err = Config::parse(&half, Path::new(".")).expect_err("half");
+        assert!(err.0.contains("api.key"), "{err}");
+        let c = Config::parse(GOOD, Path::new(".")).expect("valid");
+        assert!(
+            !format!("{c:?}").contains("secret-token"),
+            "Debug hides the token"
+        );

@@ -3,6 +3,7 @@
 //! keeps the registry of connected proxies, issues their certificates and answers operators.
 
 pub mod api;
+pub mod api_tls;
 pub mod body;
 pub mod client;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod slices;
 pub mod state;
 pub mod swarm;
 pub mod tls;
+pub mod tokens;
 pub mod traffic;
 pub mod watch;
 
@@ -64,9 +66,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             config.ca.display()
         ))
     })?;
-    std::fs::create_dir_all(&config.state).map_err(|e| {
+    state::secure_dir(&config.state).map_err(|e| {
         StartError(format!(
-            "key `state`: cannot create `{}`: {e}",
+            "key `state`: cannot create `{}` (mode 0700): {e}",
             config.state.display()
         ))
     })?;
@@ -141,6 +143,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let cert = tls::ServerCert::issue(&shared.ca, &trust_domain, shared.config.cert_ttl)
         .map_err(|e| StartError(format!("key `ca`: {e}")))?;
     let tls_config = tls::server_config(&shared.ca, Arc::clone(&cert)).map_err(StartError)?;
+    let ca_for_renewal =
+        Arc::new(Ca::load(&shared.config.ca).map_err(|e| StartError(e.to_string()))?);
+    let (api_tls, api_cert_renewal) = match api_tls::acceptor(
+        &shared.config.api_tls,
+        &ca_for_renewal,
+        &trust_domain,
+        shared.config.cert_ttl,
+    )
+    .map_err(StartError)?
+    {
+        Some((acceptor, renewal)) => (Some(acceptor), renewal),
+        None => (None, None),
+    };
     let proxies = TcpListener::bind(shared.config.proxies_listen)
         .await
         .map_err(|e| {
@@ -173,19 +188,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })?;
     }
 
-    let ca_for_renewal =
-        Arc::new(Ca::load(&shared.config.ca).map_err(|e| StartError(e.to_string()))?);
     let mut tasks = vec![
         tokio::spawn(distribution::serve(
             Arc::clone(&shared),
             proxies,
             tokio_rustls::TlsAcceptor::from(tls_config),
         )),
-        tokio::spawn(api::serve(Arc::clone(&shared), api)),
+        tokio::spawn(api::serve(Arc::clone(&shared), api, api_tls)),
         tokio::spawn(watch::watch(Arc::clone(&shared))),
         tokio::spawn(cert.renew_forever(ca_for_renewal, trust_domain, shared.config.cert_ttl)),
     ];
     tasks.push(tokio::spawn(registry_loop(Arc::clone(&shared))));
+    tasks.extend(api_cert_renewal.map(tokio::spawn));
     Ok(Running {
         proxies_addr,
         api_addr,

@@ -152,10 +152,10 @@ impl Shared {
         ))
     }
 
-    /// Revokes a join token and tells the open streams, which end if their certificate
-    /// descends from it; `Ok(false)` when there was no such token.
-    pub fn revoke_token(&self, token: &str) -> Result<bool, String> {
-        let revoked = self.tokens.revoke(token)?;
+    /// Revokes the join token whose public id is `id` and tells the open streams, which end
+    /// if their certificate descends from it; `Ok(false)` when there was no such token.
+    pub fn revoke_token(&self, id: &str) -> Result<bool, String> {
+        let revoked = self.tokens.revoke(id)?;
         if revoked {
             self.revocations.send_modify(|v| *v += 1);
         }

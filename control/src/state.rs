@@ -7,145 +7,59 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-/// Writes `bytes` to `path` atomically (a temporary file beside it, then a rename).
+/// Writes `bytes` to `path` atomically: a temporary file beside it, created new
+/// (`create_new`) with its final mode from the start (0600 when `private`, else 0644), so no
+/// other local user can open it even for an instant, then renamed over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
         .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    let (tmp, mut file) = loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(if private { 0o600 } else { 0o644 });
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        match options.open(&tmp) {
+            Ok(file) => break (tmp, file),
+            // A leftover of an earlier process with the same pid: take the next name.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    drop(file);
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Makes the state directory 0700 (created if missing): it holds the join tokens' hashes
+/// and the enrollments, which no other local user needs to read.
+pub fn secure_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     #[cfg(unix)]
-    if private {
+    {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    #[cfg(not(unix))]
-    let _ = private;
-    std::fs::rename(&tmp, path)
+    Ok(())
 }
 
-/// One join token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JoinToken {
-    /// 32 random bytes, hex.
-    pub token: String,
-    /// The service it admits.
-    pub service: String,
-    /// Creation time, seconds since the epoch.
-    pub created_at: u64,
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct TokenFile {
-    tokens: Vec<JoinToken>,
-}
-
-/// The join tokens, persisted as `tokens.json` in the state directory.
-#[derive(Debug)]
-pub struct Tokens {
-    path: PathBuf,
-    tokens: Mutex<Vec<JoinToken>>,
-}
-
-impl Tokens {
-    /// Loads `dir/tokens.json` (none yet: no token).
-    pub fn load(dir: &Path) -> Result<Tokens, String> {
-        let path = dir.join("tokens.json");
-        let tokens = match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice::<TokenFile>(&bytes)
-                    .map_err(|e| format!("`{}`: {e}", path.display()))?
-                    .tokens
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(format!("cannot read `{}`: {e}", path.display())),
-        };
-        Ok(Tokens {
-            path,
-            tokens: Mutex::new(tokens),
-        })
-    }
-
-    /// A new token for `service`, saved before it is returned.
-    pub fn create(&self, service: &str) -> Result<JoinToken, String> {
-        let mut bytes = [0_u8; 32];
-        mesh_identity::tls::provider()
-            .secure_random
-            .fill(&mut bytes)
-            .map_err(|_| "no randomness available".to_owned())?;
-        let token = JoinToken {
-            token: crate::policy::hex(&bytes),
-            service: service.to_owned(),
-            created_at: crate::policy::unix_secs(std::time::SystemTime::now()),
-        };
-        let mut tokens = self.lock();
-        tokens.push(token.clone());
-        self.save(&tokens)?;
-        Ok(token)
-    }
-
-    /// Revokes `token`; `Ok(false)` when there was no such token.
-    pub fn revoke(&self, token: &str) -> Result<bool, String> {
-        let mut tokens = self.lock();
-        let before = tokens.len();
-        tokens.retain(|t| !constant_time_eq(t.token.as_bytes(), token.as_bytes()));
-        if tokens.len() == before {
-            return Ok(false);
-        }
-        self.save(&tokens)?;
-        Ok(true)
-    }
-
-    /// Whether `token` is a live token for `service`. Every token is compared, in
-    /// constant time, so the answer's timing says nothing about near misses.
-    pub fn admits(&self, service: &str, token: &str) -> bool {
-        let tokens = self.lock();
-        let mut found = false;
-        for t in tokens.iter() {
-            found |= constant_time_eq(t.token.as_bytes(), token.as_bytes()) && t.service == service;
-        }
-        found
-    }
-
-    /// Whether a token whose [`token_id`] is `id` is still live (not revoked).
-    pub fn is_live(&self, id: &str) -> bool {
-        self.lock().iter().any(|t| token_id(&t.token) == id)
-    }
-
-    /// How many tokens there are.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JoinToken>> {
-        self.tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn save(&self, tokens: &[JoinToken]) -> Result<(), String> {
-        let file = TokenFile {
-            tokens: tokens.to_vec(),
-        };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
-        write_atomic(&self.path, &json, true)
-            .map_err(|e| format!("cannot write `{}`: {e}", self.path.display()))
-    }
-}
-
-/// A join token's id: the SHA-256 of the secret, hex. It is what enrollments record, so the
-/// secret itself is never written beside a certificate's serial.
-pub fn token_id(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    crate::policy::hex(&Sha256::digest(token.as_bytes()))
-}
+pub use crate::tokens::{token_id, Tokens};
 
 /// One certificate issued for a join token (at bootstrap, or a renewal of such a certificate).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -261,20 +175,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_persist_and_revoke() {
+    fn private_files_are_never_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
-        let tokens = Tokens::load(dir.path()).expect("empty");
-        let t = tokens.create("payments").expect("created");
-        assert_eq!(t.token.len(), 64);
-        assert!(tokens.admits("payments", &t.token));
-        assert!(!tokens.admits("orders", &t.token));
-        let again = Tokens::load(dir.path()).expect("saved");
-        assert!(again.admits("payments", &t.token));
-        assert!(again.revoke(&t.token).expect("saved"));
-        assert!(!again.admits("payments", &t.token));
-        assert!(!Tokens::load(dir.path())
-            .expect("saved")
-            .admits("payments", &t.token));
+        let path = dir.path().join("secret.json");
+        write_atomic(&path, b"1", true).expect("written");
+        write_atomic(&path, b"2", true).expect("replaced");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).expect("read"), b"2");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+        assert_eq!(left.len(), 1, "no temporary file is left");
     }
 
     #[test]
@@ -283,6 +194,7 @@ mod tests {
         let tokens = Tokens::load(dir.path()).expect("empty");
         let t = tokens.create("payments").expect("created");
         let id = token_id(&t.token);
+        assert_eq!(id, t.stored.sha256);
         assert!(tokens.is_live(&id));
         let enrollments = Enrollments::load(dir.path()).expect("empty");
         let far = crate::policy::unix_secs(std::time::SystemTime::now()) + 3600;
@@ -309,7 +221,7 @@ mod tests {
         assert_eq!(again.of("0a1b").map(|e| e.token_id), Some(id.clone()));
         assert!(again.of("dead").is_none(), "expired records are dropped");
         assert!(again.of("ffff").is_none());
-        assert!(tokens.revoke(&t.token).expect("saved"));
+        assert!(tokens.revoke(&t.stored.id).expect("saved"));
         assert!(!tokens.is_live(&id));
         let text = std::fs::read_to_string(dir.path().join("enrollments.json")).expect("read");
         assert!(

@@ -189,7 +189,7 @@ async fn bootstrap_renew_and_tokens() {
     let env = Env::new();
     let running = env.start(10_000).await;
     let bundle = env.bundle_pem();
-    let t = token(running.api_addr, "payments").await;
+    let (t, t_id) = token_and_id(running.api_addr, "payments").await;
     assert_eq!(t.len(), 64);
     let (status, v, key) = bootstrap(running.proxies_addr, &bundle, "payments", &t).await;
     assert_eq!(status, StatusCode::OK, "{v}");
@@ -231,7 +231,13 @@ async fn bootstrap_renew_and_tokens() {
     assert_eq!(v["spiffe_id"], "spiffe://shop.test/payments");
 
     // Revoked: no bootstrap, and no renewal of a certificate the token produced.
-    let (status, _) = op(running.api_addr, "DELETE", &format!("/v1/tokens/{t}"), None).await;
+    let (status, _) = op(
+        running.api_addr,
+        "DELETE",
+        &format!("/v1/tokens/{t_id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, _) = bootstrap(running.proxies_addr, &bundle, "payments", &t).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -464,7 +470,7 @@ async fn traffic_and_explain() {
 fn bad_config_exits_2_naming_the_key() {
     let env = Env::new();
     let path = env.path().join("control.toml");
-    std::fs::write(&path, "policies = \"policies\"\nca = \"ca\"\ncert_ttl = \"forever\"\n[proxies]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"operator-secret\"\n").expect("write");
+    std::fs::write(&path, "policies = \"policies\"\nca = \"ca\"\ncert_ttl = \"forever\"\n[proxies]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"operator-secret-of-at-least-32-characters\"\n").expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-control"))
         .arg("--config")
         .arg(&path)
@@ -645,7 +651,7 @@ async fn revoking_a_token_refuses_its_renewals_and_ends_its_streams() {
     let env = Env::new();
     let running = env.start(10_000).await;
     let bundle = env.bundle_pem();
-    let revoked = token(running.api_addr, "web").await;
+    let (revoked, revoked_id) = token_and_id(running.api_addr, "web").await;
     let kept = token(running.api_addr, "api").await;
     let (status, web, web_key) = bootstrap(running.proxies_addr, &bundle, "web", &revoked).await;
     assert_eq!(status, StatusCode::OK, "{web}");
@@ -679,7 +685,7 @@ async fn revoking_a_token_refuses_its_renewals_and_ends_its_streams() {
     let (status, _) = op(
         running.api_addr,
         "DELETE",
-        &format!("/v1/tokens/{revoked}"),
+        &format!("/v1/tokens/{revoked_id}"),
         None,
     )
     .await;

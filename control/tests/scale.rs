@@ -9,7 +9,7 @@ use mesh_control::swarm;
 use mesh_identity::ca::InitOptions;
 use mesh_identity::{Ca, TrustDomain};
 
-const TOKEN: &str = "scale-operator-token";
+const TOKEN: &str = "scale-operator-token-of-32-characters";
 
 /// The addresses `mesh-control` bound (`addresses_file`): proxies, API.
 async fn bound_addresses(file: &std::path::Path) -> (SocketAddr, SocketAddr) {

@@ -12,7 +12,7 @@ use crate::client::{h1_request, Reply, H1};
 use crate::{binary, meshc};
 
 /// The operator API's bearer token in these tests.
-pub const OPERATOR_TOKEN: &str = "operator-secret-token";
+pub const OPERATOR_TOKEN: &str = "operator-secret-token-of-32-characters";
 
 /// A running `mesh-control`; killed on drop.
 #[derive(Debug)]
@@ -26,12 +26,25 @@ pub struct ControlPlane {
     starts: Mutex<usize>,
     sidecars: std::sync::atomic::AtomicUsize,
     cert_ttl: String,
+    /// More `[api]` keys (`tls = true`, limits), written into every config.
+    api_extra: String,
 }
 
 impl ControlPlane {
     /// Starts a control plane whose policy directory holds `policy.mesh` = `policy`, with a
     /// CA in `trust_domain`, issuing certificates for `cert_ttl` (such as `24h`, `30s`).
     pub async fn start(policy: &str, trust_domain: &str, cert_ttl: &str) -> ControlPlane {
+        ControlPlane::start_with_api(policy, trust_domain, cert_ttl, "").await
+    }
+
+    /// [`ControlPlane::start`] with more `[api]` keys, one per line (such as `tls = true`):
+    /// with `tls = true` the fixture speaks HTTPS to the API, trusting the mesh CA.
+    pub async fn start_with_api(
+        policy: &str,
+        trust_domain: &str,
+        cert_ttl: &str,
+        api_extra: &str,
+    ) -> ControlPlane {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let out = meshc(
             dir.path(),
@@ -57,6 +70,7 @@ impl ControlPlane {
             starts: Mutex::new(0),
             sidecars: std::sync::atomic::AtomicUsize::new(0),
             cert_ttl: cert_ttl.to_string(),
+            api_extra: api_extra.to_string(),
         };
         control.write_config();
         (control.proxies, control.api) = control.launch().await;
@@ -70,7 +84,8 @@ impl ControlPlane {
         let config = format!(
             "policies = \"policies\"\nca = \"ca\"\ncert_ttl = \"{cert_ttl}\"\nstate = \"state\"\n\
              registry_grace_ms = 2000\naddresses_file = \"control.addresses\"\n\
-             [proxies]\nlisten = \"{proxies}\"\n[api]\nlisten = \"{api}\"\ntoken = \"{OPERATOR_TOKEN}\"\n",
+             [proxies]\nlisten = \"{proxies}\"\n[api]\nlisten = \"{api}\"\ntoken = \"{OPERATOR_TOKEN}\"\n{extra}\n",
+            extra = self.api_extra,
             cert_ttl = self.cert_ttl,
             proxies = self.proxies,
             api = self.api,
@@ -89,9 +104,15 @@ impl ControlPlane {
         self.dir.path().join("ca/root.pem")
     }
 
-    /// `http://` + the API listener, for `meshc --control`.
+    /// Whether the API speaks TLS (`tls = true` among the `[api]` keys).
+    pub fn api_tls(&self) -> bool {
+        self.api_extra.lines().any(|l| l.trim() == "tls = true")
+    }
+
+    /// `http://` (or `https://`) + the API listener, for `meshc --control`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.api)
+        let scheme = if self.api_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.api)
     }
 
     /// Starts the process (again) and waits until its API answers; a restart binds the
@@ -190,7 +211,12 @@ impl ControlPlane {
     }
 
     async fn try_api_get(&self, path: &str) -> std::io::Result<Reply> {
-        let mut connection = H1::connect(self.api).await?;
+        let mut connection = if self.api_tls() {
+            let tcp = tokio::net::TcpStream::connect(self.api).await?;
+            H1::over(tls_to_api(tcp, &self.bundle(), self.api.ip()).await?).await?
+        } else {
+            H1::connect(self.api).await?
+        };
         let request = h1_request(http::Method::GET, "control", path)
             .header("authorization", format!("Bearer {OPERATOR_TOKEN}"))
             .body(crate::body::empty())
@@ -238,6 +264,37 @@ impl ControlPlane {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `meshc token create SERVICE --format json` with `extra` arguments (`--ttl`,
+    /// `--max-uses`): the secret and the token's public id.
+    pub fn create_token_with(&self, service: &str, extra: &[&str]) -> (String, String) {
+        let url = self.url();
+        let mut args = vec![
+            "token",
+            "create",
+            service,
+            "--format",
+            "json",
+            "--control",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.meshc(&args);
+        assert!(
+            out.status.success(),
+            "meshc token create {service}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("meshc token create --format json: {e}"));
+        let field = |name: &str| {
+            v[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("no `{name}` in {v}"))
+                .to_string()
+        };
+        (field("token"), field("id"))
     }
 
     /// Starts a sidecar for `service` (its application at `app`) that bootstraps with
@@ -432,6 +489,33 @@ impl Drop for Sidecar {
             }
         }
     }
+}
+
+/// A TLS client connection to an operator API whose certificate chains to `roots` (PEM)
+/// and names `ip`.
+pub async fn tls_to_api(
+    tcp: tokio::net::TcpStream,
+    roots: &Path,
+    ip: std::net::IpAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(roots)?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        store
+            .add(cert.map_err(std::io::Error::other)?)
+            .map_err(std::io::Error::other)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(rustls::pki_types::ServerName::IpAddress(ip.into()), tcp)
+        .await
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

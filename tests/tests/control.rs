@@ -317,8 +317,8 @@ async fn a_proxy_bootstraps_from_a_join_token_and_renews_its_certificate() {
 async fn wrong_and_revoked_join_tokens_are_refused() {
     let control = ControlPlane::start(POLICY_V1, TRUST_DOMAIN, "24h").await;
     let app = Backend::start("web").await;
-    let token = control.create_token("web");
-    let out = control.meshc(&["token", "revoke", &token, "--control", &control.url()]);
+    let (token, id) = control.create_token_with("web", &[]);
+    let out = control.meshc(&["token", "revoke", &id, "--control", &control.url()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let revoked = control.sidecar("web", app.addr(), &token);
     let wrong = control.sidecar("web", app.addr(), "0123456789abcdef");
@@ -352,7 +352,7 @@ async fn a_revoked_token_ends_renewal_and_streams_while_another_keeps_renewing()
     let control = ControlPlane::start(POLICY_V1, TRUST_DOMAIN, "30s").await;
     let web_app = Backend::start("web").await;
     let alt_app = Backend::start("alt").await;
-    let revoked = control.create_token("web");
+    let (revoked, revoked_id) = control.create_token_with("web", &[]);
     let web = control.sidecar("web", web_app.addr(), &revoked);
     let alt = control.sidecar("alt", alt_app.addr(), &control.create_token("alt"));
     web.wait_ready().await;
@@ -361,7 +361,7 @@ async fn a_revoked_token_ends_renewal_and_streams_while_another_keeps_renewing()
     let (web_first, alt_first) = (serial_of(&web).await, serial_of(&alt).await);
     assert!(!web_first.is_empty() && !alt_first.is_empty());
 
-    let out = control.meshc(&["token", "revoke", &revoked, "--control", &control.url()]);
+    let out = control.meshc(&["token", "revoke", &revoked_id, "--control", &control.url()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // The open stream ends at once, and reconnecting is refused.

@@ -1,5 +1,6 @@
 //! The control plane's operator API (`--control URL`): a small blocking HTTP/1.1 client
-//! (hyper on a current-thread runtime) that sends JSON with the operator token.
+//! (hyper on a current-thread runtime) that sends JSON with the operator token, over plain
+//! HTTP or, with `https://` and `--cacert FILE`, over TLS (rustls).
 
 use std::time::Duration;
 
@@ -19,18 +20,47 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--control URL`, shared by `token`, `apply` and `status`.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ControlArg {
-    /// The control plane's API listener: `http://HOST:PORT` (or `HOST:PORT`). The operator
-    /// token comes from the environment variable MESH_CONTROL_TOKEN.
+    /// The control plane's API listener: `http://HOST:PORT` (or `HOST:PORT`), or
+    /// `https://HOST:PORT` with --cacert. The operator token comes from the environment
+    /// variable MESH_CONTROL_TOKEN.
     #[arg(long = "control", value_name = "URL")]
     pub(crate) url: String,
+    /// With an `https://` URL: the PEM certificates the API's certificate must chain to (the
+    /// mesh CA's `root.pem` when the control plane issued it, `[api] tls = true`).
+    #[arg(long = "cacert", value_name = "FILE")]
+    pub(crate) cacert: Option<std::path::PathBuf>,
+}
+
+/// Where the API is and how to speak to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    /// `host:port`.
+    authority: String,
+    /// The host, for TLS's server name.
+    host: String,
+    /// `https://`.
+    tls: bool,
 }
 
 /// A connection setting for the operator API.
-#[derive(Debug)]
 pub(crate) struct Api {
     authority: String,
     token: String,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("authority", &self.authority)
+            .field("token", &"<redacted>")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An answer: its status and JSON body (`Null` when the body is not JSON).
@@ -57,14 +87,33 @@ impl Api {
         let token = std::env::var(TOKEN_ENV)
             .ok()
             .filter(|t| !t.trim().is_empty());
-        Api::new(&control.url, token).map_err(|message| {
+        Api::new(&control.url, token, control.cacert.as_deref()).map_err(|message| {
             error(message);
             Outcome::CouldNotRun
         })
     }
 
-    fn new(url: &str, token: Option<String>) -> Result<Api, String> {
-        let authority = authority(url)?;
+    fn new(
+        url: &str,
+        token: Option<String>,
+        cacert: Option<&std::path::Path>,
+    ) -> Result<Api, String> {
+        let target = target(url)?;
+        let tls = match (target.tls, cacert) {
+            (true, Some(file)) => Some(tls_connector(file, &target.host)?),
+            (true, None) => {
+                return Err(format!(
+                    "--control `{url}`: https:// needs --cacert FILE, the certificates the API's certificate chains to (the mesh CA's root.pem for `[api] tls = true`)"
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(format!(
+                    "--cacert is for an https:// control plane; `{url}` is plain http"
+                ))
+            }
+            (false, None) => None,
+        };
+        let authority = target.authority;
         let token = token.ok_or_else(|| {
             format!(
                 "the operator token is not set: set {TOKEN_ENV} to the control plane's API token"
@@ -77,6 +126,7 @@ impl Api {
         Ok(Api {
             authority,
             token: token.trim().to_string(),
+            tls,
             runtime,
         })
     }
@@ -121,7 +171,29 @@ impl Api {
         let tcp = tokio::net::TcpStream::connect(&self.authority)
             .await
             .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        match &self.tls {
+            None => self.exchange(tcp, method, path, body).await,
+            Some((connector, name)) => {
+                let stream = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                self.exchange(stream, method, path, body).await
+            }
+        }
+    }
+
+    async fn exchange<T>(
+        &self,
+        io: T,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, String>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
@@ -153,26 +225,75 @@ impl Api {
     }
 }
 
+/// A TLS client that trusts the certificates of `cacert` only, for `host`.
+fn tls_connector(
+    cacert: &std::path::Path,
+    host: &str,
+) -> Result<
+    (
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    ),
+    String,
+> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(cacert).map_err(|e| format!("--cacert `{}`: {e}", cacert.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("--cacert `{}`: {e}", cacert.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("--cacert `{}`: {e}", cacert.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "--cacert `{}`: no PEM certificate in it",
+            cacert.display()
+        ));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(mesh_identity::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("--control: `{host}` is not a TLS server name: {e}"))?;
+    Ok((
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        name,
+    ))
+}
+
 /// `http://host:port[/]` or `host:port` → `host:port`.
+#[cfg(test)]
 fn authority(url: &str) -> Result<String, String> {
+    target(url).map(|t| t.authority)
+}
+
+/// `http://host:port[/]`, `https://host:port[/]` or `host:port`.
+fn target(url: &str) -> Result<Target, String> {
     let bad = |why: &str| format!("--control `{url}`: {why} (such as http://127.0.0.1:7071)");
-    let rest = match url.split_once("://") {
-        Some(("http", rest)) => rest,
+    let (rest, tls) = match url.split_once("://") {
+        Some(("http", rest)) => (rest, false),
+        Some(("https", rest)) => (rest, true),
         Some((scheme, _)) => {
             return Err(bad(&format!(
-                "`{scheme}://` is not supported; the API listener speaks plain http://"
+                "`{scheme}://` is not supported; use http:// or https://"
             )))
         }
-        None => url,
+        None => (url, false),
     };
     let authority = rest.trim_end_matches('/');
     if authority.contains('/') || authority.contains('@') {
         return Err(bad("give the listener's address only, without a path"));
     }
     match authority.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-            Ok(authority.to_string())
-        }
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Target {
+            authority: authority.to_string(),
+            host: host.to_string(),
+            tls,
+        }),
         _ => Err(bad("not a HOST:PORT")),
     }
 }
@@ -231,8 +352,16 @@ mod tests {
         );
         assert_eq!(authority("http://cp:7071/").as_deref(), Ok("cp:7071"));
         assert_eq!(authority("127.0.0.1:7071").as_deref(), Ok("127.0.0.1:7071"));
-        let e = authority("https://cp:7071").expect_err("https");
-        assert!(e.contains("plain http://"), "{e}");
+        assert_eq!(
+            target("https://cp:7071"),
+            Ok(Target {
+                authority: "cp:7071".into(),
+                host: "cp".into(),
+                tls: true
+            })
+        );
+        let e = authority("ftp://cp:7071").expect_err("ftp");
+        assert!(e.contains("https://"), "{e}");
         assert!(authority("http://cp").is_err());
         assert!(authority("http://cp:7071/v1").is_err());
         assert!(authority("cp:port").is_err());
@@ -240,9 +369,11 @@ mod tests {
 
     #[test]
     fn the_token_variable_is_named_when_unset() {
-        let e = Api::new("http://127.0.0.1:1", None).expect_err("no token");
+        let e = Api::new("http://127.0.0.1:1", None, None).expect_err("no token");
         assert!(e.contains(TOKEN_ENV), "{e}");
-        assert!(Api::new("http://127.0.0.1:1", Some("t".into())).is_ok());
+        assert!(Api::new("http://127.0.0.1:1", Some("t".into()), None).is_ok());
+        let e = Api::new("https://127.0.0.1:1", Some("t".into()), None).expect_err("no cacert");
+        assert!(e.contains("--cacert"), "{e}");
     }
 
     #[test]

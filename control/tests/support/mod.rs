@@ -17,7 +17,7 @@ use mesh_identity::{Ca, TrustDomain};
 use serde_json::{json, Value};
 
 pub const TD: &str = "shop.test";
-pub const TOKEN: &str = "operator-secret";
+pub const TOKEN: &str = "operator-secret-of-at-least-32-characters";
 
 /// web and api come from the registry; payments admits only api; api admits web.
 pub const POLICY: &str = r#"
@@ -146,6 +146,22 @@ pub async fn token(api_addr: SocketAddr, service: &str) -> String {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     v["token"].as_str().expect("token").to_owned()
+}
+
+/// A join token for `service` and its public id (by which it is revoked).
+pub async fn token_and_id(api_addr: SocketAddr, service: &str) -> (String, String) {
+    let (status, v) = op(
+        api_addr,
+        "POST",
+        "/v1/tokens",
+        Some(json!({ "service": service })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    (
+        v["token"].as_str().expect("token").to_owned(),
+        v["id"].as_str().expect("id").to_owned(),
+    )
 }
 
 /// Bootstraps `service` with `token`: the status, answer and the key.

@@ -19,7 +19,7 @@ use mesh_table::{ServiceId, Table};
 use rustc_hash::FxHashMap;
 
 pub use authz::{AuthzDecision, Decider, Peer};
-pub use headers::RequestHeaders;
+pub use headers::{header_value, PairValues, RequestHeaders};
 pub use path::{normalize_path, PathError};
 pub use route::RouteDecision;
 

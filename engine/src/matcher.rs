@@ -4,7 +4,7 @@
 use mesh_table::{HeaderMatch, HeaderValueMatch, Method, RequestMatch};
 use regex::Regex;
 
-use crate::headers::RequestHeaders;
+use crate::headers::{header_value, RequestHeaders};
 use crate::BuildError;
 
 /// The method and header part of a matcher (the path is handled by the index).
@@ -62,8 +62,9 @@ impl Conditions {
     pub(crate) fn matches<H: RequestHeaders + ?Sized>(&self, method: u16, headers: &H) -> bool {
         (self.methods == 0 || self.methods & method != 0)
             && self.headers.iter().all(|h| {
-                let value = headers.get(&h.name);
-                match (&h.value, value) {
+                // Repeated headers are read joined (`header_value`), never by their first.
+                let value = header_value(headers, &h.name);
+                match (&h.value, value.as_deref()) {
                     (ValueCondition::Present, v) => v.is_some(),
                     (_, None) => false,
                     (ValueCondition::Exact(e), Some(v)) => **e == *v,

@@ -133,17 +133,34 @@ pub fn request_matches<H: RequestHeaders + ?Sized>(
     };
     let method_ok =
         m.methods.is_empty() || m.methods.iter().any(|x| Some(*x) == Method::parse(method));
-    let headers_ok = m
-        .headers
-        .iter()
-        .all(|h| match (&h.value, headers.get(&h.name)) {
-            (HeaderValueMatch::Present, v) => v.is_some(),
-            (_, None) => false,
-            (HeaderValueMatch::Exact(e), Some(v)) => e == v,
-            (HeaderValueMatch::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
-            (HeaderValueMatch::Regex(r), Some(v)) => whole_match(r, v),
-        });
+    let headers_ok =
+        m.headers
+            .iter()
+            .all(|h| match (&h.value, joined(headers, &h.name).as_deref()) {
+                (HeaderValueMatch::Present, v) => v.is_some(),
+                (_, None) => false,
+                (HeaderValueMatch::Exact(e), Some(v)) => e == v,
+                (HeaderValueMatch::Prefix(p), Some(v)) => v.starts_with(p.as_str()),
+                (HeaderValueMatch::Regex(r), Some(v)) => whole_match(r, v),
+            });
     path_ok && method_ok && headers_ok
+}
+
+/// A header as matchers read it, written out plainly: every value, joined in order with
+/// `, ` (`; ` for `cookie`).
+fn joined<H: RequestHeaders + ?Sized>(headers: &H, name: &str) -> Option<String> {
+    let values: Vec<String> = headers
+        .values(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    Some(values.join(if name.eq_ignore_ascii_case("cookie") {
+        "; "
+    } else {
+        ", "
+    }))
 }
 
 fn whole_match(pattern: &str, text: &str) -> bool {

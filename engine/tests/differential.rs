@@ -47,6 +47,10 @@ fn header_match() -> impl Strategy<Value = HeaderMatch> {
             value: HeaderValueMatch::Present
         }),
         Just(HeaderMatch {
+            name: "x-a".into(),
+            value: HeaderValueMatch::Exact("1, 2".into())
+        }),
+        Just(HeaderMatch {
             name: "x-b".into(),
             value: HeaderValueMatch::Exact("".into())
         }),
@@ -115,7 +119,10 @@ fn request_path() -> impl Strategy<Value = String> {
         (
             prop::sample::select(&PATHS[..]),
             prop::sample::select(
-                &["", "/", "/7", "/12", "?q=/x", "//", "/./", "/../", "/%61", "/%2f", "/x/.."][..]
+                &[
+                    "", "/", "/7", "/12", "?q=/x", "//", "/./", "/../", "/%61", "/%2f", "/x/..",
+                    ";x", "/..;", "/%2e%2e", "/%00", "%20", "/%252e",
+                ][..]
             )
         )
             .prop_map(|(p, s)| format!("{p}{s}")),
@@ -126,13 +133,21 @@ fn request_path() -> impl Strategy<Value = String> {
 fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
     let a = prop::option::of(prop::sample::select(&["1", "12", "a", ""][..]));
     let b = prop::option::of(prop::sample::select(&["", "x"][..]));
-    (a, b, any::<bool>()).prop_map(|(a, b, upper)| {
+    // A second `x-a`, after or before `x-b`: repeated headers are read joined.
+    let again = prop::option::of((prop::sample::select(&["1", "2", ""][..]), any::<bool>()));
+    (a, b, any::<bool>(), again).prop_map(|(a, b, upper, again)| {
         let mut h = Vec::new();
         if let Some(a) = a {
             h.push((if upper { "X-A" } else { "x-a" }.to_string(), a.to_string()));
         }
+        if let Some((value, _)) = again.filter(|(_, early)| *early) {
+            h.push(("x-a".to_string(), value.to_string()));
+        }
         if let Some(b) = b {
             h.push(("x-b".to_string(), b.to_string()));
+        }
+        if let Some((value, _)) = again.filter(|(_, early)| !*early) {
+            h.push(("x-a".to_string(), value.to_string()));
         }
         h
     })

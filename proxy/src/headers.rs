@@ -30,12 +30,18 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// `x-forwarded-for`.
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The engine reads request headers through this view of a `HeaderMap`.
+/// The engine reads request headers through this view of a `HeaderMap`: every value of a
+/// name, in order, as bytes (the engine joins repeated ones, `mesh_engine::header_value`).
 pub struct EngineHeaders<'a>(pub &'a HeaderMap);
 
 impl mesh_engine::RequestHeaders for EngineHeaders<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).and_then(|v| v.to_str().ok())
+    type Values<'v>
+        = std::iter::Map<http::header::ValueIter<'v, HeaderValue>, fn(&HeaderValue) -> &[u8]>
+    where
+        Self: 'v;
+
+    fn values<'v>(&'v self, name: &'v str) -> Self::Values<'v> {
+        self.0.get_all(name).iter().map(HeaderValue::as_bytes)
     }
 }
 

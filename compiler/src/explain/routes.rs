@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 
 use mesh_engine::reference::request_matches;
-use mesh_engine::RequestHeaders;
+use mesh_engine::header_value;
 use mesh_table::precedence::{rank, PathClass, Rank};
 use mesh_table::{
     HeaderMatch, HeaderValueMatch, Method, PathMatch, RequestMatch, ServiceId, Table,
@@ -242,7 +242,8 @@ fn misses(m: &RequestMatch, method: &str, path: &str, headers: &[(String, String
             path,
             headers,
         ) {
-            let value = RequestHeaders::get(headers, &h.name).map(str::to_owned);
+            // As every matcher reads it: repeated values joined (`header_value`).
+            let value = header_value(headers, &h.name).map(std::borrow::Cow::into_owned);
             out.push(Miss::Header(h.clone(), value));
         }
     }

@@ -332,3 +332,63 @@ fn a_directory_of_test_files_runs_them_all() {
     assert_eq!(status(&output), 0, "{}", stdout(&output));
     assert_eq!(totals(&output), (2, 0));
 }
+
+#[test]
+fn a_header_given_as_a_list_is_repeated_and_read_joined() {
+    let dir = TempDir::new().expect("temp dir");
+    let tests = write_tests(
+        &dir,
+        r#"
+[[case]]
+name = "one x-canary pins"
+from = "frontend"
+to = "payments"
+method = "POST"
+path = "/v1/charge"
+headers = { x-canary = "1" }
+expect.route = "canary-pin"
+
+[[case]]
+name = "x-canary twice is 1, 1"
+from = "frontend"
+to = "payments"
+method = "POST"
+path = "/v1/charge"
+headers = { x-canary = ["1", "1"] }
+expect.route = "charge"
+
+[[case]]
+name = "either order of x-oncall is denied like the joined value"
+from = "ops"
+to = "payments"
+path = "/admin"
+headers = { x-oncall = ["false", "true"] }
+expect.deny = true
+expect.rule = "default"
+
+[[case]]
+name = "path parameters are refused"
+from = "frontend"
+to = "payments"
+path = "/internal;x/y"
+expect.status = 400
+
+[[case]]
+name = "encoded dot segments are resolved before the deny"
+from = "frontend"
+to = "payments"
+path = "/v1/%2e%2e/internal"
+expect.deny = true
+expect.rule = "shop.mesh:120"
+"#,
+    );
+    let output = shop(&tests, &[]);
+    assert_eq!(status(&output), 0, "{}{}", stdout(&output), stderr(&output));
+    assert_eq!(totals(&output), (5, 0), "{}", stdout(&output));
+    let json = shop(&tests, &["--format", "json"]);
+    let report: Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(
+        report[1]["request"]["headers"]["x-canary"],
+        serde_json::json!(["1", "1"])
+    );
+}

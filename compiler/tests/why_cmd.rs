@@ -307,3 +307,128 @@ fn an_anyone_rule_does_not_let_plaintext_into_a_strict_service() {
         })
     );
 }
+
+/// The JSON verdict of `meshc why` on the shop policy for `args`.
+fn json_of(args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    verdict(&shop(&all))
+}
+
+#[test]
+fn repeated_headers_decide_as_their_joined_value_in_either_order() {
+    let base = [
+        "--from",
+        "frontend",
+        "--to",
+        "payments",
+        "POST",
+        "/v1/charge",
+    ];
+    let with = |values: &[&str]| {
+        let mut args = base.to_vec();
+        for v in values {
+            args.extend(["-H", v]);
+        }
+        json_of(&args)
+    };
+    // `x-canary: 1` twice is `x-canary: 1, 1`: not canary-pin's exact "1".
+    let joined = with(&["x-canary: 1, 1"]);
+    assert_eq!(joined["route"], "charge", "{joined}");
+    assert_eq!(with(&["x-canary: 1", "x-canary: 1"]), joined);
+    let joined = with(&["x-canary: 1, 0"]);
+    assert_eq!(with(&["x-canary: 1", "x-canary: 0"]), joined);
+    assert_eq!(joined["route"], "charge", "{joined}");
+    let joined = with(&["x-canary: 0, 1"]);
+    assert_eq!(with(&["x-canary: 0", "X-Canary: 1"]), joined);
+    assert_eq!(joined["route"], "charge", "{joined}");
+    assert_eq!(with(&["x-canary: 1"])["route"], "canary-pin");
+
+    // Authorization: `when header "x-oncall" exact "true"` holds for neither order.
+    let ops = ["--from", "ops", "--to", "payments", "GET", "/admin/x"];
+    let oncall = |values: &[&str]| {
+        let mut args = ops.to_vec();
+        for v in values {
+            args.extend(["-H", v]);
+        }
+        json_of(&args)
+    };
+    assert_eq!(oncall(&["x-oncall: true"])["decision"], "allow");
+    let joined = oncall(&["x-oncall: true, false"]);
+    assert_eq!(joined["decision"], "deny", "{joined}");
+    assert_eq!(oncall(&["x-oncall: true", "x-oncall: false"]), joined);
+    let joined = oncall(&["x-oncall: false, true"]);
+    assert_eq!(oncall(&["x-oncall: false", "x-oncall: true"]), joined);
+    assert_eq!(joined["decision"], "deny", "{joined}");
+
+    let human = stdout(&shop(&[
+        "--from",
+        "frontend",
+        "--to",
+        "payments",
+        "POST",
+        "/v1/charge",
+        "-H",
+        "x-canary: 1",
+        "-H",
+        "x-canary: 0",
+    ]));
+    assert!(
+        human.contains("header x-canary is repeated: matchers read it as `1, 0`"),
+        "{human}"
+    );
+}
+
+/// Every way of writing a path under `/internal` that an application could read as one is
+/// refused (400) or denied by `deny from any to path prefix "/internal"` (shop.mesh:120).
+#[test]
+fn no_path_form_escapes_a_path_deny() {
+    let refused = [
+        "/internal;x/y",
+        "/internal;jsessionid=1",
+        "/v1/..;/internal/x",
+        "/v1/.;/../internal",
+        "/internal%3bx",
+        "/internal%00",
+        "/internal%00.json",
+        "/internal%0a",
+        "/internal%0d%0a",
+        "/internal%7f",
+        "/v1%2f..%2finternal",
+        "/v1/..%2finternal",
+        "/v1/..%5cinternal",
+        "/v1\\..\\internal",
+        "/%2e%2e/internal",
+        "/%252e%252e/internal",
+        "/%c0%ae%c0%ae/internal",
+        "/internal%20",
+        "/internal%",
+    ];
+    for path in refused {
+        let v = json_of(&["--from", "frontend", "--to", "payments", "GET", path]);
+        assert_eq!(v["status"], 400, "{path}: {v}");
+        let human = stdout(&shop(&["--to", "payments", "GET", path]));
+        assert!(human.contains("result: 400 (path-"), "{path}: {human}");
+    }
+    let denied = [
+        "/internal",
+        "//internal",
+        "/./internal/x",
+        "/v1/../internal",
+        "/v1/%2e%2e/internal",
+        "/v1/%2E./internal",
+        "/v1/.%2e/internal/x",
+        "/%69nternal",
+        "///internal//x",
+        "/internal?x=/../v1",
+    ];
+    for path in denied {
+        let v = json_of(&["--from", "frontend", "--to", "payments", "GET", path]);
+        assert_eq!(v["status"], 403, "{path}: {v}");
+        assert_eq!(
+            v["rule"],
+            json!({ "file": SHOP, "line": 120 }),
+            "{path}: {v}"
+        );
+    }
+}

@@ -45,6 +45,30 @@ impl mesh_engine::RequestHeaders for EngineHeaders<'_> {
     }
 }
 
+/// Makes the request's path the normalized one the rules decided on
+/// (`mesh_engine::normalize_path`), so the application receives exactly the path that was
+/// routed and authorized (as Envoy forwards with `normalize_path`); the query is kept as
+/// sent. Does nothing for a path that is already normal, which is the common case.
+pub fn forward_normalized<B>(request: &mut http::Request<B>) -> Result<(), mesh_engine::PathError> {
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let std::borrow::Cow::Owned(path) = mesh_engine::normalize_path(target)? else {
+        return Ok(());
+    };
+    let path_and_query = match request.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    // A normalized path holds only bytes of the original target, so it always parses.
+    parts.path_and_query = Some(
+        http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| mesh_engine::PathError::InvalidCharacter)?,
+    );
+    *request.uri_mut() =
+        http::Uri::from_parts(parts).map_err(|_| mesh_engine::PathError::InvalidCharacter)?;
+    Ok(())
+}
+
 /// Whether a request is a gRPC call: `content-type: application/grpc`, alone or followed by
 /// `+codec` or parameters (as Envoy decides; gRPC-Web, `application/grpc-web`, is not).
 pub fn is_grpc(headers: &HeaderMap) -> bool {
@@ -202,6 +226,26 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(name, HeaderValue::from_static(value));
         h
+    }
+
+    #[test]
+    fn the_forwarded_path_is_the_normalized_one_with_the_query_as_sent() {
+        let cases = [
+            ("/a/./b//c?x=/../y", "/a/b/c?x=/../y"),
+            ("/hello/%2e%2e/secret", "/secret"),
+            ("http://svc:80/%61//b?q", "http://svc:80/a/b?q"),
+            ("/plain?q=1", "/plain?q=1"),
+        ];
+        for (target, want) in cases {
+            let mut request = http::Request::get(target).body(()).expect("request");
+            forward_normalized(&mut request).expect("normalizes");
+            assert_eq!(request.uri().to_string(), want, "{target}");
+        }
+        let mut request = http::Request::get("/secret;x/y").body(()).expect("request");
+        assert_eq!(
+            forward_normalized(&mut request),
+            Err(mesh_engine::PathError::PathParameter)
+        );
     }
 
     #[test]

@@ -98,7 +98,9 @@ async fn inbound(
     }
     // Nothing a caller sends changes who it is.
     strip_identity_headers(request.headers_mut());
-    // Paths are checked before anything else sees them.
+    // Paths are checked before anything else sees them, and the application receives the
+    // normalized path the rules decide on (docs/language.md, "Paths").
+    crate::headers::forward_normalized(&mut request).map_err(ProxyError::BadPath)?;
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let path = mesh_engine::normalize_path(target).map_err(ProxyError::BadPath)?;
     // Who is calling: a plaintext connection admitted while the service was permissive is

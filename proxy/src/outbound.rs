@@ -125,6 +125,9 @@ async fn outbound(
         RouteDecision::UnknownService => return Err(ProxyError::UnknownService(authority)),
         RouteDecision::BadPath(e) => return Err(ProxyError::BadPath(e)),
     };
+    // The route decided on the normalized path: that is the one sent on (and what the
+    // route's filters see).
+    crate::headers::forward_normalized(&mut request).map_err(ProxyError::BadPath)?;
     observation.route = index;
     observation.target = Some(target);
     // Tracing: continue the application's trace (or start one at the target's rate); the

@@ -124,11 +124,30 @@ fn human(policy: &Policy, request: &Request, verdict: &Verdict, color: bool) -> 
     for (name, value) in &request.headers {
         out.push_str(&format!("  header {name}: {value}\n"));
     }
+    // A repeated header is read as its values joined, as the proxies read it.
+    let mut repeated: Vec<String> = Vec::new();
+    for (name, _) in &request.headers {
+        let name = name.to_ascii_lowercase();
+        let count = request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(&name))
+            .count();
+        if count > 1 && !repeated.contains(&name) {
+            if let Some(joined) = mesh_engine::header_value(request.headers.as_slice(), &name) {
+                out.push_str(&format!(
+                    "  header {name} is repeated: matchers read it as `{joined}`\n"
+                ));
+            }
+            repeated.push(name);
+        }
+    }
     let normalized = match mesh_engine::normalize_path(&request.path) {
         Ok(path) => path.into_owned(),
         Err(err) => {
             out.push_str(&format!(
-                "\nresult: 400: {err}; the proxy refuses the request before any route or rule sees it\n"
+                "\nresult: 400 ({}): {err}; the proxy refuses the request before any route or rule sees it\n",
+                err.reason()
             ));
             return out;
         }

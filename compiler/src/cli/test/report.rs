@@ -205,7 +205,8 @@ struct JsonRequest<'a> {
     to: &'a str,
     method: &'a str,
     path: &'a str,
-    headers: BTreeMap<&'a str, &'a str>,
+    /// A value, or the list of values of a repeated header.
+    headers: BTreeMap<&'a str, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -238,6 +239,22 @@ enum JsonFailure<'a> {
     },
 }
 
+/// The headers of a case: name → value, or → the list of values of a repeated header.
+fn json_headers(headers: &[(String, String)]) -> BTreeMap<&str, serde_json::Value> {
+    let mut out: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    for (name, value) in headers {
+        let value = serde_json::Value::String(value.clone());
+        match out.get_mut(name.as_str()) {
+            None => {
+                out.insert(name, value);
+            }
+            Some(serde_json::Value::Array(values)) => values.push(value),
+            Some(first) => *first = serde_json::Value::Array(vec![first.take(), value]),
+        }
+    }
+    out
+}
+
 /// The JSON report: an array with one object per case, in order.
 pub(crate) fn json(policy: &Policy, files: &[FileResults<'_>]) -> serde_json::Result<String> {
     let mut cases = Vec::new();
@@ -258,11 +275,7 @@ pub(crate) fn json(policy: &Policy, files: &[FileResults<'_>]) -> serde_json::Re
                     to: &case.to,
                     method: &case.method,
                     path: &case.path,
-                    headers: case
-                        .headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_str()))
-                        .collect(),
+                    headers: json_headers(&case.headers),
                 },
                 result: result.verdict.as_ref().map(|v| JsonResult {
                     summary: v.summary(policy),

@@ -7,7 +7,7 @@
 //! to = "payments"                # the authority (Host)
 //! method = "POST"                # optional: GET
 //! path = "/v1/charge"
-//! headers = { x-canary = "1" }   # optional
+//! headers = { x-canary = "1" }   # optional; a list repeats a header: { x-h = ["0", "1"] }
 //! expect.route = "charge"        # the chosen route; false: no route (404, or no routes at all)
 //! expect.targets = ["payments", "payments-canary"]   # in any order
 //! expect.status = 403            # what the proxy itself answers: 400, 403 or 404
@@ -101,9 +101,18 @@ struct RawCase {
     method: Option<Spanned<String>>,
     path: Spanned<String>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, RawHeader>,
     #[serde(default)]
     expect: RawExpect,
+}
+
+/// A header's value, or a list of values for a header the request repeats (matchers read
+/// them joined, as the proxies do: `mesh_engine::header_value`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawHeader {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize, Default)]
@@ -231,7 +240,17 @@ pub(crate) fn parse(source: Arc<SourceFile>) -> Result<TestFile, Vec<SpecError>>
             to_loc: at(raw.to.span()),
             method,
             path: raw.path.into_inner(),
-            headers: raw.headers.into_iter().collect(),
+            headers: raw
+                .headers
+                .into_iter()
+                .flat_map(|(name, value)| {
+                    let values = match value {
+                        RawHeader::One(v) => vec![v],
+                        RawHeader::Many(vs) => vs,
+                    };
+                    values.into_iter().map(move |v| (name.clone(), v))
+                })
+                .collect(),
             expect,
         });
     }
@@ -335,6 +354,23 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.into_iter().map(|e| e.message).collect(),
         }
+    }
+
+    #[test]
+    fn a_list_of_values_repeats_a_header_in_order() {
+        let text = r#"
+[[case]]
+to = "payments"
+path = "/"
+headers = { x-h = ["1", "0"], x-one = "z" }
+"#;
+        let file = parse(SourceFile::new("t.test.toml", text)).expect("parses");
+        let pairs: Vec<(&str, &str)> = file.cases[0]
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(pairs, [("x-h", "1"), ("x-h", "0"), ("x-one", "z")]);
     }
 
     #[test]

@@ -334,6 +334,10 @@ async fn handle(
         (Method::GET, "/v1/explain") => explain_request(&shared, &query),
         (Method::POST, "/v1/tokens") => create_token(&shared, req.into_body()).await,
         (Method::GET, "/v1/tokens") => list_tokens(&shared),
+        (Method::POST, "/v1/identities/revoke") => {
+            crate::identities::revoke(&shared, req.into_body()).await
+        }
+        (Method::GET, "/v1/revocations") => crate::identities::list(&shared),
         (Method::DELETE, p) if p.starts_with("/v1/tokens/") => {
             revoke_token(&shared, &p["/v1/tokens/".len()..])
         }

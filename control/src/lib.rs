@@ -10,8 +10,10 @@ pub mod config;
 pub mod distribution;
 pub mod explain;
 pub mod frames;
+pub mod identities;
 pub mod policy;
 pub mod registry;
+pub mod revocations;
 pub mod shared;
 pub mod slices;
 pub mod state;
@@ -76,6 +78,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         state::Tokens::load(&config.state).map_err(|e| StartError(format!("key `state`: {e}")))?;
     let enrollments = state::Enrollments::load(&config.state)
         .map_err(|e| StartError(format!("key `state`: {e}")))?;
+    let revoked_certificates = revocations::Revocations::load(&config.state)
+        .map_err(|e| StartError(format!("key `state`: {e}")))?;
 
     // The policy: the directory if it compiles, else the last good table saved in the state
     // directory, so a restart serves what was served before.
@@ -105,6 +109,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         registry: registry::Registry::default(),
         tokens,
         enrollments,
+        revoked_certificates,
         revocations: tokio::sync::watch::channel(0).0,
         traffic: traffic::Traffic::default(),
         slices: slices::SliceCache::default(),

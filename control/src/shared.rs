@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::policy::{unix_secs, Compiled};
 use crate::registry::Registry;
+use crate::revocations::Revocations;
 use crate::slices::SliceCache;
 use crate::state::{save_policy, Enrollments, SavedPolicy, Tokens};
 use crate::traffic::Traffic;
@@ -97,6 +98,43 @@ impl Hub {
     }
 }
 
+/// A serial as `CertInfo::serial` prints it: lowercase hex, whole bytes, no leading zero
+/// bytes (`0F:A1:02`, `0fa102` and `000fa102` are one serial). `None` when it is not hex.
+pub fn canonical_serial(text: &str) -> Option<String> {
+    let hex: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut hex = if hex.len() % 2 == 1 {
+        format!("0{hex}")
+    } else {
+        hex
+    };
+    while hex.len() > 2 && hex.starts_with("00") {
+        hex.drain(..2);
+    }
+    Some(hex)
+}
+
+/// Why certificates could not be revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// The request names no revocable certificate (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No certificate of the service is known (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The list could not be saved (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
 /// Everything the servers and background tasks share.
 #[derive(Debug)]
 pub struct Shared {
@@ -118,7 +156,10 @@ pub struct Shared {
     pub tokens: Tokens,
     /// Which join token each issued certificate descends from.
     pub enrollments: Enrollments,
-    /// Moves by one at every token revocation: open streams then check their enrollment.
+    /// Certificates revoked one by one (`meshc identity revoke`).
+    pub revoked_certificates: Revocations,
+    /// Moves by one at every revocation (a token, or certificates): open streams then check
+    /// their certificate and send their proxy the new revocation list.
     pub revocations: watch::Sender<u64>,
     /// Traffic reports.
     pub traffic: Traffic,
@@ -139,9 +180,16 @@ impl Shared {
     }
 
     /// Why a client certificate with `serial` may no longer be used here (renewal, stream,
-    /// modules): the join token that enrolled it was revoked. `None` when it may, including
-    /// a certificate with no enrollment (issued by the operator, not for a join token).
+    /// modules): it was revoked, or the join token that enrolled it was. `None` when it
+    /// may, including a certificate with no enrollment (issued by the operator with `meshc
+    /// ca issue`) that was not revoked by serial.
     pub fn revoked(&self, serial: &str) -> Option<String> {
+        if let Some(r) = self.revoked_certificates.of(serial) {
+            return Some(format!(
+                "the certificate (service `{}`, serial {serial}) was revoked",
+                r.service
+            ));
+        }
         let enrollment = self.enrollments.of(serial)?;
         if self.tokens.is_live(&enrollment.token_id) {
             return None;
@@ -160,6 +208,70 @@ impl Shared {
             self.revocations.send_modify(|v| *v += 1);
         }
         Ok(revoked)
+    }
+
+    /// Revokes the certificates of `service`: the one with `serial`, or every live one this
+    /// control plane issued for it. Renewal and streams refuse them at once (open streams
+    /// end) and every proxy is sent the new list, so that its listeners refuse them before
+    /// they expire. The join tokens stay: a proxy holding one can enroll again, so revoke
+    /// the token too to keep the service out. Returns the serials revoked.
+    pub fn revoke_identity(
+        &self,
+        service: &str,
+        serial: Option<&str>,
+    ) -> Result<Vec<String>, RevokeError> {
+        let serials: Vec<(String, u64)> = match serial {
+            Some(serial) => {
+                let Some(serial) = canonical_serial(serial) else {
+                    return Err(RevokeError::BadRequest(format!(
+                        "`{}` is not a certificate serial (hex digits)",
+                        serial.escape_debug()
+                    )));
+                };
+                let expires_at = match self.enrollments.of(&serial) {
+                    Some(e) if e.service != service => {
+                        return Err(RevokeError::BadRequest(format!(
+                            "the certificate with serial {serial} is of service `{}`, not `{service}`",
+                            e.service
+                        )))
+                    }
+                    Some(e) => e.expires_at,
+                    // Issued elsewhere (`meshc ca issue`): its expiry is unknown here, so the
+                    // record stays on the list (docs/identity.md, Revocation).
+                    None => u64::MAX,
+                };
+                vec![(serial, expires_at)]
+            }
+            None => self
+                .enrollments
+                .live()
+                .into_iter()
+                .filter(|(_, e)| e.service == service)
+                .map(|(s, e)| (s, e.expires_at))
+                .collect(),
+        };
+        if serials.is_empty() {
+            return Err(RevokeError::NotFound(format!(
+                "no live certificate of service `{service}` was issued by this control plane (give --serial for one issued elsewhere)"
+            )));
+        }
+        self.revoked_certificates
+            .revoke(service, &serials)
+            .map_err(RevokeError::Internal)?;
+        self.revocations.send_modify(|v| *v += 1);
+        Ok(serials.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// The serials every proxy's listeners refuse: certificates revoked one by one, and
+    /// those whose join token was revoked, while they have not expired. Sorted.
+    pub fn revoked_serials(&self) -> Vec<String> {
+        let mut serials: BTreeSet<String> = self.revoked_certificates.live().into_iter().collect();
+        for (serial, enrollment) in self.enrollments.live() {
+            if !self.tokens.is_live(&enrollment.token_id) {
+                serials.insert(serial);
+            }
+        }
+        serials.into_iter().collect()
     }
 
     /// Records a failed compile; the served policy stays.
@@ -259,5 +371,20 @@ impl Shared {
                 .iter()
                 .any(|m| relevant.contains(m))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_serial;
+
+    #[test]
+    fn serials_are_read_as_the_certificate_parser_prints_them() {
+        assert_eq!(canonical_serial("0F:A1:02").as_deref(), Some("0fa102"));
+        assert_eq!(canonical_serial(" 000fa102 ").as_deref(), Some("0fa102"));
+        assert_eq!(canonical_serial("fa102").as_deref(), Some("0fa102"));
+        assert_eq!(canonical_serial("00").as_deref(), Some("00"));
+        assert_eq!(canonical_serial("serial=1"), None);
+        assert_eq!(canonical_serial(""), None);
     }
 }

@@ -127,6 +127,16 @@ impl Enrollments {
         self.lock().get(serial).cloned()
     }
 
+    /// Every live enrollment (unexpired), by serial.
+    pub fn live(&self) -> Vec<(String, Enrollment)> {
+        let now = crate::policy::unix_secs(std::time::SystemTime::now());
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.expires_at >= now)
+            .map(|(s, e)| (s.clone(), e.clone()))
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Enrollment>> {
         self.by_serial
             .lock()

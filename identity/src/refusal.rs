@@ -113,6 +113,7 @@ impl Refusal {
                     R::Other
                 }
                 CertificateError::UnknownIssuer => R::UnknownCa,
+                CertificateError::Revoked => R::Revoked,
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => R::Expired,
                 CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                     R::NotYetValid
@@ -125,6 +126,7 @@ impl Refusal {
             rustls::Error::AlertReceived(alert) => match alert {
                 AlertDescription::UnknownCA => R::UnknownCa,
                 AlertDescription::CertificateExpired => R::Expired,
+                AlertDescription::CertificateRevoked => R::Revoked,
                 AlertDescription::CertificateRequired => R::NoCertificate,
                 AlertDescription::UnsupportedCertificate => R::BadKeyUsage,
                 _ => R::Other,

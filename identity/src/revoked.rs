@@ -6,7 +6,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::cert::CertInfo;
-use crate::refusal::{Refusal, RefusalReason};
 
 /// The revoked serials (lowercase hex, as [`CertInfo::serial`]) the handshakes of one
 /// process refuse. Replaced whole when the control plane sends a new list; empty for a
@@ -41,17 +40,19 @@ impl RevokedSerials {
         self.len() == 0
     }
 
-    /// Refuses a leaf whose serial is revoked.
-    pub(crate) fn check(&self, leaf: &CertInfo) -> Result<(), Refusal> {
+    /// Refuses a leaf whose serial is revoked, as rustls' own `Revoked` error: the peer
+    /// then gets a `certificate_revoked` alert that any TLS stack names (our own reason
+    /// would travel as `certificate_unknown`). The identity and serial are logged here,
+    /// since rustls' error carries neither.
+    pub(crate) fn check(&self, leaf: &CertInfo) -> Result<(), rustls::Error> {
         if self.contains(&leaf.serial) {
-            return Err(Refusal::new(
-                RefusalReason::Revoked,
-                format!(
-                    "the certificate of {} (serial {}) was revoked",
-                    leaf.spiffe_id()
-                        .map_or_else(|_| "an unknown identity".to_owned(), |id| id.to_string()),
-                    leaf.serial
-                ),
+            tracing::warn!(
+                spiffe_id = %leaf.spiffe_id().map_or_else(|_| "-".to_owned(), |id| id.to_string()),
+                serial = %leaf.serial,
+                "handshake refused: the certificate was revoked"
+            );
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
             ));
         }
         Ok(())

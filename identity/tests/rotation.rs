@@ -220,7 +220,6 @@ async fn revoked_serials_are_refused_both_ways_until_the_list_drops_them() {
     assert!(refused.is_err(), "a revoked client is refused");
     let verdict = server.verdict().await.expect_err("refused");
     assert_eq!(verdict.reason, RefusalReason::Revoked, "{verdict}");
-    assert!(verdict.detail.contains(&frontend_serial), "{verdict}");
 
     // ...and serves it again once the list no longer names it.
     payments.revoked().replace(Vec::new());

@@ -200,6 +200,7 @@ fn tls_json(ctx: &Context) -> String {
                 "bundle_roots": credentials.bundle_roots(),
                 "loads": credentials.loads.load(Ordering::Relaxed),
                 "load_failures": credentials.failures.load(Ordering::Relaxed),
+                "revoked_serials": credentials.revoked().len(),
             })
         }
         None => serde_json::json!({ "mode": "insecure_plaintext" }),

@@ -16,6 +16,9 @@ pub const MAX_RECONNECT_BACKOFF: std::time::Duration = std::time::Duration::from
 pub const TABLE: u8 = 1;
 /// Control plane → proxy: keep-alive.
 pub const PING: u8 = 2;
+/// Control plane → proxy: the revoked certificate serials its listeners refuse (JSON
+/// `{"serials": [hex, ...]}`), whole, at the stream's start and after every revocation.
+pub const REVOKED: u8 = 3;
 /// Proxy → control plane: who this proxy is (JSON).
 pub const HELLO: u8 = 16;
 /// Proxy → control plane: a table was applied (JSON).

@@ -368,7 +368,7 @@ async fn a_revoked_token_ends_renewal_and_streams_while_another_keeps_renewing()
     let started = Instant::now();
     while !control
         .log()
-        .contains("ending the stream: its enrollment was revoked")
+        .contains("ending the stream: its certificate was revoked")
         || !web
             .log()
             .contains("the control plane refused the stream (403 Forbidden)")

@@ -11,6 +11,7 @@ mod check;
 mod compile;
 mod explain;
 mod fmt;
+mod identity;
 mod inspect;
 mod status;
 mod test;
@@ -80,6 +81,8 @@ enum Command {
     Ca(ca::Args),
     /// Join tokens for proxies that bootstrap from the control plane: create, revoke.
     Token(token::Args),
+    /// Revoke a service's certificates before they expire; list what is revoked.
+    Identity(identity::Args),
     /// Upload a policy directory to the control plane and wait for the proxies' ACKs.
     Apply(apply::Args),
     /// The control plane's proxies, their tables, and the traffic summary.
@@ -100,6 +103,7 @@ pub(crate) fn run() -> ExitCode {
         Command::Why(args) => why::run(args),
         Command::Ca(args) => ca::run(args),
         Command::Token(args) => token::run(args),
+        Command::Identity(args) => identity::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Status(args) => status::run(args),
     };

@@ -94,7 +94,7 @@ impl ServerCertVerifier for MeshServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let current = self.source.load();
         let info = verify::leaf(end_entity)?;
-        self.revoked.check(&info).map_err(Refusal::into_rustls)?;
+        self.revoked.check(&info)?;
         let parsed = ParsedCertificate::try_from(end_entity)?;
         verify_server_cert_signed_by_trust_anchor(
             &parsed,

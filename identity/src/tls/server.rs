@@ -98,7 +98,7 @@ impl ClientCertVerifier for MeshClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         let current = self.source.load();
         let info = verify::leaf(end_entity)?;
-        self.revoked.check(&info).map_err(Refusal::into_rustls)?;
+        self.revoked.check(&info)?;
         current
             .client_verifier
             .verify_client_cert(end_entity, intermediates, now)?;

@@ -184,6 +184,10 @@ impl Subscriber {
         match frame.kind {
             frames::TABLE => Some(self.apply(frame.payload.to_vec(), sender).await),
             frames::PING => None,
+            frames::REVOKED => {
+                self.revoked(&frame.payload);
+                None
+            }
             kind => {
                 tracing::debug!(kind, "unknown frame from the control plane; ignored");
                 None
@@ -220,6 +224,24 @@ impl Subscriber {
                 tracing::error!(%checksum, %reason, "table refused (NACK); the previous table keeps serving");
                 let json = serde_json::json!({ "checksum": checksum, "reason": reason });
                 frames::encode(frames::NACK, json.to_string().as_bytes())
+            }
+        }
+    }
+
+    /// Takes the control plane's revocation list: from now on both listeners refuse
+    /// handshakes with those certificates. A list that does not parse changes nothing.
+    fn revoked(&self, payload: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct List {
+            serials: Vec<String>,
+        }
+        match serde_json::from_slice::<List>(payload) {
+            Ok(list) => {
+                let count = self.credentials.revoked().replace(list.serials);
+                tracing::info!(count, "revocation list from the control plane applied");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "revocation list from the control plane unreadable; the previous one stays");
             }
         }
     }

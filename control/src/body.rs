@@ -16,6 +16,18 @@ pub enum Body {
     Full(Option<Bytes>),
     /// Whatever the channel yields, until its senders are gone.
     Channel(mpsc::Receiver<Bytes>),
+    /// Another body, and what is released when it is dropped (the listener's count of the
+    /// requests in progress on a connection and of a certificate).
+    Held(Box<Body>, Held),
+}
+
+/// Something kept alive as long as a response body: its `Drop` releases it.
+pub struct Held(pub Box<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
 }
 
 impl hyper::body::Body for Body {
@@ -29,11 +41,16 @@ impl hyper::body::Body for Body {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Channel(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            Body::Held(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, Body::Full(None))
+        match self {
+            Body::Full(None) => true,
+            Body::Held(inner, _) => inner.is_end_stream(),
+            _ => false,
+        }
     }
 }
 
@@ -53,7 +70,8 @@ pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Bo
     json(status, &serde_json::json!({ "error": message.to_string() }))
 }
 
-/// Reads a whole request body of at most `limit` bytes.
+/// Reads a whole request body of at most `limit` bytes (more is an error as soon as the
+/// bytes received pass it: nothing beyond `limit` is buffered).
 pub async fn read(body: hyper::body::Incoming, limit: usize) -> Result<Bytes, String> {
     use http_body_util::BodyExt;
     http_body_util::Limited::new(body, limit)

@@ -105,6 +105,8 @@ pub struct Config {
     pub state: PathBuf,
     /// The proxies' listener (mTLS HTTP/2).
     pub proxies_listen: SocketAddr,
+    /// The proxies' listener's deadlines and caps (`[proxies]`).
+    pub proxies: ProxiesLimits,
     /// The operator API's listener.
     pub api_listen: SocketAddr,
     /// The operator API's bearer token.
@@ -146,6 +148,133 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawProxies {
     listen: String,
+    handshake_timeout_ms: Option<u64>,
+    first_request_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+    max_streams_per_identity: Option<usize>,
+    max_header_list_size: Option<u32>,
+    keep_alive_interval_ms: Option<u64>,
+    keep_alive_timeout_ms: Option<u64>,
+}
+
+/// The proxies' listener's deadlines and caps (docs/control.md, Threat model: the proxies
+/// listener). Every value is above zero.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxiesLimits {
+    /// From accept to the end of the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// From the end of the handshake to the first request's complete headers (the HTTP/2
+    /// preface, SETTINGS and a HEADERS block).
+    pub first_request_timeout: Duration,
+    /// A connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// Connections open at once, all peers together (beyond: closed at accept).
+    pub max_connections: usize,
+    /// Connections open at once from one peer IP address (beyond: closed at accept).
+    pub max_connections_per_ip: usize,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS of each connection.
+    pub max_streams_per_connection: u32,
+    /// Requests in progress at once per client certificate (its serial), over all of its
+    /// connections (beyond: 429).
+    pub max_streams_per_identity: usize,
+    /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE.
+    pub max_header_list_size: u32,
+    /// HTTP/2 PING interval on every connection.
+    pub keep_alive_interval: Duration,
+    /// A connection whose PING is not answered within this is closed.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for ProxiesLimits {
+    fn default() -> ProxiesLimits {
+        ProxiesLimits {
+            handshake_timeout: Duration::from_secs(5),
+            first_request_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 20_000,
+            max_connections_per_ip: 2_048,
+            max_streams_per_connection: 16,
+            max_streams_per_identity: 32,
+            max_header_list_size: 16 * 1024,
+            keep_alive_interval: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RawProxies {
+    fn limits(&self) -> Result<ProxiesLimits, ConfigError> {
+        fn positive<T: Copy + PartialEq + Default>(
+            key: &str,
+            value: Option<T>,
+            default: T,
+        ) -> Result<T, ConfigError> {
+            match value {
+                Some(v) if v == T::default() => {
+                    Err(ConfigError(format!("key `proxies.{key}`: must be above 0")))
+                }
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        }
+        let ms = |key: &str, value: Option<u64>, default: Duration| {
+            positive(key, value, 0).map(|v| {
+                if v == 0 {
+                    default
+                } else {
+                    Duration::from_millis(v)
+                }
+            })
+        };
+        let d = ProxiesLimits::default();
+        Ok(ProxiesLimits {
+            handshake_timeout: ms(
+                "handshake_timeout_ms",
+                self.handshake_timeout_ms,
+                d.handshake_timeout,
+            )?,
+            first_request_timeout: ms(
+                "first_request_timeout_ms",
+                self.first_request_timeout_ms,
+                d.first_request_timeout,
+            )?,
+            idle_timeout: ms("idle_timeout_ms", self.idle_timeout_ms, d.idle_timeout)?,
+            max_connections: positive("max_connections", self.max_connections, d.max_connections)?,
+            max_connections_per_ip: positive(
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                d.max_connections_per_ip,
+            )?,
+            max_streams_per_connection: positive(
+                "max_streams_per_connection",
+                self.max_streams_per_connection,
+                d.max_streams_per_connection,
+            )?,
+            max_streams_per_identity: positive(
+                "max_streams_per_identity",
+                self.max_streams_per_identity,
+                d.max_streams_per_identity,
+            )?,
+            max_header_list_size: positive(
+                "max_header_list_size",
+                self.max_header_list_size,
+                d.max_header_list_size,
+            )?,
+            keep_alive_interval: ms(
+                "keep_alive_interval_ms",
+                self.keep_alive_interval_ms,
+                d.keep_alive_interval,
+            )?,
+            keep_alive_timeout: ms(
+                "keep_alive_timeout_ms",
+                self.keep_alive_timeout_ms,
+                d.keep_alive_timeout,
+            )?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -154,6 +283,17 @@ struct RawApi {
     listen: String,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    tls: Option<bool>,
+    tls_names: Option<Vec<String>>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    allow_plaintext: bool,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
+    auth_failures_per_minute: Option<u32>,
 }
 
 impl Config {
@@ -196,132 +336,8 @@ impl Config {
                 .map_err(|e| ConfigError(format!("key `{key}`: `{value}` is not an address: {e}")))
         };
         let proxies_listen = listen("proxies.listen", &raw.proxies.listen)?;
+        let proxies = raw.proxies.limits()?;
         let api_listen = listen("api.listen", &raw.api.listen)?;
-        // The token may sit in [api] or at the top level; exactly one source.
-        let token = raw.api.token.or(raw.token);
-        let token_file = raw.api.token_file.or(raw.token_file);
-        let api_token = match (token, token_file) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError(
-                    "keys `token` and `token_file`: give one, not both".into(),
-                ))
-            }
-            (Some(t), None) => t,
-            (None, Some(file)) => {
-                let file = at(&file);
-                std::fs::read_to_string(&file)
-                    .map_err(|e| {
-                        ConfigError(format!(
-                            "key `token_file`: cannot read `{}`: {e}",
-                            file.display()
-                        ))
-                    })?
-                    .trim()
-                    .to_owned()
-            }
-            (None, None) => {
-                return Err(ConfigError(
-                    "key `token` (or `token_file`): the operator API needs a bearer token".into(),
-                ))
-            }
-        };
-        if api_token.chars().count() < MIN_API_TOKEN_LEN {
-            return Err(ConfigError(format!(
-                "key `{token_key}`: the operator token must be at least {MIN_API_TOKEN_LEN} characters (it has {}); make one with `openssl rand -hex 16`",
-                api_token.chars().count()
-            )));
-        }
-        let registry_grace = Duration::from_millis(raw.registry_grace_ms.unwrap_or(10_000));
-        Ok(Config {
-            policies: at(&raw.policies),
-            module_paths: raw.module_paths.iter().map(|p| at(p)).collect(),
-            ca: at(&raw.ca),
-            cert_ttl,
-            registry_grace,
-            warm_up: raw.warm_up_ms.map_or(
-                registry_grace + mesh_table::frames::MAX_RECONNECT_BACKOFF,
-                Duration::from_millis,
-            ),
-            state: raw.state.as_deref().map_or_else(|| base.join("state"), at),
-            proxies_listen,
-            api_listen,
-            api_token,
-            poll: Duration::from_millis(raw.poll_ms.unwrap_or(200)),
-            debounce: Duration::from_millis(raw.debounce_ms.unwrap_or(100)),
-            addresses_file: raw.addresses_file.as_deref().map(at),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-policies = "policies"
-ca = "/etc/mesh/ca"
-[proxies]
-listen = "127.0.0.1:15010"
-[api]
-listen = "127.0.0.1:15011"
-token = "secret-token-secret-token-secret-token"
-"#;
-
-    #[test]
-    fn defaults_and_relative_paths() {
-        let c = Config::parse(GOOD, Path::new("/srv/control")).expect("valid");
-        assert_eq!(c.policies, Path::new("/srv/control/policies"));
-        assert_eq!(c.ca, Path::new("/etc/mesh/ca"));
-        assert_eq!(c.state, Path::new("/srv/control/state"));
-        assert_eq!(c.cert_ttl, Duration::from_secs(86_400));
-        assert_eq!(c.registry_grace, Duration::from_secs(10));
-        assert_eq!(
-            c.warm_up,
-            Duration::from_secs(20),
-            "the grace plus the proxies' longest reconnect backoff"
-        );
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-    tls: Option<bool>,
-    tls_names: Option<Vec<String>>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    #[serde(default)]
-    allow_plaintext: bool,
-    header_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    max_connections: Option<usize>,
-    max_connections_per_peer: Option<usize>,
-    auth_failures_per_minute: Option<u32>,
-        let bad_ttl = GOOD.replace("ca = ", "cert_ttl = \"soon\"\nca = ");
-        let err = Config::parse(&bad_ttl, Path::new(".")).expect_err("bad ttl");
-        assert!(err.0.contains("cert_ttl"), "{err}");
-        let long_ttl = GOOD.replace("ca = ", "cert_ttl = \"31d\"\nca = ");
-        let err = Config::parse(&long_ttl, Path::new(".")).expect_err("too long");
-        assert!(
-            err.0.contains("cert_ttl") && err.0.contains("30 days"),
-            "{err}"
-        );
-        let month = GOOD.replace("ca = ", "cert_ttl = \"30d\"\nca = ");
-        assert_eq!(
-            Config::parse(&month, Path::new("."))
-                .expect("30 days is allowed")
-                .cert_ttl,
-            MAX_CERT_TTL
-        );
-        let bad_listen = GOOD.replace("127.0.0.1:15010", "nowhere");
-        let err = Config::parse(&bad_listen, Path::new(".")).expect_err("bad listen");
-        assert!(err.0.contains("proxies.listen"), "{err}");
-        let unknown = GOOD.replace("ca = ", "colour = 1\nca = ");
-        let err = Config::parse(&unknown, Path::new(".")).expect_err("unknown key");
-        assert!(err.0.contains("colour"), "{err}");
-        let no_token = GOOD.replace("token = \"secret-token-secret-token-secret-token\"", "");
-        let err = Config::parse(&no_token, Path::new(".")).expect_err("no token");
-        assert!(err.0.contains("token"), "{err}");
-    }
-}
         let api_tls = api_tls(&raw.api, api_listen, &at)?;
         let defaults = ApiLimits::default();
         let api_limits = ApiLimits {
@@ -360,19 +376,76 @@ token = "secret-token-secret-token-secret-token"
                 return Err(ConfigError(format!("key `{key}`: must be more than 0")));
             }
         }
+        // The token may sit in [api] or at the top level; exactly one source.
         let token_key = if raw.api.token.is_some() || raw.api.token_file.is_some() {
             "api."
         } else {
             ""
         };
+        let token = raw.api.token.or(raw.token);
+        let token_file = raw.api.token_file.or(raw.token_file);
         let token_key = if token_file.is_some() {
             format!("{token_key}token_file")
         } else {
             format!("{token_key}token")
         };
+        let api_token = match (token, token_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "keys `token` and `token_file`: give one, not both".into(),
+                ))
+            }
+            (Some(t), None) => t,
+            (None, Some(file)) => {
+                let file = at(&file);
+                std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        ConfigError(format!(
+                            "key `token_file`: cannot read `{}`: {e}",
+                            file.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_owned()
+            }
+            (None, None) => {
+                return Err(ConfigError(
+                    "key `token` (or `token_file`): the operator API needs a bearer token".into(),
+                ))
+            }
+        };
+        if api_token.chars().count() < MIN_API_TOKEN_LEN {
+            return Err(ConfigError(format!(
+                "key `{token_key}`: the operator token must be at least {MIN_API_TOKEN_LEN} characters (it has {}); make one with `openssl rand -hex 16`",
+                api_token.chars().count()
+            )));
+        }
         let api_token = Secret(api_token);
+        let registry_grace = Duration::from_millis(raw.registry_grace_ms.unwrap_or(10_000));
+        Ok(Config {
+            policies: at(&raw.policies),
+            module_paths: raw.module_paths.iter().map(|p| at(p)).collect(),
+            ca: at(&raw.ca),
+            cert_ttl,
+            registry_grace,
+            warm_up: raw.warm_up_ms.map_or(
+                registry_grace + mesh_table::frames::MAX_RECONNECT_BACKOFF,
+                Duration::from_millis,
+            ),
+            state: raw.state.as_deref().map_or_else(|| base.join("state"), at),
+            proxies_listen,
+            proxies,
+            api_listen,
+            api_token,
             api_tls,
             api_limits,
+            poll: Duration::from_millis(raw.poll_ms.unwrap_or(200)),
+            debounce: Duration::from_millis(raw.debounce_ms.unwrap_or(100)),
+            addresses_file: raw.addresses_file.as_deref().map(at),
+        })
+    }
+}
+
 /// `[api]`'s TLS keys; plain HTTP beyond loopback only with `api.allow_plaintext = true`.
 fn api_tls(
     raw: &RawApi,
@@ -445,6 +518,62 @@ fn api_tls(
     Ok(tls)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+policies = "policies"
+ca = "/etc/mesh/ca"
+[proxies]
+listen = "127.0.0.1:15010"
+[api]
+listen = "127.0.0.1:15011"
+token = "secret-token-secret-token-secret-token"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::parse(GOOD, Path::new("/srv/control")).expect("valid");
+        assert_eq!(c.policies, Path::new("/srv/control/policies"));
+        assert_eq!(c.ca, Path::new("/etc/mesh/ca"));
+        assert_eq!(c.state, Path::new("/srv/control/state"));
+        assert_eq!(c.cert_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.registry_grace, Duration::from_secs(10));
+        assert_eq!(
+            c.warm_up,
+            Duration::from_secs(20),
+            "the grace plus the proxies' longest reconnect backoff"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad_ttl = GOOD.replace("ca = ", "cert_ttl = \"soon\"\nca = ");
+        let err = Config::parse(&bad_ttl, Path::new(".")).expect_err("bad ttl");
+        assert!(err.0.contains("cert_ttl"), "{err}");
+        let long_ttl = GOOD.replace("ca = ", "cert_ttl = \"31d\"\nca = ");
+        let err = Config::parse(&long_ttl, Path::new(".")).expect_err("too long");
+        assert!(
+            err.0.contains("cert_ttl") && err.0.contains("30 days"),
+            "{err}"
+        );
+        let month = GOOD.replace("ca = ", "cert_ttl = \"30d\"\nca = ");
+        assert_eq!(
+            Config::parse(&month, Path::new("."))
+                .expect("30 days is allowed")
+                .cert_ttl,
+            MAX_CERT_TTL
+        );
+        let bad_listen = GOOD.replace("127.0.0.1:15010", "nowhere");
+        let err = Config::parse(&bad_listen, Path::new(".")).expect_err("bad listen");
+        assert!(err.0.contains("proxies.listen"), "{err}");
+        let unknown = GOOD.replace("ca = ", "colour = 1\nca = ");
+        let err = Config::parse(&unknown, Path::new(".")).expect_err("unknown key");
+        assert!(err.0.contains("colour"), "{err}");
+        let no_token = GOOD.replace("token = \"secret-token-secret-token-secret-token\"", "");
+        let err = Config::parse(&no_token, Path::new(".")).expect_err("no token");
+        assert!(err.0.contains("token"), "{err}");
         let short = GOOD.replace(
             "secret-token-secret-token-secret-token",
             "short-secret-token",
@@ -490,3 +619,5 @@ fn api_tls(
             !format!("{c:?}").contains("secret-token"),
             "Debug hides the token"
         );
+    }
+}

@@ -19,6 +19,31 @@ pub struct Slice {
     pub checksum: String,
     /// The services it contains, so registry changes reach only the slices they touch.
     pub services: Vec<String>,
+    /// Its routes, (service, route) sorted: what the proxy's traffic reports may name.
+    pub routes: Vec<(String, String)>,
+    /// The SHA-256 (lowercase hex) of each filter module it pins, sorted: the modules
+    /// `GET /v1/modules/..` serves to this service's proxies.
+    pub modules: Vec<String>,
+}
+
+impl Slice {
+    /// Whether a traffic report of this service's proxies may name `(service, route)`.
+    pub fn names_route(&self, service: &str, route: Option<&str>) -> bool {
+        match route {
+            None => self.services.iter().any(|s| s == service),
+            Some(route) => self
+                .routes
+                .binary_search_by(|(s, r)| (s.as_str(), r.as_str()).cmp(&(service, route)))
+                .is_ok(),
+        }
+    }
+
+    /// Whether the slice pins the module of SHA-256 `digest` (lowercase hex).
+    pub fn pins_module(&self, digest: &str) -> bool {
+        self.modules
+            .binary_search_by(|m| m.as_str().cmp(digest))
+            .is_ok()
+    }
 }
 
 #[derive(Debug)]
@@ -97,9 +122,32 @@ fn compute(service: &str, current: &Current, registry: &Registry) -> Option<Slic
     }
     let bytes = mesh_table::encode(&table);
     let checksum = mesh_table::checksum_hex(&bytes).unwrap_or_default();
+    let name = |id: u32| {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| table.services.get(i))
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
+    };
+    let mut routes: Vec<(String, String)> = table
+        .routes
+        .iter()
+        .map(|r| (name(r.service), r.name.clone()))
+        .collect();
+    routes.sort();
+    routes.dedup();
+    let mut modules: Vec<String> = table
+        .filters
+        .iter()
+        .map(|f| crate::policy::hex(&f.sha256))
+        .collect();
+    modules.sort();
+    modules.dedup();
     Some(Slice {
         bytes: Bytes::from(bytes),
         checksum,
         services: table.services.iter().map(|s| s.name.clone()).collect(),
+        routes,
+        modules,
     })
 }

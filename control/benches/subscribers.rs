@@ -52,7 +52,7 @@ fn main() {
     let config = dir.path().join("control.toml");
     std::fs::write(
         &config,
-        format!("policies = \"policies\"\nca = \"ca\"\naddresses_file = \"addresses.toml\"\n[proxies]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
+        format!("policies = \"policies\"\nca = \"ca\"\naddresses_file = \"addresses.toml\"\n[proxies]\nlisten = \"127.0.0.1:0\"\nmax_streams_per_identity = 100000\nmax_connections_per_ip = 100000\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n"),
     )
     .expect("config");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mesh-control"))

@@ -53,7 +53,7 @@ async fn thousand_subscribers_get_a_policy_change() {
     std::fs::create_dir_all(dir.path().join("policies")).expect("dir");
     std::fs::write(dir.path().join("policies/scale.mesh"), swarm::policy(50, 0)).expect("policy");
     let config = dir.path().join("control.toml");
-    std::fs::write(&config, format!("policies = \"policies\"\nca = \"ca\"\naddresses_file = \"addresses.toml\"\n[proxies]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n")).expect("config");
+    std::fs::write(&config, format!("policies = \"policies\"\nca = \"ca\"\naddresses_file = \"addresses.toml\"\n[proxies]\nlisten = \"127.0.0.1:0\"\nmax_streams_per_identity = 100000\nmax_connections_per_ip = 100000\n[api]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n")).expect("config");
     let child = Kill(
         Command::new(env!("CARGO_BIN_EXE_mesh-control"))
             .arg("--config")

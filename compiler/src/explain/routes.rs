@@ -2,8 +2,8 @@
 
 use std::cmp::Reverse;
 
-use mesh_engine::reference::request_matches;
 use mesh_engine::header_value;
+use mesh_engine::reference::request_matches;
 use mesh_table::precedence::{rank, PathClass, Rank};
 use mesh_table::{
     HeaderMatch, HeaderValueMatch, Method, PathMatch, RequestMatch, ServiceId, Table,

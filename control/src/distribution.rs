@@ -451,20 +451,20 @@ async fn bootstrap(shared: &Shared, state: &Listener, body: Incoming) -> Respons
     if req.service == crate::tls::CONTROL_SERVICE {
         return body::error(StatusCode::FORBIDDEN, crate::api::reserved(&req.service));
     }
-    if !shared.tokens.admits(&req.service, &req.token) {
-        tracing::warn!(service = %req.service, "bootstrap refused: bad join token");
-        return body::error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "invalid or revoked join token for service `{}`",
-                req.service
-            ),
-        );
-    }
+    // The name first: a request that cannot name a service spends no use of a token.
     let id = match shared.trust_domain.service(&req.service) {
         Ok(id) => id,
         Err(e) => return body::error(StatusCode::BAD_REQUEST, e),
     };
+    if let Err(refused) = shared.tokens.redeem(&req.service, &req.token) {
+        // The service name comes from the client: logged escaped (`?`), so it cannot forge
+        // log lines.
+        tracing::warn!(service = ?req.service, reason = %refused, "bootstrap refused");
+        return body::error(
+            StatusCode::FORBIDDEN,
+            format!("{refused} for service `{}`", req.service.escape_debug()),
+        );
+    }
     sign(shared, &id, &req.csr_pem, Some(token_id(&req.token)))
 }
 
@@ -665,6 +665,15 @@ impl Session {
     async fn run(mut self, mut body: Incoming) {
         let mut changes = self.shared.hub.subscribe(&self.service);
         let mut revocations = self.shared.revocations.subscribe();
+        // The proxy's listeners refuse revoked certificates from the start of the stream.
+        // An empty list is not sent: a proxy's list only ever loses serials that have
+        // expired, which every handshake refuses anyway.
+        if !self.shared.revoked_serials().is_empty()
+            && self.tx.send(revocation_list(&self.shared)).await.is_err()
+        {
+            self.shared.registry.disconnect(self.id);
+            return;
+        }
         let mut buf = BytesMut::new();
         let mut hello = false;
         let mut ping =
@@ -708,9 +717,10 @@ impl Session {
                 changed = revocations.changed() => {
                     if changed.is_err() { break }
                     if let Some(why) = self.shared.revoked(&self.serial) {
-                        tracing::warn!(service = %self.service, serial = %self.serial, reason = %why, "ending the stream: its enrollment was revoked");
+                        tracing::warn!(service = %self.service, serial = %self.serial, reason = %why, "ending the stream: its certificate was revoked");
                         break;
                     }
+                    if self.tx.send(revocation_list(&self.shared)).await.is_err() { break }
                 }
                 _ = ping.tick() => {
                     if self.tx.send(frames::frame(frames::PING, b"")).await.is_err() { break }
@@ -760,7 +770,7 @@ impl Session {
             }
             frames::NACK => {
                 if let Ok(nack) = serde_json::from_slice::<Nack>(payload) {
-                    tracing::warn!(service = %self.service, checksum = %nack.checksum, reason = %nack.reason, "proxy refused a table");
+                    tracing::warn!(service = %self.service, checksum = ?nack.checksum, reason = ?nack.reason, "proxy refused a table");
                     self.shared
                         .registry
                         .nack(self.id, nack.checksum, nack.reason);
@@ -834,4 +844,10 @@ impl Session {
         self.sent = Some(slice.checksum.clone());
         true
     }
+}
+
+/// The `REVOKED` frame: every serial the proxies' listeners must refuse, whole.
+fn revocation_list(shared: &Shared) -> Bytes {
+    let json = serde_json::json!({ "serials": shared.revoked_serials() });
+    frames::frame(frames::REVOKED, json.to_string().as_bytes())
 }

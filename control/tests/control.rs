@@ -742,6 +742,21 @@ async fn revoking_a_token_refuses_its_renewals_and_ends_its_streams() {
     // The other token's identity is untouched: its stream lives on and it still renews.
     let (status, v) = renew_with(running.proxies_addr, api_cert, &api_key, &bundle, "api").await;
     assert_eq!(status, StatusCode::OK, "{v}");
+    // It was sent the revocation list, naming the revoked identity's certificates (both:
+    // the bootstrapped one and its renewal), so its listeners refuse them; then nothing.
+    let list = tokio::time::timeout(Duration::from_secs(5), api_stream.next())
+        .await
+        .expect("the revocation list within 5 s")
+        .expect("a frame")
+        .expect("the stream lives on");
+    assert_eq!(list.0, mesh_control::frames::REVOKED);
+    let list: serde_json::Value = serde_json::from_slice(&list.1).expect("JSON");
+    let serials = list["serials"].as_array().expect("serials");
+    assert_eq!(serials.len(), 2, "{list}");
+    assert!(
+        serials.iter().any(|s| s == renewed_serial.as_str()),
+        "{list}"
+    );
     let quiet = tokio::time::timeout(Duration::from_millis(500), api_stream.next()).await;
     assert!(quiet.is_err(), "the unrevoked stream ended: {quiet:?}");
 }

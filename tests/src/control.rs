@@ -300,6 +300,18 @@ impl ControlPlane {
     /// Starts a sidecar for `service` (its application at `app`) that bootstraps with
     /// `token` and takes its tables from this control plane.
     pub fn sidecar(&self, service: &str, app: SocketAddr, token: &str) -> Sidecar {
+        self.sidecar_of(self.proxies, service, app, token)
+    }
+
+    /// [`ControlPlane::sidecar`] told that its control plane is at `control` (another
+    /// server, such as an impostor), with this control plane's bundle.
+    pub fn sidecar_of(
+        &self,
+        control: SocketAddr,
+        service: &str,
+        app: SocketAddr,
+        token: &str,
+    ) -> Sidecar {
         let n = self
             .sidecars
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -315,7 +327,6 @@ impl ControlPlane {
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [identity]\ntoken_file = \"{name}.token\"\nbundle = \"ca/root.pem\"\n\
              dir = \"{name}.state\"\npoll_ms = 100\n",
-            control = self.proxies,
         );
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
         let log = self.dir.path().join(format!("{name}.log"));

@@ -1,7 +1,9 @@
-//! Revoking certificates end to end: `meshc identity revoke` against a real `mesh-control`
-//! and bootstrapped sidecars. The revoked identity's stream ends and stays refused, every
-//! other sidecar's inbound listener refuses its certificate (the control plane pushed the
-//! serial), other identities keep working, and the list is kept across a restart.
+//! The control plane's identities end to end, with a real `mesh-control` and bootstrapped
+//! sidecars. Revocation: after `meshc identity revoke` the revoked identity's stream ends and
+//! stays refused, every other sidecar's inbound listener refuses its certificate (the
+//! control plane pushed the serial), other identities keep working, and the list is kept
+//! across a restart. Impostors: a server that presents a stolen service certificate of the
+//! mesh, or a `mesh-control` certificate from another CA, never gets a proxy's join token.
 
 use std::time::{Duration, Instant};
 
@@ -144,13 +146,22 @@ async fn a_revoked_identity_is_refused_by_the_control_plane_and_every_proxy() {
         web.tls().await
     );
 
-    // Other identities keep working through web.
-    let reply = call(other.outbound(), "/after").await;
-    assert_eq!(
-        reply.as_ref().map(|r| r.status.as_u16()),
-        Some(200),
-        "other -> web still served"
-    );
+    // Other identities keep working through web (once the control plane's warm-up after
+    // its start has passed, web's endpoint is in other's slice).
+    let started = Instant::now();
+    loop {
+        let reply = call(other.outbound(), "/after").await;
+        if reply.as_ref().is_some_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "other -> web not served: {:?}\n--- other ---\n{}",
+            reply.as_ref().map(|r| (r.status, r.text())),
+            other.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A serial issued elsewhere (`meshc ca issue`) can be revoked too; the list survives a
     // restart of the control plane, and is pushed again to the proxies that come back.
@@ -201,4 +212,125 @@ async fn call(outbound: std::net::SocketAddr, path: &str) -> Option<mesh_tests::
         .ok()?
         .ok()?;
     Reply::read(response).await.ok()
+}
+
+/// A TLS server on 127.0.0.1 presenting the certificate in `dir` (cert.pem, key.pem) to any
+/// client, that records every byte a client sends after the handshake.
+async fn impostor(
+    dir: &std::path::Path,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::AsyncReadExt;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("cert.pem"))
+        .and_then(|certs| certs.collect())
+        .unwrap_or_else(|e| panic!("read the impostor's certificate: {e}"));
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem"))
+        .unwrap_or_else(|e| panic!("read the impostor's key: {e}"));
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap_or_else(|e| panic!("TLS 1.3: {e}"))
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap_or_else(|e| panic!("server config: {e}"));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, sink) = (acceptor.clone(), std::sync::Arc::clone(&sink));
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                while let Ok(Ok(n @ 1..)) =
+                    tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await
+                {
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_a_stolen_or_foreign_certificate_never_gets_a_join_token() {
+    let control = ControlPlane::start(POLICY, "rv.local", "1h").await;
+    let app = Backend::start("client").await;
+
+    // A certificate of the mesh's own CA, for a service: what a compromised sidecar holds.
+    let out = control.meshc(&[
+        "ca",
+        "issue",
+        "web",
+        "--ca",
+        "ca",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        "stolen",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    // `mesh-control` in the right trust domain, from a CA the proxies do not trust.
+    let out = control.meshc(&["ca", "init", "other-ca", "--trust-domain", "rv.local"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = control.meshc(&[
+        "ca",
+        "issue",
+        "mesh-control",
+        "--ca",
+        "other-ca",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        "forged",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    for (name, why) in [("stolen", "not the control plane"), ("forged", "")] {
+        let (addr, received) = impostor(&control.dir().join(name)).await;
+        let token = control.create_token("client");
+        let sidecar = control.sidecar_of(addr, "client", app.addr(), &token);
+        let started = Instant::now();
+        loop {
+            let log = sidecar.log();
+            let refusals = log
+                .lines()
+                .filter(|l| l.contains("bootstrap with the join token failed"))
+                .count();
+            if refusals >= 2 && log.contains(why) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{name}: the sidecar did not refuse the impostor twice ({why:?}):\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !sidecar.is_ready().await,
+            "{name}: no certificate, not ready"
+        );
+        let seen = received.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(
+            seen.is_empty(),
+            "{name}: the impostor received {} bytes after the handshake",
+            seen.len()
+        );
+        assert!(!String::from_utf8_lossy(&seen).contains(&token));
+    }
 }

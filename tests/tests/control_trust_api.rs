@@ -97,7 +97,7 @@ async fn tokens_are_listed_limited_and_revoked_by_id_through_meshc() {
         "second replica",
         Duration::from_secs(20),
         || second.log(),
-        "invalid or revoked join token",
+        "has reached its maximum number of uses",
     )
     .await;
     wait_log(
@@ -109,7 +109,7 @@ async fn tokens_are_listed_limited_and_revoked_by_id_through_meshc() {
     .await;
     assert!(!second.is_ready().await);
 
-    // An expired token is refused like a revoked one.
+    // An expired token is refused too, and the proxy is told why.
     let (brief, brief_id) = control.create_token_with("web", &["--ttl", "1s"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let late = control.sidecar("web", app.addr(), &brief);
@@ -117,7 +117,7 @@ async fn tokens_are_listed_limited_and_revoked_by_id_through_meshc() {
         "late replica",
         Duration::from_secs(20),
         || late.log(),
-        "invalid or revoked join token",
+        "has expired",
     )
     .await;
     wait_log(

@@ -60,6 +60,10 @@ pub enum ProxyError {
     /// Authorization denied the caller (the deciding rule is logged, never answered).
     #[error("unauthorized")]
     Unauthorized,
+    /// The caller's certificate was revoked after its connection was made (new
+    /// connections with it are refused at the handshake).
+    #[error("the caller's certificate was revoked")]
+    CallerRevoked,
     /// A plaintext request on a connection admitted while the service was `mtls
     /// permissive`, after a table made it `strict`.
     #[error("plaintext callers are refused: the service is `mtls strict`")]
@@ -122,7 +126,9 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::FilterReset(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Unauthorized | ProxyError::PlaintextRefused => StatusCode::FORBIDDEN,
+            ProxyError::Unauthorized | ProxyError::PlaintextRefused | ProxyError::CallerRevoked => {
+                StatusCode::FORBIDDEN
+            }
             ProxyError::Connect { .. }
             | ProxyError::UpstreamTls { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -144,6 +150,7 @@ impl ProxyError {
             ProxyError::Connect { .. } => "connect-failed",
             ProxyError::UpstreamTls { reason, .. } => reason,
             ProxyError::Unauthorized => "unauthorized",
+            ProxyError::CallerRevoked => "caller-revoked",
             ProxyError::PlaintextRefused => crate::tls::PLAINTEXT_REFUSED,
             ProxyError::Upstream { .. } => "upstream-reset",
             ProxyError::Timeout(_) => "timeout",
@@ -159,7 +166,9 @@ impl ProxyError {
     pub fn grpc_status(&self) -> u8 {
         match self {
             ProxyError::Timeout(_) => 4, // DEADLINE_EXCEEDED
-            ProxyError::Unauthorized | ProxyError::PlaintextRefused => 7, // PERMISSION_DENIED
+            ProxyError::Unauthorized | ProxyError::PlaintextRefused | ProxyError::CallerRevoked => {
+                7
+            } // PERMISSION_DENIED
             ProxyError::UnknownService(_) | ProxyError::NoRoute => 12, // UNIMPLEMENTED
             ProxyError::NoAuthority
             | ProxyError::BadPath(_)
@@ -240,6 +249,7 @@ mod tests {
             ),
             (ProxyError::Timeout(5), 504, "timeout"),
             (ProxyError::Unauthorized, 403, "unauthorized"),
+            (ProxyError::CallerRevoked, 403, "caller-revoked"),
             (
                 ProxyError::UpstreamTls {
                     addr: ([127, 0, 0, 1], 1).into(),

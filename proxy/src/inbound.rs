@@ -118,6 +118,12 @@ async fn inbound(
             }
             Peer::Plaintext
         }
+        Caller::Mesh {
+            spiffe_id, serial, ..
+        } if ctx.upstreams.transport().is_revoked(serial) => {
+            tracing::warn!(caller = %spiffe_id, %serial, "request refused: the caller's certificate was revoked while its connection was open");
+            return Err(ProxyError::CallerRevoked);
+        }
         Caller::Mesh { spiffe_id, .. } => match snapshot.engine.peer_from_spiffe_id(spiffe_id) {
             Some(peer) => peer,
             None => {

@@ -76,6 +76,16 @@ async fn a_revoked_identity_is_refused_by_the_control_plane_and_every_proxy() {
         "before the revocation the certificate is accepted"
     );
 
+    // The client's sidecar calls web: a pooled connection between the two sidecars.
+    let started = Instant::now();
+    while call(client.outbound(), "/before").await.map(|r| r.status) != Some(http::StatusCode::OK) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "client -> web never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Mistakes are refused with what is wrong, and revoke nothing.
     let out = control.meshc(&["identity", "revoke", "nosuch", "--control", &control.url()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -145,6 +155,12 @@ async fn a_revoked_identity_is_refused_by_the_control_plane_and_every_proxy() {
         "web counts the refusal: {}",
         web.tls().await
     );
+
+    // The connection the client's sidecar opened before the revocation is still up, but
+    // web refuses its requests now.
+    let reply = call(client.outbound(), "/after").await.expect("an answer");
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(reply.headers["x-mesh-error"], "caller-revoked");
 
     // Other identities keep working through web (once the control plane's warm-up after
     // its start has passed, web's endpoint is in other's slice).

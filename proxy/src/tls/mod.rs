@@ -51,6 +51,9 @@ pub enum Caller {
         /// The request edit that gives the application this caller's identity
         /// (`x-forwarded-client-cert`, see `inbound`), made once per connection.
         xfcc: HeaderEdit,
+        /// The certificate's serial: a revocation that arrives while the connection is
+        /// open refuses its next requests.
+        serial: std::sync::Arc<str>,
     },
 }
 
@@ -114,6 +117,17 @@ impl Transport {
         match &self.mode {
             Mode::Mtls { credentials, .. } => Some(credentials),
             Mode::Plaintext => None,
+        }
+    }
+
+    /// Whether the certificate `serial` is on the control plane's revocation list now.
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        match &self.mode {
+            Mode::Mtls { credentials, .. } => {
+                let revoked = credentials.revoked();
+                !revoked.is_empty() && revoked.contains(serial)
+            }
+            Mode::Plaintext => false,
         }
     }
 
@@ -203,9 +217,20 @@ impl Transport {
             crate::inbound::IDENTITY_HEADER.to_string(),
             format!("By={};URI={spiffe_id}", credentials.spiffe_id()),
         );
+        let serial = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| mesh_identity::CertInfo::parse(leaf).ok())
+            .map_or_else(|| Arc::from(""), |info| Arc::from(info.serial));
         let conn = Conn {
             addr,
-            caller: Caller::Mesh { spiffe_id, xfcc },
+            caller: Caller::Mesh {
+                spiffe_id,
+                xfcc,
+                serial,
+            },
         };
         Some((
             Stream::Tls(Box::new(TlsStream::Server(tls))),

@@ -30,7 +30,12 @@
 #   sandbox-spin service backend: filters [spin]  misbehave.wasm { mode: "loop", path_prefix: "/loop" },
 #                time_limit 20ms, failure open: only /loop requests loop (sandbox baseline)
 #   sandbox-loop the same, measured while a side client sends GET /loop every 50 ms (bench/loop_client.py)
-# sandbox-loop / sandbox-spin is what a filter that loops forever costs the other requests.
+#   sandbox-attack the same filter `failure closed`, measured while an attacker sends ATTACK_RATE
+#                (default 50) GET /loop a second, open loop, each on a new connection
+#                (bench/attack_client.py): each of its requests spins to the limit and gets 503
+# sandbox-loop / sandbox-spin is what a filter that loops forever costs the other requests;
+# sandbox-attack / sandbox-spin is issue 21's target: the normal client (wrk) keeps >= 90% of
+# its throughput and >= 99.9% successes.
 # observe-on / observe-none is the cost of metrics + 100% access log + 1% tracing;
 # observe-off / observe-none the cost of the request metrics alone.
 # With SET=all, filters-0 and observe-off are the same configuration: their difference is
@@ -47,6 +52,8 @@
 #   SET=all|filters|observe|sandbox   which variants (default all)
 #   D=5 R=3                   seconds per run, rounds              QUICK=1  D=2 R=1
 #   CONNS=32                  wrk connections     WRK_THREADS=1
+#   ATTACK_RATE=50            sandbox-attack's bad requests a second
+#   SPIN_LIMIT=20ms           the spin filter's time_limit (the sandbox cases)
 #   PIN=1                     with 2+ CPUs and taskset: the proxies on the last CPU, wrk, the
 #                             backend nginx and the side client on the others (PIN=0: the
 #                             scheduler places them; results then move more between rounds)
@@ -97,6 +104,7 @@ ALL_VARIANTS=(
   "observe-on|observe|observe-none|19441|19443|metrics + access_log json sample 100% + trace sample 1% (OTLP to :19999, nothing listens)"
   "sandbox-spin|sandbox|sandbox-spin|19461|19463|filters [spin] (misbehave.wasm loop on /loop only, 20ms, failure open), no /loop traffic"
   "sandbox-loop|sandbox|sandbox-spin|19471|19473|filters [spin], while GET /loop every 50 ms"
+  "sandbox-attack|sandbox|sandbox-spin|19491|19493|filters [spin] failure closed, while an attacker sends ${ATTACK_RATE:-50} GET /loop a second (new connection each)"
 )
 VARIANTS=()
 for v in "${ALL_VARIANTS[@]}"; do
@@ -256,7 +264,10 @@ route all on backend {
 }
 EOF
   if [[ $name == sandbox-* ]]; then
-    printf '\nfilter spin {\n  module "misbehave.wasm"\n  config { mode: "loop", path_prefix: "/loop" }\n  failure open\n  time_limit 20ms\n}\n' >>"$f"
+    local failure=open
+    [ "$name" = sandbox-attack ] && failure=closed
+    printf '\nfilter spin {\n  module "misbehave.wasm"\n  config { mode: "loop", path_prefix: "/loop" }\n  failure %s\n  time_limit %s\n}\n' \
+      "$failure" "${SPIN_LIMIT:-20ms}" >>"$f"
   elif [ "$name" = filters-noop ]; then
     printf '\nfilter noop {\n  module "noop.wasm"\n  failure closed\n}\n' >>"$f"
   elif [ -n "$filters" ]; then
@@ -463,6 +474,10 @@ for (( round = 1; round <= R; round++ )); do
     side=""
     if [ "$name" = sandbox-loop ]; then
       "${ON_LOAD_CPUS[@]}" timeout -k 5 $(( D + 20 )) python3 "$HERE/loop_client.py" "http://127.0.0.1:$port/loop" "$D" 0.05 \
+        >"$RUN/r$round-$name-side.txt" 2>&1 &
+      side=$!
+    elif [ "$name" = sandbox-attack ]; then
+      "${ON_LOAD_CPUS[@]}" timeout -k 5 $(( D + 20 )) python3 "$HERE/attack_client.py" "http://127.0.0.1:$port/loop" "$D" "${ATTACK_RATE:-50}" \
         >"$RUN/r$round-$name-side.txt" 2>&1 &
       side=$!
     fi

@@ -87,8 +87,8 @@ where
 /// (in its own task, so a slow handshake holds up no other connection), which gives the
 /// stream to serve and what the handler learns about the connection (`C`), or `None` to
 /// close it.
-pub async fn serve_with<A, AF, S, C, H, F>(
-    listener: TcpListener,
+pub async fn serve_with<L, A, AF, S, C, H, F>(
+    mut listener: L,
     accept: A,
     handler: H,
     mut stop: watch::Receiver<bool>,
@@ -97,7 +97,8 @@ pub async fn serve_with<A, AF, S, C, H, F>(
     limits: HeadLimits,
 ) -> Drain
 where
-    A: Fn(TcpStream, SocketAddr) -> AF + Clone + Send + Sync + 'static,
+    L: Listener,
+    A: Fn(L::Stream, SocketAddr) -> AF + Clone + Send + Sync + 'static,
     AF: Future<Output = Option<(S, C)>> + Send + 'static,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     C: Clone + Send + Sync + 'static,
@@ -133,6 +134,9 @@ where
         .max_concurrent_streams(1024)
         .max_header_list_size(u32::try_from(list_size).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
+    let head_bytes = limits
+        .header_bytes
+        .max(crate::config::Limits::MIN_HEADER_BYTES);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -164,13 +168,23 @@ where
                 drop(open);
                 return;
             };
+            // HTTP/1 heads are read from the raw bytes too, for what hyper would resolve
+            // without telling (`Content-Length` beside `Transfer-Encoding`).
+            let (stream, verdicts) = framing::Sniffed::new(stream, head_bytes);
             let service = {
                 let activity = Arc::clone(&activity);
                 service_fn(move |mut request: Request<Incoming>| {
                     let busy = Busy::new(&activity);
                     // Ambiguous framing and an over-long target are refused before any
                     // handler sees the request.
-                    let pending = match framing::check(&request, &limits) {
+                    let sniffed = if request.version() == http::Version::HTTP_2 {
+                        Ok(())
+                    } else {
+                        verdicts
+                            .next()
+                            .map_or(Ok(()), |r| Err(crate::errors::ProxyError::Framing(r)))
+                    };
+                    let pending = match sniffed.and_then(|()| framing::check(&request, &limits)) {
                         Ok(()) => {
                             framing::normalize_host(&mut request);
                             Ok(handler(conn.clone(), request))
@@ -226,6 +240,58 @@ where
         });
     }
     Drain { open: open_rx }
+}
+
+/// Where [`serve_with`] takes its connections from: a TCP listener, or (fuzzing, tests)
+/// in-memory streams.
+pub trait Listener: Send + 'static {
+    /// A connection.
+    type Stream: Connection + Send + 'static;
+    /// The next connection and its peer's address.
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = std::io::Result<(Self::Stream, SocketAddr)>> + Send;
+}
+
+/// An accepted connection.
+pub trait Connection {
+    /// Sets `TCP_NODELAY` where there is such a thing.
+    fn set_nodelay(&self, nodelay: bool) -> std::io::Result<()>;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+impl Connection for TcpStream {
+    fn set_nodelay(&self, nodelay: bool) -> std::io::Result<()> {
+        TcpStream::set_nodelay(self, nodelay)
+    }
+}
+
+/// In-memory connections for [`serve_with`] (the HTTP/1 ingress fuzz target and its corpus
+/// replay): each stream sent on the channel is served as an accepted connection from its
+/// address. The accept loop waits forever once every sender is gone.
+#[doc(hidden)]
+pub struct MemoryListener(pub mpsc::Receiver<(tokio::io::DuplexStream, SocketAddr)>);
+
+impl Listener for MemoryListener {
+    type Stream = tokio::io::DuplexStream;
+    async fn accept(&mut self) -> std::io::Result<(tokio::io::DuplexStream, SocketAddr)> {
+        match self.0.recv().await {
+            Some(accepted) => Ok(accepted),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Connection for tokio::io::DuplexStream {
+    fn set_nodelay(&self, _: bool) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Counts a connection in `mesh_open_connections` until its task ends.

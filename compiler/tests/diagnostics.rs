@@ -828,7 +828,27 @@ route r on payments { match { path exact "/v1/../x" } }
 authorize payments { allow from frontend to path prefix "/v1%2Fx" }
 "#),
         )
-        .message("percent-encoding"),
+        .message("path-encoded-separator"),
+        case(
+            "a path with `;` path parameters",
+            Code::InvalidPath,
+            (4, 43),
+            Some("normalized form"),
+            p(r#"
+route r on payments { match { path prefix "/secret;x" } }
+"#),
+        )
+        .message("path-parameter"),
+        case(
+            "a path with an encoded letter",
+            Code::InvalidPath,
+            (4, 42),
+            Some("normalized form"),
+            p(r#"
+route r on payments { match { path exact "/%41pi" } }
+"#),
+        )
+        .message("as `/Api`"),
         case(
             "a health path without a leading `/`",
             Code::InvalidPath,

@@ -157,12 +157,22 @@ impl Ctx<'_> {
                 "has a `.` or `..` segment: requests are matched after dot segments are removed"
                     .to_string(),
             )
-        } else if path.contains('%') {
-            Some("has a percent-encoding: requests are matched after unreserved characters are decoded, and encoded `/` is refused".to_string())
         } else if path.chars().any(|c| c.is_control() || c == ' ') {
             Some("has a space or control character".to_string())
         } else {
-            None
+            // The rest as the proxies read requests (docs/language.md, "Paths"): a path they
+            // refuse (`;`, `\`, encoded separators...) or rewrite (`%41` is `A`) cannot be
+            // matched as written.
+            match mesh_engine::normalize_path(path) {
+                Err(refused) => Some(format!(
+                    "is refused in requests ({refused}; 400 `{}`)",
+                    refused.reason()
+                )),
+                Ok(normal) if normal != path => Some(format!(
+                    "is matched in requests as `{normal}`: percent-encoded letters, digits and `-._~` are decoded, other encodings upper-cased"
+                )),
+                Ok(_) => None,
+            }
         };
         if let Some(problem) = problem {
             self.push(

@@ -106,6 +106,13 @@ pub struct Limits {
     /// The whole request head must arrive within this (ms), else the connection is closed.
     #[serde(default = "default_request_head_timeout_ms")]
     pub request_head_timeout_ms: u64,
+    /// Open connections per listener (inbound, outbound); one more is accepted and closed
+    /// at once, and counted (`mesh_connections_refused_total`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for Limits {
@@ -115,6 +122,8 @@ impl Default for Limits {
             max_request_headers: default_max_request_headers(),
             max_uri_bytes: default_max_uri_bytes(),
             request_head_timeout_ms: default_request_head_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_concurrent_streams: default_max_concurrent_streams(),
         }
     }
 }
@@ -130,6 +139,8 @@ impl Limits {
             headers: self.max_request_headers,
             uri_bytes: self.max_uri_bytes,
             head_timeout: Duration::from_millis(self.request_head_timeout_ms),
+            connections: self.max_connections,
+            streams: self.max_concurrent_streams,
         }
     }
 
@@ -149,6 +160,11 @@ impl Limits {
             (
                 "limits.request_head_timeout_ms",
                 self.request_head_timeout_ms,
+            ),
+            ("limits.max_connections", self.max_connections as u64),
+            (
+                "limits.max_concurrent_streams",
+                u64::from(self.max_concurrent_streams),
             ),
         ] {
             if value == 0 {
@@ -176,6 +192,12 @@ fn default_max_uri_bytes() -> usize {
 }
 fn default_request_head_timeout_ms() -> u64 {
     10_000
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_concurrent_streams() -> u32 {
+    1024
 }
 
 /// `[tracing]`.

@@ -28,6 +28,10 @@ pub struct HeadLimits {
     pub uri_bytes: usize,
     /// The whole request head must arrive within this, else the connection is closed.
     pub head_timeout: Duration,
+    /// Open connections per listener; one more is closed at once.
+    pub connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub streams: u32,
 }
 
 impl Default for HeadLimits {
@@ -37,6 +41,8 @@ impl Default for HeadLimits {
             headers: 100,
             uri_bytes: 16 * 1024,
             head_timeout: Duration::from_secs(10),
+            connections: 10_000,
+            streams: 1024,
         }
     }
 }
@@ -52,6 +58,8 @@ pub enum Refusal {
     AmbiguousLength,
     /// `Content-Length` values that are not one number or disagree.
     ContentLength,
+    /// A chunk size beyond 64 bits.
+    ChunkSize,
 }
 
 impl Refusal {
@@ -62,6 +70,7 @@ impl Refusal {
             Refusal::TransferEncoding => "bad-transfer-encoding",
             Refusal::AmbiguousLength => "ambiguous-length",
             Refusal::ContentLength => "bad-content-length",
+            Refusal::ChunkSize => "bad-chunk-size",
         }
     }
 }
@@ -133,6 +142,339 @@ fn framing(headers: &HeaderMap) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// What the reader of one HTTP/1 connection found in the raw bytes, for its service: the
+/// first request whose head (or first chunk size) hyper would resolve silently, by index.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    bad: std::sync::Mutex<Option<(u64, Refusal)>>,
+    served: std::sync::atomic::AtomicU64,
+}
+
+impl Verdicts {
+    /// Called once per request the service receives, in order: the refusal of this
+    /// request, if the raw bytes showed one.
+    pub fn next(&self) -> Option<Refusal> {
+        let index = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bad = *self
+            .bad
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match bad {
+            Some((at, refusal)) if at == index => Some(refusal),
+            _ => None,
+        }
+    }
+
+    fn record(&self, index: u64, refusal: Refusal) {
+        let mut bad = self
+            .bad
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if bad.is_none() {
+            *bad = Some((index, refusal));
+        }
+    }
+}
+
+/// The longest chunk-size or trailer line the sniffer follows (hyper refuses long ones).
+const LINE_LIMIT: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Reading a request head.
+    Head,
+    /// A body of known length: this many bytes left.
+    Body(u64),
+    /// A chunk-size line.
+    ChunkSize,
+    /// Chunk data: this many bytes left, then its line end.
+    ChunkData(u64),
+    /// The line end after chunk data.
+    ChunkEnd,
+    /// Trailer lines after the last chunk, until an empty one.
+    Trailers,
+    /// Not following: HTTP/2, something hyper refuses itself, or a refusal was recorded.
+    Off,
+}
+
+/// Follows the HTTP/1 requests on a connection byte for byte, as hyper will read them, and
+/// records what hyper would resolve without telling the service: `Content-Length` beside
+/// `Transfer-Encoding` (hyper drops the length), `Content-Length` lines that do not name one
+/// length, and a chunk size that overflows. Reads only; every byte goes to hyper unchanged.
+#[derive(Debug)]
+struct Sniffer {
+    mode: Mode,
+    line: Vec<u8>,
+    /// Requests whose head was read (the current one is `heads - 1`).
+    heads: u64,
+    head_limit: usize,
+    verdicts: std::sync::Arc<Verdicts>,
+}
+
+impl Sniffer {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.mode {
+                Mode::Off => return,
+                Mode::Head => {
+                    if self.line.is_empty() {
+                        // Empty lines before a request line are skipped (as httparse does).
+                        let skip = data.iter().take_while(|b| matches!(b, b'\r' | b'\n'));
+                        data = &data[skip.count()..];
+                        if data.is_empty() {
+                            return;
+                        }
+                    }
+                    let before = self.line.len();
+                    self.line.extend_from_slice(data);
+                    match head_end(&self.line, before) {
+                        Some(end) => {
+                            let used = end - before;
+                            data = &data[used..];
+                            self.line.truncate(end);
+                            let head = std::mem::take(&mut self.line);
+                            self.mode = self.head(&head);
+                        }
+                        None => {
+                            if self.line.len() > self.head_limit {
+                                self.mode = Mode::Off;
+                            }
+                            return;
+                        }
+                    }
+                }
+                Mode::Body(left) => {
+                    let n = left.min(data.len() as u64);
+                    data = &data[n as usize..];
+                    self.mode = if n == left {
+                        Mode::Head
+                    } else {
+                        Mode::Body(left - n)
+                    };
+                }
+                Mode::ChunkData(left) => {
+                    let n = left.min(data.len() as u64);
+                    data = &data[n as usize..];
+                    self.mode = if n == left {
+                        Mode::ChunkEnd
+                    } else {
+                        Mode::ChunkData(left - n)
+                    };
+                }
+                Mode::ChunkSize | Mode::ChunkEnd | Mode::Trailers => {
+                    let Some(at) = data.iter().position(|b| *b == b'\n') else {
+                        self.line.extend_from_slice(data);
+                        if self.line.len() > LINE_LIMIT {
+                            self.mode = Mode::Off;
+                        }
+                        return;
+                    };
+                    self.line.extend_from_slice(&data[..at]);
+                    data = &data[at + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.mode = match self.mode {
+                        Mode::ChunkSize => self.chunk_size(line),
+                        Mode::ChunkEnd if line.is_empty() => Mode::ChunkSize,
+                        Mode::Trailers if line.is_empty() => Mode::Head,
+                        Mode::Trailers => Mode::Trailers,
+                        _ => Mode::Off,
+                    };
+                }
+            }
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) -> Mode {
+        self.verdicts.record(self.heads.saturating_sub(1), refusal);
+        Mode::Off
+    }
+
+    fn chunk_size(&mut self, line: &[u8]) -> Mode {
+        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        if digits == 0 {
+            return Mode::Off;
+        }
+        let mut size: u64 = 0;
+        for b in &line[..digits] {
+            let digit = u64::from(char::from(*b).to_digit(16).unwrap_or(0));
+            match size.checked_mul(16).and_then(|s| s.checked_add(digit)) {
+                Some(s) => size = s,
+                None => return self.refuse(Refusal::ChunkSize),
+            }
+        }
+        if size == 0 {
+            Mode::Trailers
+        } else {
+            Mode::ChunkData(size)
+        }
+    }
+
+    /// Reads one whole head (without its final empty line) and says what follows it.
+    fn head(&mut self, head: &[u8]) -> Mode {
+        self.heads += 1;
+        let mut lines = head
+            .split(|b| *b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let request_line = lines.next().unwrap_or_default();
+        if request_line.starts_with(b"PRI * HTTP/2") {
+            return Mode::Off;
+        }
+        let mut te: Vec<&[u8]> = Vec::new();
+        let mut lengths: Vec<&[u8]> = Vec::new();
+        for line in lines {
+            if line.is_empty() {
+                continue;
+            }
+            if matches!(line[0], b' ' | b'\t') {
+                return Mode::Off; // obs-fold: hyper refuses it
+            }
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                return Mode::Off;
+            };
+            let name = &line[..colon];
+            let value = trim(&line[colon + 1..]);
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                te.push(value);
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                lengths.push(value);
+            }
+        }
+        if !te.is_empty() && !lengths.is_empty() {
+            return self.refuse(Refusal::AmbiguousLength);
+        }
+        let mut length: Option<u64> = None;
+        for value in lengths {
+            for item in value.split(|b| *b == b',') {
+                let item = trim(item);
+                let parsed = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+                    .flatten();
+                match (parsed, length) {
+                    (None, _) => return self.refuse(Refusal::ContentLength),
+                    (Some(n), Some(l)) if n != l => return self.refuse(Refusal::ContentLength),
+                    (Some(n), _) => length = Some(n),
+                }
+            }
+        }
+        match (te.as_slice(), length) {
+            ([], Some(0) | None) => Mode::Head,
+            ([], Some(n)) => Mode::Body(n),
+            ([only], _) if only.eq_ignore_ascii_case(b"chunked") => Mode::ChunkSize,
+            // Refused by `framing` (or hyper) on this request: nothing follows.
+            _ => Mode::Off,
+        }
+    }
+}
+
+fn trim(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+/// Where a head ends in `buf` (after its empty line, CRLF or bare LF), looking from a little
+/// before `from` (where the new bytes start).
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let mut i = start;
+    while i < buf.len() {
+        if buf[i] == b'\n' {
+            if buf.get(i + 1) == Some(&b'\n') {
+                return Some(i + 2);
+            }
+            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A connection's stream with its HTTP/1 requests followed by a [`Sniffer`] as hyper reads
+/// them; writes pass through.
+#[derive(Debug)]
+pub struct Sniffed<S> {
+    inner: S,
+    sniffer: Sniffer,
+}
+
+impl<S> Sniffed<S> {
+    /// Wraps `inner`; heads longer than `head_limit` are left to hyper (which answers 431).
+    pub fn new(inner: S, head_limit: usize) -> (Sniffed<S>, std::sync::Arc<Verdicts>) {
+        let verdicts = std::sync::Arc::new(Verdicts::default());
+        let sniffer = Sniffer {
+            mode: Mode::Head,
+            line: Vec::new(),
+            heads: 0,
+            head_limit,
+            verdicts: std::sync::Arc::clone(&verdicts),
+        };
+        (Sniffed { inner, sniffer }, verdicts)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Sniffed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = polled {
+            if this.sniffer.mode != Mode::Off {
+                this.sniffer.feed(&buf.filled()[before..]);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Sniffed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +559,58 @@ mod tests {
         let error = check(&long, &limits).expect_err("too long");
         assert_eq!(error.status(), 414);
         assert_eq!(error.reason(), "uri-too-long");
+    }
+
+    fn sniff(chunks: &[&[u8]]) -> Vec<Option<Refusal>> {
+        let (mut sniffed, verdicts) = super::Sniffed::new(tokio::io::empty(), 8192);
+        for chunk in chunks {
+            sniffed.sniffer.feed(chunk);
+        }
+        (0..4).map(|_| verdicts.next()).collect()
+    }
+
+    #[test]
+    fn the_raw_bytes_show_what_hyper_would_resolve_silently() {
+        let ok = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nt: 1\r\n\r\n";
+        let cl_te =
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let te_cl = b"POST / HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 5\n\n0\n\n";
+        let overflow =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\n";
+        let lists = b"POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n";
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\nabc";
+        // One request at a time, pipelined, split anywhere.
+        assert_eq!(
+            sniff(&[ok, ok, cl_te]),
+            [None, None, Some(Refusal::AmbiguousLength), None]
+        );
+        assert_eq!(
+            sniff(&[chunked, te_cl]),
+            [None, Some(Refusal::AmbiguousLength), None, None]
+        );
+        assert_eq!(
+            sniff(&[overflow]),
+            [Some(Refusal::ChunkSize), None, None, None]
+        );
+        assert_eq!(
+            sniff(&[lists]),
+            [Some(Refusal::ContentLength), None, None, None]
+        );
+        assert_eq!(sniff(&[same, ok]), [None, None, None, None]);
+        let mut all = Vec::new();
+        all.extend_from_slice(chunked);
+        all.extend_from_slice(ok);
+        all.extend_from_slice(cl_te);
+        let bytes: Vec<&[u8]> = all.chunks(1).collect();
+        assert_eq!(
+            sniff(&bytes),
+            [None, None, Some(Refusal::AmbiguousLength), None]
+        );
+        // HTTP/2 is not followed.
+        assert_eq!(
+            sniff(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", cl_te]),
+            [None; 4]
+        );
     }
 }

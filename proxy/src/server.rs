@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::body::{with_guard, Body};
 use crate::clock::now_ms;
 use crate::framing::{self, HeadLimits};
+use crate::metrics::state::ListenerStats;
 use prometheus_client::metrics::gauge::Gauge;
 
 /// The connections still open once the accept loop stopped.
@@ -72,7 +73,7 @@ pub async fn serve<H, F>(
     handler: H,
     stop: watch::Receiver<bool>,
     idle: Duration,
-    open: Gauge,
+    stats: ListenerStats,
     limits: HeadLimits,
 ) -> Drain
 where
@@ -80,7 +81,7 @@ where
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let accept = |stream: TcpStream, peer: SocketAddr| std::future::ready(Some((stream, peer)));
-    serve_with(listener, accept, handler, stop, idle, open, limits).await
+    serve_with(listener, accept, handler, stop, idle, stats, limits).await
 }
 
 /// [`serve`] with a transport stage: each accepted connection first goes through `accept`
@@ -93,7 +94,7 @@ pub async fn serve_with<L, A, AF, S, C, H, F>(
     handler: H,
     mut stop: watch::Receiver<bool>,
     idle: Duration,
-    connections: Gauge,
+    stats: ListenerStats,
     limits: HeadLimits,
 ) -> Drain
 where
@@ -128,10 +129,21 @@ where
     let list_size = limits
         .header_bytes
         .saturating_add(limits.headers.saturating_mul(32));
+    // HTTP/2 floods, each answered by h2 with a GOAWAY (counted below by its code):
+    // rapid reset (CVE-2023-44487: streams the client resets before they are served, h2's
+    // default 20, set here), streams the proxy had to reset for the client's errors
+    // (1024), CONTINUATION floods (h2 counts CONTINUATION frames and bounds the header
+    // block by the header list size), SETTINGS and PING floods (h2 keeps one pending ACK
+    // or PONG and reads no further frame until it is written: a client that does not
+    // read stalls only itself). Streams are capped per connection; the send buffer per
+    // stream is bounded.
     builder
         .http2()
         .adaptive_window(true)
-        .max_concurrent_streams(1024)
+        .max_concurrent_streams(limits.streams)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
         .max_header_list_size(u32::try_from(list_size).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let head_bytes = limits
@@ -150,6 +162,13 @@ where
             },
             _ = stop.changed() => break,
         };
+        // Beyond `max_connections`: closed at once (before any handshake), counted.
+        if usize::try_from(stats.open.get()).unwrap_or(0) >= limits.connections {
+            stats.refused.inc();
+            tracing::debug!(%peer, limit = limits.connections, "connection refused: max_connections");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
@@ -160,7 +179,8 @@ where
         let builder = Arc::clone(&builder);
         let mut stop = stop.clone();
         let open = open_tx.clone();
-        let counted = Open::new(&connections);
+        let counted = Open::new(&stats.open);
+        let stats = stats.clone();
         tokio::spawn(async move {
             let _counted = counted;
             // The transport stage: TLS handshake, or the plaintext check.
@@ -221,7 +241,12 @@ where
                 tokio::select! {
                     ended = connection.as_mut() => {
                         if let Err(error) = ended {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
+                            if let Some(reason) = h2_goaway(&*error) {
+                                stats.h2_error(reason);
+                                tracing::info!(%peer, %error, reason, "HTTP/2 connection closed for the client's error");
+                            } else {
+                                tracing::debug!(%peer, %error, "connection ended with an error");
+                            }
                         }
                         break;
                     }
@@ -292,6 +317,37 @@ impl Connection for tokio::io::DuplexStream {
     fn set_nodelay(&self, _: bool) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Streams a client may reset before the proxy has accepted them (rapid reset).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the proxy may reset for the client's protocol errors before it sends GOAWAY.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Bytes buffered for sending per stream (h2's default, 400 KiB).
+const H2_MAX_SEND_BUF: usize = 400 * 1024;
+
+/// The GOAWAY code (lower case, as in `mesh_downstream_h2_errors_total`) of a connection
+/// h2 closed for the client's error; `None` for I/O errors and the client's own GOAWAY.
+fn h2_goaway(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if !h2.is_go_away() || h2.is_remote() {
+                return None;
+            }
+            let reason = h2.reason()?;
+            return Some(match reason {
+                h2::Reason::ENHANCE_YOUR_CALM => "enhance_your_calm",
+                h2::Reason::PROTOCOL_ERROR => "protocol_error",
+                h2::Reason::COMPRESSION_ERROR => "compression_error",
+                h2::Reason::FRAME_SIZE_ERROR => "frame_size_error",
+                h2::Reason::NO_ERROR => return None,
+                _ => "other",
+            });
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// Counts a connection in `mesh_open_connections` until its task ends.
@@ -372,7 +428,7 @@ mod tests {
             handler,
             stop_rx,
             Duration::from_millis(200),
-            prometheus_client::metrics::gauge::Gauge::default(),
+            crate::metrics::state::ListenerStats::default(),
             crate::framing::HeadLimits::default(),
         ));
 

@@ -14,7 +14,6 @@ pub mod state;
 
 use std::sync::Arc;
 
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::snapshot::Registries;
@@ -102,8 +101,9 @@ impl Metrics {
             .register_collector(Box::new(filters::FiltersCollector { store }));
     }
 
-    /// The open-connections gauge of `listener` (`inbound`, `outbound`, `admin`).
-    pub fn open_connections(&self, listener: &'static str) -> Gauge {
+    /// The connection metrics of `listener` (`inbound`, `outbound`, `admin`): open,
+    /// refused beyond `max_connections`, closed for HTTP/2 errors.
+    pub fn open_connections(&self, listener: &'static str) -> state::ListenerStats {
         self.connections.get(listener)
     }
 

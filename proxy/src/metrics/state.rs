@@ -8,6 +8,7 @@ use std::sync::Arc;
 use mesh_identity::RefusalReason;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 
@@ -18,17 +19,51 @@ use crate::tls::{Transport, PLAINTEXT_REFUSED};
 /// The listeners whose connections are counted.
 pub const LISTENERS: [&str; 3] = ["inbound", "outbound", "admin"];
 
-/// `mesh_open_connections{listener}`: one gauge per listener, moved by the accept loops.
+/// The reasons of `mesh_downstream_h2_errors_total` (h2's GOAWAY error codes, lower case).
+pub const H2_REASONS: [&str; 5] = [
+    "enhance_your_calm",
+    "protocol_error",
+    "compression_error",
+    "frame_size_error",
+    "other",
+];
+
+/// One listener's connection metrics, moved by its accept loop.
 #[derive(Debug, Default, Clone)]
-pub struct Connections([Gauge; LISTENERS.len()]);
+pub struct ListenerStats {
+    /// `mesh_open_connections{listener}`.
+    pub open: Gauge,
+    /// `mesh_connections_refused_total{listener}`: accepted beyond `[limits]
+    /// max_connections` and closed at once.
+    pub refused: Counter,
+    /// `mesh_downstream_h2_errors_total{listener,reason}`: HTTP/2 connections the proxy
+    /// closed with a GOAWAY for the client's error (floods: `enhance_your_calm`), by
+    /// [`H2_REASONS`].
+    pub h2_errors: [Counter; H2_REASONS.len()],
+}
+
+impl ListenerStats {
+    /// Counts a connection closed for an HTTP/2 error of this GOAWAY code.
+    pub fn h2_error(&self, reason: &str) {
+        let i = H2_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(H2_REASONS.len() - 1);
+        self.h2_errors[i].inc();
+    }
+}
+
+/// The connection metrics of each listener, moved by the accept loops.
+#[derive(Debug, Default, Clone)]
+pub struct Connections([ListenerStats; LISTENERS.len()]);
 
 impl Connections {
-    /// The gauge of `listener` (an unknown name gets a detached gauge).
-    pub fn get(&self, listener: &str) -> Gauge {
+    /// The metrics of `listener` (an unknown name gets detached ones).
+    pub fn get(&self, listener: &str) -> ListenerStats {
         LISTENERS
             .iter()
             .position(|l| *l == listener)
-            .map_or_else(Gauge::default, |i| self.0[i].clone())
+            .map_or_else(ListenerStats::default, |i| self.0[i].clone())
     }
 }
 
@@ -147,9 +182,31 @@ impl Collector for StateCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (listener, gauge) in LISTENERS.iter().zip(&self.connections.0) {
+        for (listener, stats) in LISTENERS.iter().zip(&self.connections.0) {
             let labels = [("listener", *listener)];
-            gauge.encode(metric.encode_family(&labels)?)?;
+            stats.open.encode(metric.encode_family(&labels)?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "mesh_connections_refused",
+            "Connections accepted beyond [limits] max_connections and closed at once, by listener.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (listener, stats) in LISTENERS.iter().zip(&self.connections.0) {
+            let labels = [("listener", *listener)];
+            stats.refused.encode(metric.encode_family(&labels)?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "mesh_downstream_h2_errors",
+            "HTTP/2 connections closed with a GOAWAY for the client's error (floods: enhance_your_calm), by listener and error code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (listener, stats) in LISTENERS.iter().zip(&self.connections.0) {
+            for (reason, counter) in H2_REASONS.iter().zip(&stats.h2_errors) {
+                let labels = [("listener", *listener), ("reason", *reason)];
+                counter.encode(metric.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

@@ -56,10 +56,20 @@ pub fn render_human(diagnostics: &[Diagnostic], color: bool) -> String {
     let mut out = String::new();
     for diagnostic in diagnostics {
         let report = Report::from_diagnostic(diagnostic);
-        if handler.render_report(&mut out, &report).is_err() {
-            // Only a failing `fmt::Write` or a span outside its source makes miette fail; a
-            // String never fails, so fall back to a plain line rather than lose the finding.
-            out.push_str(&plain_line(diagnostic));
+        // Lines too long to draw are shortened first (`elide`); should miette still fail or
+        // panic on some input, the finding is printed as a plain line rather than lost (the
+        // fuzz targets abort on the panic itself, so it would not go unnoticed).
+        let mut rendered = String::new();
+        let drawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler.render_report(&mut rendered, &report)
+        }));
+        match drawn {
+            Ok(Ok(())) => out.push_str(&rendered),
+            Ok(Err(_)) | Err(_) => out.push_str(&plain_line(diagnostic)),
+        }
+        for note in report.notes() {
+            out.push_str(&note);
+            out.push('\n');
         }
         out.push('\n');
     }
@@ -186,9 +196,81 @@ struct Report {
     severity: miette::Severity,
     message: String,
     help: Option<String>,
-    source: Option<NamedSource<FileText>>,
+    source: Option<Source>,
     labels: Vec<LabeledSpan>,
     related: Vec<Report>,
+    /// Which lines of the source were shortened (`elide`): 1-based number, length in characters.
+    shortened: Vec<(usize, usize)>,
+}
+
+/// A report's source: the file, or the file with its very long lines shortened.
+#[derive(Debug)]
+enum Source {
+    Whole(NamedSource<FileText>),
+    Elided(NamedSource<elide::Elided>),
+}
+
+impl SourceCode for Source {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        match self {
+            Source::Whole(source) => {
+                source.read_span(span, context_lines_before, context_lines_after)
+            }
+            Source::Elided(source) => {
+                source.read_span(span, context_lines_before, context_lines_after)
+            }
+        }
+    }
+}
+
+/// A report's source and labels, the long lines shortened if the file has any.
+fn snippet(
+    file: &Arc<SourceFile>,
+    labels: &[&Label],
+    primary: bool,
+) -> (Source, Vec<LabeledSpan>, Vec<(usize, usize)>) {
+    let spans: Vec<Range<usize>> = labels.iter().map(|l| label_range(l)).collect();
+    let labeled = |map: &dyn Fn(usize) -> usize| -> Vec<LabeledSpan> {
+        labels
+            .iter()
+            .zip(&spans)
+            .enumerate()
+            .map(|(i, (label, span))| {
+                let text = (!label.message.is_empty()).then(|| label.message.clone());
+                let span = map(span.start)..map(span.end);
+                if primary && i == 0 {
+                    LabeledSpan::new_primary_with_span(text, span)
+                } else {
+                    LabeledSpan::new_with_span(text, span)
+                }
+            })
+            .collect()
+    };
+    if !elide::has_long_line(&file.text) {
+        let source = named(file, FileText(Arc::clone(file)));
+        return (Source::Whole(source), labeled(&|offset| offset), Vec::new());
+    }
+    let points: Vec<usize> = spans.iter().flat_map(|s| [s.start, s.end]).collect();
+    let elided = elide::Elided::new(file, &points);
+    let labels = labeled(&|offset| elided.to_shortened(offset));
+    // Only the shortened lines the snippet shows are worth a note: those of the labels.
+    let label_lines: Vec<usize> = spans
+        .iter()
+        .flat_map(|s| [s.start, s.end])
+        .map(|offset| file.line_col(offset).0 as usize)
+        .collect();
+    let shortened = elided
+        .shortened
+        .iter()
+        .copied()
+        .filter(|(line, _)| label_lines.iter().any(|l| l.abs_diff(*line) <= 1))
+        .collect();
+    (Source::Elided(named(file, elided)), labels, shortened)
 }
 
 impl Report {
@@ -211,26 +293,26 @@ impl Report {
         let mut groups = groups.into_iter();
         let primary = groups.next();
         let related = groups
-            .map(|(file, labels)| Report {
-                code: None,
-                severity: miette::Severity::Advice,
-                message: format!("see also {}", file.name),
-                help: None,
-                source: Some(named_source(file)),
-                labels: labels.iter().map(|l| labeled_span(l, false)).collect(),
-                related: Vec::new(),
+            .map(|(file, labels)| {
+                let (source, labels, shortened) = snippet(file, &labels, false);
+                Report {
+                    code: None,
+                    severity: miette::Severity::Advice,
+                    message: format!("see also {}", file.name),
+                    help: None,
+                    source: Some(source),
+                    labels,
+                    related: Vec::new(),
+                    shortened,
+                }
             })
             .collect();
-        let (source, labels) = match primary {
-            Some((file, labels)) => (
-                Some(named_source(file)),
-                labels
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| labeled_span(l, i == 0))
-                    .collect(),
-            ),
-            None => (None, Vec::new()),
+        let (source, labels, shortened) = match primary {
+            Some((file, labels)) => {
+                let (source, labels, shortened) = snippet(file, &labels, true);
+                (Some(source), labels, shortened)
+            }
+            None => (None, Vec::new(), Vec::new()),
         };
         Report {
             code: Some(diagnostic.code.as_str()),
@@ -240,15 +322,37 @@ impl Report {
             source,
             labels,
             related,
+            shortened,
         }
+    }
+
+    /// One line per shortened source line of this report and its related ones.
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut add = |report: &Report| {
+            let name = match &report.source {
+                Some(Source::Elided(source)) => source.name(),
+                _ => return,
+            };
+            for (line, chars) in &report.shortened {
+                notes.push(format!(
+                    "  = note: line {line} of {name} is {chars} characters long: the snippet \
+                     shows only the parts around the labels (`…` marks what is left out)"
+                ));
+            }
+        };
+        add(self);
+        self.related.iter().for_each(&mut add);
+        notes
     }
 }
 
-fn named_source(file: &Arc<SourceFile>) -> NamedSource<FileText> {
-    NamedSource::new(&file.name, FileText(Arc::clone(file))).with_language("mesh")
+fn named<S: SourceCode + 'static>(file: &SourceFile, source: S) -> NamedSource<S> {
+    NamedSource::new(&file.name, source).with_language("mesh")
 }
 
-fn labeled_span(label: &Label, primary: bool) -> LabeledSpan {
+/// The span miette draws for a label, in the original text.
+fn label_range(label: &Label) -> Range<usize> {
     let text = &label.loc.file.text;
     let len = text.len();
     let Range { mut start, mut end } = shown_span(&label.loc);
@@ -258,12 +362,7 @@ fn labeled_span(label: &Label, primary: bool) -> LabeledSpan {
         start = len - 1;
         end = start;
     }
-    let text = (!label.message.is_empty()).then(|| label.message.clone());
-    if primary {
-        LabeledSpan::new_primary_with_span(text, start..end)
-    } else {
-        LabeledSpan::new_with_span(text, start..end)
-    }
+    start..end
 }
 
 impl fmt::Display for Report {
@@ -579,6 +678,8 @@ fn github_data(text: &str) -> String {
 fn github_property(text: &str) -> String {
     github_data(text).replace(':', "%3A").replace(',', "%2C")
 }
+
+mod elide;
 
 #[cfg(test)]
 mod tests;

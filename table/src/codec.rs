@@ -19,7 +19,7 @@ use crate::validate::{validate, ValidationError};
 pub const MAGIC: [u8; 8] = *b"MESHTBL\0";
 
 /// The format version this build writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Length of the header that precedes the payload: magic, version, length and checksum.
 pub const HEADER_LEN: usize = 48;

@@ -90,8 +90,35 @@ pub struct Service {
     pub mtls: MtlsMode,
     /// Filters run by the service's own (inbound) sidecar, in order.
     pub filters: Vec<FilterId>,
+    /// Circuit breaking: what each caller's sidecar lets through to this service at once.
+    pub limits: Limits,
     /// Where the service was declared.
     pub loc: SourceLoc,
+}
+
+/// Circuit-breaking limits of a service (`limits { max_requests N  max_pending N }`),
+/// enforced by each caller's outbound sidecar for its own requests to the service, as
+/// Envoy's `max_requests`/`max_pending_requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Limits {
+    /// Requests in flight at once (sent, response not yet ended).
+    pub max_requests: u32,
+    /// Requests waiting for an in-flight slot; beyond it, `503 overloaded` at once.
+    pub max_pending: u32,
+}
+
+impl Limits {
+    /// Envoy's defaults: 1024 and 1024.
+    pub const DEFAULT: Limits = Limits {
+        max_requests: 1024,
+        max_pending: 1024,
+    };
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::DEFAULT
+    }
 }
 
 /// The application protocol of a service.
@@ -301,6 +328,12 @@ pub struct Route {
     pub targets: Vec<WeightedTarget>,
     /// Bound on the whole request, retries included, in ms.
     pub timeout_ms: Option<u64>,
+    /// Longest time without a body byte in either direction once the response head is
+    /// in, in ms (`idle_timeout`; none: the proxy's default, 5 minutes).
+    pub idle_timeout_ms: Option<u64>,
+    /// Bound on the whole stream, head and both bodies, in ms (`stream_timeout`; none: no
+    /// bound beyond the idle timeout).
+    pub stream_timeout_ms: Option<u64>,
     /// Retry policy.
     pub retry: Option<RetryPolicy>,
     /// Edits to the request headers.

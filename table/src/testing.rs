@@ -2,9 +2,9 @@
 
 use crate::model::{
     AccessLog, AccessLogFormat, Action, Authorization, AuthzRule, Balance, Endpoints, FailureMode,
-    Filter, HeaderEdit, HeaderMatch, HeaderValueMatch, HealthCheck, MeshInfo, Method, MtlsMode,
-    Observe, Outlier, PathMatch, Ppm, Principal, Protocol, RequestMatch, RetryOn, RetryPolicy,
-    Route, Service, ServiceId, SourceLoc, StatusMatch, Table, WeightedTarget,
+    Filter, HeaderEdit, HeaderMatch, HeaderValueMatch, HealthCheck, Limits, MeshInfo, Method,
+    MtlsMode, Observe, Outlier, PathMatch, Ppm, Principal, Protocol, RequestMatch, RetryOn,
+    RetryPolicy, Route, Service, ServiceId, SourceLoc, StatusMatch, Table, WeightedTarget,
 };
 
 /// Index of `api` in [`sample_table`].
@@ -44,6 +44,7 @@ pub fn minimal_table() -> Table {
             outlier: None,
             mtls: MtlsMode::Strict,
             filters: vec![],
+            limits: Limits::DEFAULT,
             loc: loc(0, 3, 1),
         }],
         routes: vec![],
@@ -118,6 +119,7 @@ fn service(name: &str, port: u16, line: u32) -> Service {
         outlier: None,
         mtls: MtlsMode::Strict,
         filters: vec![],
+        limits: Limits::DEFAULT,
         loc: loc(1, line, 1),
     }
 }
@@ -166,6 +168,10 @@ fn sample_services() -> Vec<Service> {
                 max_ejected: Ppm(200_000),
             }),
             filters: vec![1],
+            limits: Limits {
+                max_requests: 100,
+                max_pending: 0,
+            },
             ..service("payments", 9000, 30)
         },
         Service {
@@ -190,6 +196,8 @@ fn route(name: &str, service: ServiceId, target: ServiceId, line: u32) -> Route 
             weight: Ppm::FULL,
         }],
         timeout_ms: None,
+        idle_timeout_ms: None,
+        stream_timeout_ms: None,
         retry: None,
         request_headers: vec![],
         response_headers: vec![],
@@ -207,6 +215,8 @@ fn sample_routes() -> Vec<Route> {
                 headers: vec![],
             },
             timeout_ms: Some(2_000),
+            idle_timeout_ms: Some(1_000),
+            stream_timeout_ms: Some(30_000),
             retry: Some(RetryPolicy {
                 attempts: 3,
                 per_try_timeout_ms: Some(500),

@@ -195,6 +195,10 @@ impl Validator<'_> {
                 .and_then(|()| ppm("max ejected", outlier.max_ejected));
             within("outlier detection", check)?;
         }
+        within(
+            "limits",
+            positive("max requests", service.limits.max_requests.into()),
+        )?;
         self.filter_refs(&service.filters)?;
         self.loc(service.loc)
     }
@@ -249,6 +253,12 @@ impl Validator<'_> {
         self.targets(route)?;
         if let Some(timeout) = route.timeout_ms {
             positive("timeout", timeout)?;
+        }
+        if let Some(idle) = route.idle_timeout_ms {
+            positive("idle timeout", idle)?;
+        }
+        if let Some(stream) = route.stream_timeout_ms {
+            positive("stream timeout", stream)?;
         }
         if let Some(retry) = &route.retry {
             within("retry", parts::retry_policy(retry))?;

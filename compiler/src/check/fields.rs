@@ -20,6 +20,7 @@ const BLOCKS: &[(&str, &[&str])] = &[
             "outlier",
             "mtls",
             "filters",
+            "limits",
         ],
     ),
     (
@@ -29,6 +30,8 @@ const BLOCKS: &[(&str, &[&str])] = &[
             "to",
             "split",
             "timeout",
+            "idle_timeout",
+            "stream_timeout",
             "retry",
             "request_headers",
             "response_headers",
@@ -52,6 +55,7 @@ const BLOCKS: &[(&str, &[&str])] = &[
         ],
     ),
     ("outlier", &["consecutive_5xx", "eject_for", "max_ejected"]),
+    ("limits", &["max_requests", "max_pending"]),
     ("match", &["path", "method", "header"]),
     (
         "retry",

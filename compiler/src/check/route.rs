@@ -50,6 +50,33 @@ impl Ctx<'_> {
         let targets = self.targets(fields.get("to"), fields.get("split"), service);
         let timeout = fields.get("timeout").and_then(|c| self.arg(c, 0)).cloned();
         let timeout_ms = timeout.as_ref().and_then(|v| self.positive_duration(v));
+        // Body timeouts: without a byte either way (`idle_timeout`), and the whole stream.
+        let idle_timeout_ms = fields
+            .get("idle_timeout")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+            .and_then(|v| self.positive_duration(&v));
+        let stream_timeout_ms = fields
+            .get("stream_timeout")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+            .and_then(|v| {
+                let ms = self.positive_duration(&v)?;
+                match timeout_ms {
+                    Some(head) if ms < head => {
+                        self.out_of_range(
+                            &v,
+                            &format!("at least the route's timeout ({head} ms)"),
+                            Some(
+                                "the stream includes the response head: lengthen `stream_timeout` or shorten `timeout`"
+                                    .into(),
+                            ),
+                        );
+                        None
+                    }
+                    _ => Some(ms),
+                }
+            });
         let retry_clause = fields.get("retry");
         let (retry, retry_sources) = match retry_clause {
             Some(c) => {
@@ -76,6 +103,8 @@ impl Ctx<'_> {
             matcher,
             targets,
             timeout_ms,
+            idle_timeout_ms,
+            stream_timeout_ms,
             retry,
             request_headers,
             response_headers,

@@ -1,6 +1,8 @@
 //! `service` declarations: port, protocol, endpoints, balancing, health, outliers, mTLS.
 
-use mesh_table::{Balance, Endpoints, HealthCheck, MtlsMode, Outlier, Ppm, Protocol, Service};
+use mesh_table::{
+    Balance, Endpoints, HealthCheck, Limits, MtlsMode, Outlier, Ppm, Protocol, Service,
+};
 
 use super::{Ctx, Sources};
 use crate::diag::{Code, Diagnostic};
@@ -75,6 +77,9 @@ impl Ctx<'_> {
             .get("filters")
             .map(|c| self.filter_list(c))
             .unwrap_or_default();
+        let limits = fields
+            .get("limits")
+            .map_or(Limits::DEFAULT, |c| self.limits(c));
         Service {
             name: decl.name.node.clone(),
             port,
@@ -85,6 +90,7 @@ impl Ctx<'_> {
             outlier,
             mtls,
             filters,
+            limits,
             loc: self.table_loc(&decl.name.loc),
         }
     }
@@ -348,6 +354,37 @@ impl Ctx<'_> {
                 .unwrap_or(2);
         }
         health
+    }
+
+    /// `limits { max_requests N  max_pending N }`: circuit breaking in the callers'
+    /// sidecars; an omitted clause keeps its default (Envoy's, 1024).
+    fn limits(&mut self, clause: &Clause) -> Limits {
+        let mut limits = Limits::DEFAULT;
+        let Some(block) = &clause.block else {
+            return limits;
+        };
+        let fields = self.fields(block, "limits", &[]);
+        if let Some(v) = fields
+            .get("max_requests")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
+            limits.max_requests = self
+                .integer(&v, 1, 1_000_000)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(Limits::DEFAULT.max_requests);
+        }
+        if let Some(v) = fields
+            .get("max_pending")
+            .and_then(|c| self.arg(c, 0))
+            .cloned()
+        {
+            limits.max_pending = self
+                .integer(&v, 0, 1_000_000)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(Limits::DEFAULT.max_pending);
+        }
+        limits
     }
 
     fn outlier(&mut self, clause: &Clause) -> Outlier {

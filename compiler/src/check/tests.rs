@@ -174,3 +174,88 @@ fn several_errors_are_reported_together() {
     );
     assert!(checked.table.is_none());
 }
+
+fn check_text(text: &str) -> Checked {
+    check(&[SourceFile::new("p.mesh", text)], &CheckOptions::default())
+}
+
+fn codes_of(checked: &Checked) -> Vec<&str> {
+    checked
+        .diagnostics
+        .iter()
+        .map(|d| d.code.as_str())
+        .collect()
+}
+
+const STREAMS_MESH: &str = "mesh \"m\" { trust_domain \"m.local\" }\nservice a { port 80 }\n";
+
+#[test]
+fn idle_and_stream_timeouts_reach_the_route() {
+    let checked = check_text(&format!(
+        "{STREAMS_MESH}route r on a {{ timeout 2s idle_timeout 1500ms stream_timeout 1m }}\nroute d on a {{ match {{ path prefix \"/d\" }} }}\n"
+    ));
+    assert!(checked.diagnostics.is_empty(), "{:#?}", checked.diagnostics);
+    let table = checked.table.expect("table");
+    let r = table.routes.iter().find(|r| r.name == "r").expect("r");
+    assert_eq!(r.idle_timeout_ms, Some(1_500));
+    assert_eq!(r.stream_timeout_ms, Some(60_000));
+    // Omitted: the proxy's defaults (5 minutes idle, no stream bound).
+    let d = table.routes.iter().find(|r| r.name == "d").expect("d");
+    assert_eq!((d.idle_timeout_ms, d.stream_timeout_ms), (None, None));
+}
+
+#[test]
+fn bad_idle_and_stream_timeouts_are_reported() {
+    let checked = check_text(&format!(
+        "{STREAMS_MESH}route r on a {{ idle_timeout 5 }}\nroute s on a {{ match {{ path prefix \"/s\" }} idle_timeout 0s stream_timeout \"5s\" }}\nroute t on a {{ match {{ path prefix \"/t\" }} timeout 2s stream_timeout 1s }}\nroute u on a {{ match {{ path prefix \"/u\" }} idle_timeout 1s idle_timeout 2s }}\nservice b {{ port 81 idle_timeout 1s }}\n"
+    ));
+    assert_eq!(
+        codes_of(&checked),
+        [
+            "mesh::type-mismatch",
+            "mesh::out-of-range",
+            "mesh::type-mismatch",
+            "mesh::out-of-range",
+            "mesh::duplicate-field",
+            "mesh::unknown-field",
+        ],
+        "{:#?}",
+        checked.diagnostics
+    );
+    assert!(checked.table.is_none());
+}
+
+#[test]
+fn service_limits_reach_the_table_with_envoy_defaults() {
+    let checked = check_text(
+        "mesh \"m\" { trust_domain \"m.local\" }\nservice a { port 80 limits { max_requests 100 max_pending 0 } }\nservice b { port 81 limits { max_requests 7 } }\nservice c { port 82 }\n",
+    );
+    assert!(checked.diagnostics.is_empty(), "{:#?}", checked.diagnostics);
+    let table = checked.table.expect("table");
+    let limits: Vec<(u32, u32)> = table
+        .services
+        .iter()
+        .map(|s| (s.limits.max_requests, s.limits.max_pending))
+        .collect();
+    assert_eq!(limits, [(100, 0), (7, 1024), (1024, 1024)]);
+}
+
+#[test]
+fn bad_service_limits_are_reported() {
+    let checked = check_text(
+        "mesh \"m\" { trust_domain \"m.local\" }\nservice a { port 80 limits { max_requests 0 max_pending 3s } }\nservice b { port 81 limits { max_request 5 } }\nroute r on a { limits { max_requests 1 } }\n",
+    );
+    assert_eq!(
+        codes_of(&checked),
+        [
+            "mesh::out-of-range",
+            "mesh::type-mismatch",
+            "mesh::unknown-field",
+            "mesh::unknown-field",
+        ],
+        "{:#?}",
+        checked.diagnostics
+    );
+    let help = checked.diagnostics[2].help.as_deref().unwrap_or_default();
+    assert!(help.contains("max_requests"), "{help}");
+}

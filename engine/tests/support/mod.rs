@@ -22,6 +22,7 @@ pub fn service(name: &str) -> Service {
         outlier: None,
         mtls: MtlsMode::Strict,
         filters: vec![],
+        limits: Limits::DEFAULT,
         loc: loc(),
     }
 }
@@ -36,6 +37,8 @@ pub fn route(name: &str, service: u32, matcher: RequestMatch) -> Route {
             weight: Ppm::FULL,
         }],
         timeout_ms: None,
+        idle_timeout_ms: None,
+        stream_timeout_ms: None,
         retry: None,
         request_headers: vec![],
         response_headers: vec![],

@@ -51,7 +51,7 @@ fn header_layout() {
     let payload = postcard::to_allocvec(&table).expect("serializes");
     assert_eq!(bytes.len(), HEADER_LEN + payload.len());
     assert_eq!(bytes[..8], *b"MESHTBL\0");
-    assert_eq!(bytes[8..12], [1, 0, 0, 0]);
+    assert_eq!(bytes[8..12], [2, 0, 0, 0]);
     let len = u32::try_from(payload.len()).expect("small");
     assert_eq!(bytes[12..16], len.to_le_bytes());
     assert_eq!(bytes[16..48], Sha256::digest(&payload)[..]);
@@ -137,10 +137,10 @@ fn error_messages_say_what_and_where() {
     );
 
     let mut v2 = SAMPLE.clone();
-    v2[8..12].copy_from_slice(&2_u32.to_le_bytes());
+    v2[8..12].copy_from_slice(&1_u32.to_le_bytes());
     assert_eq!(
         decode(&v2).expect_err("version").to_string(),
-        "unsupported table format version 2 (this build reads version 1)"
+        "unsupported table format version 1 (this build reads version 2)"
     );
 
     assert_eq!(

@@ -79,6 +79,14 @@ pub enum ProxyError {
     /// The route's timeout passed.
     #[error("the request timed out after {0} ms")]
     Timeout(u64),
+    /// A body stalled before the response head: the route's `idle_timeout`
+    /// (`idle-timeout`) or `stream_timeout` (`stream-timeout`) ran out.
+    #[error("the stream was cut: {0}")]
+    StreamTimeout(&'static str),
+    /// The destination service's circuit breaker (`limits { max_requests max_pending }`)
+    /// is full: answered at once, nothing sent.
+    #[error("service `{0}` is overloaded: too many requests in flight and pending")]
+    Overloaded(String),
     /// A `failure closed` WASM filter failed (trap, time limit, memory cap, not loaded).
     #[error("filter `{0}` failed")]
     FilterFailed(String),
@@ -132,7 +140,8 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::UpstreamTls { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout(_) | ProxyError::StreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -154,6 +163,8 @@ impl ProxyError {
             ProxyError::PlaintextRefused => crate::tls::PLAINTEXT_REFUSED,
             ProxyError::Upstream { .. } => "upstream-reset",
             ProxyError::Timeout(_) => "timeout",
+            ProxyError::StreamTimeout(reason) => reason,
+            ProxyError::Overloaded(_) => "overloaded",
             ProxyError::FilterFailed(_) => "filter-failed",
             ProxyError::FilterReset(_) => "filter-reset",
         }
@@ -165,11 +176,12 @@ impl ProxyError {
     /// caller's `grpc-timeout` or the route's `timeout`) passed.
     pub fn grpc_status(&self) -> u8 {
         match self {
-            ProxyError::Timeout(_) => 4, // DEADLINE_EXCEEDED
+            ProxyError::Timeout(_) | ProxyError::StreamTimeout(_) => 4, // DEADLINE_EXCEEDED
+            ProxyError::Overloaded(_) => 14,                            // UNAVAILABLE
             ProxyError::Unauthorized | ProxyError::PlaintextRefused | ProxyError::CallerRevoked => {
                 7
             } // PERMISSION_DENIED
-            ProxyError::UnknownService(_) | ProxyError::NoRoute => 12, // UNIMPLEMENTED
+            ProxyError::UnknownService(_) | ProxyError::NoRoute => 12,  // UNIMPLEMENTED
             ProxyError::NoAuthority
             | ProxyError::BadPath(_)
             | ProxyError::Framing(_)

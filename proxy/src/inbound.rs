@@ -24,6 +24,7 @@ use crate::metrics::authz::DeniedLabels;
 use crate::observe::Observation;
 use crate::retry::Tries;
 use crate::snapshot::Snapshot;
+use crate::stream_timeout::{Limits as StreamLimits, StreamClock};
 use crate::tls::{Caller, Conn};
 use crate::Context;
 use mesh_wasm::{Direction, StreamInfo};
@@ -48,11 +49,24 @@ pub async fn handle(
     conn: Arc<Conn>,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let request = request.map(boxed);
+    let mut request = request.map(boxed);
     let mut tries = Tries::default();
     let mut observation = Observation::start("inbound", &request);
     let grpc = crate::headers::is_grpc(request.headers());
-    let response = match inbound(&ctx, &conn, request, &mut tries, &mut observation).await {
+    // The route's idle and stream timeouts, as the caller's sidecar announced them (and
+    // removed here); the defaults for a caller without one.
+    let clock = StreamClock::new(StreamLimits::take_announced(request.headers_mut()));
+    observation.clock = Some(Arc::clone(&clock));
+    let request = request.map(|body| clock.watch(body));
+    let sent = inbound(&ctx, &conn, request, &mut tries, &mut observation)
+        .await
+        .map(|response| response.map(|body| clock.watch(body)))
+        .map_err(|error| {
+            clock
+                .cut()
+                .map_or(error, |cut| ProxyError::StreamTimeout(cut.reason()))
+        });
+    let response = match sent {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%error, "inbound request failed");

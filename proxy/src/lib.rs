@@ -39,6 +39,7 @@ pub mod outlier;
 pub mod retry;
 pub mod server;
 pub mod snapshot;
+pub mod stream_timeout;
 pub mod table_watch;
 pub mod tls;
 pub mod trace;

@@ -1,8 +1,9 @@
 //! The last stage of a request's path: log and metrics. An [`Observation`] starts with the
 //! request, learns what the route and authorization stages decided, and at the response
-//! head counts the request (status, latency, retries, timeouts); the response body is then
-//! wrapped so its bytes are counted as they stream and the access-log line, when sampled,
-//! is offered once the body ends.
+//! head counts the request (status, retries, timeouts, overload); the response body is then
+//! wrapped so its bytes are counted as they stream, and when it ends (last byte, cut by a
+//! stream timeout, or abandoned) the latency is observed, the span ends and the access-log
+//! line, when sampled, is offered.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -20,10 +21,11 @@ use prometheus_client::metrics::counter::Counter;
 use crate::access_log::{sampled, AccessLog};
 use crate::body::{Body, BoxError};
 use crate::errors::MESH_ERROR;
-use crate::metrics::requests::{RequestLabels, RouteLabels};
+use crate::metrics::requests::{CutLabels, RequestLabels, RouteLabels};
 use crate::metrics::Metrics;
 use crate::retry::Tries;
 use crate::snapshot::Snapshot;
+use crate::stream_timeout::StreamClock;
 use crate::trace::{Exporter, SpanContext, SpanRecord};
 
 /// Request-scoped: what the stages decided, for metrics and the access log.
@@ -55,6 +57,9 @@ pub struct Observation {
     /// The span's `mesh.peer`: inbound, the caller's SPIFFE ID or `plaintext`; outbound,
     /// the SPIFFE ID the target's sidecars must prove (or `plaintext`).
     pub span_peer: Option<String>,
+    /// The stream timeouts' clock, once the route (outbound) or the caller's sidecar
+    /// (inbound) set them: read at the body's end for why it was cut.
+    pub clock: Option<Arc<StreamClock>>,
     started_unix_nanos: u64,
 }
 
@@ -74,7 +79,7 @@ impl CountBytes {
             body,
             family: self.family,
             local: self.local,
-            log: None,
+            end: None,
         }
         .boxed()
     }
@@ -106,6 +111,7 @@ impl Observation {
             bytes_in: Counter::default(),
             span: None,
             span_peer: None,
+            clock: None,
             started_unix_nanos: crate::trace::unix_nanos(),
         }
     }
@@ -120,7 +126,7 @@ impl Observation {
         self.span = Some(span);
     }
 
-    /// The span of a sampled request, finished at the response head.
+    /// The span of a sampled request; it ends (`end_unix_nanos`) when the response body does.
     fn span_record(&self, snapshot: &Snapshot, status: u16, tries: &Tries) -> Option<SpanRecord> {
         let span = self.span.as_ref().filter(|s| s.sampled)?;
         let names = &snapshot.names;
@@ -190,7 +196,8 @@ impl Observation {
     }
 
     /// Counts the answered request and returns its response, whose body counts its bytes
-    /// and, when sampled, offers the access-log line when it ends.
+    /// and, when it ends, observes the latency, ends the span and offers the access-log line
+    /// (when sampled).
     pub fn finish(
         self,
         metrics: &Metrics,
@@ -199,7 +206,6 @@ impl Observation {
         tries: &Tries,
         response: Response<Body>,
     ) -> Response<Body> {
-        let elapsed = self.started.elapsed();
         let status = response.status().as_u16();
         let reason = response
             .headers()
@@ -210,23 +216,17 @@ impl Observation {
             // No table: nothing to label by; the access log needs the table's sampling too.
             return response;
         };
-        if let Some(tracer) = tracer {
-            if let Some(span) = self.span_record(&snapshot, status, tries) {
-                tracer.offer(span);
-            }
-        }
-        let family = if metrics.record_requests {
-            self.record(
-                metrics,
-                &snapshot,
-                status,
-                reason.as_deref(),
-                tries,
-                elapsed,
-            )
+        let span = tracer.and_then(|tracer| {
+            self.span_record(&snapshot, status, tries)
+                .map(|span| (tracer.clone(), span))
+        });
+        let (family, recorded) = if metrics.record_requests {
+            let (family, recorded) =
+                self.record(metrics, &snapshot, status, reason.as_deref(), tries);
+            (family, Some(recorded))
         } else {
             // `[admin] request_metrics = false`: the body's bytes still reach the access log.
-            Counter::default()
+            (Counter::default(), None)
         };
         let ppm = self
             .service
@@ -238,7 +238,6 @@ impl Observation {
                 log: log.clone(),
                 line: self.line(&snapshot, status, reason, tries),
                 bytes_in: self.bytes_in.clone(),
-                started: self.started,
             }),
             _ => None,
         };
@@ -247,13 +246,20 @@ impl Observation {
             body,
             family,
             local: Counter::default(),
-            log,
+            end: Some(Ending {
+                started: self.started,
+                recorded,
+                span,
+                clock: self.clock,
+                log,
+            }),
         }
         .boxed();
         Response::from_parts(parts, body)
     }
 
-    /// Counts the request in the request families; returns its response-bytes counter.
+    /// Counts the request in the request families; returns its response-bytes counter and
+    /// what is recorded when the body ends.
     fn record(
         &self,
         metrics: &Metrics,
@@ -261,8 +267,7 @@ impl Observation {
         status: u16,
         reason: Option<&str>,
         tries: &Tries,
-        elapsed: std::time::Duration,
-    ) -> Counter {
+    ) -> (Counter, Recorded) {
         let labels = self.route_labels(snapshot);
         let peer = self
             .peer
@@ -280,9 +285,7 @@ impl Observation {
             .service
             .and_then(|s| snapshot.names.buckets.get(s as usize))
             .map_or(&crate::metrics::requests::DEFAULT_BUCKETS[..], |b| &b[..]);
-        m.durations
-            .get(&labels, buckets)
-            .observe(elapsed.as_secs_f64());
+        let duration = m.durations.get(&labels, buckets);
         if tries.retries > 0 {
             m.retries
                 .get_or_create(&labels)
@@ -298,9 +301,18 @@ impl Observation {
             Some("connect-failed" | "upstream-tls" | "upstream-identity") => {
                 m.connect_errors.get_or_create(&labels).inc();
             }
+            Some("overloaded") => {
+                m.overloaded.get_or_create(&labels).inc();
+            }
             _ => {}
         }
-        m.response_bytes.get_or_create_owned(&labels)
+        let bytes = m.response_bytes.get_or_create_owned(&labels);
+        let recorded = Recorded {
+            duration,
+            streams_cut: m.streams_cut.clone(),
+            labels,
+        };
+        (bytes, recorded)
     }
 
     /// The access-log fields known at the response head: shared names and what the
@@ -406,16 +418,77 @@ struct Pending {
     log: AccessLog,
     line: Line,
     bytes_in: Counter,
-    started: Instant,
 }
 
-/// A body that counts its data bytes and, when it is dropped (ended or abandoned), offers
-/// its access-log line.
+/// The request's metrics that wait for the body's end.
+struct Recorded {
+    duration: Arc<prometheus_client::metrics::histogram::Histogram>,
+    streams_cut: prometheus_client::metrics::family::Family<CutLabels, Counter>,
+    labels: RouteLabels,
+}
+
+/// What is done once, when the response body ends.
+struct Ending {
+    started: Instant,
+    recorded: Option<Recorded>,
+    span: Option<(Exporter, SpanRecord)>,
+    clock: Option<Arc<StreamClock>>,
+    log: Option<Pending>,
+}
+
+/// A body that counts its data bytes and, when it ends (its last frame, an error such as a
+/// stream timeout's cut, or dropped unfinished), observes the latency, ends the span and
+/// offers its access-log line.
 struct Counted {
     body: Body,
     family: Counter,
     local: Counter,
-    log: Option<Pending>,
+    end: Option<Ending>,
+}
+
+impl Counted {
+    fn end(&mut self) {
+        let Some(end) = self.end.take() else {
+            return;
+        };
+        let elapsed = end.started.elapsed();
+        let cut = end
+            .clock
+            .as_ref()
+            .and_then(|c| c.cut())
+            .map(crate::stream_timeout::Cut::reason);
+        if let Some(recorded) = end.recorded {
+            recorded.duration.observe(elapsed.as_secs_f64());
+            if let Some(reason) = cut {
+                recorded
+                    .streams_cut
+                    .get_or_create(&CutLabels {
+                        route: recorded.labels,
+                        reason,
+                    })
+                    .inc();
+            }
+        }
+        if let Some((tracer, mut span)) = end.span {
+            span.end_unix_nanos = crate::trace::unix_nanos();
+            if let Some(reason) = cut {
+                span.strings.push(("mesh.error", reason.to_string()));
+            }
+            tracer.offer(span);
+        }
+        if let Some(mut pending) = end.log {
+            if let Some(reason) = cut {
+                pending.line.error = Some(reason.to_string());
+            }
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            let line = pending.line.render(
+                (ms * 1000.0).round() / 1000.0,
+                pending.bytes_in.get(),
+                self.local.get(),
+            );
+            pending.log.offer(line);
+        }
+    }
 }
 
 impl hyper::body::Body for Counted {
@@ -427,12 +500,19 @@ impl hyper::body::Body for Counted {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                let n = data.len() as u64;
-                self.family.inc_by(n);
-                self.local.inc_by(n);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    self.family.inc_by(n);
+                    self.local.inc_by(n);
+                }
+                if self.body.is_end_stream() {
+                    self.end();
+                }
             }
+            Poll::Ready(_) => self.end(),
+            Poll::Pending => {}
         }
         polled
     }
@@ -448,15 +528,7 @@ impl hyper::body::Body for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if let Some(pending) = self.log.take() {
-            let ms = pending.started.elapsed().as_secs_f64() * 1000.0;
-            let line = pending.line.render(
-                (ms * 1000.0).round() / 1000.0,
-                pending.bytes_in.get(),
-                self.local.get(),
-            );
-            pending.log.offer(line);
-        }
+        self.end();
     }
 }
 

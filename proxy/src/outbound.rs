@@ -4,14 +4,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use mesh_engine::RouteDecision;
 use mesh_table::{Route, ServiceId};
 
-use crate::body::{boxed, Body};
+use crate::body::{boxed, with_guard, Body};
+use crate::cluster::admission::Overloaded;
 use crate::errors::ProxyError;
 use crate::forward::{
     forward, forward_keeping, request_authority, Destination, Edits, NextHop, Target,
@@ -19,6 +20,7 @@ use crate::forward::{
 use crate::headers::EngineHeaders;
 use crate::observe::Observation;
 use crate::retry::Tries;
+use crate::stream_timeout::{Limits as StreamLimits, StreamClock};
 use crate::Context;
 use mesh_wasm::{Direction, StreamInfo};
 
@@ -161,6 +163,29 @@ async fn outbound(
     // A gRPC caller's deadline bounds the call too (Envoy: `grpc_timeout_header_max`).
     let timeout =
         crate::headers::grpc_timeout(request.headers()).map_or(timeout, |t| t.min(timeout));
+    // The bodies: the route's idle and stream timeouts, on both bodies here, and told to
+    // the target's sidecar (which enforces them a little later).
+    let limits = StreamLimits::of_route(route);
+    let clock = StreamClock::new(limits);
+    observation.clock = Some(Arc::clone(&clock));
+    let timeout = clock
+        .stream_left()
+        .map_or(timeout, |left| left.min(timeout));
+    limits.announce(request.headers_mut());
+    let request = request.map(|body| clock.watch(body));
+    // Circuit breaking: a slot among the requests in flight to the target, held until the
+    // response body ends; a full wait list is answered at once.
+    let waited = Instant::now();
+    let slot = match tokio::time::timeout(timeout, cluster.admission().admit()).await {
+        Ok(Ok(slot)) => slot,
+        Ok(Err(Overloaded)) => return Err(ProxyError::Overloaded(cluster.name().to_string())),
+        Err(_) => {
+            return Err(ProxyError::Timeout(
+                u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            ))
+        }
+    };
+    let timeout = timeout.saturating_sub(waited.elapsed());
     let edits = route.map_or_else(Edits::default, |r| Edits {
         request: &r.request_headers,
         response: &r.response_headers,
@@ -177,13 +202,51 @@ async fn outbound(
     };
     // The route's filters, in the caller's sidecar: they see the request as forwarded.
     let route_filters = route.map_or(&[][..], |r| r.filters.as_slice());
-    if filters == Filters::Skip || route_filters.is_empty() {
-        return forward(&ctx.upstreams, peer, to, request, edits, tries).await;
-    }
-    let Some(store) = ctx.filters.as_deref() else {
+    let sent = if filters == Filters::Skip || route_filters.is_empty() {
+        forward(&ctx.upstreams, peer, to, request, edits, tries).await
+    } else if let Some(store) = ctx.filters.as_deref() {
+        with_filters(
+            ctx,
+            store,
+            &snapshot,
+            route_filters,
+            index,
+            target,
+            peer,
+            request,
+            move |request| forward_keeping(&ctx.upstreams, peer, to, request, edits, tries),
+        )
+        .await
+    } else {
         crate::filters::without_host(snapshot.table(), route_filters)?;
-        return forward(&ctx.upstreams, peer, to, request, edits, tries).await;
+        forward(&ctx.upstreams, peer, to, request, edits, tries).await
     };
+    match sent {
+        Ok(response) => Ok(response.map(|body| with_guard(clock.watch(body), slot))),
+        // A request body that stalled before the response head: say so.
+        Err(error) => Err(clock
+            .cut()
+            .map_or(error, |cut| ProxyError::StreamTimeout(cut.reason()))),
+    }
+}
+
+/// The route's filters around the forwarding.
+#[allow(clippy::too_many_arguments)] // the request's context, each needed once
+async fn with_filters<'a, F, Fut>(
+    ctx: &Context,
+    store: &crate::filters::FilterStore,
+    snapshot: &crate::snapshot::Snapshot,
+    route_filters: &[u32],
+    index: Option<usize>,
+    target: ServiceId,
+    peer: SocketAddr,
+    request: Request<Body>,
+    send: F,
+) -> Result<Response<Body>, ProxyError>
+where
+    F: FnOnce(Request<Body>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Response<Body>, http::request::Parts), ProxyError>>,
+{
     let info = StreamInfo {
         direction: Direction::Outbound,
         service: snapshot
@@ -196,15 +259,7 @@ async fn outbound(
         peer_identity: None,
         mtls: false,
     };
-    crate::filters::around(
-        store,
-        snapshot.table(),
-        route_filters,
-        info,
-        request,
-        move |request| forward_keeping(&ctx.upstreams, peer, to, request, edits, tries),
-    )
-    .await
+    crate::filters::around(store, snapshot.table(), route_filters, info, request, send).await
 }
 
 /// A target by the route's split weights.

@@ -8,6 +8,7 @@
 //! gets this request (reads both). [`Cluster::pick`] joins them with the fallbacks common
 //! to every algorithm.
 
+pub mod admission;
 pub mod endpoint;
 mod registry;
 
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
-use mesh_table::{Balance, HealthCheck, Outlier, Service};
+use mesh_table::{Balance, HealthCheck, Limits, Outlier, Service};
 
 pub use endpoint::{Endpoint, InFlight};
 pub use registry::Clusters;
@@ -44,6 +45,8 @@ pub struct Policy {
     pub health: Option<HealthCheck>,
     /// Passive ejection.
     pub outlier: Option<Outlier>,
+    /// Circuit breaking (this sidecar's requests to the service).
+    pub limits: Limits,
 }
 
 impl Policy {
@@ -52,6 +55,7 @@ impl Policy {
             balance: service.balance.clone(),
             health: service.health.clone(),
             outlier: service.outlier.clone(),
+            limits: service.limits,
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct Cluster {
     name: String,
     members: ArcSwap<Members>,
     policy: ArcSwap<Policy>,
+    /// Requests in flight and waiting, under the policy's limits.
+    admission: Arc<admission::Admission>,
     /// Round robin's position.
     cursor: AtomicUsize,
     /// Whether the last pick found no available endpoint.
@@ -85,6 +91,7 @@ impl Cluster {
                 endpoints: Vec::new(),
                 balancer: Balancer::new(&policy.balance, &[]),
             }),
+            admission: admission::Admission::new(policy.limits),
             policy: ArcSwap::from_pointee(policy),
             cursor: AtomicUsize::new(0),
             panicking: AtomicBool::new(false),
@@ -104,6 +111,11 @@ impl Cluster {
     /// The current endpoint list.
     pub fn members(&self) -> Arc<Members> {
         self.members.load_full()
+    }
+
+    /// This sidecar's requests in flight to the service and waiting (circuit breaking).
+    pub fn admission(&self) -> &Arc<admission::Admission> {
+        &self.admission
     }
 
     /// The current policy.
@@ -167,6 +179,9 @@ impl Cluster {
             for endpoint in &self.members.load().endpoints {
                 endpoint.set_healthy(true);
             }
+        }
+        if old.limits != policy.limits {
+            self.admission.set_limits(policy.limits);
         }
         let rebuild = old.balance != policy.balance;
         self.policy.store(Arc::new(policy));

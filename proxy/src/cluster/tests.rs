@@ -19,6 +19,7 @@ fn cluster(balance: Balance, ports: &[u16]) -> Cluster {
             balance,
             health: None,
             outlier: None,
+            limits: mesh_table::Limits::DEFAULT,
         },
     );
     c.set_endpoints(ports.iter().map(|&p| addr(p)).collect());
@@ -145,6 +146,7 @@ fn switching_health_checks_off_makes_every_endpoint_fit_again() {
             balance: Balance::RoundRobin,
             health: Some(health),
             outlier: None,
+            limits: mesh_table::Limits::DEFAULT,
         },
     );
     c.set_endpoints(vec![addr(1)]);
@@ -153,6 +155,7 @@ fn switching_health_checks_off_makes_every_endpoint_fit_again() {
         balance: Balance::Random,
         health: None,
         outlier: None,
+        limits: mesh_table::Limits::DEFAULT,
     });
     assert!(c.members().endpoints[0].is_healthy());
     assert!(matches!(
@@ -173,6 +176,7 @@ fn outlier_results_eject_through_the_cluster() {
                 eject_for_ms: 60_000,
                 max_ejected: Ppm(500_000),
             }),
+            limits: mesh_table::Limits::DEFAULT,
         },
     );
     c.set_endpoints(vec![addr(1), addr(2)]);

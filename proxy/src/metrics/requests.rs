@@ -45,6 +45,16 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// [`RouteLabels`] with why a stream was cut.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CutLabels {
+    /// The destination.
+    #[prometheus(flatten)]
+    pub route: RouteLabels,
+    /// `idle-timeout` or `stream-timeout`.
+    pub reason: &'static str,
+}
+
 /// The request-path families.
 #[derive(Debug, Default, Clone)]
 pub struct RequestMetrics {
@@ -64,6 +74,10 @@ pub struct RequestMetrics {
     pub timeouts: Family<RouteLabels, Counter>,
     /// `mesh_upstream_connect_errors_total`.
     pub connect_errors: Family<RouteLabels, Counter>,
+    /// `mesh_overloaded_total`.
+    pub overloaded: Family<RouteLabels, Counter>,
+    /// `mesh_streams_cut_total`.
+    pub streams_cut: Family<CutLabels, Counter>,
 }
 
 impl RequestMetrics {
@@ -105,6 +119,16 @@ impl RequestMetrics {
             "Requests answered 502 because no connection (or no mTLS session) to the upstream could be made",
             self.connect_errors.clone(),
         );
+        registry.register(
+            "mesh_overloaded",
+            "Requests answered 503 overloaded at once: the target service's limits (max_requests, max_pending) in this sidecar were full",
+            self.overloaded.clone(),
+        );
+        registry.register(
+            "mesh_streams_cut",
+            "Streams cut after the response head because a body stalled (idle-timeout) or the stream outlived stream_timeout",
+            self.streams_cut.clone(),
+        );
     }
 }
 
@@ -139,7 +163,7 @@ impl prometheus_client::collector::Collector for Durations {
         };
         let mut metric = encoder.encode_descriptor(
             "mesh_request_duration_seconds",
-            "Time from the request's arrival to the response head, by direction, service, route and target.",
+            "Time from the request's arrival to the end of the response body (its last byte sent, or the stream cut or abandoned), by direction, service, route and target.",
             None,
             MetricType::Histogram,
         )?;

@@ -76,6 +76,10 @@ pub enum ProxyError {
         /// The underlying error, for logs.
         reason: String,
     },
+    /// The application answered with a head whose framing is ambiguous (`Content-Length`
+    /// beside `Transfer-Encoding`): nothing of it is forwarded.
+    #[error("the application's response is malformed: {0}")]
+    UpstreamResponse(&'static str),
     /// The route's timeout passed.
     #[error("the request timed out after {0} ms")]
     Timeout(u64),
@@ -139,7 +143,8 @@ impl ProxyError {
             }
             ProxyError::Connect { .. }
             | ProxyError::UpstreamTls { .. }
-            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) | ProxyError::StreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -162,6 +167,7 @@ impl ProxyError {
             ProxyError::CallerRevoked => "caller-revoked",
             ProxyError::PlaintextRefused => crate::tls::PLAINTEXT_REFUSED,
             ProxyError::Upstream { .. } => "upstream-reset",
+            ProxyError::UpstreamResponse(_) => "upstream-bad-response",
             ProxyError::Timeout(_) => "timeout",
             ProxyError::StreamTimeout(reason) => reason,
             ProxyError::Overloaded(_) => "overloaded",
@@ -192,7 +198,8 @@ impl ProxyError {
             | ProxyError::FilterReset(_)
             | ProxyError::Connect { .. }
             | ProxyError::UpstreamTls { .. }
-            | ProxyError::Upstream { .. } => 14, // UNAVAILABLE
+            | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamResponse(_) => 14, // UNAVAILABLE
         }
     }
 

@@ -58,7 +58,8 @@ pub enum Refusal {
     AmbiguousLength,
     /// `Content-Length` values that are not one number or disagree.
     ContentLength,
-    /// A chunk size beyond 64 bits.
+    /// A chunk-size line that is not a hexadecimal size (beyond 64 bits, or not hex), or
+    /// chunk data that does not end where its size says.
     ChunkSize,
 }
 
@@ -280,6 +281,8 @@ impl Sniffer {
                     self.mode = match self.mode {
                         Mode::ChunkSize => self.chunk_size(line),
                         Mode::ChunkEnd if line.is_empty() => Mode::ChunkSize,
+                        // Chunk data longer than its size said.
+                        Mode::ChunkEnd => self.refuse(Refusal::ChunkSize),
                         Mode::Trailers if line.is_empty() => Mode::Head,
                         Mode::Trailers => Mode::Trailers,
                         _ => Mode::Off,
@@ -296,8 +299,10 @@ impl Sniffer {
 
     fn chunk_size(&mut self, line: &[u8]) -> Mode {
         let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-        if digits == 0 {
-            return Mode::Off;
+        // After the size: nothing, or chunk extensions (`;`), maybe after spaces.
+        let rest = trim(&line[digits..]);
+        if digits == 0 || !(rest.is_empty() || rest[0] == b';') {
+            return self.refuse(Refusal::ChunkSize);
         }
         let mut size: u64 = 0;
         for b in &line[..digits] {
@@ -593,6 +598,13 @@ mod tests {
             sniff(&[overflow]),
             [Some(Refusal::ChunkSize), None, None, None]
         );
+        let not_hex = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert_eq!(
+            sniff(&[not_hex]),
+            [Some(Refusal::ChunkSize), None, None, None]
+        );
+        let long = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcdef\r\n0\r\n\r\n";
+        assert_eq!(sniff(&[long]), [Some(Refusal::ChunkSize), None, None, None]);
         assert_eq!(
             sniff(&[lists]),
             [Some(Refusal::ContentLength), None, None, None]

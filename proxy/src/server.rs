@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -193,8 +194,10 @@ where
             let (stream, verdicts) = framing::Sniffed::new(stream, head_bytes);
             let service = {
                 let activity = Arc::clone(&activity);
+                let cut = stats.cut.clone();
                 service_fn(move |mut request: Request<Incoming>| {
                     let busy = Busy::new(&activity);
+                    let cut = cut.clone();
                     // Ambiguous framing and an over-long target are refused before any
                     // handler sees the request.
                     let sniffed = if request.version() == http::Version::HTTP_2 {
@@ -228,7 +231,15 @@ where
                             Err(refused) => refused,
                         };
                         let (parts, body) = response.into_parts();
-                        Ok::<_, Infallible>(Response::from_parts(parts, with_guard(body, busy)))
+                        let body = Watched {
+                            body,
+                            cut: cut.clone(),
+                            peer,
+                        };
+                        Ok::<_, Infallible>(Response::from_parts(
+                            parts,
+                            with_guard(body.boxed(), busy),
+                        ))
                     }
                 })
             };
@@ -316,6 +327,40 @@ impl Listener for MemoryListener {
 impl Connection for tokio::io::DuplexStream {
     fn set_nodelay(&self, _: bool) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// A response body that logs and counts its failure: the head has gone, so hyper cuts the
+/// client's stream (HTTP/1.1: closes the connection before the body's end; HTTP/2:
+/// RST_STREAM), and the client can tell the body is not whole.
+struct Watched {
+    body: Body,
+    cut: prometheus_client::metrics::counter::Counter,
+    peer: SocketAddr,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(error))) = &polled {
+            self.cut.inc();
+            tracing::warn!(peer = %self.peer, %error, "response cut: its body failed after the head was sent");
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

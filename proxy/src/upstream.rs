@@ -247,7 +247,7 @@ impl Upstreams {
         addr: SocketAddr,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        self.h1.request(request).await.map_err(|e| {
+        let response = self.h1.request(request).await.map_err(|e| {
             if e.is_connect() {
                 return ProxyError::Connect {
                     addr,
@@ -260,7 +260,9 @@ impl Upstreams {
                 _ => Failure::Reset,
             };
             ProxyError::upstream(failure, describe(&e))
-        })
+        })?;
+        check_response_framing(&response)?;
+        Ok(response)
     }
 
     /// Sends an upgrade request over a new HTTP/1.1 connection (to a sidecar: mTLS with
@@ -324,6 +326,26 @@ impl Upstreams {
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
+}
+
+/// Responses from the application refused for their framing (`mesh_upstream_bad_responses_total`).
+pub static BAD_RESPONSES: AtomicU64 = AtomicU64::new(0);
+
+/// An application's response with `Content-Length` beside `Transfer-Encoding`: hyper reads
+/// the body as chunked and keeps both headers, so the next hop would get a length that is
+/// not the body's. Refused before any byte of it is forwarded (502 `upstream-bad-response`).
+fn check_response_framing<B>(response: &Response<B>) -> Result<(), ProxyError> {
+    let headers = response.headers();
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        BAD_RESPONSES.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("the application answered with Content-Length and Transfer-Encoding");
+        return Err(ProxyError::UpstreamResponse(
+            "Content-Length with Transfer-Encoding",
+        ));
+    }
+    Ok(())
 }
 
 /// Drops `conn` from `slot` if it is still the slot's connection.

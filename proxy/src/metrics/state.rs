@@ -40,6 +40,10 @@ pub struct ListenerStats {
     /// closed with a GOAWAY for the client's error (floods: `enhance_your_calm`), by
     /// [`H2_REASONS`].
     pub h2_errors: [Counter; H2_REASONS.len()],
+    /// `mesh_downstream_responses_cut_total{listener}`: responses whose body failed after
+    /// the head had gone (the upstream reset or ended it early); the client's stream was
+    /// cut (HTTP/1.1: closed before the length or the last chunk; HTTP/2: RST_STREAM).
+    pub cut: Counter,
 }
 
 impl ListenerStats {
@@ -196,6 +200,22 @@ impl Collector for StateCollector {
             let labels = [("listener", *listener)];
             stats.refused.encode(metric.encode_family(&labels)?)?;
         }
+        let mut metric = encoder.encode_descriptor(
+            "mesh_downstream_responses_cut",
+            "Responses whose body failed after the head was sent; the client's stream was cut, by listener.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (listener, stats) in LISTENERS.iter().zip(&self.connections.0) {
+            let labels = [("listener", *listener)];
+            stats.cut.encode(metric.encode_family(&labels)?)?;
+        }
+        counter(
+            &mut encoder,
+            "mesh_upstream_bad_responses",
+            "Application responses refused for their framing (Content-Length with Transfer-Encoding), answered 502 upstream-bad-response.",
+            crate::upstream::BAD_RESPONSES.load(Ordering::Relaxed),
+        )?;
         let mut metric = encoder.encode_descriptor(
             "mesh_downstream_h2_errors",
             "HTTP/2 connections closed with a GOAWAY for the client's error (floods: enhance_your_calm), by listener and error code.",

@@ -8,6 +8,8 @@
 //! | `/slow/MS` | the echo after `MS` milliseconds |
 //! | `/bytes/N` | `N` bytes, streamed (never held whole) |
 //! | `/count` | `{"bytes": N}`: the request body's length, counted as it streams |
+//! | `…/drip/N/MS` | `N` bytes (`Content-Length: N`), one every `MS` milliseconds |
+//! | `…/stall/K/N` | the head with `Content-Length: N`, `K` bytes, then nothing (the body stalls, the connection stays open) |
 //! | `content-type: application/grpc`, `/test.Echo/Unary` | one message back (the request's, prefixed with the service name), `grpc-status: 0` and `grpc-message` in trailers; every gRPC answer names the HTTP version it came over in `x-app-version` |
 //! | gRPC `/test.Echo/Stream` | as many messages as the request's message says (a number), 50 ms apart, then trailers |
 //! | gRPC `/test.Echo/Fail` | no message; trailers `grpc-status: 5`, `grpc-message: no such item` |
@@ -156,6 +158,41 @@ fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Respon
     response
 }
 
+/// `…PREFIX/A/B` as two numbers (`PREFIX` anywhere, so routes may tell paths apart).
+fn two_numbers(path: &str, prefix: &str) -> Option<(u64, u64)> {
+    let (a, b) = path.split_once(prefix)?.1.split_once('/')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// `sent` bytes of a body declared `declared` long, one every `every`; when `sent` is
+/// short of `declared`, the body then stalls for an hour (its sender kept).
+fn drip(sent: u64, every: Duration, declared: u64) -> Response<Body> {
+    let (tx, body) = channel(1);
+    tokio::spawn(async move {
+        for _ in 0..sent {
+            if !every.is_zero() {
+                tokio::time::sleep(every).await;
+            }
+            if tx
+                .send(Ok(Frame::data(bytes::Bytes::from_static(b"x"))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        if sent < declared {
+            // Stalled: ends when the proxy gives up on the body (the receiver is dropped).
+            let _ = tokio::time::timeout(Duration::from_secs(3600), tx.closed()).await;
+        }
+    });
+    let mut response = respond(StatusCode::OK, "application/octet-stream", body);
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(declared));
+    response
+}
+
 fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.parse().ok()
 }
@@ -183,6 +220,12 @@ impl Shared {
                 "application/octet-stream",
                 RepeatBody::boxed(n),
             );
+        }
+        if let Some((n, ms)) = two_numbers(&path, "/drip/") {
+            return drip(n, Duration::from_millis(ms), n);
+        }
+        if let Some((sent, declared)) = two_numbers(&path, "/stall/") {
+            return drip(sent, Duration::ZERO, declared);
         }
         if path == "/count" {
             return match drain(request.into_body()).await {

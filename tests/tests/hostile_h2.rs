@@ -294,4 +294,37 @@ async fn connections_beyond_max_connections_are_closed_at_once_and_counted() {
         &[("listener", "outbound")],
     );
     assert!(refused >= 3.0, "refused: {refused}");
+
+    // The inbound listener too, before any TLS handshake: four held, the fifth closed at
+    // once (well before the handshake deadline a held connection would meet).
+    let inbound = mesh.inbound("web");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(inbound).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fifth = TcpStream::connect(inbound).await.expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = within(
+        "the inbound's fifth connection",
+        Duration::from_secs(5),
+        fifth.read(&mut buf),
+    )
+    .await
+    .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    drop(held);
+    let metrics = mesh.admin_get("web", "/metrics").await.text();
+    let refused = mesh_tests::metrics::sum(
+        &metrics,
+        "mesh_connections_refused_total",
+        &[("listener", "inbound")],
+    );
+    assert!(refused >= 1.0, "inbound refused: {refused}");
 }

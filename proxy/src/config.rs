@@ -788,6 +788,8 @@ bundle = "/etc/mesh/bundle.pem"
         assert_eq!(c.limits.max_request_headers, 100);
         assert_eq!(c.limits.max_uri_bytes, 16 * 1024);
         assert_eq!(c.limits.request_head_timeout_ms, 10_000);
+        assert_eq!(c.limits.max_connections, 10_000);
+        assert_eq!(c.limits.max_concurrent_streams, 1024);
         let set =
             format!("{GOOD}[limits]\nmax_request_headers = 20\nrequest_head_timeout_ms = 500\n");
         let c = Config::parse(&set).expect("valid");
@@ -798,6 +800,8 @@ bundle = "/etc/mesh/bundle.pem"
                 "limits.max_request_header_bytes",
             ),
             ("max_request_headers = 0", "limits.max_request_headers"),
+            ("max_connections = 0", "limits.max_connections"),
+            ("max_concurrent_streams = 0", "limits.max_concurrent_streams"),
             ("max_uri_bytes = 0", "limits.max_uri_bytes"),
             ("max_uri_bytes = 100000", "limits.max_uri_bytes"),
             (

@@ -570,3 +570,63 @@ fn fmt_a_missing_path_exits_2() {
     let out = meshc(&["fmt", s(&dir.path().join("nope.mesh"))]);
     assert_eq!(status(&out), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// stream timeouts and service limits
+
+#[test]
+fn stream_timeouts_and_limits_compile_and_inspect_shows_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = HELLO
+        .replace(
+            "  timeout 1s\n",
+            "  timeout 1s\n  idle_timeout 10s\n  stream_timeout 2m\n",
+        )
+        .replace(
+            "  endpoints [\"127.0.0.1:15201\"]\n",
+            "  endpoints [\"127.0.0.1:15201\"]\n  limits { max_requests 64  max_pending 0 }\n",
+        );
+    let policy = write(dir.path(), "hello.mesh", &text);
+    let table = dir.path().join("hello.table");
+    let out = meshc(&["compile", s(&policy), "-o", s(&table)]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let out = meshc(&["inspect", s(&table)]);
+    assert_eq!(status(&out), 0, "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["routes"][0]["idle_timeout_ms"], 10_000);
+    assert_eq!(doc["routes"][0]["stream_timeout_ms"], 120_000);
+    let greeter = doc["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "greeter"))
+        .expect("greeter");
+    assert_eq!(greeter["limits"]["max_requests"], 64);
+    assert_eq!(greeter["limits"]["max_pending"], 0);
+}
+
+#[test]
+fn bad_stream_timeouts_and_limits_are_reported_in_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = HELLO
+        .replace(
+            "  timeout 1s\n",
+            "  timeout 1s\n  idle_timeout 10\n  stream_timeout 500ms\n",
+        )
+        .replace(
+            "  endpoints [\"127.0.0.1:15201\"]\n",
+            "  endpoints [\"127.0.0.1:15201\"]\n  limits { max_requests 0  max_pendin 3 }\n",
+        );
+    let policy = write(dir.path(), "hello.mesh", &text);
+    let out = meshc(&["check", "--format", "json", s(&policy)]);
+    assert_eq!(status(&out), 1, "{}", stdout(&out));
+    let doc = json(&out);
+    let codes: Vec<&str> = doc["diagnostics"]
+        .as_array()
+        .expect("diagnostics")
+        .iter()
+        .filter_map(|d| d["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"mesh::unknown-field"), "{codes:?}");
+    assert!(codes.contains(&"mesh::type-mismatch"), "{codes:?}");
+    assert!(codes.contains(&"mesh::out-of-range"), "{codes:?}");
+    assert!(doc["errors"].as_u64().unwrap_or(0) >= 3, "{doc}");
+}

@@ -679,3 +679,20 @@ fn long_names_are_cut_in_messages() {
     assert!(message.len() < 400, "{message}");
     assert!(message.contains('…'), "{message}");
 }
+
+#[test]
+fn stream_timeouts_and_limits() {
+    assert_invalid(
+        |t| t.routes[0].idle_timeout_ms = Some(0),
+        &["route #0 (`cart`): idle timeout must be greater than 0"],
+    );
+    assert_invalid(
+        |t| t.routes[0].stream_timeout_ms = Some(0),
+        &["route #0 (`cart`): stream timeout must be greater than 0"],
+    );
+    assert_invalid(
+        |t| t.services[0].limits.max_requests = 0,
+        &["limits", "max requests must be greater than 0"],
+    );
+    assert_valid(|t| t.services[0].limits.max_pending = 0);
+}

@@ -151,9 +151,17 @@ fn framing(headers: &HeaderMap) -> Result<(), Refusal> {
 pub struct Verdicts {
     bad: std::sync::Mutex<Option<(u64, Refusal)>>,
     served: std::sync::atomic::AtomicU64,
+    upgraded: std::sync::atomic::AtomicBool,
 }
 
 impl Verdicts {
+    /// The connection switched protocols (`101`): its bytes are no longer HTTP/1, so the
+    /// reader stops following them.
+    pub fn upgraded(&self) {
+        self.upgraded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Called once per request the service receives, in order: the refusal of this
     /// request, if the raw bytes showed one.
     pub fn next(&self) -> Option<Refusal> {
@@ -438,6 +446,16 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Sniffed<S> {
         let this = &mut *self;
         let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
         if let std::task::Poll::Ready(Ok(())) = polled {
+            if this.sniffer.mode != Mode::Off
+                && this
+                    .sniffer
+                    .verdicts
+                    .upgraded
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                this.sniffer.mode = Mode::Off;
+                this.sniffer.line = Vec::new();
+            }
             if this.sniffer.mode != Mode::Off {
                 this.sniffer.feed(&buf.filled()[before..]);
             }

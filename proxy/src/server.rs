@@ -225,11 +225,15 @@ where
                             Err(response)
                         }
                     };
+                    let switched = Arc::clone(&verdicts);
                     async move {
                         let response = match pending {
                             Ok(response) => response.await,
                             Err(refused) => refused,
                         };
+                        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                            switched.upgraded();
+                        }
                         let (parts, body) = response.into_parts();
                         let body = Watched {
                             body,

@@ -205,9 +205,17 @@ impl Upstreams {
         slot: Weak<tokio::sync::Mutex<Option<Arc<H2Conn>>>>,
     ) -> Result<Arc<H2Conn>, ProxyError> {
         let stream = self.connect(addr, remote, Alpn::H2).await?;
+        // Set deliberately against a hostile peer: the response header list as large as a
+        // request's may be at the default limits (60 KiB and 100 fields; hyper's default is
+        // 16 KiB, which failed larger heads the application may send as 502), streams the
+        // peer resets or makes us reset bounded (h2's defaults), 400 KiB buffered per stream.
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
+            .max_header_list_size(UPSTREAM_H2_MAX_HEADER_LIST)
+            .max_concurrent_reset_streams(50)
+            .max_local_error_reset_streams(1024)
+            .max_send_buf_size(400 * 1024)
             .keep_alive_interval(Duration::from_secs(30))
             .handshake(TokioIo::new(stream))
             .await
@@ -327,6 +335,10 @@ impl Upstreams {
         Ok(stream)
     }
 }
+
+/// The largest response header list taken from another sidecar: 60 KiB and 32 bytes of h2's
+/// accounting for each of 100 fields, as the default `[limits]` admit for a request.
+const UPSTREAM_H2_MAX_HEADER_LIST: u32 = 60 * 1024 + 100 * 32;
 
 /// Responses from the application refused for their framing (`mesh_upstream_bad_responses_total`).
 pub static BAD_RESPONSES: AtomicU64 = AtomicU64::new(0);

@@ -4,12 +4,17 @@
 //! closes, without an `x-mesh-error`): a `Transfer-Encoding` whose last coding is not
 //! `chunked`, `Transfer-Encoding` in HTTP/1.0, a `Content-Length` that is not one number
 //! (lists such as `5, 6`, signs, spaces), repeated `Content-Length`s that disagree, obs-fold,
-//! control characters, a chunk size that overflows. What it lets through is checked here:
-//! more than one `Host`, and a `Transfer-Encoding` other than exactly one `chunked` (hyper
-//! accepts `gzip, chunked`, which no hop after this one could decode the same way).
-//! `Content-Length` together with `Transfer-Encoding` never reaches the handler as such: hyper
-//! drops the `Content-Length`, reads the body as chunked and closes the connection after
-//! the response (RFC 9112 §6.1), so what is forwarded has exactly one framing.
+//! control characters. What it lets through is checked here: more than one `Host`, and a
+//! `Transfer-Encoding` other than exactly one `chunked` (hyper accepts `gzip, chunked`, which
+//! no hop after this one could decode the same way).
+//!
+//! What hyper resolves without telling the handler is found in the raw bytes ([`Sniffed`],
+//! wrapped around each connection in the accept path): `Content-Length` together with
+//! `Transfer-Encoding` (hyper drops the length and reads the body as chunked), and a
+//! chunk-size line that overflows or is not hex, or chunk data longer than its size (hyper
+//! fails the body once it is already streaming). The request whose head or body showed it
+//! is refused with 400 before any handler sees it, so what is forwarded has exactly one
+//! framing.
 
 use std::time::Duration;
 

@@ -226,6 +226,80 @@ async fn h2_floods_end_in_goaway_and_other_connections_keep_their_latency() {
     assert!(calm >= 2.0, "h2 errors counted: {calm}\n{metrics}");
 }
 
+/// Reads frames until `done` says so or the connection ends, within `limit`: each frame's
+/// type, stream and payload.
+async fn frames_until(
+    stream: &mut TcpStream,
+    limit: Duration,
+    done: impl Fn(&[(u8, u32, Vec<u8>)]) -> bool,
+) -> Vec<(u8, u32, Vec<u8>)> {
+    let deadline = Instant::now() + limit;
+    let mut frames = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            frames.push((buf[3], id, buf[9..9 + len].to_vec()));
+            buf.drain(..9 + len);
+        }
+        if done(&frames) {
+            return frames;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return frames,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// `[limits] max_concurrent_streams`: the proxy announces it, and a stream beyond it is
+/// refused (RST_STREAM REFUSED_STREAM) while the connection and its open streams go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_max_concurrent_streams_are_refused() {
+    let (mesh, _client_app, _web) = start("[limits]\nmax_concurrent_streams = 4\n").await;
+    let outbound = mesh.outbound("client");
+    let mut stream = TcpStream::connect(outbound).await.expect("connect");
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(SETTINGS, 0, 0, &[]));
+    // Six requests whose bodies never come: each stream stays open.
+    for i in 0..6u32 {
+        bytes.extend(frame(HEADERS, END_HEADERS, 1 + 2 * i, GET_WEB));
+    }
+    assert!(write(&mut stream, &bytes).await);
+    let refused = |frames: &[(u8, u32, Vec<u8>)]| -> Vec<u32> {
+        frames
+            .iter()
+            .filter(|(kind, _, payload)| *kind == RST_STREAM && payload[..] == 7u32.to_be_bytes())
+            .map(|(_, id, _)| *id)
+            .collect()
+    };
+    let frames = frames_until(&mut stream, Duration::from_secs(10), |f| {
+        refused(f).len() >= 2
+    })
+    .await;
+    // The server's SETTINGS announce the limit (SETTINGS_MAX_CONCURRENT_STREAMS, id 3, = 4).
+    let announced = frames.iter().any(|(kind, _, payload)| {
+        *kind == SETTINGS && payload.chunks(6).any(|s| s[..] == [0, 3, 0, 0, 0, 4])
+    });
+    assert!(
+        announced,
+        "no SETTINGS_MAX_CONCURRENT_STREAMS = 4: {frames:?}"
+    );
+    let mut refused = refused(&frames);
+    refused.sort_unstable();
+    assert_eq!(refused, [9, 11], "{frames:?}");
+    assert!(
+        !frames.iter().any(|(kind, _, _)| *kind == GOAWAY),
+        "the connection was closed: {frames:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_max_connections_are_closed_at_once_and_counted() {
     let (mesh, _client_app, _web) = start("[limits]\nmax_connections = 4\n").await;

@@ -3,7 +3,8 @@
 //! GOAWAY (rapid reset, CVE-2023-44487; CONTINUATION flood) and be counted in
 //! `mesh_downstream_h2_errors_total`, or stall only itself (SETTINGS and PING floods: h2
 //! reads no further frame until its ACK is written); meanwhile a polite client on its own
-//! connection keeps getting its answers in time.
+//! connection keeps getting its answers in time. Also `[limits] max_concurrent_streams` (a
+//! stream beyond it refused, the connection kept) and `max_connections` on both listeners.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

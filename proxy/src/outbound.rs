@@ -232,7 +232,7 @@ async fn outbound(
 
 /// The route's filters around the forwarding.
 #[allow(clippy::too_many_arguments)] // the request's context, each needed once
-async fn with_filters<'a, F, Fut>(
+async fn with_filters<F, Fut>(
     ctx: &Context,
     store: &crate::filters::FilterStore,
     snapshot: &crate::snapshot::Snapshot,

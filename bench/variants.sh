@@ -102,7 +102,7 @@ ALL_VARIANTS=(
   "observe-none|observe|observe-none|19451|19453|all of it off: no observe block, [admin] request_metrics = false"
   "observe-off|observe|observe-none|19431|19433|metrics only: no observe block (request metrics on, the default)"
   "observe-on|observe|observe-none|19441|19443|metrics + access_log json sample 100% + trace sample 1% (OTLP to :19999, nothing listens)"
-  "sandbox-spin|sandbox|sandbox-spin|19461|19463|filters [spin] (misbehave.wasm loop on /loop only, 20ms, failure open), no /loop traffic"
+  "sandbox-spin|sandbox|sandbox-spin|19461|19463|filters [spin] (misbehave.wasm loop on /loop only, time_limit ${SPIN_LIMIT:-20ms}, failure open), no /loop traffic"
   "sandbox-loop|sandbox|sandbox-spin|19471|19473|filters [spin], while GET /loop every 50 ms"
   "sandbox-attack|sandbox|sandbox-spin|19491|19493|filters [spin] failure closed, while an attacker sends ${ATTACK_RATE:-50} GET /loop a second (new connection each)"
 )

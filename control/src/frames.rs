@@ -30,9 +30,21 @@ pub const MAX_FROM_PROXY: usize = 256 * 1024;
 
 /// Checks the header at the front of `buffer` (when its five bytes are there) against the
 /// kind's [`limit`], before the frame's payload is waited for or buffered: a header that
-/// announces more is an error naming the kind, its length and the limit.
+/// announces more is an error naming the kind, its length and the limit. With only the
+/// length there (the kind byte in the next chunk), a length above [`MAX_FROM_PROXY`] is
+/// refused already: no kind allows it, and the codec would otherwise reserve room for it
+/// (up to 64 MiB) while waiting for the kind (found by the `control_frames` fuzz target).
 pub fn check_header(buffer: &[u8]) -> Result<(), String> {
     let Some(header) = buffer.get(..5) else {
+        if let Some(len) = buffer.get(..4) {
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            if len > MAX_FROM_PROXY {
+                return Err(format!(
+                    "a frame announces {len} bytes, above the largest limit of {MAX_FROM_PROXY}"
+                ));
+            }
+        }
         return Ok(());
     };
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
@@ -73,5 +85,18 @@ mod tests {
         for kind in 0..=255u8 {
             assert!(limit(kind) <= MAX_FROM_PROXY);
         }
+    }
+
+    /// Found by the `control_frames` fuzz target: a length whose kind byte has not arrived
+    /// yet passed unchecked, and the codec reserved room for up to 64 MiB.
+    #[test]
+    fn a_length_above_every_limit_is_refused_before_its_kind_arrives() {
+        let big = header(HELLO, 60 << 20);
+        let err = check_header(&big[..4]).expect_err("60 MiB, kind not yet known");
+        assert!(err.contains("262144"), "{err}");
+        assert_eq!(
+            check_header(&header(HELLO, MAX_FROM_PROXY - 1)[..4]),
+            Ok(())
+        );
     }
 }

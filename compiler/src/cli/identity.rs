@@ -18,14 +18,14 @@ pub(crate) struct Args {
 enum Command {
     /// Revoke SERVICE's certificates: every live one the control plane issued, or the one
     /// with --serial. Their renewal fails at once, their streams to the control plane end,
-    /// and every proxy's listeners refuse them from the next table push on. The service's
-    /// join tokens stay: revoke them too (`meshc token revoke ID`) to keep it from
-    /// enrolling again.
+    /// and every connected proxy is sent the list at once: its listeners refuse them from
+    /// then on. The service's join tokens stay: revoke them too (`meshc token revoke ID`)
+    /// to keep it from enrolling again.
     Revoke {
         /// The service the certificates name.
         service: String,
-        /// Only the certificate with this serial (hex, as `openssl x509 -serial` or the
-        /// proxy's `/config` shows it); it may be one issued with `meshc ca issue`.
+        /// Only the certificate with this serial (hex, as `openssl x509 -serial` or a
+        /// sidecar's admin `/tls` page shows it); it may be one issued with `meshc ca issue`.
         #[arg(long, value_name = "HEX")]
         serial: Option<String>,
         #[command(flatten)]

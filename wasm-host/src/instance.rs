@@ -67,6 +67,8 @@ impl Instance {
         contexts.insert(ROOT_ID, Context::default());
         let state = HostState {
             budget: CpuBudget::new(plugin.time_limit),
+            time_limit: plugin.time_limit,
+            strain: std::sync::Arc::clone(&plugin.strain),
             host: host.clone(),
             plugin: plugin.me.clone(),
             filter: plugin.name.clone(),
@@ -138,10 +140,10 @@ impl Instance {
             tick: None,
         };
         if let Some(f) = initialize {
-            inst.arm();
+            inst.arm_start();
             f.call(&mut inst.store, ())?;
         } else if let Some(f) = start {
-            inst.arm();
+            inst.arm_start();
             // A command's `_start` ends in `proc_exit(0)`: that is a clean start.
             if let Err(err) = f.call(&mut inst.store, ()) {
                 if wasi_exit_code(&err) != Some(0) {
@@ -150,17 +152,17 @@ impl Instance {
             }
         }
         let root = ROOT_ID as i32;
-        inst.arm();
+        inst.arm_start();
         inst.funcs.context_create.call(&mut inst.store, (root, 0))?;
         if let Some(f) = on_vm_start {
-            inst.arm();
+            inst.arm_start();
             if f.call(&mut inst.store, (root, 0))? == 0 {
                 wasmtime::bail!("proxy_on_vm_start returned false");
             }
         }
         if let Some(f) = on_configure {
             let size = i32::try_from(plugin.config.len()).unwrap_or(i32::MAX);
-            inst.arm();
+            inst.arm_start();
             if f.call(&mut inst.store, (root, size))? == 0 {
                 wasmtime::bail!("proxy_on_configure refused the configuration");
             }
@@ -193,10 +195,32 @@ impl Instance {
     }
 }
 
+impl Instance {
+    /// Arms a callback of the instance's start (`_initialize`, `proxy_on_vm_start`,
+    /// `proxy_on_configure`...) with the filter's whole limit, strained or not: a fresh
+    /// instance is how the filter recovers, and its start may take longer than a request's
+    /// callbacks.
+    fn arm_start(&mut self) {
+        let state = self.store.data_mut();
+        state.budget.limit = state.time_limit;
+        state.budget.arm();
+        self.store.set_epoch_deadline(FIRST_DEADLINE);
+    }
+}
+
 /// Starts a callback's CPU budget and sets its first deadline; a free function so that
 /// `Instance::call` can use it while it borrows the callback.
 fn arm(store: &mut Store<HostState>) {
-    store.data_mut().budget.arm();
+    let state = store.data_mut();
+    state.budget.limit = match state.strain.limit(state.time_limit) {
+        Some(tight) => {
+            // The count starts at the first tick: keep the ticks fine while strained.
+            state.host.ticker.hurry();
+            tight
+        }
+        None => state.time_limit,
+    };
+    state.budget.arm();
     store.set_epoch_deadline(FIRST_DEADLINE);
 }
 

@@ -27,6 +27,7 @@ mod interned;
 mod mailbox;
 mod plugin;
 mod state;
+mod strain;
 mod stream;
 mod tables;
 

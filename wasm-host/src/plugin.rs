@@ -90,6 +90,8 @@ pub struct Plugin {
     pub(crate) memory_bytes: usize,
     /// The CPU time limit of one callback.
     pub(crate) time_limit: std::time::Duration,
+    /// Tightens that limit while callbacks keep running out of it (see `strain`).
+    pub(crate) strain: Arc<crate::strain::Strain>,
     slots: Vec<Slot>,
     /// Callbacks the filter said it does nothing in.
     pub(crate) unused: UnusedHooks,
@@ -160,6 +162,7 @@ impl Plugin {
             sha256,
             pre,
             time_limit,
+            strain: Arc::default(),
             config,
             memory_bytes,
             slots,
@@ -430,6 +433,14 @@ impl Plugin {
     #[cold] // off the request path: kept out of its code
     pub(crate) fn fail(&self, guard: &mut SlotGuard<'_>, err: wasmtime::Error) -> Failure {
         let reason = classify(&err, guard.as_ref());
+        if reason == FailureReason::Timeout && self.strain.timed_out() {
+            tracing::warn!(
+                filter = %self.name,
+                limit_ms = crate::strain::TIGHT_LIMIT.as_secs_f64() * 1e3,
+                window_s = crate::strain::STRAIN_WINDOW.as_secs(),
+                "WASM filter under strain: a callback ran out of time; its callbacks get a tight limit until none has for the window"
+            );
+        }
         wake_all(guard);
         // Dropping the store frees the pool slot and ends the instance's tick task and
         // its streams' channels.

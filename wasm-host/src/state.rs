@@ -177,6 +177,9 @@ pub(crate) type Contexts = rustc_hash::FxHashMap<u32, Context>;
 pub(crate) struct HostState {
     /// The CPU budget of the callback running now.
     pub(crate) budget: crate::budget::CpuBudget,
+    /// The filter's `time_limit`, and its strain (which may tighten it per callback).
+    pub(crate) time_limit: std::time::Duration,
+    pub(crate) strain: Arc<crate::strain::Strain>,
     pub(crate) host: Arc<Host>,
     pub(crate) plugin: Weak<Plugin>,
     pub(crate) filter: Arc<str>,

@@ -1474,3 +1474,40 @@ async fn a_call_made_in_the_response_phase_keeps_its_context_alive() {
     drop(stream);
     assert_eq!(metric_value(&host, "finished"), 100);
 }
+
+#[tokio::test]
+async fn a_filter_that_keeps_timing_out_gets_a_tight_limit_and_other_callbacks_still_run() {
+    // Loops only when the request ends with its headers (end_of_stream = 1).
+    let host = host();
+    let body = r#"(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (if (local.get 2) (then (loop $l (br $l)))) (i32.const 0))"#;
+    let mut s = spec("spin");
+    s.time_limit = Duration::from_millis(20);
+    let plugin = plugin(&host, &wat(body), s);
+    let first = timed_out(&plugin.start(info()).expect("start")).await;
+    assert!(
+        first >= Duration::from_millis(20),
+        "the first gets the whole limit: {first:?}"
+    );
+
+    // Strained: the next looping requests are stopped after about the tight limit (wall
+    // time here, so the fastest of a few: a busy machine may preempt any one of them).
+    let mut later = Vec::new();
+    for _ in 0..5 {
+        later.push(timed_out(&plugin.start(info()).expect("start")).await);
+    }
+    let fastest = later.iter().min().copied().unwrap_or_default();
+    assert!(
+        fastest < Duration::from_millis(10),
+        "strained callbacks stop early: {later:?}"
+    );
+    assert_eq!(failure_count(&host, "spin", FailureReason::Timeout), 6);
+
+    // A request that does not loop still runs through the strained filter.
+    let fine = plugin.start(info()).expect("a fresh instance starts");
+    let verdict = fine
+        .request_headers(&mut request("/"), false)
+        .await
+        .expect("runs within the tight limit");
+    assert!(matches!(verdict, Verdict::Continue), "{verdict:?}");
+}

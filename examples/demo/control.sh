@@ -56,7 +56,8 @@ echo "A sidecar has no certificate of its own: it sends the control plane a CSR 
 echo "gets spiffe://demo.local/SERVICE signed, then streams its table over mTLS."
 for svc in "${services[@]}"; do
   must "$bin/meshc" token create "$svc" --control "$url"
-  printf '%s\n' "$reply" >"$run/$svc.token"
+  # The secret is stdout's one line (the token's id and limits go to stderr).
+  printf '%s\n' "$(grep -Eo '^[0-9a-f]{64}$' <<<"$reply" | head -n 1)" >"$run/$svc.token"
 done
 for svc in "${services[@]}"; do
   pick_port app

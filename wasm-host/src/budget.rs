@@ -67,12 +67,14 @@ impl CpuBudget {
 
 #[cfg(test)]
 mod tests {
-    use super::{Check, CpuBudget};
-    use std::time::{Duration, Instant};
+    use super::{thread_cpu, Check, CpuBudget};
+    use std::time::Duration;
 
+    /// Spins until the thread has spent `for_` of CPU (not of wall time: on a busy machine
+    /// the thread may wait for a core, and that wait is not charged).
     fn spin(for_: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < for_ {
+        let start = thread_cpu();
+        while thread_cpu().saturating_sub(start) < for_ {
             std::hint::black_box(0u64);
         }
     }

@@ -191,6 +191,11 @@ while kill -0 "$WRK" 2>/dev/null; do
 done
 wait "$WRK" || true
 sample "$DURATION"
+# Which answers were not 2xx, from the sidecars' own counters (the client's outbound sees
+# every request; the backends' inbound counts the lives still running).
+for pair in client:17502 b1:17602 b2:17702; do
+  curl -fsS "http://127.0.0.1:${pair#*:}/metrics" >"$RUN/${pair%%:*}-metrics.txt" 2>/dev/null || true
+done
 log "done: $tables tables, $reloads filter reloads, $kills endpoint kills, $rotations certificate rotations"
 
 requests=$(awk '/requests in/ { print $1 }' "$RUN/wrk.txt")
@@ -209,6 +214,11 @@ mkdir -p "$HERE/results"
   echo "| requests | achieved req/s | non-2xx | socket errors |"
   echo "| ---: | ---: | ---: | ---: |"
   echo "| $requests | $rate | $non2xx | $sockerr |"
+  echo
+  echo "The client sidecar's non-2xx answers by status (\`mesh_requests_total\`, outbound):"
+  echo
+  grep '^mesh_requests_total{' "$RUN/client-metrics.txt" 2>/dev/null | grep -v 'status="2' | sed 's/^/    /' || true
+  grep -E '^mesh_(overloaded|streams_cut|upstream_bad_responses|downstream_responses_cut)_total' "$RUN/client-metrics.txt" 2>/dev/null | grep -v ' 0$' | sed 's/^/    /' || true
   echo
   echo "What the sidecars logged (every life): tables loaded, filter instances loaded, credentials reloaded:"
   echo

@@ -2,24 +2,15 @@
 //! `cargo fuzz cmin`) through the same function the target runs, so CI checks every input
 //! the fuzzer kept without nightly or cargo-fuzz (see `fuzz/README.md`).
 
-use std::path::Path;
-
 #[path = "../../fuzz/harness/policy.rs"]
 mod harness;
 
+#[path = "../../fuzz/harness/replay.rs"]
+mod replay;
+
 #[test]
 fn policy_check_corpus_replays() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpora/policy_check");
-    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
-        .map(|entry| entry.expect("a corpus entry").path())
-        .collect();
-    inputs.sort();
-    assert!(!inputs.is_empty(), "{} holds no input", dir.display());
-    for input in &inputs {
-        // Printed first, so a failure names its input.
-        println!("{}", input.display());
-        let data = std::fs::read(input).expect("a corpus file");
-        harness::policy_check(&data);
-    }
+    replay::replay(env!("CARGO_MANIFEST_DIR"), "policy_check", |data| {
+        harness::policy_check(data);
+    });
 }

@@ -2,26 +2,17 @@
 //! `cargo fuzz cmin`) through the same function the target runs, so CI checks every input
 //! the fuzzer kept without nightly or cargo-fuzz (see `fuzz/README.md`).
 
-use std::path::Path;
-
 #[path = "../../fuzz/harness/http1.rs"]
 mod harness;
 
+#[path = "../../fuzz/harness/replay.rs"]
+mod replay;
+
 #[test]
 fn http1_ingress_corpus_replays() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpora/http1_ingress");
-    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
-        .map(|entry| entry.expect("a corpus entry").path())
-        .collect();
-    inputs.sort();
-    assert!(!inputs.is_empty(), "{} holds no input", dir.display());
-    for input in &inputs {
-        // Printed first, so a failure names its input.
-        println!("{}", input.display());
-        let data = std::fs::read(input).expect("a corpus file");
-        harness::http1_ingress(&data);
-    }
+    replay::replay(env!("CARGO_MANIFEST_DIR"), "http1_ingress", |data| {
+        harness::http1_ingress(data);
+    });
 }
 
 /// The fuzz target reaches the backend: a well-formed request is routed and forwarded, and

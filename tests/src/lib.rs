@@ -12,6 +12,7 @@ pub mod filters;
 pub mod interop;
 pub mod mesh;
 pub mod metrics;
+pub mod raw;
 pub mod resilience_support;
 pub mod tls;
 

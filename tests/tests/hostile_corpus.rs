@@ -309,20 +309,11 @@ struct Outcome {
 
 impl Outcome {
     fn status(&self) -> Option<u16> {
-        let line = self.bytes.split(|b| *b == b'\n').next()?;
-        let text = std::str::from_utf8(line).ok()?;
-        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+        mesh_tests::raw::status(&self.bytes)
     }
 
     fn header(&self, name: &str) -> Option<String> {
-        let text = String::from_utf8_lossy(&self.bytes);
-        let head = text.split("\r\n\r\n").next()?;
-        head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
+        mesh_tests::raw::header(&self.bytes, name)
     }
 
     /// The body bytes after the head.

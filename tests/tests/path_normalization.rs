@@ -7,12 +7,9 @@
 //! What it receives is the normalized path, with the query as sent.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use mesh_tests::backend::Backend;
 use mesh_tests::mesh::Mesh;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const POLICY: &str = r#"
 mesh "e2e" { trust_domain "e2e.local" }
@@ -78,36 +75,14 @@ const BYPASSES: &[&str] = &[
     "http://web/secret;x",
 ];
 
-/// The status, the head and whether a whole answer came for one raw request.
+/// The status and head of the answer to `GET target` (with `Connection: close`).
 async fn exchange(addr: SocketAddr, target: &str) -> (u16, String) {
     let request = format!("GET {target} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n");
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut bytes = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
-        .await
-        .expect("an answer or a close within 10 s");
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let head = text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head)
+    mesh_tests::raw::exchange(addr, request.as_bytes()).await
 }
 
 fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
+    mesh_tests::raw::header(head.as_bytes(), name)
 }
 
 async fn start() -> (Mesh, Backend, Backend) {

@@ -4,12 +4,9 @@
 //! `x-h: 1, 0`; no order of duplicates picks the route or rule of one of its values.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use mesh_tests::backend::Backend;
 use mesh_tests::mesh::Mesh;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const POLICY: &str = r#"
 mesh "e2e" { trust_domain "e2e.local" }
@@ -46,35 +43,12 @@ async fn exchange(addr: SocketAddr, headers: &[&str]) -> (u16, String) {
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut bytes = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
-        .await
-        .expect("an answer within 10 s")
-        .expect("read");
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let head = text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let status = head
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|s| s.get(..3))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    (status, head)
+    mesh_tests::raw::exchange(addr, request.as_bytes()).await
 }
 
 /// A header of a response head, by name.
 fn header(head: &str, name: &str) -> Option<String> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
+    mesh_tests::raw::header(head.as_bytes(), name)
 }
 
 async fn start() -> (Mesh, Backend, Backend) {

@@ -801,7 +801,10 @@ bundle = "/etc/mesh/bundle.pem"
             ),
             ("max_request_headers = 0", "limits.max_request_headers"),
             ("max_connections = 0", "limits.max_connections"),
-            ("max_concurrent_streams = 0", "limits.max_concurrent_streams"),
+            (
+                "max_concurrent_streams = 0",
+                "limits.max_concurrent_streams",
+            ),
             ("max_uri_bytes = 0", "limits.max_uri_bytes"),
             ("max_uri_bytes = 100000", "limits.max_uri_bytes"),
             (

@@ -292,6 +292,22 @@ pub struct Mesh {
 }
 
 impl Mesh {
+    /// The two-service mesh many tests use: sidecars for `client` and `web`, each in front
+    /// of a test backend of that name, under `policy_template`; returns the backends too
+    /// (they stop when dropped).
+    pub async fn client_and_web(
+        policy_template: &str,
+    ) -> (Mesh, crate::backend::Backend, crate::backend::Backend) {
+        let client_app = crate::backend::Backend::start("client").await;
+        let web = crate::backend::Backend::start("web").await;
+        let mesh = Mesh::builder(policy_template)
+            .proxy("client", client_app.addr())
+            .proxy("web", web.addr())
+            .start()
+            .await;
+        (mesh, client_app, web)
+    }
+
     /// A mesh whose policy is `policy_template` (see the module's doc for `{{name}}`).
     pub fn builder(policy_template: &str) -> MeshBuilder {
         MeshBuilder {

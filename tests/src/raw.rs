@@ -48,3 +48,15 @@ pub async fn exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
         .to_string();
     (status(&bytes).unwrap_or(0), head)
 }
+
+/// `GET target` to host `web` with `Connection: close` and `headers` (each `name: value`),
+/// through [`exchange`].
+pub async fn get_web(addr: SocketAddr, target: &str, headers: &[&str]) -> (u16, String) {
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    exchange(addr, request.as_bytes()).await
+}

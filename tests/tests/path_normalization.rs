@@ -77,8 +77,7 @@ const BYPASSES: &[&str] = &[
 
 /// The status and head of the answer to `GET target` (with `Connection: close`).
 async fn exchange(addr: SocketAddr, target: &str) -> (u16, String) {
-    let request = format!("GET {target} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n");
-    mesh_tests::raw::exchange(addr, request.as_bytes()).await
+    mesh_tests::raw::get_web(addr, target, &[]).await
 }
 
 fn header(head: &str, name: &str) -> Option<String> {
@@ -86,14 +85,7 @@ fn header(head: &str, name: &str) -> Option<String> {
 }
 
 async fn start() -> (Mesh, Backend, Backend) {
-    let client_app = Backend::start("client").await;
-    let web = Backend::start("web").await;
-    let mesh = Mesh::builder(POLICY)
-        .proxy("client", client_app.addr())
-        .proxy("web", web.addr())
-        .start()
-        .await;
-    (mesh, client_app, web)
+    Mesh::client_and_web(POLICY).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

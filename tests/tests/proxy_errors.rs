@@ -26,14 +26,7 @@ route rest on web { match { path prefix "/" } }
 "#;
 
 async fn start() -> (Mesh, Backend, Backend) {
-    let client_app = Backend::start("client").await;
-    let web = Backend::start("web").await;
-    let mesh = Mesh::builder(POLICY)
-        .proxy("client", client_app.addr())
-        .proxy("web", web.addr())
-        .start()
-        .await;
-    (mesh, client_app, web)
+    Mesh::client_and_web(POLICY).await
 }
 
 fn assert_error(reply: &Reply, status: u16, reason: &str, what: &str) {

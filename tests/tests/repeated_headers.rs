@@ -37,13 +37,7 @@ authorize web {
 
 /// The status and head of the answer to one raw request (sent with `Connection: close`).
 async fn exchange(addr: SocketAddr, headers: &[&str]) -> (u16, String) {
-    let mut request = String::from("GET /r HTTP/1.1\r\nHost: web\r\nConnection: close\r\n");
-    for header in headers {
-        request.push_str(header);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    mesh_tests::raw::exchange(addr, request.as_bytes()).await
+    mesh_tests::raw::get_web(addr, "/r", headers).await
 }
 
 /// A header of a response head, by name.
@@ -52,14 +46,7 @@ fn header(head: &str, name: &str) -> Option<String> {
 }
 
 async fn start() -> (Mesh, Backend, Backend) {
-    let client_app = Backend::start("client").await;
-    let web = Backend::start("web").await;
-    let mesh = Mesh::builder(POLICY)
-        .proxy("client", client_app.addr())
-        .proxy("web", web.addr())
-        .start()
-        .await;
-    (mesh, client_app, web)
+    Mesh::client_and_web(POLICY).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -502,6 +502,20 @@ impl Drop for Sidecar {
     }
 }
 
+/// `GET path` for the service `web` through a sidecar's outbound listener, within 5 s;
+/// `None` on a transport error.
+pub async fn get_web(outbound: SocketAddr, path: &str) -> Option<Reply> {
+    let mut connection = H1::connect(outbound).await.ok()?;
+    let request = h1_request(http::Method::GET, "web", path)
+        .body(crate::body::empty())
+        .ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(5), connection.send(request))
+        .await
+        .ok()?
+        .ok()?;
+    Reply::read(response).await.ok()
+}
+
 /// A TLS client connection to an operator API whose certificate chains to `roots` (PEM)
 /// and names `ip`.
 pub async fn tls_to_api(

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh_tests::backend::Backend;
-use mesh_tests::client::{h1_request, Reply, H1};
-use mesh_tests::control::{ControlPlane, Sidecar};
+use mesh_tests::control::{get_web, ControlPlane, Sidecar};
 
 const TRUST_DOMAIN: &str = "cp.local";
 
@@ -69,25 +68,12 @@ async fn start(cert_ttl: &str) -> Fixture {
     }
 }
 
-/// `GET path` for `web` through the client's sidecar; `None` on a transport error.
-async fn call(outbound: SocketAddr, path: &str) -> Option<Reply> {
-    let mut connection = H1::connect(outbound).await.ok()?;
-    let request = h1_request(http::Method::GET, "web", path)
-        .body(mesh_tests::body::empty())
-        .ok()?;
-    let response = tokio::time::timeout(Duration::from_secs(5), connection.send(request))
-        .await
-        .ok()?
-        .ok()?;
-    Reply::read(response).await.ok()
-}
-
 /// Waits until `path` is answered 200 by the backend `backend`.
 async fn wait_served_by(outbound: SocketAddr, path: &str, backend: &str) {
     let started = Instant::now();
     let mut last = String::new();
     while started.elapsed() < Duration::from_secs(20) {
-        if let Some(reply) = call(outbound, path).await {
+        if let Some(reply) = get_web(outbound, path).await {
             if reply.status == 200 && reply.echoed_service() == backend {
                 return;
             }
@@ -135,7 +121,7 @@ async fn apply_reaches_every_proxy_and_a_broken_policy_changes_nothing() {
         text(&out)
     );
     // Applied everywhere as soon as `apply` returns: routing changed at once.
-    let reply = call(f.client.outbound(), "/other/1")
+    let reply = get_web(f.client.outbound(), "/other/1")
         .await
         .expect("an answer");
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -162,7 +148,7 @@ async fn apply_reaches_every_proxy_and_a_broken_policy_changes_nothing() {
         f.alt.checksum().await,
     ];
     assert_eq!(before, after, "a refused policy changed a proxy's table");
-    let reply = call(f.client.outbound(), "/other/1")
+    let reply = get_web(f.client.outbound(), "/other/1")
         .await
         .expect("an answer");
     assert_eq!(reply.echoed_service(), "alt");
@@ -188,7 +174,7 @@ async fn a_new_proxy_registers_and_receives_traffic() {
     wait_served_by(f.client.outbound(), "/", "web-2").await;
     let mut served = std::collections::BTreeSet::new();
     for _ in 0..40 {
-        if let Some(reply) = call(f.client.outbound(), "/").await {
+        if let Some(reply) = get_web(f.client.outbound(), "/").await {
             assert_eq!(reply.status, 200, "{}", reply.text());
             served.insert(reply.echoed_service());
         }
@@ -213,7 +199,7 @@ async fn a_control_plane_restart_loses_no_request() {
         tokio::spawn(async move {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                match call(outbound, "/").await {
+                match get_web(outbound, "/").await {
                     Some(reply) if reply.status == 200 => {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mesh_identity::tls::Alpn;
 use mesh_identity::RefusalReason;
 use mesh_tests::backend::Backend;
-use mesh_tests::control::{ControlPlane, Sidecar};
+use mesh_tests::control::{get_web, ControlPlane, Sidecar};
 use mesh_tests::tls::{refusal, Credentials};
 
 const POLICY: &str = r#"
@@ -78,7 +78,11 @@ async fn a_revoked_identity_is_refused_by_the_control_plane_and_every_proxy() {
 
     // The client's sidecar calls web: a pooled connection between the two sidecars.
     let started = Instant::now();
-    while call(client.outbound(), "/before").await.map(|r| r.status) != Some(http::StatusCode::OK) {
+    while get_web(client.outbound(), "/before")
+        .await
+        .map(|r| r.status)
+        != Some(http::StatusCode::OK)
+    {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "client -> web never served"
@@ -158,7 +162,9 @@ async fn a_revoked_identity_is_refused_by_the_control_plane_and_every_proxy() {
 
     // The connection the client's sidecar opened before the revocation is still up, but
     // web refuses its requests now.
-    let reply = call(client.outbound(), "/after").await.expect("an answer");
+    let reply = get_web(client.outbound(), "/after")
+        .await
+        .expect("an answer");
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert_eq!(reply.headers["x-mesh-error"], "caller-revoked");
 
@@ -166,7 +172,7 @@ async fn a_revoked_identity_is_refused_by_the_control_plane_and_every_proxy() {
     // its start has passed, web's endpoint is in other's slice).
     let started = Instant::now();
     loop {
-        let reply = call(other.outbound(), "/after").await;
+        let reply = get_web(other.outbound(), "/after").await;
         if reply.as_ref().is_some_and(|r| r.status == 200) {
             break;
         }
@@ -214,20 +220,6 @@ async fn a_revoked_identity_is_refused_by_the_control_plane_and_every_proxy() {
         async || web.tls().await["revoked_serials"].as_u64() == Some(2),
     )
     .await;
-}
-
-/// `GET path` for `web` through a sidecar's outbound listener; `None` on a transport error.
-async fn call(outbound: std::net::SocketAddr, path: &str) -> Option<mesh_tests::client::Reply> {
-    use mesh_tests::client::{h1_request, Reply, H1};
-    let mut connection = H1::connect(outbound).await.ok()?;
-    let request = h1_request(http::Method::GET, "web", path)
-        .body(mesh_tests::body::empty())
-        .ok()?;
-    let response = tokio::time::timeout(Duration::from_secs(5), connection.send(request))
-        .await
-        .ok()?
-        .ok()?;
-    Reply::read(response).await.ok()
 }
 
 /// A TLS server on 127.0.0.1 presenting the certificate in `dir` (cert.pem, key.pem) to any

@@ -37,6 +37,10 @@ fn base_config(reservation: Reservation) -> Config {
     config
         .strategy(wasmtime::Strategy::Cranelift)
         .epoch_interruption(true)
+        // Fuel (a count of guest instructions) bounds a strained filter's callbacks (see
+        // `strain`) without waiting for a tick that the scheduler may hold back; outside
+        // strain every callback gets all the fuel there is.
+        .consume_fuel(true)
         .parallel_compilation(true);
     if let Reservation::Capped = reservation {
         config

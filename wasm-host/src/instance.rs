@@ -9,6 +9,7 @@ use crate::abi::wasi_exit_code;
 use crate::budget::{Check, CpuBudget};
 use crate::engine::deadline_ticks;
 use crate::state::{Context, Contexts, HostState, Limits, Scope};
+use crate::strain::TIGHT_FUEL;
 use crate::Plugin;
 
 /// The root context's id in every instance; request contexts count up from the next.
@@ -16,6 +17,9 @@ pub(crate) const ROOT_ID: u32 = 1;
 
 /// Every callback's first deadline, in epoch ticks: the next tick (see `budget`).
 const FIRST_DEADLINE: u64 = 1;
+
+/// The fuel of a callback outside strain: no bound but its CPU time limit.
+const ALL_FUEL: u64 = u64::MAX;
 
 /// `proxy_on_http_call_response(context, token, headers, body size, trailers)`.
 pub(crate) type CallResponseFn = TypedFunc<(i32, i32, i32, i32, i32), ()>;
@@ -105,6 +109,7 @@ impl Instance {
             })
         });
         store.set_epoch_deadline(FIRST_DEADLINE);
+        store.set_fuel(ALL_FUEL)?;
         let instance = plugin.pre.instantiate(&mut store)?;
         let memory = instance.get_memory(&mut store, "memory");
         let alloc = func::<i32, i32>(&instance, &mut store, "proxy_on_memory_allocate")
@@ -205,6 +210,7 @@ impl Instance {
         state.budget.limit = state.time_limit;
         state.budget.arm();
         self.store.set_epoch_deadline(FIRST_DEADLINE);
+        refuel(&mut self.store, ALL_FUEL);
     }
 }
 
@@ -212,16 +218,25 @@ impl Instance {
 /// `Instance::call` can use it while it borrows the callback.
 fn arm(store: &mut Store<HostState>) {
     let state = store.data_mut();
-    state.budget.limit = match state.strain.limit(state.time_limit) {
+    let fuel = match state.strain.limit(state.time_limit) {
         Some(tight) => {
-            // The count starts at the first tick: keep the ticks fine while strained.
-            state.host.ticker.hurry();
-            tight
+            state.budget.limit = tight;
+            TIGHT_FUEL
         }
-        None => state.time_limit,
+        None => {
+            state.budget.limit = state.time_limit;
+            ALL_FUEL
+        }
     };
     state.budget.arm();
     store.set_epoch_deadline(FIRST_DEADLINE);
+    refuel(store, fuel);
+}
+
+/// Gives the next guest call `fuel` (see `strain::TIGHT_FUEL`).
+fn refuel(store: &mut Store<HostState>, fuel: u64) {
+    // It fails only in an engine without fuel, and `engine` turns fuel on.
+    let _ = store.set_fuel(fuel);
 }
 
 impl Drop for Instance {

@@ -107,7 +107,8 @@ impl std::fmt::Debug for Plugin {
 
 /// Why an error ended a guest call, from the error and the instance it happened in.
 fn classify(err: &wasmtime::Error, instance: Option<&Instance>) -> FailureReason {
-    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+    let trap = err.downcast_ref::<Trap>();
+    if trap == Some(&Trap::Interrupt) || trap == Some(&Trap::OutOfFuel) {
         FailureReason::Timeout
     } else if instance.is_some_and(|i| i.store.data().limits.refused) {
         FailureReason::Memory
@@ -437,6 +438,7 @@ impl Plugin {
             tracing::warn!(
                 filter = %self.name,
                 limit_ms = crate::strain::TIGHT_LIMIT.as_secs_f64() * 1e3,
+                fuel = crate::strain::TIGHT_FUEL,
                 window_s = crate::strain::STRAIN_WINDOW.as_secs(),
                 "WASM filter under strain: a callback ran out of time; its callbacks get a tight limit until none has for the window"
             );

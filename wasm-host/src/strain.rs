@@ -1,23 +1,31 @@
 //! A filter under strain: while its callbacks keep running out of time (an attacker's
 //! requests that make it loop), each new callback gets a tight limit, so that such a request
-//! costs the proxy a millisecond or two of CPU instead of the whole `time_limit`.
+//! costs the proxy a fraction of a millisecond of CPU instead of the whole `time_limit`.
 //!
 //! A filter's own callbacks take microseconds; its `time_limit` is headroom for the rare slow
 //! one. Every looping request spends all of it, on a worker thread that the other requests
 //! wait for: at 50 such requests a second and `time_limit 20ms`, a one-worker proxy had no
 //! CPU left for anyone (bench/README.md, "Filter isolation under attack"). So after a
-//! timeout the filter's callbacks get [`TIGHT_LIMIT`] (or `time_limit`, if lower) until
-//! [`STRAIN_WINDOW`] has passed without another, and the epoch ticker keeps its fine pace
-//! meanwhile, so the count starts within a millisecond. A callback that honestly needs more
-//! than that during an attack fails by the filter's `failure` policy, like the attack's own.
-//! Outside strain nothing changes, and arming a callback reads no clock (one atomic load).
+//! timeout the filter's callbacks get [`TIGHT_FUEL`] guest instructions and [`TIGHT_LIMIT`]
+//! of CPU (or `time_limit`, if lower) until [`STRAIN_WINDOW`] has passed without another. A
+//! callback that honestly needs more than that during an attack fails by the filter's
+//! `failure` policy, like the attack's own. Outside strain nothing changes, and arming a
+//! callback reads no clock (one atomic load).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// The limit of a strained filter's callbacks.
+/// The CPU limit of a strained filter's callbacks (checked at epoch ticks: the bound for
+/// callbacks that spend their time in host calls rather than guest instructions).
 pub(crate) const TIGHT_LIMIT: Duration = Duration::from_millis(1);
+/// The guest instructions a strained filter's callback may run (wasmtime's fuel): about
+/// half a millisecond of a tight loop on a current core. The CPU limit alone is checked at
+/// the epoch ticker's ticks, and a ticker thread that shares its core with a busy worker
+/// runs only when the scheduler lets it, a millisecond or more late; fuel runs out in the
+/// guest itself. A callback that loops through host calls spends more CPU per unit of fuel,
+/// and there the CPU limit still holds.
+pub(crate) const TIGHT_FUEL: u64 = 1_000_000;
 /// How long a filter stays strained after its last timeout.
 pub(crate) const STRAIN_WINDOW: Duration = Duration::from_secs(10);
 

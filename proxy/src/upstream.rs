@@ -30,6 +30,7 @@ use crate::body::Body;
 use crate::clock::now_ms;
 use crate::errors::{Failure, ProxyError};
 use crate::forward::NextHop;
+use crate::quickack::AppConnector;
 use crate::tls::{Stream, Transport};
 use mesh_identity::tls::Alpn;
 
@@ -67,7 +68,7 @@ type H2Slots = Vec<(Option<Box<str>>, H2Slot)>;
 pub struct Upstreams {
     h2: Mutex<HashMap<SocketAddr, H2Slots>>,
     transport: Arc<Transport>,
-    h1: Client<HttpConnector, Body>,
+    h1: Client<AppConnector, Body>,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -89,7 +90,7 @@ impl Upstreams {
         let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(idle_timeout)
             .pool_timer(TokioTimer::new())
-            .build(connector);
+            .build(AppConnector::new(connector));
         Upstreams {
             h2: Mutex::new(HashMap::new()),
             transport,

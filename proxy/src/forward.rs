@@ -107,13 +107,8 @@ pub struct Message {
 }
 
 impl Message {
-    /// The request of one try to `addr`.
-    pub fn request(
-        &self,
-        hop: NextHop,
-        addr: SocketAddr,
-        authority: &str,
-    ) -> Result<Request<Body>, ProxyError> {
+    /// The request of one try.
+    pub fn request(&self, hop: NextHop, authority: &str) -> Result<Request<Body>, ProxyError> {
         let mut request = Request::new(self.body.next_try());
         *request.method_mut() = self.method.clone();
         *request.headers_mut() = self.headers.clone();
@@ -124,7 +119,8 @@ impl Message {
                 request.headers_mut().remove(HOST);
             }
             NextHop::Http1 => {
-                *request.uri_mut() = absolute_uri(&addr.to_string(), &self.path)?;
+                // Origin-form, as HTTP/1.1 sends it to an origin server; `addr` is where.
+                *request.uri_mut() = Uri::from(self.path.clone());
                 *request.version_mut() = Version::HTTP_11;
                 set_host(request.headers_mut(), authority);
             }

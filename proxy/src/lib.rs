@@ -8,7 +8,7 @@
 //! authorization (`inbound`) → pick target by weight (`outbound`) → prepare headers
 //! (`headers`, `forward`) → the tries, within the route's timeout (`retry`): pick an endpoint
 //! (`cluster`, `balance`), connect (`upstream`; mTLS to sidecars, verifying the service's
-//! identity: `tls`; to the application, ACKing partial responses at once: `quickack`) and send, retry as the route says → finish the response (`forward`);
+//! identity: `tls`; to the application, a keep-alive pool that ACKs partial responses at once) and send, retry as the route says → finish the response (`forward`);
 //! any failure becomes a response in `errors`.
 //!
 //! Beside the request path, who exists (`discovery`), who is fit (`health`, `outlier`) and
@@ -36,7 +36,6 @@ pub mod metrics;
 pub mod observe;
 pub mod outbound;
 pub mod outlier;
-pub mod quickack;
 pub mod retry;
 pub mod server;
 pub mod snapshot;

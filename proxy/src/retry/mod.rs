@@ -136,7 +136,7 @@ async fn run(
     loop {
         let (addr, endpoint) = to.target.pick(&tried)?;
         tries.endpoint = Some(addr);
-        let request = message.request(to.hop, addr, to.authority)?;
+        let request = message.request(to.hop, to.authority)?;
         let in_flight = endpoint.as_ref().map(Endpoint::start);
         let started = Instant::now();
         let sent = upstreams.send(to.hop, addr, to.target.remote(), request);

@@ -1,6 +1,7 @@
 //! Connections to upstreams: one multiplexed HTTP/2 connection per endpoint (remote sidecars
-//! and HTTP/2 or gRPC applications), a keep-alive HTTP/1.1 pool for HTTP/1.1 applications,
-//! and one-off HTTP/1.1 connections for upgrades.
+//! and HTTP/2 or gRPC applications), a keep-alive HTTP/1.1 pool for HTTP/1.1 applications
+//! (`h1_pool`, over connections that ACK at once: `quickack`), and one-off HTTP/1.1
+//! connections for upgrades.
 //!
 //! Idle connections are closed after the configured idle time (kept below the servers'
 //! own, so the proxy usually closes first). A request that finds its pooled connection
@@ -21,8 +22,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
@@ -30,9 +29,11 @@ use crate::body::Body;
 use crate::clock::now_ms;
 use crate::errors::{Failure, ProxyError};
 use crate::forward::NextHop;
-use crate::quickack::AppConnector;
 use crate::tls::{Stream, Transport};
 use mesh_identity::tls::Alpn;
+
+mod h1_pool;
+mod quickack;
 
 /// Whom a connection goes to, which decides its transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +69,7 @@ type H2Slots = Vec<(Option<Box<str>>, H2Slot)>;
 pub struct Upstreams {
     h2: Mutex<HashMap<SocketAddr, H2Slots>>,
     transport: Arc<Transport>,
-    h1: Client<AppConnector, Body>,
+    h1: h1_pool::H1Pool,
     connect_timeout: Duration,
     idle_timeout: Duration,
 }
@@ -82,19 +83,10 @@ impl Upstreams {
         idle_timeout: Duration,
         transport: Arc<Transport>,
     ) -> Upstreams {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        // `retry_canceled_requests` (on by default) resends a request whose reused
-        // connection closed before it was written.
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .build(AppConnector::new(connector));
         Upstreams {
             h2: Mutex::new(HashMap::new()),
             transport,
-            h1,
+            h1: h1_pool::H1Pool::new(connect_timeout, idle_timeout),
             connect_timeout,
             idle_timeout,
         }
@@ -249,27 +241,14 @@ impl Upstreams {
         Ok(conn)
     }
 
-    /// Sends `request` (absolute URI naming the application's address) over a pooled
-    /// HTTP/1.1 connection.
+    /// Sends `request` (origin-form URI, `Host` set) over a pooled HTTP/1.1 connection to
+    /// the application at `addr`.
     pub async fn send_h1(
         &self,
         addr: SocketAddr,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let response = self.h1.request(request).await.map_err(|e| {
-            if e.is_connect() {
-                return ProxyError::Connect {
-                    addr,
-                    reason: e.to_string(),
-                };
-            }
-            let failure = match find_source::<hyper::Error>(&e) {
-                Some(h) if h.is_canceled() => Failure::NotSent,
-                Some(h) if h.is_incomplete_message() => Failure::Closed,
-                _ => Failure::Reset,
-            };
-            ProxyError::upstream(failure, describe(&e))
-        })?;
+        let response = self.h1.send(addr, request).await?;
         check_response_framing(&response)?;
         Ok(response)
     }

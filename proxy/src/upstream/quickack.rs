@@ -1,4 +1,5 @@
-//! HTTP/1.1 connections to the local application that acknowledge a partial response at once.
+//! The TCP connections of the application pool (`h1_pool`): they acknowledge a partial
+//! response at once.
 //!
 //! Many applications write a response's head and body in two `send` calls without
 //! `TCP_NODELAY` (Python's `http.server`, small frameworks). On a kept-alive connection the
@@ -13,60 +14,29 @@
 //! out without waiting. The option is not sticky, hence once per such wait: one
 //! `setsockopt` per response at most, and none while bytes keep coming.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use hyper::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-
-/// Connects like hyper-util's [`HttpConnector`] and hands out [`QuickAck`] connections.
-#[derive(Clone, Debug)]
-pub struct AppConnector {
-    inner: HttpConnector,
-}
-
-impl AppConnector {
-    /// Wraps `inner`, which keeps its settings (`TCP_NODELAY`, connect timeout).
-    pub fn new(inner: HttpConnector) -> AppConnector {
-        AppConnector { inner }
-    }
-}
-
-type Connecting = Pin<Box<dyn Future<Output = io::Result<TokioIo<QuickAck>>> + Send>>;
-
-impl tower_service::Service<Uri> for AppConnector {
-    type Response = TokioIo<QuickAck>;
-    type Error = io::Error;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.inner.poll_ready(cx).map_err(io::Error::other)
-    }
-
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let connecting = self.inner.call(uri);
-        Box::pin(async move {
-            let tcp = connecting.await.map_err(io::Error::other)?.into_inner();
-            Ok(TokioIo::new(QuickAck {
-                tcp,
-                got_bytes: false,
-            }))
-        })
-    }
-}
 
 /// A TCP connection to the application that sets `TCP_QUICKACK` before waiting for the
 /// rest of what it has begun to receive.
 #[derive(Debug)]
-pub struct QuickAck {
+pub(super) struct QuickAck {
     tcp: TcpStream,
     /// Bytes arrived since the last wait.
     got_bytes: bool,
+}
+
+impl QuickAck {
+    pub(super) fn new(tcp: TcpStream) -> QuickAck {
+        QuickAck {
+            tcp,
+            got_bytes: false,
+        }
+    }
 }
 
 impl AsyncRead for QuickAck {
@@ -119,11 +89,5 @@ impl AsyncWrite for QuickAck {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
-    }
-}
-
-impl Connection for QuickAck {
-    fn connected(&self) -> Connected {
-        self.tcp.connected()
     }
 }

@@ -178,8 +178,8 @@ async fn sweep(idle: Weak<Idle>, idle_timeout: Duration) {
         let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
         for conns in idle.values_mut() {
             conns.retain(|c| {
-                !c.sender.is_closed()
-                    && !(c.sender.is_ready() && now.saturating_sub(c.used_ms) >= idle_ms)
+                let expired = c.sender.is_ready() && now.saturating_sub(c.used_ms) >= idle_ms;
+                !(c.sender.is_closed() || expired)
             });
         }
         idle.retain(|_, conns| !conns.is_empty());

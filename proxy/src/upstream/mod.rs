@@ -34,6 +34,7 @@ use mesh_identity::tls::Alpn;
 
 mod h1_pool;
 mod quickack;
+mod response_end;
 
 /// Whom a connection goes to, which decides its transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

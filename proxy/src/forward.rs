@@ -8,7 +8,6 @@ use std::time::Duration;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mesh_table::{HeaderEdit, RetryPolicy};
 
@@ -273,7 +272,7 @@ fn set_host(headers: &mut http::HeaderMap, authority: &str) {
 /// Removes the response's hop-by-hop headers and applies the route's response edits; the
 /// request counts in flight at its endpoint until the body ends.
 fn finish(
-    response: Response<Incoming>,
+    response: Response<crate::retry::whole::Received>,
     edits: &[HeaderEdit],
     in_flight: Option<InFlight>,
 ) -> Response<Body> {
@@ -334,5 +333,9 @@ async fn tunnel(
             }
         });
     }
-    Ok(finish(response, &[], in_flight))
+    Ok(finish(
+        response.map(crate::retry::whole::Received::Streaming),
+        &[],
+        in_flight,
+    ))
 }

@@ -278,6 +278,30 @@ async fn retries_on_503_hide_backends_that_fail_30_percent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_mid_body_is_retried_where_reset_is_retried() {
+    // `a` dies mid-body on every GET (head sent, 3 of 10 bytes, RST_STREAM). A small
+    // response on a route that retries resets is read whole within the try, so the cut
+    // is a failed try, not a cut client stream.
+    let app = Server::start("app").await;
+    let [a, b, _] = three(["a", "b", "unused"]).await;
+    a.knobs().cut_body.store(true, Ordering::SeqCst);
+    let web = format!(
+        "service web {{ port 8001 endpoints {} }}\n\
+         route cut on web {{ match {{ method [GET] }} timeout 5s retry {{ attempts 2 on [reset] backoff 1ms to 10ms budget 100% }} }}",
+        endpoints(&[&a, &b])
+    );
+    let mesh = client_mesh(&web, &app).await;
+    let mut client = H1::open(mesh.outbound("client")).await;
+    for i in 0..20 {
+        let reply = client.get("web", &format!("/r{i}")).await;
+        assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
+        assert_eq!(reply.text(), "b", "request {i}: the whole body, from b");
+    }
+    let cut = a.counts().failed.load(Ordering::SeqCst);
+    assert!(cut > 0, "a was tried and cut its answers ({cut})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_budget_of_20_percent_bounds_retries_and_the_client_sees_the_rest() {
     let _only = exclusive().await;
     let app = Server::start("app").await;

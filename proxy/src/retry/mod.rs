@@ -8,18 +8,19 @@
 pub mod backoff;
 pub mod budget;
 pub mod replay;
+pub mod whole;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use http::{Method, Response};
-use hyper::body::Incoming;
 use mesh_table::{RetryOn, RetryPolicy};
 
 use crate::cluster::{Cluster, Endpoint, InFlight};
 use crate::errors::{Failure, ProxyError};
 use crate::forward::{Destination, Message, Target};
 use crate::upstream::Upstreams;
+use whole::Received;
 
 /// The response header that says how many times the proxy retried the request.
 pub const RETRIES_HEADER: &str = "x-mesh-retries";
@@ -105,7 +106,7 @@ pub async fn send(
     to: &Destination<'_>,
     message: &Message,
     tries: &mut Tries,
-) -> Result<(Response<Incoming>, Option<InFlight>), ProxyError> {
+) -> Result<(Response<Received>, Option<InFlight>), ProxyError> {
     // The route's timeout bounds everything: every try and every pause between them.
     let deadline = tokio::time::Instant::now() + to.timeout;
     match tokio::time::timeout_at(deadline, run(upstreams, to, message, tries, deadline)).await {
@@ -120,7 +121,7 @@ async fn run(
     message: &Message,
     tries: &mut Tries,
     deadline: tokio::time::Instant,
-) -> Result<(Response<Incoming>, Option<InFlight>), ProxyError> {
+) -> Result<(Response<Received>, Option<InFlight>), ProxyError> {
     let policy = to.retry;
     let attempts = policy.map_or(1, |p| p.attempts.max(1));
     let per_try = policy
@@ -139,7 +140,21 @@ async fn run(
         let request = message.request(to.hop, to.authority)?;
         let in_flight = endpoint.as_ref().map(Endpoint::start);
         let started = Instant::now();
-        let sent = upstreams.send(to.hop, addr, to.target.remote(), request);
+        // Where a reset of this try could still be retried, a small response is read
+        // whole within the try (see `whole`).
+        let read_whole = policy
+            .is_some_and(|p| attempt < attempts && allows(p, Condition::Reset, idempotent))
+            && message.body.can_replay();
+        let sent = async {
+            let response = upstreams
+                .send(to.hop, addr, to.target.remote(), request)
+                .await?;
+            if read_whole && whole::wanted(&response) {
+                whole::read(response).await
+            } else {
+                Ok(response.map(Received::Streaming))
+            }
+        };
         let outcome = match per_try {
             Some(limit) => match tokio::time::timeout(limit, sent).await {
                 Ok(result) => Outcome::from(result),
@@ -192,13 +207,13 @@ async fn run(
 
 /// One try's result.
 enum Outcome {
-    Response(Response<Incoming>),
+    Response(Response<Received>),
     Failed(ProxyError),
     TimedOut(Duration),
 }
 
-impl From<Result<Response<Incoming>, ProxyError>> for Outcome {
-    fn from(result: Result<Response<Incoming>, ProxyError>) -> Outcome {
+impl From<Result<Response<Received>, ProxyError>> for Outcome {
+    fn from(result: Result<Response<Received>, ProxyError>) -> Outcome {
         match result {
             Ok(response) => Outcome::Response(response),
             Err(error) => Outcome::Failed(error),
@@ -275,7 +290,7 @@ impl Outcome {
     fn into_result(
         self,
         in_flight: Option<InFlight>,
-    ) -> Result<(Response<Incoming>, Option<InFlight>), ProxyError> {
+    ) -> Result<(Response<Received>, Option<InFlight>), ProxyError> {
         match self {
             Outcome::Response(response) => Ok((response, in_flight)),
             Outcome::Failed(error) => Err(error),

@@ -46,6 +46,9 @@ pub struct Knobs {
     pub fail_posts: AtomicBool,
     /// gRPC calls get a trailers-only UNAVAILABLE (HTTP 200, `grpc-status: 14`).
     pub grpc_unavailable: AtomicBool,
+    /// GETs get a head with `content-length: 10` and 3 bytes, then 50 ms later the body
+    /// fails (HTTP/2: RST_STREAM), as from a server that dies mid-response.
+    pub cut_body: AtomicBool,
 }
 
 /// What a [`Server`] has seen.
@@ -298,6 +301,10 @@ impl Shared {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
+        if self.knobs.cut_body.load(Ordering::SeqCst) {
+            self.counts.failed.fetch_add(1, Ordering::SeqCst);
+            return self.cut_answer();
+        }
         let n = self.sequence.fetch_add(1, Ordering::SeqCst);
         let percent = u64::from(self.knobs.fail_percent.load(Ordering::SeqCst));
         if percent > 0 && splitmix(n ^ seed(&self.name)) % 100 < percent {
@@ -317,6 +324,27 @@ impl Shared {
         );
         headers.insert("grpc-status", http::HeaderValue::from(code));
         *response.body_mut() = empty();
+        response
+    }
+
+    /// A 200 whose body fails after 3 of its 10 bytes.
+    fn cut_answer(&self) -> Response<Body> {
+        let (tx, body) = crate::body::channel(2);
+        let _ = tx.try_send(Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+            b"cut",
+        ))));
+        // Later, so that the head and the first bytes have gone out (a reset queued with
+        // them would discard them: a failure before the head, which any retry covers).
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = tx.send(Err("the server died mid-body".into())).await;
+        });
+        let mut response = self.answer(StatusCode::OK);
+        *response.body_mut() = body;
+        response.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("10"),
+        );
         response
     }
 

@@ -298,14 +298,24 @@ impl Mesh {
     pub async fn client_and_web(
         policy_template: &str,
     ) -> (Mesh, crate::backend::Backend, crate::backend::Backend) {
-        let client_app = crate::backend::Backend::start("client").await;
         let web = crate::backend::Backend::start("web").await;
+        let (mesh, client_app) = Mesh::client_and_app(policy_template, web.addr()).await;
+        (mesh, client_app, web)
+    }
+
+    /// The same two-service mesh with `web`'s sidecar in front of an application of the
+    /// test's own at `web_app`; returns the client's test backend too.
+    pub async fn client_and_app(
+        policy_template: &str,
+        web_app: SocketAddr,
+    ) -> (Mesh, crate::backend::Backend) {
+        let client_app = crate::backend::Backend::start("client").await;
         let mesh = Mesh::builder(policy_template)
             .proxy("client", client_app.addr())
-            .proxy("web", web.addr())
+            .proxy("web", web_app)
             .start()
             .await;
-        (mesh, client_app, web)
+        (mesh, client_app)
     }
 
     /// A mesh whose policy is `policy_template` (see the module's doc for `{{name}}`).

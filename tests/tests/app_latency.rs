@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_tests::backend::Backend;
 use mesh_tests::client::H1;
 use mesh_tests::mesh::Mesh;
 
@@ -90,12 +89,7 @@ async fn median_latency(addr: SocketAddr, host: &str) -> (Duration, Vec<Duration
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_that_answers_in_two_sends_is_not_held_by_delayed_acks() {
     let app = TwoSends::start();
-    let client_app = Backend::start("client").await;
-    let mesh = Mesh::builder(POLICY)
-        .proxy("client", client_app.addr())
-        .proxy("web", app.addr)
-        .start()
-        .await;
+    let (mesh, _client_app) = Mesh::client_and_app(POLICY, app.addr).await;
 
     // Through the full mesh hop: outbound -> mTLS HTTP/2 -> inbound -> the application's
     // pooled HTTP/1.1 connection.

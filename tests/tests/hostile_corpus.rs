@@ -379,13 +379,7 @@ async fn wait_for_more(app: &Recorder, count: usize) -> Vec<Received> {
 }
 
 async fn start(app: &Recorder) -> (Mesh, Backend) {
-    let client_app = Backend::start("client").await;
-    let mesh = Mesh::builder(POLICY)
-        .proxy("client", client_app.addr())
-        .proxy("web", app.addr)
-        .start()
-        .await;
-    (mesh, client_app)
+    Mesh::client_and_app(POLICY, app.addr).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::quickack::QuickAck;
 use crate::body::Body;
@@ -123,24 +122,11 @@ impl H1Pool {
         self.sweeping.call_once(|| {
             tokio::spawn(sweep(Arc::downgrade(&self.idle), self.idle_timeout));
         });
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ProxyError::Connect {
-                addr,
-                reason: "connect timeout".into(),
-            })?
-            .map_err(|e| ProxyError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = super::connect_tcp(addr, self.connect_timeout).await?;
         let (sender, connection) = Builder::new()
             .handshake(TokioIo::new(QuickAck::new(tcp)))
             .await
-            .map_err(|e| ProxyError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| super::connect_failed(addr, e))?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%addr, %error, "application connection ended");

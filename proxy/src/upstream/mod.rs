@@ -213,10 +213,7 @@ impl Upstreams {
             .keep_alive_interval(Duration::from_secs(30))
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| connect_failed(addr, e))?;
         let conn = Arc::new(H2Conn {
             sender,
             last_used_ms: AtomicU64::new(now_ms()),
@@ -266,10 +263,7 @@ impl Upstreams {
         let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| connect_failed(addr, e))?;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%addr, %error, "upgraded connection ended");
@@ -289,7 +283,7 @@ impl Upstreams {
         remote: Remote<'_>,
         alpn: Alpn,
     ) -> Result<Stream, ProxyError> {
-        let tcp = self.connect_tcp(addr).await?;
+        let tcp = connect_tcp(addr, self.connect_timeout).await?;
         match remote {
             Remote::App => Ok(Stream::Plain(tcp)),
             Remote::Sidecar(service) => {
@@ -299,21 +293,23 @@ impl Upstreams {
             }
         }
     }
+}
 
-    /// Opens a TCP connection within the connect timeout.
-    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TcpStream, ProxyError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ProxyError::Connect {
-                addr,
-                reason: "connect timeout".into(),
-            })?
-            .map_err(|e| ProxyError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+/// Opens a TCP connection to `addr` within `limit`, with `TCP_NODELAY`.
+async fn connect_tcp(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ProxyError> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(addr))
+        .await
+        .map_err(|_| connect_failed(addr, "connect timeout"))?
+        .map_err(|e| connect_failed(addr, e))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// A connection to `addr` that could not be opened (or handshaken), and why.
+fn connect_failed(addr: SocketAddr, reason: impl std::fmt::Display) -> ProxyError {
+    ProxyError::Connect {
+        addr,
+        reason: reason.to_string(),
     }
 }
 

@@ -163,6 +163,9 @@ impl Connection for Wire {
 /// The sidecar's listener: the wires the harness sends.
 struct Wires(mpsc::Receiver<(Wire, SocketAddr)>);
 
+/// An in-memory wire has no ACKs to send.
+impl mesh_proxy::framing::AckNow for Wire {}
+
 impl Listener for Wires {
     type Stream = Wire;
     async fn accept(&mut self) -> io::Result<(Wire, SocketAddr)> {

@@ -102,7 +102,7 @@ where
     L: Listener,
     A: Fn(L::Stream, SocketAddr) -> AF + Clone + Send + Sync + 'static,
     AF: Future<Output = Option<(S, C)>> + Send + 'static,
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + crate::framing::AckNow + Unpin + Send + 'static,
     C: Clone + Send + Sync + 'static,
     H: Fn(C, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,

@@ -14,6 +14,14 @@ pub fn status(bytes: &[u8]) -> Option<u16> {
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
+/// Where the head that starts `bytes` ends (just past its empty line), once it has.
+pub fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+}
+
 /// The value of header `name` (any case) in the head that starts `bytes`.
 pub fn header(bytes: &[u8], name: &str) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);

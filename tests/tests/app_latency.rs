@@ -6,6 +6,10 @@
 //! millisecond of work. `proxy/src/quickack.rs` sets `TCP_QUICKACK` when it waits with part
 //! of a response in hand.
 //!
+//! The same holds for an application as a client: a POST whose head and body it writes in
+//! two sends with Nagle on waited for the sidecar's delayed ACK of the head
+//! (`framing::AckNow`).
+//!
 //! The bound is the median of sequential requests on one kept-alive connection: half of the
 //! 40 ms delayed-ACK timer, far above what a request costs here even on a busy machine, so
 //! the median tells the two cases apart and one slow request cannot fail the test.
@@ -98,5 +102,62 @@ async fn an_application_that_answers_in_two_sends_is_not_held_by_delayed_acks() 
         median < MEDIAN_BOUND,
         "through the mesh, the median request took {median:?} (each: {times:?}): the \
          application's body waited for a delayed ACK"
+    );
+}
+
+/// One request written in two sends on a socket with Nagle on; the time to its whole answer.
+async fn post_in_two_sends(stream: &mut tokio::net::TcpStream, path: &str) -> (Duration, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = Instant::now();
+    let head = format!("POST {path} HTTP/1.1\r\nhost: web\r\ncontent-length: 5\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("write the head");
+    stream.write_all(b"hello").await.expect("write the body");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        assert!(n > 0, "the sidecar closed the connection");
+        answer.extend_from_slice(&chunk[..n]);
+        if let Some(end) = mesh_tests::raw::head_end(&answer) {
+            let head = String::from_utf8_lossy(&answer[..end]).to_string();
+            let length: usize = mesh_tests::raw::header(head.as_bytes(), "content-length")
+                .and_then(|v| v.parse().ok())
+                .expect("a content-length");
+            if answer.len() >= end + length {
+                return (start.elapsed(), head);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_posts_in_two_sends_is_not_held_by_delayed_acks() {
+    let (mesh, _client_app, _web) = Mesh::client_and_web(POLICY).await;
+    let mut stream = tokio::net::TcpStream::connect(mesh.outbound("client"))
+        .await
+        .expect("connect to the outbound listener");
+    stream
+        .set_nodelay(false)
+        .expect("Nagle on, as the client's");
+    let (_, head) = post_in_two_sends(&mut stream, "/warm").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut times = Vec::with_capacity(REQUESTS);
+    for i in 0..REQUESTS {
+        let (took, head) = post_in_two_sends(&mut stream, &format!("/p{i}")).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+        times.push(took);
+    }
+    let mut sorted = times.clone();
+    sorted.sort();
+    let median = sorted[REQUESTS / 2];
+    assert!(
+        median < MEDIAN_BOUND,
+        "the median POST took {median:?} (each: {times:?}): the body waited for a delayed ACK"
     );
 }

@@ -18,6 +18,15 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl crate::framing::AckNow for Stream {
+    fn ack_now(&self) {
+        match self {
+            Stream::Plain(tcp) => tcp.ack_now(),
+            Stream::Tls(tls) => tls.get_ref().0.ack_now(),
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::response_end::ResponseEnd;
+use crate::framing::AckNow;
 
 /// A TCP connection to the application that sets `TCP_QUICKACK` before waiting for the
 /// rest of what it has begun to receive.
@@ -56,8 +57,7 @@ impl AsyncRead for QuickAck {
         match polled {
             Poll::Pending => {
                 if std::mem::take(&mut this.got_bytes) && this.end.in_response() {
-                    // Best effort: a failure only leaves the kernel's delayed ACK as it was.
-                    let _ = socket2::SockRef::from(&this.tcp).set_tcp_quickack(true);
+                    this.tcp.ack_now();
                 }
             }
             Poll::Ready(Ok(())) => {

@@ -269,7 +269,10 @@ fn context(backend: SocketAddr) -> Arc<Context> {
         Arc::clone(&transport),
     ));
     let registries = Arc::new(Registries {
-        clusters: cluster::Clusters::new(Arc::clone(&upstreams), Err("no DNS".to_owned())),
+        clusters: Arc::new(cluster::Clusters::new(
+            Arc::clone(&upstreams),
+            Err("no DNS".to_owned()),
+        )),
         budgets: retry::budget::Budgets::default(),
     });
     let snapshot =

@@ -285,6 +285,10 @@ pub struct Outbound {
     /// milliseconds.
     #[serde(default = "default_server_idle_ms")]
     pub idle_timeout_ms: u64,
+    /// A destination service no request went to for this long has its state dropped (its
+    /// endpoints, health checks, DNS lookups) until the next request, in milliseconds.
+    #[serde(default = "default_destination_idle_ms")]
+    pub destination_idle_ms: u64,
 }
 
 /// `[upstream]`: the connections this proxy opens, in both directions.
@@ -397,6 +401,9 @@ fn default_request_timeout_ms() -> u64 {
 }
 fn default_server_idle_ms() -> u64 {
     60_000
+}
+fn default_destination_idle_ms() -> u64 {
+    300_000
 }
 fn default_pool_idle_ms() -> u64 {
     30_000
@@ -566,6 +573,10 @@ impl Config {
         for (key, value) in [
             ("inbound.idle_timeout_ms", self.inbound.idle_timeout_ms),
             ("outbound.idle_timeout_ms", self.outbound.idle_timeout_ms),
+            (
+                "outbound.destination_idle_ms",
+                self.outbound.destination_idle_ms,
+            ),
             ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
             (
                 "discovery.dns_min_refresh_ms",
@@ -758,6 +769,7 @@ bundle = "/etc/mesh/bundle.pem"
         let c = Config::parse(GOOD).expect("valid");
         assert_eq!(c.inbound.idle_timeout_ms, 60_000);
         assert_eq!(c.outbound.idle_timeout_ms, 60_000);
+        assert_eq!(c.outbound.destination_idle_ms, 300_000);
         assert_eq!(c.upstream.idle_timeout_ms, 30_000);
         assert_eq!(c.discovery.dns_server, None);
         assert_eq!(

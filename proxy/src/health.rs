@@ -6,7 +6,10 @@
 //! `grpc.health.v1.Health/Check` for the server as a whole (service `""`), which passes when it
 //! answers SERVING with status OK, as Envoy's `grpc_health_check` does. An endpoint turns
 //! unhealthy after `unhealthy_after` failures in a row and healthy again after
-//! `healthy_after` successes; endpoints start healthy, so a new table serves at once.
+//! `healthy_after` successes. The first round starts as soon as the cluster does (at its
+//! service's first request, which waits for it, see `cluster::demand`): an endpoint that
+//! fails its first probe is unhealthy at once, as Envoy's hosts fail active health
+//! checking until their first one passes; endpoints not probed yet count as healthy.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -114,6 +117,11 @@ pub async fn run(
     let interval = Duration::from_millis(policy.interval_ms.max(1));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first round decides at once: one failure is enough.
+    let mut round_policy = HealthCheck {
+        unhealthy_after: 1,
+        ..policy.clone()
+    };
     loop {
         ticker.tick().await;
         let Some(strong) = cluster.upgrade() else {
@@ -125,13 +133,17 @@ pub async fn run(
         let mut probes = JoinSet::new();
         for endpoint in &members.endpoints {
             let (upstreams, endpoint) = (Arc::clone(&upstreams), Arc::clone(endpoint));
-            let (service, policy) = (Arc::clone(&service), policy.clone());
+            let (service, policy) = (Arc::clone(&service), round_policy.clone());
             probes.spawn(async move {
                 let ok = probe(&upstreams, &service, &endpoint, &policy, kind).await;
                 record(&service, &endpoint, ok, &policy);
             });
         }
         while probes.join_next().await.is_some() {}
+        round_policy = policy.clone();
+        if let Some(cluster) = cluster.upgrade() {
+            cluster.usage().set_probed();
+        }
     }
 }
 

@@ -186,9 +186,13 @@ pub async fn run_with(config: Config, log_filter: Option<LogFilter>) -> Result<(
         Arc::clone(&transport),
     ));
     let registries = Arc::new(Registries {
-        clusters: Clusters::new(Arc::clone(&upstreams), resolver(&config)),
+        clusters: Arc::new(Clusters::new(Arc::clone(&upstreams), resolver(&config))),
         budgets: retry::budget::Budgets::default(),
     });
+    let _sweeper = cluster::sweeper(
+        Arc::clone(&registries.clusters),
+        Duration::from_millis(config.outbound.destination_idle_ms),
+    );
     if let Some(path) = &config.table {
         match snapshot::Snapshot::load(path, &config.service, &registries) {
             Ok(first) => {

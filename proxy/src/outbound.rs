@@ -176,7 +176,11 @@ async fn outbound(
     // Circuit breaking: a slot among the requests in flight to the target, held until the
     // response body ends; a full wait list is answered at once.
     let waited = Instant::now();
-    let slot = match tokio::time::timeout(timeout, cluster.admission().admit()).await {
+    // A new or woken cluster (its service's first request in a while): its endpoints known
+    // and, with health checks, probed once before this request picks one.
+    cluster.warm_up(timeout).await;
+    let admit = cluster.admission().admit();
+    let slot = match tokio::time::timeout(timeout.saturating_sub(waited.elapsed()), admit).await {
         Ok(Ok(slot)) => slot,
         Ok(Err(Overloaded)) => return Err(ProxyError::Overloaded(cluster.name().to_string())),
         Err(_) => {

@@ -3,10 +3,11 @@
 //!
 //! What must outlive a table — each service's cluster (endpoints, health, ejections,
 //! latency) and each route's retry budget — lives in [`Registries`], keyed by name; a
-//! snapshot holds the entries of its own table's services and routes.
+//! snapshot holds the entries of its own table's routes, and of the services its requests
+//! went to: a cluster is made at its service's first request (`cluster::registry`).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use mesh_engine::Engine;
 use mesh_table::{ServiceId, Table};
@@ -21,8 +22,10 @@ pub struct Snapshot {
     pub engine: Engine,
     /// The table's SHA-256 (hex), its identity.
     pub checksum: String,
-    /// Per service, in table order.
-    clusters: Vec<Arc<Cluster>>,
+    /// Per service, in table order: its cluster once a request went to it.
+    clusters: Vec<OnceLock<Arc<Cluster>>>,
+    /// Where clusters are made and woken.
+    registry: Arc<Clusters>,
     /// Per route, in table order; `None` for routes without retries.
     budgets: Vec<Option<Arc<Budget>>>,
     /// Names and observe settings, resolved once per table for metrics and access logs.
@@ -131,7 +134,7 @@ impl Names {
 #[derive(Debug)]
 pub struct Registries {
     /// Clusters by service name.
-    pub clusters: Clusters,
+    pub clusters: Arc<Clusters>,
     /// Retry budgets by route.
     pub budgets: Budgets,
 }
@@ -196,12 +199,19 @@ impl Snapshot {
         let names = Names::new(&table);
         let engine = Engine::new(Arc::new(table))?;
         // Only a table that will serve may touch the registries.
-        let clusters = registries.clusters.sync(engine.table());
+        registries.clusters.sync(engine.table());
+        let clusters = engine
+            .table()
+            .services
+            .iter()
+            .map(|_| OnceLock::new())
+            .collect();
         let budgets = registries.budgets.sync(engine.table());
         Ok(Snapshot {
             engine,
             checksum,
             clusters,
+            registry: Arc::clone(&registries.clusters),
             budgets,
             names,
         })
@@ -212,9 +222,17 @@ impl Snapshot {
         self.engine.table()
     }
 
-    /// The cluster of `service`.
+    /// The cluster of `service`, for a request about to go there: made at the service's
+    /// first request, woken if it slept. A new or woken cluster may not be warm yet
+    /// ([`Cluster::warm_up`]).
     pub fn cluster(&self, service: ServiceId) -> Option<&Arc<Cluster>> {
-        self.clusters.get(service as usize)
+        let slot = self.clusters.get(service as usize)?;
+        let definition = self.table().services.get(service as usize)?;
+        let cluster = slot.get_or_init(|| self.registry.get(definition));
+        if !cluster.usage().touch(crate::clock::now_ms()) {
+            self.registry.wake_up(cluster, definition);
+        }
+        Some(cluster)
     }
 
     /// The retry budget of the route at `index`.

@@ -35,6 +35,8 @@ pub struct MeshBuilder {
     drain_ms: u64,
     with_table: bool,
     extra_config: String,
+    /// Keys added to every sidecar's `[outbound]` section.
+    outbound_config: String,
     insecure_plaintext: bool,
     identity_poll_ms: u64,
     files: Vec<(String, Vec<u8>)>,
@@ -70,6 +72,13 @@ impl MeshBuilder {
     pub fn extra_config(mut self, toml: &str) -> MeshBuilder {
         self.extra_config.push_str(toml);
         self.extra_config.push('\n');
+        self
+    }
+
+    /// Adds `key = value` lines to every sidecar's `[outbound]` section.
+    pub fn outbound_config(mut self, toml: &str) -> MeshBuilder {
+        self.outbound_config.push_str(toml);
+        self.outbound_config.push('\n');
         self
     }
 
@@ -141,11 +150,12 @@ impl MeshBuilder {
                 "service = \"{service}\"\ntable = {table:?}\ntable_poll_ms = {poll}\ndrain_ms = {drain}\nworkers = 2\n\
                  addresses_file = \"{addresses_file}\"\n\
                  [inbound]\nlisten = \"127.0.0.1:0\"\napp = \"{app}\"\n\
-                 [outbound]\nlisten = \"127.0.0.1:0\"\n\
+                 [outbound]\nlisten = \"127.0.0.1:0\"\n{outbound}\
                  [admin]\nlisten = \"127.0.0.1:0\"\n{identity}",
                 table = mesh.table.display().to_string(),
                 poll = self.table_poll_ms,
                 drain = self.drain_ms,
+                outbound = self.outbound_config,
             ) + &self.extra_config;
             std::fs::write(&config, text)
                 .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
@@ -327,6 +337,7 @@ impl Mesh {
             drain_ms: 3_000,
             with_table: true,
             extra_config: String::new(),
+            outbound_config: String::new(),
             insecure_plaintext: false,
             identity_poll_ms: 100,
             files: Vec::new(),
@@ -537,6 +548,13 @@ impl Mesh {
             .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", aside.display()));
         std::fs::rename(&aside, &self.table)
             .unwrap_or_else(|e| panic!("rename onto {}: {e}", self.table.display()));
+    }
+
+    /// Sends one request to `destination` through `caller`'s outbound listener, whatever
+    /// its answer: a sidecar starts a destination's cluster (endpoints, health checks) at
+    /// its first request, so a test that watches health checks starts them this way.
+    pub async fn first_request(&self, caller: &str, destination: &str) -> Reply {
+        get(self.outbound(caller), destination, "/").await
     }
 
     /// `GET path` on the admin listener of `service`'s sidecar.

@@ -288,7 +288,9 @@ async fn grpc_health_checks_keep_calls_off_a_not_serving_endpoint() {
         .insecure_plaintext()
         .start()
         .await;
-    // Both answer Health/Check; the client's sidecar marks the NOT_SERVING one unhealthy.
+    // Both answer Health/Check; the client's sidecar marks the NOT_SERVING one unhealthy
+    // (its health checks start with the destination's first request).
+    mesh.first_request("client", "rpc").await;
     let started = Instant::now();
     loop {
         let endpoints = mesh.admin_get("client", "/endpoints").await.json();
@@ -356,6 +358,9 @@ authorize down { default deny }
         .proxy("down", down.addr())
         .start()
         .await;
+    // Health checks start with each destination's first request (denied by policy).
+    mesh.first_request("client", "up").await;
+    mesh.first_request("client", "down").await;
     let started = Instant::now();
     loop {
         let endpoints = mesh.admin_get("client", "/endpoints").await.json();

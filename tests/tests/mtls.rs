@@ -149,6 +149,8 @@ authorize web {
     .proxy("web", apps[1].addr())
     .start()
     .await;
+    // Health checks start with the destination's first request (denied here by policy).
+    assert_eq!(mesh.first_request("client", "web").await.status, 403);
     let started = Instant::now();
     while apps[1].stats().requests.load(Ordering::SeqCst) < 3 {
         assert!(

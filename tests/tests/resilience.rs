@@ -813,6 +813,8 @@ async fn when_every_endpoint_fails_its_health_checks_traffic_spreads_over_all_in
     let mesh = client_mesh(&web, &app).await;
     a.knobs().unhealthy.store(true, Ordering::SeqCst);
     b.knobs().unhealthy.store(true, Ordering::SeqCst);
+    // Health checks start with the destination's first request (served in panic mode).
+    mesh.first_request("client", "web").await;
     let started = Instant::now();
     loop {
         let state = mesh.admin_get("client", "/endpoints").await.json();

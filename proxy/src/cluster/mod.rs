@@ -9,20 +9,21 @@
 //! to every algorithm.
 
 pub mod admission;
+pub mod demand;
 pub mod endpoint;
 mod registry;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::HeaderMap;
 use mesh_table::{Balance, HealthCheck, Limits, Outlier, Service};
 
 pub use endpoint::{Endpoint, InFlight};
-pub use registry::Clusters;
+pub use registry::{sweeper, Clusters};
 
 use crate::balance::{ring_hash, Balancer, Input};
 use crate::clock::now_ms;
@@ -80,6 +81,8 @@ pub struct Cluster {
     write: Mutex<()>,
     eject: Mutex<()>,
     tasks: Mutex<registry::Tasks>,
+    /// Last use, sleep and warm-up (clusters are made and kept on demand).
+    usage: demand::Usage,
 }
 
 impl Cluster {
@@ -100,7 +103,43 @@ impl Cluster {
             write: Mutex::new(()),
             eject: Mutex::new(()),
             tasks: Mutex::new(registry::Tasks::default()),
+            usage: demand::Usage::new(now_ms()),
         }
+    }
+
+    /// Its last use, sleep and warm-up.
+    pub fn usage(&self) -> &demand::Usage {
+        &self.usage
+    }
+
+    /// Waits, for at most `limit` and at most the warm-up's own bound, until the cluster
+    /// is warm (a new or woken cluster: its first discovery answer and, with health checks,
+    /// every endpoint probed once), so its first request does not go to an endpoint the
+    /// first probe finds down. The bound: the health check's timeout, or a second for a
+    /// first DNS answer; past it the request goes on with what is known.
+    pub async fn warm_up(&self, limit: Duration) {
+        if self.usage.is_warm() {
+            return;
+        }
+        let own = self
+            .policy
+            .load()
+            .health
+            .as_ref()
+            .map_or(Duration::from_secs(1), |h| {
+                Duration::from_millis(h.timeout_ms.max(1)) + Duration::from_millis(100)
+            });
+        self.usage.warm_within(limit.min(own)).await;
+    }
+
+    /// Drops the endpoint list (a cluster put to sleep; discovery fills it again on waking).
+    fn forget_endpoints(&self) {
+        let _write = lock(&self.write);
+        let balancer = Balancer::new(&self.policy.load().balance, &[]);
+        self.members.store(Arc::new(Members {
+            endpoints: Vec::new(),
+            balancer,
+        }));
     }
 
     /// The service's name.

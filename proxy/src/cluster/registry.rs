@@ -1,10 +1,15 @@
 //! The registry of clusters, by service name: it outlives tables, so what the proxy learnt
-//! about endpoints survives a swap. Each table load brings it in line (new services, new
-//! policies, new sources) and (re)starts the tasks that follow a cluster's source
-//! (discovery) and probe its endpoints (health checks).
+//! about endpoints survives a swap. Clusters are made on demand, at their service's first
+//! request (as Envoy's on-demand clusters and Linkerd's destination lookups): a sidecar
+//! whose application calls three services of a 20,000-service mesh follows and probes
+//! those three. An idle cluster sleeps ([`Clusters::sweep`]): its tasks stop and its
+//! endpoints are forgotten until a request wakes it. Each table load brings the awake
+//! clusters in line (policies, sources) and (re)starts the tasks that follow a cluster's
+//! source (discovery) and probe its endpoints (health checks).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use mesh_table::{HealthCheck, Service, Table};
 use tokio::task::JoinHandle;
@@ -23,8 +28,9 @@ pub(super) struct Tasks {
     health: Option<((HealthCheck, Probe), Task)>,
 }
 
+/// A background task, aborted when dropped.
 #[derive(Debug)]
-struct Task(JoinHandle<()>);
+pub struct Task(JoinHandle<()>);
 
 impl Drop for Task {
     fn drop(&mut self) {
@@ -35,7 +41,11 @@ impl Drop for Task {
 /// Every cluster of this proxy, by service name; outlives tables.
 #[derive(Debug)]
 pub struct Clusters {
+    /// The clusters made so far (awake or asleep), of services of the latest table.
     map: Mutex<HashMap<String, Arc<Cluster>>>,
+    /// The latest table's services, by name: what a cluster woken through an older
+    /// snapshot runs with.
+    latest: Mutex<HashMap<String, Service>>,
     upstreams: Arc<Upstreams>,
     /// The DNS resolver, or why there is none.
     resolver: Result<Resolver, String>,
@@ -47,38 +57,105 @@ impl Clusters {
     pub fn new(upstreams: Arc<Upstreams>, resolver: Result<Resolver, String>) -> Clusters {
         Clusters {
             map: Mutex::new(HashMap::new()),
+            latest: Mutex::new(HashMap::new()),
             upstreams,
             resolver,
         }
     }
 
-    /// Every cluster, by name.
+    /// Every awake cluster, by name.
     pub fn all(&self) -> Vec<Arc<Cluster>> {
-        let mut all: Vec<Arc<Cluster>> = lock(&self.map).values().cloned().collect();
+        let mut all: Vec<Arc<Cluster>> = lock(&self.map)
+            .values()
+            .filter(|c| !c.usage().is_asleep())
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
 
-    /// Brings the registry in line with `table` (clusters of new services, policies,
-    /// sources, the tasks that run them; clusters of removed services go) and returns the
-    /// cluster of each service, in table order.
-    pub fn sync(&self, table: &Table) -> Vec<Arc<Cluster>> {
-        let mut map = lock(&self.map);
-        let clusters: Vec<Arc<Cluster>> = table
+    /// Brings the registry in line with `table`: awake clusters take their service's new
+    /// policy and source, clusters of removed services go; no cluster is made here.
+    pub fn sync(&self, table: &Table) {
+        let mut latest = lock(&self.latest);
+        *latest = table
             .services
             .iter()
-            .map(|service| {
-                let policy = Policy::of(service);
-                let cluster = map
-                    .entry(service.name.clone())
-                    .or_insert_with(|| Arc::new(Cluster::new(&service.name, policy.clone())));
-                cluster.set_policy(policy);
-                self.run_tasks(cluster, service);
-                Arc::clone(cluster)
-            })
+            .map(|s| (s.name.clone(), s.clone()))
             .collect();
-        map.retain(|name, _| table.services.iter().any(|s| s.name == *name));
-        clusters
+        let mut map = lock(&self.map);
+        map.retain(|name, _| latest.contains_key(name));
+        for (name, cluster) in map.iter() {
+            if let (Some(service), false) = (latest.get(name), cluster.usage().is_asleep()) {
+                cluster.set_policy(Policy::of(service));
+                self.run_tasks(cluster, service);
+            }
+        }
+    }
+
+    /// The cluster of `service`, made (or woken) now if needed; `service` is the caller's
+    /// table's definition, used when the latest table does not have it.
+    pub fn get(&self, service: &Service) -> Arc<Cluster> {
+        let latest = lock(&self.latest);
+        let service = latest.get(&service.name).unwrap_or(service);
+        let mut map = lock(&self.map);
+        let cluster = map.entry(service.name.clone()).or_insert_with(|| {
+            tracing::debug!(service = %service.name, "first request to the service: its cluster starts");
+            let cluster = Arc::new(Cluster::new(&service.name, Policy::of(service)));
+            self.run_tasks(&cluster, service);
+            cluster
+        });
+        if cluster.usage().is_asleep() {
+            self.wake(cluster, service);
+        }
+        Arc::clone(cluster)
+    }
+
+    /// Wakes `cluster` (a request found it asleep): its service's latest policy, its
+    /// tasks again.
+    pub fn wake_up(&self, cluster: &Arc<Cluster>, service: &Service) {
+        let latest = lock(&self.latest);
+        let service = latest.get(&service.name).unwrap_or(service);
+        let mut map = lock(&self.map);
+        // A service the latest table dropped: its cluster went from the registry; it runs
+        // for this request's (older) table and goes at the next sync.
+        map.entry(service.name.clone())
+            .or_insert_with(|| Arc::clone(cluster));
+        if cluster.usage().is_asleep() {
+            self.wake(cluster, service);
+        }
+    }
+
+    fn wake(&self, cluster: &Arc<Cluster>, service: &Service) {
+        tracing::debug!(service = %service.name, "request to a sleeping cluster: it wakes");
+        cluster.set_policy(Policy::of(service));
+        cluster.usage().wake();
+        self.run_tasks(cluster, service);
+    }
+
+    /// Puts to sleep the clusters no request used for `idle_ms` (and none is in flight or
+    /// waiting for): their discovery and health tasks stop, their endpoints are forgotten.
+    /// Returns how many went to sleep.
+    pub fn sweep(&self, idle_ms: u64, now_ms: u64) -> usize {
+        let before = now_ms.saturating_sub(idle_ms);
+        let map = lock(&self.map);
+        let mut slept = 0;
+        for cluster in map.values() {
+            let usage = cluster.usage();
+            if usage.is_asleep()
+                || usage.last_used_ms() >= before
+                || cluster.admission().in_flight() > 0
+                || cluster.admission().pending() > 0
+                || !usage.try_sleep(before)
+            {
+                continue;
+            }
+            *lock(&cluster.tasks) = Tasks::default();
+            cluster.forget_endpoints();
+            slept += 1;
+            tracing::debug!(service = %cluster.name, idle_ms, "cluster idle: it sleeps until the next request");
+        }
+        slept
     }
 
     /// (Re)starts the discovery and health tasks of `cluster` when their settings changed.
@@ -90,10 +167,12 @@ impl Clusters {
             let task = match &source {
                 Source::Fixed(addrs) => {
                     cluster.set_endpoints(addrs.clone());
+                    cluster.usage().set_discovered();
                     None
                 }
                 Source::Registry => {
                     cluster.set_endpoints(Vec::new());
+                    cluster.usage().set_discovered();
                     None
                 }
                 Source::Dns { names, fixed } => match &self.resolver {
@@ -106,6 +185,7 @@ impl Clusters {
                     Err(error) => {
                         tracing::error!(service = %service.name, %error, "no DNS resolver: only the literal addresses are used");
                         cluster.set_endpoints(fixed.clone());
+                        cluster.usage().set_discovered();
                         None
                     }
                 },
@@ -116,6 +196,9 @@ impl Clusters {
             .health
             .clone()
             .map(|policy| (policy, Probe::of(service.protocol)));
+        if health.is_none() {
+            cluster.usage().set_probed();
+        }
         if tasks.health.as_ref().map(|(h, _)| h) != health.as_ref() {
             tasks.health = None;
             if let Some((policy, kind)) = health {
@@ -131,6 +214,21 @@ impl Clusters {
             }
         }
     }
+}
+
+/// Puts clusters idle for `idle` to sleep, checking a few times per period, until the
+/// returned task is dropped.
+pub fn sweeper(clusters: Arc<Clusters>, idle: Duration) -> Option<Task> {
+    let every = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            clusters.sweep(idle_ms, crate::clock::now_ms());
+        }
+    })
 }
 
 /// Spawns on the current runtime; `None` (and a log line) outside one.

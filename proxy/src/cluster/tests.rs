@@ -189,3 +189,106 @@ fn outlier_results_eject_through_the_cluster() {
         assert_eq!(c.pick(None, &[]).map(|e| e.addr()), Some(addr(2)));
     }
 }
+
+/// A registry with no DNS, whose health checks would go nowhere (none is configured).
+fn registry() -> super::Clusters {
+    let tables = Arc::new(crate::table_watch::Tables::default());
+    let transport = Arc::new(crate::tls::Transport::insecure_plaintext(tables, "caller"));
+    let upstreams = Arc::new(crate::upstream::Upstreams::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+        transport,
+    ));
+    super::Clusters::new(upstreams, Err("no DNS".to_owned()))
+}
+
+fn service(name: &str, ports: &[u16]) -> mesh_table::Service {
+    mesh_table::Service {
+        name: name.to_owned(),
+        port: 8080,
+        protocol: mesh_table::Protocol::Http1,
+        endpoints: mesh_table::Endpoints::Static(
+            ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+        ),
+        balance: Balance::RoundRobin,
+        health: None,
+        outlier: None,
+        mtls: mesh_table::MtlsMode::Strict,
+        filters: vec![],
+        limits: mesh_table::Limits::DEFAULT,
+        loc: mesh_table::SourceLoc {
+            file: 0,
+            line: 1,
+            column: 1,
+        },
+    }
+}
+
+fn table(services: Vec<mesh_table::Service>) -> mesh_table::Table {
+    let mut table = mesh_table::testing::minimal_table();
+    table.services = services;
+    table
+}
+
+#[tokio::test]
+async fn clusters_are_made_at_first_use_sleep_when_idle_and_wake_on_the_next_request() {
+    let clusters = registry();
+    let (web, api) = (service("web", &[1, 2]), service("api", &[3]));
+    clusters.sync(&table(vec![web.clone(), api.clone()]));
+    // A table load makes no cluster.
+    assert!(clusters.all().is_empty());
+    let c = clusters.get(&web);
+    assert_eq!(c.members().endpoints.len(), 2);
+    assert!(
+        c.usage().is_warm(),
+        "literal addresses, no health checks: warm at once"
+    );
+    assert_eq!(
+        clusters.all().iter().map(|c| c.name()).collect::<Vec<_>>(),
+        ["web"]
+    );
+    // The same cluster on the next request, with what it learnt.
+    c.members().endpoints[0].set_healthy(false);
+    let again = clusters.get(&web);
+    assert!(Arc::ptr_eq(&c, &again));
+    // Used recently: stays awake.
+    let now = now_ms();
+    assert!(c.usage().touch(now));
+    assert_eq!(clusters.sweep(60_000, now), 0);
+    // Idle for the period: asleep, endpoints forgotten, not listed.
+    assert_eq!(clusters.sweep(1_000, now + 5_000), 1);
+    assert!(c.usage().is_asleep());
+    assert!(c.members().endpoints.is_empty());
+    assert!(clusters.all().is_empty());
+    // A request finds it asleep and wakes it: endpoints back (fresh state), warm again.
+    assert!(!c.usage().touch(now + 6_000));
+    clusters.wake_up(&c, &web);
+    assert!(!c.usage().is_asleep());
+    assert_eq!(c.members().endpoints.len(), 2);
+    assert!(c.members().endpoints.iter().all(|e| e.is_healthy()));
+    assert!(c.usage().is_warm());
+}
+
+#[tokio::test]
+async fn a_request_in_flight_keeps_its_cluster_awake_and_a_new_table_updates_awake_ones() {
+    let clusters = registry();
+    let web = service("web", &[1]);
+    clusters.sync(&table(vec![web.clone()]));
+    let c = clusters.get(&web);
+    let slot = c.admission().admit().await.expect("a slot");
+    assert_eq!(clusters.sweep(0, now_ms() + 60_000), 0, "in flight");
+    drop(slot);
+    // The new table moves the endpoints of the awake cluster.
+    clusters.sync(&table(vec![service("web", &[7, 8])]));
+    assert_eq!(
+        c.members()
+            .endpoints
+            .iter()
+            .map(|e| e.addr())
+            .collect::<Vec<_>>(),
+        [addr(7), addr(8)]
+    );
+    // A table without the service drops its cluster: the next get makes a new one.
+    clusters.sync(&table(vec![service("api", &[3])]));
+    assert!(clusters.all().is_empty());
+}

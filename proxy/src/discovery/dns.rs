@@ -106,6 +106,7 @@ pub async fn run(
                 }
                 addrs.extend(fixed.iter().copied());
                 cluster.set_endpoints(addrs);
+                cluster.usage().set_discovered();
                 valid
             }
             Err(error) => {
@@ -124,6 +125,8 @@ pub async fn run(
                 if cluster.members().endpoints.is_empty() && !fixed.is_empty() {
                     cluster.set_endpoints(fixed.clone());
                 }
+                // A first answer, if a failed one: waiting longer would not help.
+                cluster.usage().set_discovered();
                 resolver.settings.min_refresh
             }
         };

@@ -91,6 +91,23 @@ impl Prometheus {
         prometheus
     }
 
+    /// Waits until Prometheus says it is ready (`/-/ready`): between binding its port and
+    /// finishing its start (the TSDB opened) its API answers 503.
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if get(self.addr, "prometheus", "/-/ready").await.status == 200 {
+                return;
+            }
+            assert!(
+                started.elapsed() < PROMETHEUS_LIMIT,
+                "prometheus not ready within {PROMETHEUS_LIMIT:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The address of the "Listening on" line Prometheus logs once its web server is bound.
     fn wait_listening(&mut self) -> SocketAddr {
         let started = Instant::now();
@@ -331,6 +348,7 @@ async fn promql_over_scraped_sidecars_returns_the_load_sent() {
         .await;
     let prometheus =
         Prometheus::start(&[("client", mesh.admin("client")), ("web", mesh.admin("web"))]);
+    prometheus.wait_ready().await;
     prometheus
         .wait_for(
             "up{job=\"mesh\"}",

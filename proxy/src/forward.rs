@@ -31,18 +31,36 @@ pub enum NextHop {
 }
 
 /// The request's authority: the URI's (HTTP/2, absolute-form) or the `Host` header's.
-pub fn request_authority<B>(request: &Request<B>) -> Option<String> {
-    request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            request
-                .headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+pub fn request_authority<B>(request: &Request<B>) -> Option<RequestAuthority> {
+    match request.uri().authority() {
+        Some(authority) => Some(RequestAuthority::Uri(authority.clone())),
+        None => request
+            .headers()
+            .get(HOST)
+            .filter(|h| h.to_str().is_ok())
+            .cloned()
+            .map(RequestAuthority::Host),
+    }
+}
+
+/// A request's authority, kept in the request's own bytes: a clone of a parsed URI part or
+/// header value shares them where a `String` would be a copy.
+#[derive(Debug, Clone)]
+pub enum RequestAuthority {
+    /// The URI's authority.
+    Uri(Authority),
+    /// The `Host` header (visible ASCII: checked when taken).
+    Host(HeaderValue),
+}
+
+impl RequestAuthority {
+    /// The authority's text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RequestAuthority::Uri(authority) => authority.as_str(),
+            RequestAuthority::Host(host) => host.to_str().unwrap_or_default(),
+        }
+    }
 }
 
 /// Where the tries of a request may go.
@@ -90,6 +108,8 @@ pub struct Destination<'a> {
     pub retry: Option<&'a RetryPolicy>,
     /// The route's retry budget.
     pub budget: Option<&'a Budget>,
+    /// The counters the request body's bytes go to, as they stream (`observe`).
+    pub count_bytes: Option<&'a CountBytes>,
 }
 
 /// A request ready to send, of which every try sends a copy.
@@ -212,10 +232,11 @@ async fn send_request(
         return Ok((response, sent));
     }
     let (mut parts, body) = request.into_parts();
-    // Body bytes are counted as they stream through (`observe`), never buffered for it.
-    let body = match parts.extensions.remove::<CountBytes>() {
-        Some(count) => count.wrap(body),
-        None => body,
+    // Body bytes are counted as they stream through (`observe`), never buffered for it; a
+    // body that has ended already (most requests: no body) has none to count.
+    let body = match to.count_bytes {
+        Some(count) if !hyper::body::Body::is_end_stream(&body) => count.clone().wrap(body),
+        _ => body,
     };
     let message = Message {
         method: parts.method,
@@ -264,6 +285,15 @@ fn absolute_uri(authority: &str, path: &PathAndQuery) -> Result<Uri, ProxyError>
 }
 
 fn set_host(headers: &mut http::HeaderMap, authority: &str) {
+    // Inbound, the authority is the one `Host` the caller sent: keep it rather than copy it.
+    let mut hosts = headers.get_all(HOST).iter();
+    if hosts
+        .next()
+        .is_some_and(|h| h.as_bytes() == authority.as_bytes())
+        && hosts.next().is_none()
+    {
+        return;
+    }
     if let Ok(value) = HeaderValue::from_str(authority) {
         headers.insert(HOST, value);
     }

@@ -5,9 +5,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue, CONNECTION, PROXY_AUTHENTICATE, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use mesh_table::HeaderEdit;
 
@@ -29,6 +30,40 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// `x-forwarded-for`.
 static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// [`REQUEST_ID`] as a static name: inserting by `&str` would copy the name to the heap,
+/// and every try's copy of the headers would then share it through another allocation.
+static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
+
+/// The bytes of a header value the proxy makes, owned in place (`Bytes::from_owner`).
+struct Inline<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// A header value of `text` in one allocation that its clones share. A value copied into a
+/// `Bytes` (`HeaderValue::from_bytes`) allocates again when first cloned, and the headers
+/// of every try are a clone.
+pub fn shared_value(text: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
+    const INLINE: usize = 64;
+    let bytes = if text.len() <= INLINE {
+        let mut inline = Inline {
+            bytes: [0; INLINE],
+            len: text.len(),
+        };
+        inline.bytes[..text.len()].copy_from_slice(text);
+        Bytes::from_owner(inline)
+    } else {
+        Bytes::from_owner(text.to_vec())
+    };
+    HeaderValue::from_maybe_shared(bytes)
+}
 
 /// The engine reads request headers through this view of a `HeaderMap`: every value of a
 /// name, in order, as bytes (the engine joins repeated ones, `mesh_engine::header_value`).
@@ -117,17 +152,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == UPGRADE))
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
+    remove_connection_named(headers, keep_upgrade);
     let trailers_te = headers.get_all(TE).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',')
@@ -148,6 +173,41 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Removes the headers the `Connection` header names (`upgrade` kept when `keep_upgrade`).
+/// Its values are copied to the stack first, as the map changes while they are read; only a
+/// list longer than the buffer takes the heap.
+fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let mut buffer = [0u8; 256];
+    let mut len = 0;
+    let mut spilled: Option<Vec<u8>> = None;
+    let values = headers.get_all(CONNECTION).iter();
+    for value in values.filter_map(|v| v.to_str().ok()).map(str::as_bytes) {
+        if let Some(list) = &mut spilled {
+            list.push(b',');
+            list.extend_from_slice(value);
+        } else if len + 1 + value.len() <= buffer.len() {
+            buffer[len] = b',';
+            buffer[len + 1..len + 1 + value.len()].copy_from_slice(value);
+            len += 1 + value.len();
+        } else {
+            let mut list = buffer[..len].to_vec();
+            list.push(b',');
+            list.extend_from_slice(value);
+            spilled = Some(list);
+        }
+    }
+    let list = spilled.as_deref().unwrap_or(&buffer[..len]);
+    let Ok(list) = std::str::from_utf8(list) else {
+        return;
+    };
+    for token in list.split(',').map(str::trim) {
+        if !(keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
+            // By `&str`: the name is parsed on the stack, never copied.
+            headers.remove(token);
+        }
+    }
+}
+
 /// Appends the peer's address to `x-forwarded-for`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     use std::io::Write as _;
@@ -162,7 +222,7 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     };
     let value = if written.is_ok() {
         let len = usize::try_from(cursor.position()).unwrap_or(0);
-        HeaderValue::from_bytes(&buffer[..len])
+        shared_value(&buffer[..len])
     } else {
         let existing = headers
             .get(&FORWARDED_FOR)
@@ -177,7 +237,7 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
 
 /// Sets `x-request-id` when absent; returns the request's id.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(REQUEST_ID) {
+    if let Some(id) = headers.get(&REQUEST_ID_NAME) {
         return id.clone();
     }
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -186,8 +246,8 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     for (i, digit) in id.iter_mut().enumerate() {
         *digit = HEX[((random >> (4 * (31 - i))) & 0xf) as usize];
     }
-    let value = HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"));
-    headers.insert(REQUEST_ID, value.clone());
+    let value = shared_value(&id).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    headers.insert(REQUEST_ID_NAME.clone(), value.clone());
     value
 }
 

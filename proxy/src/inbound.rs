@@ -194,7 +194,10 @@ async fn inbound(
         );
     }
 
-    let authority = request_authority(&request).unwrap_or_else(|| service.name.clone());
+    let authority = request_authority(&request);
+    let authority = authority
+        .as_ref()
+        .map_or(service.name.as_str(), |a| a.as_str());
     let app = ctx
         .app
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], service.port)));
@@ -213,18 +216,17 @@ async fn inbound(
     };
     // The caller's sidecar applied the route's retries; here only a pooled connection that
     // closed under the request (the keep-alive race) sends it again.
-    if let Some(count) = observation.count_request_bytes(&ctx.metrics) {
-        request.extensions_mut().insert(count);
-    }
+    let count_bytes = observation.count_request_bytes(&ctx.metrics);
     let to = Destination {
         target: Target::Fixed(app),
         hop,
-        authority: &authority,
+        authority,
         // The caller's gRPC deadline bounds the wait for the application too.
         timeout: crate::headers::grpc_timeout(request.headers())
             .map_or(ctx.default_timeout, |t| t.min(ctx.default_timeout)),
         retry: None,
         budget: None,
+        count_bytes: count_bytes.as_ref(),
     };
     // The service's filters, in its own sidecar, after authorization.
     if service.filters.is_empty() {

@@ -35,7 +35,7 @@ pub struct Observation {
     direction: &'static str,
     method: Method,
     uri: Uri,
-    trace_id: Option<String>,
+    trace_id: Option<TraceIdText>,
     /// The snapshot the request ran under (none: no table).
     pub snapshot: Option<Arc<Snapshot>>,
     /// The service the request is for.
@@ -50,8 +50,9 @@ pub struct Observation {
     pub peer_identity: Option<String>,
     /// The deciding authorization rule (`file:line:column`, or the default's).
     pub rule: Option<String>,
-    /// Request body bytes, counted as they stream.
-    pub bytes_in: Counter,
+    /// Request body bytes, counted as they stream; only when the access log may want them
+    /// (a `Counter` is an allocation).
+    pub bytes_in: Option<Counter>,
     /// This hop's place in the trace, once `trace` decided it.
     pub span: Option<SpanContext>,
     /// The span's `mesh.peer`: inbound, the caller's SPIFFE ID or `plaintext`; outbound,
@@ -63,13 +64,16 @@ pub struct Observation {
     started_unix_nanos: u64,
 }
 
-/// Put in a request's extensions: the counters its body's bytes go to (see `forward`).
+/// A trace id as the access log writes it: 32 hex digits.
+type TraceIdText = [u8; 32];
+
+/// The counters a request body's bytes go to (`forward::Destination::count_bytes`).
 #[derive(Debug, Clone)]
 pub struct CountBytes {
     /// The family's counter.
-    pub family: Counter,
-    /// The request's own count.
-    pub local: Counter,
+    pub family: Option<Counter>,
+    /// The request's own count, for its access-log line.
+    pub local: Option<Counter>,
 }
 
 impl CountBytes {
@@ -78,7 +82,8 @@ impl CountBytes {
         Counted {
             body,
             family: self.family,
-            local: self.local,
+            shared: self.local,
+            count: 0,
             end: None,
         }
         .boxed()
@@ -93,8 +98,8 @@ impl Observation {
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split('-').nth(1))
-            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_string);
+            .and_then(|id| TraceIdText::try_from(id.as_bytes()).ok())
+            .filter(|id| id.iter().all(u8::is_ascii_hexdigit));
         Observation {
             started: Instant::now(),
             direction,
@@ -108,7 +113,7 @@ impl Observation {
             peer: None,
             peer_identity: None,
             rule: None,
-            bytes_in: Counter::default(),
+            bytes_in: None,
             span: None,
             span_peer: None,
             clock: None,
@@ -121,7 +126,9 @@ impl Observation {
     pub fn trace(&mut self, ppm: u32, headers: &mut http::HeaderMap) {
         let span = SpanContext::propagate(headers, ppm, self.started_unix_nanos);
         if self.trace_id.is_none() && span.sampled {
-            self.trace_id = Some(crate::trace::hex(&span.trace_id));
+            let mut text = [0; 32];
+            crate::trace::hex_into(&span.trace_id, &mut text);
+            self.trace_id = Some(text);
         }
         self.span = Some(span);
     }
@@ -179,16 +186,24 @@ impl Observation {
         }
     }
 
-    /// The extension that counts the request body's bytes under this request's labels
-    /// (call once the route and target are known).
-    pub fn count_request_bytes(&self, metrics: &Metrics) -> Option<CountBytes> {
+    /// The counters of the request body's bytes under this request's labels (call once the
+    /// route and target are known); none when nothing would read them.
+    pub fn count_request_bytes(&mut self, metrics: &Metrics) -> Option<CountBytes> {
         let snapshot = self.snapshot.as_ref()?;
-        let family = if metrics.record_requests {
+        let family = metrics.record_requests.then(|| {
             let labels = self.route_labels(snapshot);
             metrics.requests.request_bytes.get_or_create_owned(&labels)
-        } else {
-            Counter::default()
-        };
+        });
+        // The access log is the only reader of the request's own count.
+        let logged = self
+            .service
+            .is_some_and(|s| snapshot.names.access_log_ppm(s) > 0);
+        if logged {
+            self.bytes_in = Some(Counter::default());
+        }
+        if family.is_none() && !logged {
+            return None;
+        }
         Some(CountBytes {
             family,
             local: self.bytes_in.clone(),
@@ -223,10 +238,10 @@ impl Observation {
         let (family, recorded) = if metrics.record_requests {
             let (family, recorded) =
                 self.record(metrics, &snapshot, status, reason.as_deref(), tries);
-            (family, Some(recorded))
+            (Some(family), Some(recorded))
         } else {
             // `[admin] request_metrics = false`: the body's bytes still reach the access log.
-            (Counter::default(), None)
+            (None, None)
         };
         let ppm = self
             .service
@@ -245,7 +260,8 @@ impl Observation {
         let body = Counted {
             body,
             family,
-            local: Counter::default(),
+            shared: None,
+            count: 0,
             end: Some(Ending {
                 started: self.started,
                 recorded,
@@ -327,7 +343,7 @@ impl Observation {
         let names = &snapshot.names;
         Line {
             time: now_rfc3339(),
-            trace_id: self.trace_id.clone(),
+            trace_id: self.trace_id,
             direction: self.direction,
             service: self.service.map(|s| names.service(Some(s))),
             route: self.route.map(|r| names.route(Some(r))),
@@ -347,7 +363,7 @@ impl Observation {
 /// An access-log line's fields known at the response head.
 struct Line {
     time: String,
-    trace_id: Option<String>,
+    trace_id: Option<TraceIdText>,
     direction: &'static str,
     service: Option<Arc<str>>,
     route: Option<Arc<str>>,
@@ -389,7 +405,10 @@ impl Line {
     fn render(&self, duration_ms: f64, bytes_in: u64, bytes_out: u64) -> String {
         let json = LineJson {
             time: &self.time,
-            trace_id: self.trace_id.as_deref(),
+            trace_id: self
+                .trace_id
+                .as_ref()
+                .and_then(|id| std::str::from_utf8(id).ok()),
             direction: self.direction,
             service: self.service.as_deref(),
             route: self.route.as_deref(),
@@ -417,7 +436,7 @@ impl Line {
 struct Pending {
     log: AccessLog,
     line: Line,
-    bytes_in: Counter,
+    bytes_in: Option<Counter>,
 }
 
 /// The request's metrics that wait for the body's end.
@@ -436,13 +455,15 @@ struct Ending {
     log: Option<Pending>,
 }
 
-/// A body that counts its data bytes and, when it ends (its last frame, an error such as a
+/// A body that counts its data bytes (into the family, a count shared with the access log,
+/// and its own) and, when it ends (its last frame, an error such as a
 /// stream timeout's cut, or dropped unfinished), observes the latency, ends the span and
 /// offers its access-log line.
 struct Counted {
     body: Body,
-    family: Counter,
-    local: Counter,
+    family: Option<Counter>,
+    shared: Option<Counter>,
+    count: u64,
     end: Option<Ending>,
 }
 
@@ -483,8 +504,8 @@ impl Counted {
             let ms = elapsed.as_secs_f64() * 1000.0;
             let line = pending.line.render(
                 (ms * 1000.0).round() / 1000.0,
-                pending.bytes_in.get(),
-                self.local.get(),
+                pending.bytes_in.as_ref().map_or(0, Counter::get),
+                self.count,
             );
             pending.log.offer(line);
         }
@@ -504,8 +525,13 @@ impl hyper::body::Body for Counted {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
-                    self.family.inc_by(n);
-                    self.local.inc_by(n);
+                    if let Some(family) = &self.family {
+                        family.inc_by(n);
+                    }
+                    if let Some(shared) = &self.shared {
+                        shared.inc_by(n);
+                    }
+                    self.count += n;
                 }
                 if self.body.is_end_stream() {
                     self.end();

@@ -99,10 +99,11 @@ async fn outbound(
             .service(snapshot.table().service_id(&ctx.service)),
     );
     let authority = request_authority(&request).ok_or(ProxyError::NoAuthority)?;
+    let authority = authority.as_str();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     // Route: the most specific route of the authority's service.
     let decision = snapshot.engine.route(
-        &authority,
+        authority,
         request.method().as_str(),
         path,
         &EngineHeaders(request.headers()),
@@ -124,7 +125,9 @@ async fn outbound(
             observation.service = Some(service);
             return Err(ProxyError::NoRoute);
         }
-        RouteDecision::UnknownService => return Err(ProxyError::UnknownService(authority)),
+        RouteDecision::UnknownService => {
+            return Err(ProxyError::UnknownService(authority.to_string()))
+        }
         RouteDecision::BadPath(e) => return Err(ProxyError::BadPath(e)),
     };
     // The route decided on the normalized path: that is the one sent on (and what the
@@ -143,9 +146,7 @@ async fn outbound(
             "plaintext".to_string()
         });
     }
-    if let Some(count) = observation.count_request_bytes(&ctx.metrics) {
-        request.extensions_mut().insert(count);
-    }
+    let count_bytes = observation.count_request_bytes(&ctx.metrics);
     // Balance: the target service's cluster; the endpoint is picked per try (`retry`),
     // among those discovery lists and health and outlier checks leave available.
     let cluster = snapshot.cluster(target).ok_or_else(|| {
@@ -199,10 +200,11 @@ async fn outbound(
     let to = Destination {
         target: Target::Cluster { cluster, key },
         hop: NextHop::Http2,
-        authority: &authority,
+        authority,
         timeout,
         retry: route.and_then(|r| r.retry.as_ref()),
         budget: index.and_then(|i| snapshot.budget(i)),
+        count_bytes: count_bytes.as_ref(),
     };
     // The route's filters, in the caller's sidecar: they see the request as forwarded.
     let route_filters = route.map_or(&[][..], |r| r.filters.as_slice());

@@ -10,7 +10,7 @@ pub mod export;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 pub use export::{Exporter, SpanRecord};
 
@@ -18,6 +18,14 @@ pub use export::{Exporter, SpanRecord};
 pub const TRACEPARENT: &str = "traceparent";
 /// The vendor trace state, passed on as it came.
 pub const TRACESTATE: &str = "tracestate";
+
+/// [`TRACEPARENT`] as a static name (inserting by `&str` copies the name to the heap).
+static TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
+/// [`TRACESTATE`] as a static name.
+static TRACESTATE_NAME: HeaderName = HeaderName::from_static(TRACESTATE);
+
+/// The length of a version-00 `traceparent`.
+const TRACEPARENT_LEN: usize = 55;
 
 /// A parsed `traceparent` (version 00).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,12 +65,17 @@ impl TraceParent {
 
     /// The header value.
     pub fn format(&self) -> String {
-        format!(
-            "00-{}-{}-{}",
-            hex(&self.trace_id),
-            hex(&self.parent_id),
-            if self.sampled { "01" } else { "00" }
-        )
+        String::from_utf8(self.encode().to_vec()).unwrap_or_default()
+    }
+
+    /// The header value, on the stack.
+    fn encode(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut out = [b'-'; TRACEPARENT_LEN];
+        out[..2].copy_from_slice(b"00");
+        hex_into(&self.trace_id, &mut out[3..35]);
+        hex_into(&self.parent_id, &mut out[36..52]);
+        out[53..].copy_from_slice(if self.sampled { b"01" } else { b"00" });
+        out
     }
 }
 
@@ -89,18 +102,18 @@ impl SpanContext {
     /// parent) in `headers`. `tracestate` stays as it is.
     pub fn propagate(headers: &mut HeaderMap, ppm: u32, start_unix_nanos: u64) -> SpanContext {
         let incoming = headers
-            .get(TRACEPARENT)
+            .get(&TRACEPARENT_NAME)
             .and_then(|v| v.to_str().ok())
             .and_then(TraceParent::parse);
         let tracestate = incoming.and_then(|_| {
             headers
-                .get(TRACESTATE)
+                .get(&TRACESTATE_NAME)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         });
         if incoming.is_none() {
             // A tracestate without its traceparent belongs to no trace.
-            headers.remove(TRACESTATE);
+            headers.remove(&TRACESTATE_NAME);
         }
         let context = SpanContext {
             trace_id: incoming.map_or_else(new_trace_id, |p| p.trace_id),
@@ -115,8 +128,8 @@ impl SpanContext {
             parent_id: context.span_id,
             sampled: context.sampled,
         };
-        if let Ok(value) = HeaderValue::from_str(&next.format()) {
-            headers.insert(TRACEPARENT, value);
+        if let Ok(value) = crate::headers::shared_value(&next.encode()) {
+            headers.insert(TRACEPARENT_NAME.clone(), value);
         }
         context
     }
@@ -149,13 +162,18 @@ fn new_span_id() -> [u8; 8] {
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0; bytes.len() * 2];
+    hex_into(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 15)];
     }
-    out
 }
 
 /// Lower-case hex of exactly `N` bytes (W3C: upper case is invalid).
@@ -179,6 +197,7 @@ fn hex_decode<const N: usize>(s: &str) -> Option<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn traceparent_round_trips_and_refuses_bad_values() {

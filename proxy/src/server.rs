@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::body::{with_guard, Body};
+use crate::body::Body;
 use crate::clock::now_ms;
 use crate::framing::{self, HeadLimits};
 use crate::metrics::state::ListenerStats;
@@ -207,10 +206,10 @@ where
                             .next()
                             .map_or(Ok(()), |r| Err(crate::errors::ProxyError::Framing(r)))
                     };
-                    let pending = match sniffed.and_then(|()| framing::check(&request, &limits)) {
+                    let admitted = match sniffed.and_then(|()| framing::check(&request, &limits)) {
                         Ok(()) => {
                             framing::normalize_host(&mut request);
-                            Ok(handler(conn.clone(), request))
+                            Ok(request)
                         }
                         Err(error) => {
                             tracing::debug!(%peer, %error, "request refused");
@@ -226,24 +225,26 @@ where
                         }
                     };
                     let switched = Arc::clone(&verdicts);
+                    // The handler's future (a few KB) is made where it is awaited, inside
+                    // this one: made here and moved in, it would be copied once more.
+                    let handler = handler.clone();
+                    let conn = conn.clone();
                     async move {
-                        let response = match pending {
-                            Ok(response) => response.await,
+                        let response = match admitted {
+                            Ok(request) => handler(conn, request).await,
                             Err(refused) => refused,
                         };
                         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                             switched.upgraded();
                         }
-                        let (parts, body) = response.into_parts();
-                        let body = Watched {
+                        // Not boxed: hyper takes any body type, and this one is a box less
+                        // per response than a guard around a watcher.
+                        Ok::<_, Infallible>(response.map(|body| Served {
                             body,
-                            cut: cut.clone(),
+                            cut,
                             peer,
-                        };
-                        Ok::<_, Infallible>(Response::from_parts(
-                            parts,
-                            with_guard(body.boxed(), busy),
-                        ))
+                            _busy: busy,
+                        }))
                     }
                 })
             };
@@ -334,16 +335,19 @@ impl Connection for tokio::io::DuplexStream {
     }
 }
 
-/// A response body that logs and counts its failure: the head has gone, so hyper cuts the
-/// client's stream (HTTP/1.1: closes the connection before the body's end; HTTP/2:
-/// RST_STREAM), and the client can tell the body is not whole.
-struct Watched {
+/// A response body as served: it logs and counts its failure (the head has gone, so hyper
+/// cuts the client's stream — HTTP/1.1: closes the connection before the body's end;
+/// HTTP/2: RST_STREAM — and the client can tell the body is not whole), and counts its
+/// request in flight on the connection until it is dropped.
+struct Served {
     body: Body,
     cut: prometheus_client::metrics::counter::Counter,
     peer: SocketAddr,
+    /// Dropped after `body` (fields drop in order): the request ends with its body.
+    _busy: Busy,
 }
 
-impl hyper::body::Body for Watched {
+impl hyper::body::Body for Served {
     type Data = bytes::Bytes;
     type Error = crate::body::BoxError;
 

@@ -39,7 +39,9 @@ struct State {
 /// A request body and what has been read of it, shared by the bodies of its tries.
 #[derive(Clone)]
 pub struct Replay {
-    state: Arc<Mutex<State>>,
+    /// `None` for a body that had ended already (most requests: GET and the like): every
+    /// try sends an empty body, which costs no allocation, and nothing is shared.
+    state: Option<Arc<Mutex<State>>>,
 }
 
 impl std::fmt::Debug for Replay {
@@ -51,39 +53,47 @@ impl std::fmt::Debug for Replay {
 impl Replay {
     /// Wraps `body`, keeping at most `limit` bytes for replay.
     pub fn new(body: Body, limit: usize) -> Replay {
-        let complete = body.is_end_stream();
+        if body.is_end_stream() {
+            return Replay { state: None };
+        }
         let hint = body.size_hint();
         Replay {
-            state: Arc::new(Mutex::new(State {
-                source: (!complete).then_some(body),
+            state: Some(Arc::new(Mutex::new(State {
+                source: Some(body),
                 chunks: Vec::new(),
                 trailers: None,
                 buffered: 0,
-                complete,
+                complete: false,
                 unreplayable: false,
                 generation: 0,
                 hint,
                 limit,
-            })),
+            }))),
         }
     }
 
     /// Whether a new try could send the whole body: nothing was lost, and the original is
     /// either read to its end or free to be read further.
     pub fn can_replay(&self) -> bool {
-        let state = lock(&self.state);
+        let Some(state) = &self.state else {
+            return true;
+        };
+        let state = lock(state);
         !state.unreplayable && (state.complete || state.source.is_some())
     }
 
     /// The body of the next try. Bodies of earlier tries may no longer read the original.
     pub fn next_try(&self) -> Body {
+        let Some(shared) = &self.state else {
+            return crate::body::empty();
+        };
         let generation = {
-            let mut state = lock(&self.state);
+            let mut state = lock(shared);
             state.generation += 1;
             state.generation
         };
         TryBody {
-            state: Arc::clone(&self.state),
+            state: Arc::clone(shared),
             generation,
             position: 0,
             source: None,

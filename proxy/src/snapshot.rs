@@ -59,6 +59,7 @@ pub struct Names {
 impl Names {
     fn new(table: &Table) -> Names {
         let observe = |id: usize| table.observes.iter().find(|o| o.service as usize == id);
+        let default_buckets = crate::metrics::requests::buckets_seconds(&[]);
         Names {
             services: table
                 .services
@@ -70,11 +71,11 @@ impl Names {
                 .iter()
                 .map(|r| Arc::from(r.name.as_str()))
                 .collect(),
+            // One shared list for the services with the default buckets (most of them).
             buckets: (0..table.services.len())
-                .map(|i| {
-                    crate::metrics::requests::buckets_seconds(
-                        observe(i).map_or(&[][..], |o| &o.latency_buckets_ms),
-                    )
+                .map(|i| match observe(i).map(|o| &o.latency_buckets_ms) {
+                    Some(ms) if !ms.is_empty() => crate::metrics::requests::buckets_seconds(ms),
+                    _ => Arc::clone(&default_buckets),
                 })
                 .collect(),
             access_log_ppm: (0..table.services.len())

@@ -43,9 +43,9 @@ impl Drop for Task {
 pub struct Clusters {
     /// The clusters made so far (awake or asleep), of services of the latest table.
     map: Mutex<HashMap<String, Arc<Cluster>>>,
-    /// The latest table's services, by name: what a cluster woken through an older
+    /// The latest table: its services are what a cluster made or woken through an older
     /// snapshot runs with.
-    latest: Mutex<HashMap<String, Service>>,
+    latest: Mutex<Option<Arc<Table>>>,
     upstreams: Arc<Upstreams>,
     /// The DNS resolver, or why there is none.
     resolver: Result<Resolver, String>,
@@ -57,7 +57,7 @@ impl Clusters {
     pub fn new(upstreams: Arc<Upstreams>, resolver: Result<Resolver, String>) -> Clusters {
         Clusters {
             map: Mutex::new(HashMap::new()),
-            latest: Mutex::new(HashMap::new()),
+            latest: Mutex::new(None),
             upstreams,
             resolver,
         }
@@ -76,17 +76,16 @@ impl Clusters {
 
     /// Brings the registry in line with `table`: awake clusters take their service's new
     /// policy and source, clusters of removed services go; no cluster is made here.
-    pub fn sync(&self, table: &Table) {
+    pub fn sync(&self, table: &Arc<Table>) {
         let mut latest = lock(&self.latest);
-        *latest = table
-            .services
-            .iter()
-            .map(|s| (s.name.clone(), s.clone()))
-            .collect();
+        *latest = Some(Arc::clone(table));
         let mut map = lock(&self.map);
-        map.retain(|name, _| latest.contains_key(name));
-        for (name, cluster) in map.iter() {
-            if let (Some(service), false) = (latest.get(name), cluster.usage().is_asleep()) {
+        map.retain(|name, _| table.service_id(name).is_some());
+        for cluster in map.values() {
+            let service = table
+                .service_id(&cluster.name)
+                .map(|id| &table.services[id as usize]);
+            if let (Some(service), false) = (service, cluster.usage().is_asleep()) {
                 cluster.set_policy(Policy::of(service));
                 self.run_tasks(cluster, service);
             }
@@ -97,7 +96,7 @@ impl Clusters {
     /// table's definition, used when the latest table does not have it.
     pub fn get(&self, service: &Service) -> Arc<Cluster> {
         let latest = lock(&self.latest);
-        let service = latest.get(&service.name).unwrap_or(service);
+        let service = newest(latest.as_deref(), service);
         let mut map = lock(&self.map);
         let cluster = map.entry(service.name.clone()).or_insert_with(|| {
             tracing::debug!(service = %service.name, "first request to the service: its cluster starts");
@@ -115,7 +114,7 @@ impl Clusters {
     /// tasks again.
     pub fn wake_up(&self, cluster: &Arc<Cluster>, service: &Service) {
         let latest = lock(&self.latest);
-        let service = latest.get(&service.name).unwrap_or(service);
+        let service = newest(latest.as_deref(), service);
         let mut map = lock(&self.map);
         // A service the latest table dropped: its cluster went from the registry; it runs
         // for this request's (older) table and goes at the next sync.
@@ -214,6 +213,16 @@ impl Clusters {
             }
         }
     }
+}
+
+/// `service` as the latest table defines it, or as given when that table has no such service.
+fn newest<'a>(latest: Option<&'a Table>, service: &'a Service) -> &'a Service {
+    latest
+        .and_then(|t| {
+            t.service_id(&service.name)
+                .map(|id| &t.services[id as usize])
+        })
+        .unwrap_or(service)
 }
 
 /// Puts clusters idle for `idle` to sleep, checking a few times per period, until the

@@ -224,10 +224,12 @@ fn service(name: &str, ports: &[u16]) -> mesh_table::Service {
     }
 }
 
-fn table(services: Vec<mesh_table::Service>) -> mesh_table::Table {
+fn table(mut services: Vec<mesh_table::Service>) -> Arc<mesh_table::Table> {
     let mut table = mesh_table::testing::minimal_table();
+    // Tables list services by name (lookups search them).
+    services.sort_by(|a, b| a.name.cmp(&b.name));
     table.services = services;
-    table
+    Arc::new(table)
 }
 
 #[tokio::test]

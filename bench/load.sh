@@ -65,6 +65,12 @@
 #   RUN_DIR=DIR           where configs, logs and raw outputs go (default bench/run/<time>)
 #   RESULTS=NAME          bench/results/NAME.{json,md} (default latest; quick with QUICK=1)
 #   OBSERVE=1             the backend logs every request and samples 1% of traces (cost of observability)
+#   OPENLOOP=1            afterwards, latency at a fixed arrival rate: every selected h1 case
+#                         under h2load --h1 (OL_CLIENTS=64 clients, each at rate/OL_CLIENTS per
+#                         second) for OL_SECONDS=10 at OL_FRACTIONS="0.5 0.9" of mesh-1hop-h1's
+#                         closed-loop req/s in this run (or of OL_CAPACITY); p50/p99/p99.9 and
+#                         what each hop adds over direct-h1 (bench/openloop.py), appended to
+#                         the results
 #   PROFILE=1             afterwards, perf-record proxy B under the mesh-1hop-h1 load
 #                         (PROFILE_SECONDS, default D) into RUN_DIR/perf.data + perf-report.txt
 #   PEERS=PATH            peers.sh (default bench/peers/peers.sh, beside this script)
@@ -141,7 +147,7 @@ for i in "${!CASES[@]}"; do CASES[$i]=${CASES[$i]//FILTER.wasm/$FILTER.wasm}; do
 # whose trap then stops everything it started).
 if [ -z "${__LOAD_SH_BOUNDED:-}" ]; then
   n=${#CASES[@]}
-  limit=${MAX_SECONDS:-$(( BUILD_TIMEOUT * (1 + NEED_WASM) + 300 + n * (${WARMUP%.*} + 25) + n * R * (D + 25) + PROFILE * (PROFILE_SECONDS + 60) ))}
+  limit=${MAX_SECONDS:-$(( BUILD_TIMEOUT * (1 + NEED_WASM) + 300 + n * (${WARMUP%.*} + 25) + n * R * (D + 25) + PROFILE * (PROFILE_SECONDS + 60) + ${OPENLOOP:-0} * 2 * n * (${OL_SECONDS:-10} + 35) ))}
   export __LOAD_SH_BOUNDED=1
   exec timeout --foreground -k 30 "$limit" bash "${BASH_SOURCE[0]}" "$@"
 fi
@@ -576,6 +582,33 @@ done
 check_alive
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# ---------------------------------------------------------------- optional open loop
+OL_FRACTIONS=${OL_FRACTIONS:-0.5 0.9}
+if [ "${OPENLOOP:-0}" = 1 ]; then
+  OL_CLIENTS=${OL_CLIENTS:-64}; OL_SECONDS=${OL_SECONDS:-10}
+  OL_CAPACITY=${OL_CAPACITY:-$(python3 -c '
+import json, statistics, sys
+rps = [r["rps"] for r in map(json.loads, open(sys.argv[1])) if r["case"] == "mesh-1hop-h1"]
+print(round(statistics.median(rps)) if rps else "")' "$RUNS")}
+  [ -n "$OL_CAPACITY" ] || die "OPENLOOP=1 needs mesh-1hop-h1 among the cases, or OL_CAPACITY"
+  for fr in $OL_FRACTIONS; do
+    per_client=$(awk -v c="$OL_CAPACITY" -v f="$fr" -v n="$OL_CLIENTS" 'BEGIN { r = c * f / n; printf "%d", (r < 1 ? 1 : r) }')
+    log "open loop at ${fr} of ${OL_CAPACITY} req/s: ${OL_CLIENTS} clients x ${per_client} req/s, ${OL_SECONDS}s per h1 case"
+    for c in "${CASES[@]}"; do
+      IFS='|' read -r name proto port auth _ _ <<<"$c"
+      [ "$proto" = h1 ] || continue
+      check_alive
+      sleep "$SETTLE"
+      cmd=(h2load --h1 -t1 "-c$OL_CLIENTS" "--rps=$per_client" -D "$OL_SECONDS" "--log-file=$RUN/ol-$fr-$name.h2log")
+      # h2load sends its own Host (from the URI) in h1 mode: a second one would be refused
+      # as a duplicate; :authority replaces it.
+      [ -n "$auth" ] && cmd+=(-H ":authority: $auth")
+      timeout -k 5 $(( OL_SECONDS + 30 )) "${cmd[@]}" "http://127.0.0.1:$port/" >"$RUN/ol-$fr-$name.txt" 2>&1 \
+        || die "open loop of $name failed (h2load exit $?): $(tail -n 3 "$RUN/ol-$fr-$name.txt")"
+    done
+  done
+fi
+
 # ---------------------------------------------------------------- optional profile
 if [ "$PROFILE" = 1 ]; then
   log "perf record of proxy B during mesh-1hop-h1 (${PROFILE_SECONDS}s)"
@@ -643,6 +676,10 @@ json.dump({
 EOF
 echo
 python3 "$HERE/loadstat.py" report "$RUNS" --meta "$META" --json "$HERE/results/$RESULTS.json" --md "$HERE/results/$RESULTS.md"
+if [ "${OPENLOOP:-0}" = 1 ]; then
+  # shellcheck disable=SC2086
+  { echo; python3 "$HERE/openloop.py" "$RUN" "$OL_CAPACITY" $OL_FRACTIONS; } >>"$HERE/results/$RESULTS.md"
+fi
 cp "$HERE/results/$RESULTS.json" "$HERE/results/$RESULTS.md" "$RUN/"
 echo
 log "results: bench/results/$RESULTS.json, bench/results/$RESULTS.md; raw outputs in $RUN"

@@ -48,6 +48,7 @@
 #   SETTLE=0.5            pause between runs (s)
 #   ONLY=REGEX            only the cases whose name matches (grep -E)
 #   SKIP_BUILD=1          use the existing target/release binaries and filter modules
+#   MESH_WORKERS=1        worker threads of every mesh-proxy (the peers keep one worker)
 #   BIN_DIR=DIR           mesh-proxy and meshc from DIR (no build; bench/pgo.sh trains with it)
 #   GIT_REV=REV           recorded as the binaries' revision (default: git rev of this tree)
 #   FILTER=header_adder   the filter of the *-wasm-* cases (examples/filters/):
@@ -359,7 +360,7 @@ bundle = \"$RUN/certs/$2/bundle.pem\""
   cat >"$1" <<EOF
 service = "$2"
 table = "$table"
-workers = 1
+workers = ${MESH_WORKERS:-1}
 log_level = "warn"
 drain_ms = 500
 [inbound]
@@ -635,7 +636,8 @@ paths=$(for c in "${CASES[@]}"; do IFS='|' read -r name _ _ _ _ what <<<"$c"; pr
 # Paths in the results are relative to the repository (they are committed); a run directory
 # elsewhere is named by its last component only.
 case $RUN in "$ROOT"/*) RUN_REL=${RUN#"$ROOT"/} ;; *) RUN_REL=".../${RUN##*/}" ;; esac
-export D R WRK_CONNS H2_CONNS H2_STREAMS WRK_THREADS H2_THREADS WARMUP LOAD_START LOAD_END GIT_REV GIT_DIRTY RUN_REL CHECKS FILTER FILTER_JSON
+MESH_WORKERS=${MESH_WORKERS:-1}
+export MESH_WORKERS D R WRK_CONNS H2_CONNS H2_STREAMS WRK_THREADS H2_THREADS WARMUP LOAD_START LOAD_END GIT_REV GIT_DIRTY RUN_REL CHECKS FILTER FILTER_JSON
 python3 - "$META" <<EOF
 import json, os, platform, subprocess, sys, datetime
 def ver(cmd):
@@ -655,6 +657,7 @@ json.dump({
     "date": datetime.datetime.now().isoformat(timespec="seconds"),
     "host": platform.node(), "nproc": os.cpu_count(), "kernel": platform.release(),
     "duration_s": int(e["D"]), "rounds": int(e["R"]), "warmup_s": e["WARMUP"],
+    "mesh_workers": int(e["MESH_WORKERS"]),
     "wrk_threads": int(e["WRK_THREADS"]), "wrk_conns": int(e["WRK_CONNS"]),
     "h2_threads": int(e["H2_THREADS"]), "h2_conns": int(e["H2_CONNS"]), "h2_streams": int(e["H2_STREAMS"]),
     "loadavg_start": e["LOAD_START"], "loadavg_end": e["LOAD_END"],

@@ -10,6 +10,7 @@
 //! it was set to, and the body then looks at the last activity and sleeps again if bytes
 //! came meanwhile, so flowing bytes cost an atomic store each, not a timer update.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -18,9 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Frame};
+use hyper::body::Frame;
 use tokio::time::{Instant, Sleep};
 
 use crate::body::{Body, BoxError};
@@ -88,13 +89,13 @@ impl Limits {
 
     /// Tells the next sidecar these limits (replacing whatever the application sent).
     pub fn announce(&self, headers: &mut HeaderMap) {
-        headers.insert(IDLE_HEADER, millis(self.idle).into());
+        headers.insert(IDLE_NAME, millis_value(self.idle));
         match self.stream {
             Some(stream) => {
-                headers.insert(STREAM_HEADER, millis(stream).into());
+                headers.insert(STREAM_NAME, millis_value(stream));
             }
             None => {
-                headers.remove(STREAM_HEADER);
+                headers.remove(STREAM_NAME);
             }
         }
     }
@@ -119,6 +120,34 @@ impl Limits {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The headers' names as constants: a name given as a `&str` is copied for every insert.
+const IDLE_NAME: HeaderName = HeaderName::from_static(IDLE_HEADER);
+const STREAM_NAME: HeaderName = HeaderName::from_static(STREAM_HEADER);
+
+/// `d` in ms as a header value, without an allocation for the default idle timeout or for
+/// one of the last few values made on this thread (routes repeat theirs; a clone shares).
+fn millis_value(d: Duration) -> HeaderValue {
+    const RECENT: usize = 8;
+    thread_local! {
+        static MADE: RefCell<Vec<(u64, HeaderValue)>> = const { RefCell::new(Vec::new()) };
+    }
+    let ms = millis(d);
+    if d == DEFAULT_IDLE {
+        return HeaderValue::from_static("300000");
+    }
+    MADE.with_borrow_mut(|made| {
+        if let Some((_, value)) = made.iter().find(|(m, _)| *m == ms) {
+            return value.clone();
+        }
+        let value = HeaderValue::from(ms);
+        if made.len() == RECENT {
+            made.remove(0);
+        }
+        made.push((ms, value.clone()));
+        value
+    })
 }
 
 /// One request's clock, shared by both bodies.
@@ -206,16 +235,26 @@ impl StreamClock {
     }
 
     /// `body` under this clock (an empty body is left as is: it cannot stall).
-    pub fn watch(self: &Arc<StreamClock>, body: Body) -> Body {
+    pub fn watch<B>(self: &Arc<StreamClock>, body: B) -> Body
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
         if body.is_end_stream() {
-            return body;
+            return crate::body::boxed(body);
         }
+        self.watching(body).boxed()
+    }
+
+    /// [`StreamClock::watch`] without the box, for a caller that wraps it further (in
+    /// `body::with_guard`, say) and boxes once.
+    pub fn watching<B: hyper::body::Body>(self: &Arc<StreamClock>, body: B) -> Watched<B> {
+        let clock = (!body.is_end_stream()).then(|| Arc::clone(self));
         Watched {
             body,
-            clock: Arc::clone(self),
+            clock,
             sleep: None,
         }
-        .boxed()
     }
 }
 
@@ -224,14 +263,18 @@ impl StreamClock {
 #[error("stream cut: {}", .0.reason())]
 pub struct CutError(pub Cut);
 
-/// A body whose waits are bounded by its request's [`StreamClock`].
-struct Watched {
-    body: Body,
-    clock: Arc<StreamClock>,
+/// A body whose waits are bounded by its request's [`StreamClock`] (none: passed through).
+pub struct Watched<B> {
+    body: B,
+    clock: Option<Arc<StreamClock>>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
-impl hyper::body::Body for Watched {
+impl<B> hyper::body::Body for Watched<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -240,10 +283,16 @@ impl hyper::body::Body for Watched {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.body).poll_frame(cx) {
+        let polled = Pin::new(&mut this.body)
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map_err(Into::into)));
+        let Some(clock) = &this.clock else {
+            return polled;
+        };
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if frame.is_data() {
-                    this.clock.touch();
+                    clock.touch();
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
@@ -251,7 +300,7 @@ impl hyper::body::Body for Watched {
             Poll::Pending => {}
         }
         loop {
-            let wake = match this.clock.check(Instant::now()) {
+            let wake = match clock.check(Instant::now()) {
                 Ok(wake) => wake,
                 Err(cut) => {
                     this.sleep = None;
@@ -326,6 +375,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_watched_body_wrapped_further_is_still_cut() {
+        let limits = Limits {
+            idle: Duration::from_millis(100),
+            stream: None,
+        };
+        let clock = StreamClock::new(limits);
+        let guard = Arc::new(());
+        let mut body = crate::body::with_guard(clock.watching(Stalls(1)), Arc::clone(&guard));
+        assert!(body.frame().await.expect("frame").is_ok());
+        let err = body.frame().await.expect("frame").expect_err("cut");
+        assert_eq!(err.to_string(), "stream cut: idle-timeout");
+        drop(body);
+        assert_eq!(Arc::strong_count(&guard), 1);
+    }
+
+    #[tokio::test]
     async fn flowing_bytes_keep_the_stream_until_its_stream_timeout() {
         let limits = Limits {
             idle: Duration::from_millis(400),
@@ -367,6 +432,16 @@ mod tests {
             cx: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
             self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[test]
+    fn announced_values_are_the_limits_in_ms() {
+        assert_eq!(millis_value(DEFAULT_IDLE), "300000");
+        for _ in 0..2 {
+            for ms in [1, 1500, 30_000, 1500, 7, 8, 9, 10, 11, 12, 13, 1500] {
+                assert_eq!(millis_value(Duration::from_millis(ms)), ms.to_string());
+            }
         }
     }
 

@@ -206,10 +206,10 @@ where
                             .next()
                             .map_or(Ok(()), |r| Err(crate::errors::ProxyError::Framing(r)))
                     };
-                    let admitted = match sniffed.and_then(|()| framing::check(&request, &limits)) {
+                    let pending = match sniffed.and_then(|()| framing::check(&request, &limits)) {
                         Ok(()) => {
                             framing::normalize_host(&mut request);
-                            Ok(request)
+                            Ok(handler(conn.clone(), request))
                         }
                         Err(error) => {
                             tracing::debug!(%peer, %error, "request refused");
@@ -225,13 +225,9 @@ where
                         }
                     };
                     let switched = Arc::clone(&verdicts);
-                    // The handler's future (a few KB) is made where it is awaited, inside
-                    // this one: made here and moved in, it would be copied once more.
-                    let handler = handler.clone();
-                    let conn = conn.clone();
                     async move {
-                        let response = match admitted {
-                            Ok(request) => handler(conn, request).await,
+                        let response = match pending {
+                            Ok(response) => response.await,
                             Err(refused) => refused,
                         };
                         if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {

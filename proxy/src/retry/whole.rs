@@ -81,3 +81,23 @@ impl HttpBody for Received {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full};
+
+    use super::Received;
+
+    #[tokio::test]
+    async fn a_received_body_takes_a_guard_without_a_box_of_its_own() {
+        let whole = Full::new(bytes::Bytes::from_static(b"abc"))
+            .collect()
+            .await
+            .expect("collect");
+        let guard = std::sync::Arc::new(());
+        let body = crate::body::with_guard(Received::Whole(whole), std::sync::Arc::clone(&guard));
+        let read = body.collect().await.expect("read").to_bytes();
+        assert_eq!(read, "abc");
+        assert_eq!(std::sync::Arc::strong_count(&guard), 1);
+    }
+}

@@ -14,7 +14,7 @@ use mesh_table::{HeaderEdit, RetryPolicy};
 use crate::body::{boxed, with_guard, Body};
 use crate::cluster::{Cluster, Endpoint, InFlight};
 use crate::errors::ProxyError;
-use crate::headers::{append_forwarded_for, ensure_request_id, is_upgrade, strip_hop_by_hop};
+use crate::headers::{add_forwarding_headers, is_upgrade, strip_hop_by_hop};
 use crate::observe::CountBytes;
 use crate::retry::budget::Budget;
 use crate::retry::replay::{Replay, MAX_REPLAY};
@@ -202,8 +202,7 @@ async fn send_request(
     let upgrade = request.version() == Version::HTTP_11 && is_upgrade(request.headers());
     let headers = request.headers_mut();
     strip_hop_by_hop(headers, upgrade);
-    append_forwarded_for(headers, peer.ip());
-    ensure_request_id(headers);
+    add_forwarding_headers(headers, peer.ip());
     crate::headers::apply_edits(headers, edits.request);
     let path = request
         .uri()
@@ -279,9 +278,35 @@ fn millis(d: Duration) -> u64 {
 fn absolute_uri(authority: &str, path: &PathAndQuery) -> Result<Uri, ProxyError> {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(Authority::try_from(authority).map_err(|_| ProxyError::NoAuthority)?);
+    parts.authority = Some(parsed_authority(authority)?);
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).map_err(|_| ProxyError::NoAuthority)
+}
+
+/// How many parsed authorities each thread keeps.
+const PARSED_AUTHORITIES: usize = 8;
+
+thread_local! {
+    /// Authorities, parsed: a sidecar's requests go to a few services, and parsing one copies
+    /// it to the heap each time (a clone shares it). The oldest is replaced.
+    static AUTHORITIES: std::cell::RefCell<Vec<Authority>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `authority` parsed, as `Authority::try_from` would.
+fn parsed_authority(authority: &str) -> Result<Authority, ProxyError> {
+    AUTHORITIES.with(|parsed| {
+        let mut parsed = parsed.borrow_mut();
+        if let Some(hit) = parsed.iter().find(|a| a.as_str() == authority) {
+            return Ok(hit.clone());
+        }
+        let fresh = Authority::try_from(authority).map_err(|_| ProxyError::NoAuthority)?;
+        if parsed.len() == PARSED_AUTHORITIES {
+            parsed.remove(0);
+        }
+        parsed.push(fresh.clone());
+        Ok(fresh)
+    })
 }
 
 fn set_host(headers: &mut http::HeaderMap, authority: &str) {
@@ -294,7 +319,8 @@ fn set_host(headers: &mut http::HeaderMap, authority: &str) {
     {
         return;
     }
-    if let Ok(value) = HeaderValue::from_str(authority) {
+    // Parsed once per authority (HTTP/2 callers send no `Host` to keep).
+    if let Some((_, value)) = crate::headers::parsed_header(HOST.as_str(), authority) {
         headers.insert(HOST, value);
     }
 }

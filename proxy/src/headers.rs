@@ -7,10 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, InvalidHeaderValue, CONNECTION, PROXY_AUTHENTICATE, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use mesh_table::HeaderEdit;
+
+mod values;
+
+use values::Inline;
+pub use values::{parsed_header, shared_value};
 
 /// The request id header; set when the caller sent none.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -34,36 +39,6 @@ static FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// [`REQUEST_ID`] as a static name: inserting by `&str` would copy the name to the heap,
 /// and every try's copy of the headers would then share it through another allocation.
 static REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
-
-/// The bytes of a header value the proxy makes, owned in place (`Bytes::from_owner`).
-struct Inline<const N: usize> {
-    bytes: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> AsRef<[u8]> for Inline<N> {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
-}
-
-/// A header value of `text` in one allocation that its clones share. A value copied into a
-/// `Bytes` (`HeaderValue::from_bytes`) allocates again when first cloned, and the headers
-/// of every try are a clone.
-pub fn shared_value(text: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
-    const INLINE: usize = 64;
-    let bytes = if text.len() <= INLINE {
-        let mut inline = Inline {
-            bytes: [0; INLINE],
-            len: text.len(),
-        };
-        inline.bytes[..text.len()].copy_from_slice(text);
-        Bytes::from_owner(inline)
-    } else {
-        Bytes::from_owner(text.to_vec())
-    };
-    HeaderValue::from_maybe_shared(bytes)
-}
 
 /// The engine reads request headers through this view of a `HeaderMap`: every value of a
 /// name, in order, as bytes (the engine joins repeated ones, `mesh_engine::header_value`).
@@ -208,31 +183,49 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Appends the peer's address to `x-forwarded-for`.
-pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+/// Writes `x-forwarded-for` with the peer appended into `out`; its length, or `None` when it
+/// does not fit.
+fn forwarded_for_into(headers: &HeaderMap, peer: IpAddr, out: &mut [u8]) -> Option<usize> {
     use std::io::Write as _;
-    // Formatted on the stack: an address and a long chain fit; longer chains take the heap.
-    let mut buffer = [0u8; 256];
-    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    let mut cursor = std::io::Cursor::new(out);
     let written = match headers.get(&FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(existing) if !existing.is_empty() => cursor
             .write_all(existing)
             .and_then(|()| write!(cursor, ", {peer}")),
         _ => write!(cursor, "{peer}"),
     };
-    let value = if written.is_ok() {
-        let len = usize::try_from(cursor.position()).unwrap_or(0);
-        shared_value(&buffer[..len])
-    } else {
-        let existing = headers
-            .get(&FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        HeaderValue::from_str(&format!("{existing}, {peer}"))
+    written.ok()?;
+    usize::try_from(cursor.position()).ok()
+}
+
+/// Appends the peer's address to `x-forwarded-for`.
+pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    // Formatted on the stack: an address and a long chain fit; longer chains take the heap.
+    let mut buffer = [0u8; 256];
+    let value = match forwarded_for_into(headers, peer, &mut buffer) {
+        Some(len) => shared_value(&buffer[..len]),
+        None => {
+            let existing = headers
+                .get(&FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            HeaderValue::from_str(&format!("{existing}, {peer}"))
+        }
     };
     if let Ok(value) = value {
         headers.insert(FORWARDED_FOR.clone(), value);
     }
+}
+
+/// A new request id: 32 lower-case hex digits.
+fn new_request_id() -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let random = fastrand::u128(..);
+    for (i, digit) in id.iter_mut().enumerate() {
+        *digit = HEX[((random >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    id
 }
 
 /// Sets `x-request-id` when absent; returns the request's id.
@@ -240,15 +233,39 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&REQUEST_ID_NAME) {
         return id.clone();
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = [0u8; 32];
-    let random = fastrand::u128(..);
-    for (i, digit) in id.iter_mut().enumerate() {
-        *digit = HEX[((random >> (4 * (31 - i))) & 0xf) as usize];
-    }
-    let value = shared_value(&id).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    let value = shared_value(&new_request_id()).unwrap_or_else(|_| HeaderValue::from_static("0"));
     headers.insert(REQUEST_ID_NAME.clone(), value.clone());
     value
+}
+
+/// What every forwarded request gets, as [`append_forwarded_for`] then
+/// [`ensure_request_id`] do, with both values in one allocation.
+pub fn add_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr) {
+    const ID: usize = 32;
+    let mut text = Inline {
+        bytes: [0; 160],
+        len: 0,
+    };
+    let Some(forwarded) = forwarded_for_into(headers, peer, &mut text.bytes[ID..]) else {
+        append_forwarded_for(headers, peer);
+        ensure_request_id(headers);
+        return;
+    };
+    let id_missing = !headers.contains_key(&REQUEST_ID_NAME);
+    if id_missing {
+        text.bytes[..ID].copy_from_slice(&new_request_id());
+    }
+    text.len = ID + forwarded;
+    // Both values are slices of this one owner (a slice shares it, allocating nothing).
+    let shared = Bytes::from_owner(text);
+    if let Ok(value) = HeaderValue::from_maybe_shared(shared.slice(ID..)) {
+        headers.insert(FORWARDED_FOR.clone(), value);
+    }
+    if id_missing {
+        let value = HeaderValue::from_maybe_shared(shared.slice(..ID))
+            .unwrap_or_else(|_| HeaderValue::from_static("0"));
+        headers.insert(REQUEST_ID_NAME.clone(), value);
+    }
 }
 
 /// Applies a route's header edits in order.
@@ -256,18 +273,12 @@ pub fn apply_edits(headers: &mut HeaderMap, edits: &[HeaderEdit]) {
     for edit in edits {
         match edit {
             HeaderEdit::Set(name, value) => {
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(value),
-                ) {
+                if let Some((n, v)) = parsed_header(name, value) {
                     headers.insert(n, v);
                 }
             }
             HeaderEdit::Add(name, value) => {
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_str(value),
-                ) {
+                if let Some((n, v)) = parsed_header(name, value) {
                     headers.append(n, v);
                 }
             }
@@ -393,5 +404,31 @@ mod tests {
         let id = ensure_request_id(&mut h);
         assert_eq!(id.len(), 32);
         assert_eq!(ensure_request_id(&mut h), id);
+    }
+
+    #[test]
+    fn forwarding_headers_are_those_of_the_two_steps() {
+        let mut h = with("x-forwarded-for", "10.0.0.1");
+        add_forwarding_headers(&mut h, [127, 0, 0, 1].into());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert!(h[REQUEST_ID].as_bytes().iter().all(u8::is_ascii_hexdigit));
+        assert_eq!(h[REQUEST_ID].len(), 32);
+        let mut h = with(REQUEST_ID, "mine");
+        add_forwarding_headers(&mut h, [127, 0, 0, 1].into());
+        assert!(h[REQUEST_ID] == "mine" && h["x-forwarded-for"] == "127.0.0.1");
+    }
+
+    #[test]
+    fn edits_parse_alike_when_repeated() {
+        let edits = [
+            HeaderEdit::Set("x-a".into(), "1".into()),
+            HeaderEdit::Add("X-B".into(), "2".into()),
+            HeaderEdit::Set("x-bad".into(), "\u{7f}".into()),
+        ];
+        for _ in 0..3 {
+            let mut h = HeaderMap::new();
+            apply_edits(&mut h, &edits);
+            assert!(h["x-a"] == "1" && h["x-b"] == "2" && h.len() == 2);
+        }
     }
 }

@@ -209,7 +209,11 @@ where
                     let pending = match sniffed.and_then(|()| framing::check(&request, &limits)) {
                         Ok(()) => {
                             framing::normalize_host(&mut request);
-                            Ok(handler(conn.clone(), request))
+                            // Boxed: a request's future is large (all the stages below it,
+                            // about 8 KiB), and unboxed it would sit, twice, in the future
+                            // hyper keeps per HTTP/1 connection (allocated at accept, idle or
+                            // not) and copies into a task per HTTP/2 stream.
+                            Ok(Box::pin(handler(conn.clone(), request)))
                         }
                         Err(error) => {
                             tracing::debug!(%peer, %error, "request refused");

@@ -15,7 +15,7 @@ use mesh_table::HeaderEdit;
 mod values;
 
 use values::Inline;
-pub use values::{parsed_header, shared_value};
+pub use values::{parsed_header, repeated_value, shared_value};
 
 /// The request id header; set when the caller sent none.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -203,7 +203,8 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     // Formatted on the stack: an address and a long chain fit; longer chains take the heap.
     let mut buffer = [0u8; 256];
     let value = match forwarded_for_into(headers, peer, &mut buffer) {
-        Some(len) => shared_value(&buffer[..len]),
+        // A caller's chain is the same on each of its requests: parsed once per thread.
+        Some(len) => repeated_value(&buffer[..len]),
         None => {
             let existing = headers
                 .get(&FORWARDED_FOR)
@@ -238,34 +239,37 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     value
 }
 
-/// What every forwarded request gets, as [`append_forwarded_for`] then
-/// [`ensure_request_id`] do, with both values in one allocation.
-pub fn add_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr) {
+/// Sets `name` to `text`, and an `x-request-id` when the request has none, both values in
+/// one allocation (the trace context and the id are set together on every request).
+pub fn insert_with_request_id(headers: &mut HeaderMap, name: &HeaderName, text: &[u8]) {
     const ID: usize = 32;
-    let mut text = Inline {
-        bytes: [0; 160],
-        len: 0,
+    let mut owner = Inline {
+        bytes: [0; 128],
+        len: ID + text.len(),
     };
-    let Some(forwarded) = forwarded_for_into(headers, peer, &mut text.bytes[ID..]) else {
-        append_forwarded_for(headers, peer);
-        ensure_request_id(headers);
+    if headers.contains_key(&REQUEST_ID_NAME) || owner.len > owner.bytes.len() {
+        if let Ok(value) = shared_value(text) {
+            headers.insert(name.clone(), value);
+        }
         return;
-    };
-    let id_missing = !headers.contains_key(&REQUEST_ID_NAME);
-    if id_missing {
-        text.bytes[..ID].copy_from_slice(&new_request_id());
     }
-    text.len = ID + forwarded;
-    // Both values are slices of this one owner (a slice shares it, allocating nothing).
-    let shared = Bytes::from_owner(text);
+    owner.bytes[..ID].copy_from_slice(&new_request_id());
+    owner.bytes[ID..owner.len].copy_from_slice(text);
+    let shared = Bytes::from_owner(owner);
     if let Ok(value) = HeaderValue::from_maybe_shared(shared.slice(ID..)) {
-        headers.insert(FORWARDED_FOR.clone(), value);
+        headers.insert(name.clone(), value);
     }
-    if id_missing {
-        let value = HeaderValue::from_maybe_shared(shared.slice(..ID))
-            .unwrap_or_else(|_| HeaderValue::from_static("0"));
-        headers.insert(REQUEST_ID_NAME.clone(), value);
-    }
+    let id = HeaderValue::from_maybe_shared(shared.slice(..ID))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"));
+    headers.insert(REQUEST_ID_NAME.clone(), id);
+}
+
+/// What every forwarded request gets: the peer appended to `x-forwarded-for`, and an
+/// `x-request-id` when it has none (most have one by now: `trace` sets it with the trace
+/// context, in the same allocation).
+pub fn add_forwarding_headers(headers: &mut HeaderMap, peer: IpAddr) {
+    append_forwarded_for(headers, peer);
+    ensure_request_id(headers);
 }
 
 /// Applies a route's header edits in order.

@@ -5,7 +5,6 @@
 //! stream timeout, or abandoned) the latency is observed, the span ends and the access-log
 //! line, when sampled, is offered.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -27,6 +26,10 @@ use crate::retry::Tries;
 use crate::snapshot::Snapshot;
 use crate::stream_timeout::StreamClock;
 use crate::trace::{Exporter, SpanContext, SpanRecord};
+
+mod line;
+
+use line::{now_rfc3339, Line};
 
 /// Request-scoped: what the stages decided, for metrics and the access log.
 #[derive(Debug)]
@@ -122,9 +125,10 @@ impl Observation {
     }
 
     /// Continues or starts the trace (sampled at `ppm` when none came in) and sets the
-    /// next hop's `traceparent` in `headers`, with this hop's span as its parent.
+    /// next hop's `traceparent` in `headers`, with this hop's span as its parent; and the
+    /// request's id when it has none (made together: one allocation).
     pub fn trace(&mut self, ppm: u32, headers: &mut http::HeaderMap) {
-        let span = SpanContext::propagate(headers, ppm, self.started_unix_nanos);
+        let span = SpanContext::propagate_with_request_id(headers, ppm, self.started_unix_nanos);
         if self.trace_id.is_none() && span.sampled {
             let mut text = [0; 32];
             crate::trace::hex_into(&span.trace_id, &mut text);
@@ -360,78 +364,6 @@ impl Observation {
     }
 }
 
-/// An access-log line's fields known at the response head.
-struct Line {
-    time: String,
-    trace_id: Option<TraceIdText>,
-    direction: &'static str,
-    service: Option<Arc<str>>,
-    route: Option<Arc<str>>,
-    target: Option<Arc<str>>,
-    endpoint: Option<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    status: u16,
-    peer: Option<String>,
-    rule: Option<String>,
-    retries: u32,
-    error: Option<String>,
-}
-
-/// The line as written: one JSON object, fields in this order.
-#[derive(serde::Serialize)]
-struct LineJson<'a> {
-    time: &'a str,
-    trace_id: Option<&'a str>,
-    direction: &'a str,
-    service: Option<&'a str>,
-    route: Option<&'a str>,
-    target: Option<&'a str>,
-    endpoint: Option<SocketAddr>,
-    method: &'a str,
-    path: &'a str,
-    status: u16,
-    peer: Option<&'a str>,
-    rule: Option<&'a str>,
-    retries: u32,
-    error: Option<&'a str>,
-    duration_ms: f64,
-    bytes_in: u64,
-    bytes_out: u64,
-}
-
-impl Line {
-    /// The JSON text, with what is known once the body ended.
-    fn render(&self, duration_ms: f64, bytes_in: u64, bytes_out: u64) -> String {
-        let json = LineJson {
-            time: &self.time,
-            trace_id: self
-                .trace_id
-                .as_ref()
-                .and_then(|id| std::str::from_utf8(id).ok()),
-            direction: self.direction,
-            service: self.service.as_deref(),
-            route: self.route.as_deref(),
-            target: self.target.as_deref(),
-            endpoint: self.endpoint,
-            method: self.method.as_str(),
-            path: self.uri.path(),
-            status: self.status,
-            peer: self.peer.as_deref(),
-            rule: self.rule.as_deref(),
-            retries: self.retries,
-            error: self.error.as_deref(),
-            duration_ms,
-            bytes_in,
-            bytes_out,
-        };
-        let mut out = Vec::with_capacity(384);
-        // Serializing plain fields into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &json);
-        String::from_utf8(out).unwrap_or_default()
-    }
-}
-
 /// An access-log line waiting for the body's end.
 struct Pending {
     log: AccessLog,
@@ -556,28 +488,4 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.end();
     }
-}
-
-/// Now as RFC 3339 UTC with milliseconds.
-fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
-        now.subsec_millis()
-    )
 }

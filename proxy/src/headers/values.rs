@@ -35,6 +35,31 @@ pub fn shared_value(text: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
     HeaderValue::from_maybe_shared(bytes)
 }
 
+/// How many repeated values each thread keeps.
+const REPEATED_VALUES: usize = 8;
+
+thread_local! {
+    /// Values that repeat from request to request (a caller's `x-forwarded-for`).
+    static REPEATED: RefCell<Vec<HeaderValue>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`shared_value`], or a clone of the same value made before on this thread (the oldest
+/// replaced); a miss costs what `shared_value` does, as the kept clone is free.
+pub fn repeated_value(text: &[u8]) -> Result<HeaderValue, InvalidHeaderValue> {
+    REPEATED.with(|repeated| {
+        let mut repeated = repeated.borrow_mut();
+        if let Some(hit) = repeated.iter().find(|v| v.as_bytes() == text) {
+            return Ok(hit.clone());
+        }
+        let value = shared_value(text)?;
+        if repeated.len() == REPEATED_VALUES {
+            repeated.remove(0);
+        }
+        repeated.push(value.clone());
+        Ok(value)
+    })
+}
+
 /// How many parsed edits each thread keeps.
 const PARSED_EDITS: usize = 8;
 

@@ -101,6 +101,31 @@ impl SpanContext {
     /// (parts per million); then sets the `traceparent` the next hop gets (this span as its
     /// parent) in `headers`. `tracestate` stays as it is.
     pub fn propagate(headers: &mut HeaderMap, ppm: u32, start_unix_nanos: u64) -> SpanContext {
+        let (context, next) = SpanContext::decide(headers, ppm, start_unix_nanos);
+        if let Ok(value) = crate::headers::shared_value(&next) {
+            headers.insert(TRACEPARENT_NAME.clone(), value);
+        }
+        context
+    }
+
+    /// [`SpanContext::propagate`], and the request's `x-request-id` when it has none, made
+    /// together so that both values take one allocation.
+    pub fn propagate_with_request_id(
+        headers: &mut HeaderMap,
+        ppm: u32,
+        start_unix_nanos: u64,
+    ) -> SpanContext {
+        let (context, next) = SpanContext::decide(headers, ppm, start_unix_nanos);
+        crate::headers::insert_with_request_id(headers, &TRACEPARENT_NAME, &next);
+        context
+    }
+
+    /// This hop's context, and the `traceparent` the next hop gets.
+    fn decide(
+        headers: &mut HeaderMap,
+        ppm: u32,
+        start_unix_nanos: u64,
+    ) -> (SpanContext, [u8; TRACEPARENT_LEN]) {
         let incoming = headers
             .get(&TRACEPARENT_NAME)
             .and_then(|v| v.to_str().ok())
@@ -128,10 +153,7 @@ impl SpanContext {
             parent_id: context.span_id,
             sampled: context.sampled,
         };
-        if let Ok(value) = crate::headers::shared_value(&next.encode()) {
-            headers.insert(TRACEPARENT_NAME.clone(), value);
-        }
-        context
+        (context, next.encode())
     }
 }
 
@@ -244,8 +266,11 @@ mod tests {
         assert!(!next.sampled);
 
         let mut fresh = HeaderMap::new();
-        let c = SpanContext::propagate(&mut fresh, 1_000_000, 1);
+        let c = SpanContext::propagate_with_request_id(&mut fresh, 1_000_000, 1);
         assert!(c.sampled && c.parent_id.is_none());
+        let next = TraceParent::parse(fresh[TRACEPARENT].to_str().expect("ascii"));
+        assert_eq!(next.map(|p| p.parent_id), Some(c.span_id));
+        assert_eq!(fresh[crate::headers::REQUEST_ID].len(), 32);
         let mut fresh = HeaderMap::new();
         fresh.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
         let c = SpanContext::propagate(&mut fresh, 0, 1);

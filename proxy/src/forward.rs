@@ -338,7 +338,7 @@ fn finish(
     }
     crate::headers::apply_edits(&mut parts.headers, edits);
     let body = match in_flight {
-        Some(guard) => with_guard(boxed(body), guard),
+        Some(guard) => with_guard(body, guard),
         None => boxed(body),
     };
     Response::from_parts(parts, body)

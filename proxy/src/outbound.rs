@@ -228,7 +228,7 @@ async fn outbound(
         forward(&ctx.upstreams, peer, to, request, edits, tries).await
     };
     match sent {
-        Ok(response) => Ok(response.map(|body| with_guard(clock.watch(body), slot))),
+        Ok(response) => Ok(response.map(|body| with_guard(clock.watching(body), slot))),
         // A request body that stalled before the response head: say so.
         Err(error) => Err(clock
             .cut()

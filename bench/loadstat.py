@@ -57,6 +57,23 @@ def percentile(sorted_values, p):
     return sorted_values[k]
 
 
+def h2load_latencies(log_path):
+    """The sorted latencies (us) of h2load's per-request log (start time us, status,
+    microseconds until the end of the response); failed requests (status -1) left out."""
+    lat = []
+    if log_path:
+        try:
+            with open(log_path) as f:
+                for line in f:
+                    parts = line.split("\t")
+                    if len(parts) >= 3 and parts[1] != "-1":
+                        lat.append(int(parts[2]))
+        except OSError:
+            pass
+    lat.sort()
+    return lat
+
+
 def parse_h2load(text, log_path):
     out = {"p50_us": None, "p99_us": None, "requests": 0, "errors": 0, "non2xx": 0}
     m = re.search(r"finished in ([0-9.]+)(us|ms|s|m), ([0-9.]+) req/s", text)
@@ -71,19 +88,8 @@ def parse_h2load(text, log_path):
     m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
     if m:
         out["non2xx"] = int(m.group(3)) + int(m.group(4))
-    # h2load prints only min/max/mean/sd; the percentiles come from its per-request log
-    # (start time us, status, microseconds until the end of the response).
-    lat = []
-    if log_path:
-        try:
-            with open(log_path) as f:
-                for line in f:
-                    parts = line.split("\t")
-                    if len(parts) >= 3 and parts[1] != "-1":
-                        lat.append(int(parts[2]))
-        except OSError:
-            pass
-    lat.sort()
+    # h2load prints only min/max/mean/sd; the percentiles come from its per-request log.
+    lat = h2load_latencies(log_path)
     out["p50_us"] = percentile(lat, 50)
     out["p99_us"] = percentile(lat, 99)
     out["latency_samples"] = len(lat)

@@ -15,7 +15,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadstat import fmt_us, parse_h2load, percentile  # noqa: E402
+from loadstat import fmt_us, h2load_latencies, parse_h2load, percentile  # noqa: E402
 
 PAIRS = [
     ("one hop", "mesh-1hop-h1", ["nginx-1hop-h1", "haproxy-1hop-h1", "envoy-1hop-h1"]),
@@ -30,17 +30,7 @@ def load(run, fraction, case):
     except OSError:
         return None
     out = parse_h2load(text, base + ".h2log")
-    lat = []
-    try:
-        with open(base + ".h2log") as f:
-            for line in f:
-                parts = line.split("\t")
-                if len(parts) >= 3 and parts[1] != "-1":
-                    lat.append(int(parts[2]))
-    except OSError:
-        pass
-    lat.sort()
-    out["p999_us"] = percentile(lat, 99.9)
+    out["p999_us"] = percentile(h2load_latencies(base + ".h2log"), 99.9)
     return out
 
 

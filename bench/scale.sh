@@ -133,7 +133,7 @@ done
 {
   printf '# One sidecar, tables of many services (%s)\n\n' "$(date -u +%FT%T)"
   printf 'Binary: %s (git %s). 2 in 5 services: two endpoints (the server sidecar, a refusing port) and a health check every 5 s; the others: one endpoint. The sidecar calls %s of them after measuring idle. Command: `%s`.\n\n' \
-    "$BIN_DIR/mesh-proxy" "$(git -C "$ROOT" rev-parse --short HEAD)" "$FIRSTS" "NS=\"$NS\" SETTLE=$SETTLE IDLE=$IDLE FIRSTS=$FIRSTS bash bench/scale.sh"
+    "${BIN_DIR#"$ROOT"/}/mesh-proxy" "$(git -C "$ROOT" rev-parse --short HEAD)" "$FIRSTS" "NS=\"$NS\" SETTLE=$SETTLE IDLE=$IDLE FIRSTS=$FIRSTS bash bench/scale.sh"
   cat "$RUN/rows.md"
 } >"$HERE/results/$RESULTS.md"
 log "results: bench/results/$RESULTS.md (raw: $RUN)"

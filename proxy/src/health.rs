@@ -7,9 +7,10 @@
 //! answers SERVING with status OK, as Envoy's `grpc_health_check` does. An endpoint turns
 //! unhealthy after `unhealthy_after` failures in a row and healthy again after
 //! `healthy_after` successes. The first round starts as soon as the cluster does (at its
-//! service's first request, which waits for it, see `cluster::demand`): an endpoint that
-//! fails its first probe is unhealthy at once, as Envoy's hosts fail active health
-//! checking until their first one passes; endpoints not probed yet count as healthy.
+//! service's first request, which waits for it, see `cluster::demand`): an endpoint whose
+//! first probe is refused or answered unhealthy is out at once, as Envoy's hosts fail
+//! active health checking until their first one passes (a first probe that only ran out
+//! of time counts as one failure); endpoints not probed yet count as healthy.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -117,11 +118,15 @@ pub async fn run(
     let interval = Duration::from_millis(policy.interval_ms.max(1));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first round decides at once: one failure is enough.
-    let mut round_policy = HealthCheck {
+    // The first round decides at once: one definite failure (refused, reset, an unhealthy
+    // answer) is enough. A probe that ran out of time counts as one failure of the usual
+    // `unhealthy_after`: a slow first connection (a handshake on a loaded machine) is no
+    // verdict on the endpoint.
+    let first_round = HealthCheck {
         unhealthy_after: 1,
         ..policy.clone()
     };
+    let mut first = true;
     loop {
         ticker.tick().await;
         let Some(strong) = cluster.upgrade() else {
@@ -133,18 +138,34 @@ pub async fn run(
         let mut probes = JoinSet::new();
         for endpoint in &members.endpoints {
             let (upstreams, endpoint) = (Arc::clone(&upstreams), Arc::clone(endpoint));
-            let (service, policy) = (Arc::clone(&service), round_policy.clone());
+            let (service, policy) = (Arc::clone(&service), policy.clone());
+            let first_round = first.then(|| first_round.clone());
             probes.spawn(async move {
-                let ok = probe(&upstreams, &service, &endpoint, &policy, kind).await;
-                record(&service, &endpoint, ok, &policy);
+                let outcome = probe(&upstreams, &service, &endpoint, &policy, kind).await;
+                let counted = match (&first_round, outcome) {
+                    (Some(strict), Outcome::Failed) => strict,
+                    _ => &policy,
+                };
+                record(&service, &endpoint, outcome == Outcome::Passed, counted);
             });
         }
         while probes.join_next().await.is_some() {}
-        round_policy = policy.clone();
+        first = false;
         if let Some(cluster) = cluster.upgrade() {
             cluster.usage().set_probed();
         }
     }
+}
+
+/// How one probe ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A 2xx (gRPC: SERVING) within the timeout.
+    Passed,
+    /// Refused, reset, or answered as not healthy.
+    Failed,
+    /// No answer within the timeout.
+    TimedOut,
 }
 
 /// One probe: a 2xx (gRPC: SERVING) within the timeout passes.
@@ -154,9 +175,9 @@ async fn probe(
     endpoint: &Endpoint,
     policy: &HealthCheck,
     kind: Probe,
-) -> bool {
+) -> Outcome {
     let Some(request) = request(service, policy, kind) else {
-        return false;
+        return Outcome::Failed;
     };
     let timeout = Duration::from_millis(policy.timeout_ms.max(1));
     let exchange = async {
@@ -181,10 +202,11 @@ async fn probe(
             }
         })
     };
-    matches!(
-        tokio::time::timeout(timeout, exchange).await,
-        Ok(Some(true))
-    )
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Some(true)) => Outcome::Passed,
+        Ok(_) => Outcome::Failed,
+        Err(_) => Outcome::TimedOut,
+    }
 }
 
 /// The probe's request.

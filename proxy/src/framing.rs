@@ -196,6 +196,9 @@ impl Verdicts {
 
 /// The longest chunk-size or trailer line the sniffer follows (hyper refuses long ones).
 const LINE_LIMIT: usize = 16 * 1024;
+/// The largest head buffer a connection keeps between requests (a head past it is
+/// allocated anew each time rather than held while the connection idles).
+const REUSED_LINE_CAPACITY: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -259,8 +262,14 @@ impl Sniffer {
                             let used = end - before;
                             data = &data[used..];
                             self.line.truncate(end);
-                            let head = std::mem::take(&mut self.line);
+                            let mut head = std::mem::take(&mut self.line);
                             self.mode = self.head(&head);
+                            // The next request's head reuses the buffer (one allocation less
+                            // per request), unless an unusually long head grew it.
+                            if head.capacity() <= REUSED_LINE_CAPACITY {
+                                head.clear();
+                                self.line = head;
+                            }
                         }
                         None => {
                             if self.line.len() > self.head_limit {
